@@ -1,0 +1,453 @@
+//! Connections and pipes (Python's `multiprocessing.connection`): `pipe`, `pipe_simplex`,
+//! `Connection`, and `wait`.
+//!
+//! A message is framed as CPython frames it: a 4-byte big-endian signed length, then the
+//! payload; a payload of 2 GiB or more is announced by `-1` and an 8-byte length. Objects sent
+//! with [`Connection::send`] are encoded with postcard.
+
+use crate::reduction;
+use crate::sys::{Deadline, fd};
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// The largest message [`Connection::recv_bytes`] accepts by default: above this a length
+/// is taken to be garbage rather than a reason to allocate.
+const DEFAULT_MAX_MESSAGE: u64 = 1 << 40;
+
+/// One end of a pipe (Python's `multiprocessing.connection.Connection`).
+///
+/// Messages keep their boundaries and arrive whole and in order. Once the peer has closed its
+/// end and every message it sent has been read, reads give [`Error::Eof`]; writing to a
+/// connection whose peer is gone gives [`Error::BrokenPipe`] (never a `SIGPIPE` death).
+///
+/// A `Connection` can be passed to a child in its `args` under every start method (its
+/// descriptor travels with it) and moved between threads, but not shared between threads: two
+/// readers at once would split each other's messages.
+///
+/// ```
+/// use multiprocess::{Process, Connection, pipe};
+/// fn child(conn: Connection) -> multiprocess::Result<()> {
+///     conn.send(&[42, 0, 7])?;
+///     Ok(())
+/// }
+/// let (parent_conn, child_conn) = pipe()?;
+/// let mut p = Process::new(child, (child_conn,));
+/// p.start()?;
+/// assert_eq!(parent_conn.recv::<Vec<i32>>()?, vec![42, 0, 7]);
+/// p.join()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct Connection {
+    fd: Option<OwnedFd>,
+    /// Cleared when a message too long to take was left in the pipe.
+    readable: Cell<bool>,
+    writable: bool,
+    /// Not `Sync`: concurrent readers or writers would interleave frames.
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+/// A duplex pipe (Python's `multiprocessing.Pipe()`): two connected ends, each of which can
+/// send and receive.
+///
+/// ```
+/// let (a, b) = multiprocess::pipe()?;
+/// a.send(&"ping")?;
+/// assert_eq!(b.recv::<String>()?, "ping");
+/// b.send_bytes(b"pong")?;
+/// assert_eq!(a.recv_bytes()?, b"pong");
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn pipe() -> Result<(Connection, Connection)> {
+    let (a, b) = fd::socketpair()?;
+    Ok((Connection::new(a, true, true), Connection::new(b, true, true)))
+}
+
+/// A one-way pipe (Python's `multiprocessing.Pipe(duplex=False)`): `(receiver, sender)`.
+///
+/// ```
+/// use multiprocess::{Error, pipe_simplex};
+/// let (r, w) = pipe_simplex()?;
+/// w.send(&1)?;
+/// assert_eq!(r.recv::<i32>()?, 1);
+/// assert!(r.readable() && !r.writable());
+/// assert!(matches!(r.send(&2), Err(Error::ReadOnly)));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn pipe_simplex() -> Result<(Connection, Connection)> {
+    let (r, w) = fd::socketpair()?;
+    // The kernel enforces the direction too, so a misbehaving child cannot write backwards.
+    fd::shutdown(r.as_fd(), libc::SHUT_WR)?;
+    fd::shutdown(w.as_fd(), libc::SHUT_RD)?;
+    Ok((Connection::new(r, true, false), Connection::new(w, false, true)))
+}
+
+impl Connection {
+    pub(crate) fn new(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
+        Connection { fd: Some(fd), readable: Cell::new(readable), writable, _not_sync: PhantomData }
+    }
+
+    /// A connection over an open, connected stream socket (`Connection(handle)`).
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use multiprocess::Connection;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let (a, b) = (Connection::from_fd(a.into()), Connection::from_fd(b.into()));
+    /// a.send_bytes(b"hi")?;
+    /// assert_eq!(b.recv_bytes()?, b"hi");
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> Connection {
+        Connection::new(fd, true, true)
+    }
+
+    fn handle(&self) -> Result<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd()).ok_or(Error::HandleClosed)
+    }
+
+    fn reader(&self) -> Result<BorrowedFd<'_>> {
+        let fd = self.handle()?;
+        if !self.readable.get() {
+            return Err(Error::WriteOnly);
+        }
+        Ok(fd)
+    }
+
+    fn writer(&self) -> Result<BorrowedFd<'_>> {
+        let fd = self.handle()?;
+        if !self.writable {
+            return Err(Error::ReadOnly);
+        }
+        Ok(fd)
+    }
+
+    /// Whether this end can receive (`readable`).
+    pub fn readable(&self) -> bool {
+        self.readable.get()
+    }
+
+    /// Whether this end can send (`writable`).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Whether [`close`](Connection::close) was called (`closed`).
+    pub fn closed(&self) -> bool {
+        self.fd.is_none()
+    }
+
+    /// The descriptor (`fileno()`); [`Error::HandleClosed`] after close.
+    pub fn fileno(&self) -> Result<RawFd> {
+        Ok(self.handle()?.as_raw_fd())
+    }
+
+    /// Closes this end (`close()`); closing twice is fine. Dropping closes too.
+    ///
+    /// ```
+    /// use multiprocess::{Error, pipe};
+    /// let (mut a, b) = pipe()?;
+    /// a.close();
+    /// a.close();
+    /// assert!(matches!(a.recv_bytes(), Err(Error::HandleClosed)));
+    /// assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn close(&mut self) {
+        self.fd = None;
+    }
+
+    /// A second handle on the same end, for another owner (`os.dup`).
+    ///
+    /// ```
+    /// let (a, b) = multiprocess::pipe()?;
+    /// let a2 = a.try_clone()?;
+    /// a2.send(&5u8)?;
+    /// assert_eq!(b.recv::<u8>()?, 5);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Connection> {
+        Ok(Connection::new(fd::dup(self.handle()?)?, self.readable.get(), self.writable))
+    }
+
+    /// Sends an object (`send(obj)`), encoded with postcard. An object that cannot be encoded
+    /// gives [`Error::Codec`] and sends nothing: the connection stays usable.
+    ///
+    /// ```
+    /// let (a, b) = multiprocess::pipe()?;
+    /// a.send(&(1, 2.25, None::<u8>))?;
+    /// assert_eq!(b.recv::<(i32, f64, Option<u8>)>()?, (1, 2.25, None));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn send<T: Serialize + ?Sized>(&self, obj: &T) -> Result<()> {
+        let fd = self.writer()?;
+        let bytes = postcard::to_allocvec(obj)?;
+        send_frame(fd, &bytes)
+    }
+
+    /// Receives an object sent with [`send`](Connection::send) (`recv()`). [`Error::Eof`] once
+    /// the peer closed and nothing is left; bytes that do not decode as `T` give
+    /// [`Error::Codec`], and the next message is read normally.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        let bytes = self.recv_bytes()?;
+        Ok(postcard::from_bytes(&bytes)?)
+    }
+
+    /// Sends `buf` as one message (`send_bytes(buf)`); any size, empty included.
+    ///
+    /// ```
+    /// let (a, b) = multiprocess::pipe()?;
+    /// a.send_bytes(b"")?;
+    /// a.send_bytes(b"hello world")?;
+    /// assert_eq!(b.recv_bytes()?, b"");
+    /// assert_eq!(b.recv_bytes()?, b"hello world");
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+        send_frame(self.writer()?, buf)
+    }
+
+    /// Sends `buf[offset..offset + size]` (`send_bytes(buf, offset, size)`), `size` defaulting
+    /// to the rest; a range outside `buf` is an [`Error::InvalidArgument`], not a panic.
+    ///
+    /// ```
+    /// let (a, b) = multiprocess::pipe()?;
+    /// let msg = b"abcdefghijklmnopqrstuvwxyz";
+    /// a.send_bytes_range(msg, 7, Some(8))?;
+    /// assert_eq!(b.recv_bytes()?, b"hijklmno");
+    /// assert!(a.send_bytes_range(msg, 27, None).is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn send_bytes_range(&self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
+        if offset > buf.len() {
+            return Err(Error::InvalidArgument("buffer length < offset".into()));
+        }
+        let size = size.unwrap_or(buf.len() - offset);
+        let end = offset.checked_add(size).filter(|&e| e <= buf.len());
+        let end = end.ok_or_else(|| Error::InvalidArgument("buffer length < offset + size".into()))?;
+        self.send_bytes(&buf[offset..end])
+    }
+
+    /// Receives one whole message (`recv_bytes()`).
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.recv_bytes_max(DEFAULT_MAX_MESSAGE as usize)
+    }
+
+    /// Receives one message of at most `maxlength` bytes (`recv_bytes(maxlength)`). A longer
+    /// one gives [`Error::BadMessageLength`] and, as in CPython, leaves this end unreadable:
+    /// its payload is still in the pipe and could not be told from the next message.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// let (a, b) = multiprocess::pipe()?;
+    /// a.send_bytes(&[0u8; 100])?;
+    /// assert!(matches!(b.recv_bytes_max(10), Err(Error::BadMessageLength { len: 100, max: 10 })));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn recv_bytes_max(&self, maxlength: usize) -> Result<Vec<u8>> {
+        let fd = self.reader()?;
+        let len = match recv_header(fd)? {
+            Some(len) => len,
+            None => return Err(Error::Eof),
+        };
+        if len > maxlength as u64 {
+            self.readable.set(false);
+            return Err(Error::BadMessageLength { len, max: maxlength as u64 });
+        }
+        recv_payload(fd, len as usize)
+    }
+
+    /// Receives one message into `buf` (`recv_bytes_into(buf)`) and returns its length. A
+    /// message longer than `buf` gives [`Error::BufferTooShort`] carrying the whole message.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// let (a, b) = multiprocess::pipe()?;
+    /// a.send_bytes(&[1, 2, 3, 4])?;
+    /// let mut buf = [0u8; 10];
+    /// assert_eq!(b.recv_bytes_into(&mut buf[3..])?, 4);
+    /// assert_eq!(buf, [0, 0, 0, 1, 2, 3, 4, 0, 0, 0]);
+    /// a.send_bytes(&[9; 110])?;
+    /// match b.recv_bytes_into(&mut buf) {
+    ///     Err(Error::BufferTooShort(whole)) => assert_eq!(whole, vec![9; 110]),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        let fd = self.reader()?;
+        let len = match recv_header(fd)? {
+            Some(len) => len,
+            None => return Err(Error::Eof),
+        };
+        if len > buf.len() as u64 {
+            if len > DEFAULT_MAX_MESSAGE {
+                return Err(Error::BadMessageLength { len, max: DEFAULT_MAX_MESSAGE });
+            }
+            return Err(Error::BufferTooShort(recv_payload(fd, len as usize)?));
+        }
+        let len = len as usize;
+        if len > 0 && !fd::recv_exact(fd, &mut buf[..len])? {
+            return Err(Error::Eof);
+        }
+        Ok(len)
+    }
+
+    /// Whether there is something to read, waiting up to `timeout` (`poll(timeout)`): `None`
+    /// waits for ever, `Some(Duration::ZERO)` does not wait. True at end of file too, so that
+    /// the next read reports it. Polling consumes nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiprocess::pipe()?;
+    /// assert!(!b.poll(Some(Duration::ZERO))?);
+    /// a.send_bytes(b"")?;
+    /// assert!(b.poll(Some(Duration::ZERO))?);
+    /// assert!(b.poll(Some(Duration::ZERO))?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        let fd = self.reader()?;
+        Ok(fd::poll_readable(&[fd], Deadline::after(timeout))?[0])
+    }
+}
+
+fn send_frame(fd: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
+    let len = payload.len();
+    let result = if len <= i32::MAX as usize {
+        fd::send_all(fd, &[&(len as i32).to_be_bytes(), payload])
+    } else {
+        let mut header = [0u8; 12];
+        header[..4].copy_from_slice(&(-1i32).to_be_bytes());
+        header[4..].copy_from_slice(&(len as u64).to_be_bytes());
+        fd::send_all(fd, &[&header, payload])
+    };
+    result.map_err(Error::from_write)
+}
+
+/// Reads a frame header: the payload length, or `None` at a clean end of stream.
+fn recv_header(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+    let mut short = [0u8; 4];
+    if !fd::recv_exact(fd, &mut short)? {
+        return Ok(None);
+    }
+    match i32::from_be_bytes(short) {
+        -1 => {
+            let mut long = [0u8; 8];
+            if !fd::recv_exact(fd, &mut long)? {
+                return Err(Error::Eof);
+            }
+            Ok(Some(u64::from_be_bytes(long)))
+        }
+        n if n < 0 => Err(Error::Codec(format!("bad frame length {n}"))),
+        n => Ok(Some(n as u64)),
+    }
+}
+
+fn recv_payload(fd: BorrowedFd<'_>, len: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| Error::BadMessageLength { len: len as u64, max: DEFAULT_MAX_MESSAGE })?;
+    buf.resize(len, 0);
+    if len > 0 && !fd::recv_exact(fd, &mut buf)? {
+        return Err(Error::Eof);
+    }
+    Ok(buf)
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("fd", &self.fd.as_ref().map(|f| f.as_raw_fd()))
+            .field("readable", &self.readable.get())
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+/// On the way to a child, a connection travels as its descriptor (`SCM_RIGHTS`).
+#[derive(Serialize, Deserialize)]
+struct Wire<F> {
+    fd: F,
+    readable: bool,
+    writable: bool,
+}
+
+struct OutFd<'a>(BorrowedFd<'a>);
+impl Serialize for OutFd<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        reduction::serialize_fd(self.0, s)
+    }
+}
+
+struct InFd(OwnedFd);
+impl<'de> Deserialize<'de> for InFd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<InFd, D::Error> {
+        reduction::deserialize_fd(d).map(InFd)
+    }
+}
+
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let fd = self.fd.as_ref().ok_or_else(|| serde::ser::Error::custom("handle is closed"))?;
+        Wire { fd: OutFd(fd.as_fd()), readable: self.readable.get(), writable: self.writable }.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Connection, D::Error> {
+        let w = Wire::<InFd>::deserialize(d)?;
+        Ok(Connection::new(w.fd.0, w.readable, w.writable))
+    }
+}
+
+/// Something [`wait`] can wait on: a [`Connection`] (ready when it has a message or hit end
+/// of file) or any descriptor, such as a process [`sentinel`](crate::Process::sentinel).
+pub trait Waitable {
+    /// The descriptor to poll for readability.
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>>;
+}
+
+impl Waitable for Connection {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        self.reader()
+    }
+}
+
+impl Waitable for BorrowedFd<'_> {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.as_fd())
+    }
+}
+
+impl Waitable for OwnedFd {
+    fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.as_fd())
+    }
+}
+
+/// Waits until at least one of `objects` is ready or `timeout` passes, and returns the
+/// indices of the ready ones, in order (Python's `multiprocessing.connection.wait(objects,
+/// timeout)`, which returns the objects). `None` waits for ever; `Some(Duration::ZERO)`
+/// polls. Readiness is level-triggered: an ended process's sentinel stays ready.
+///
+/// ```
+/// use multiprocess::connection::wait;
+/// use std::time::Duration;
+/// let (a, b) = multiprocess::pipe()?;
+/// let (c, d) = multiprocess::pipe()?;
+/// assert!(wait(&[&b, &d], Some(Duration::ZERO))?.is_empty());
+/// c.send(&1)?;
+/// assert_eq!(wait(&[&b, &d], Some(Duration::from_secs(1)))?, vec![1]);
+/// # drop((a, c));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let fds = objects.iter().map(|o| o.wait_fd()).collect::<Result<Vec<_>>>()?;
+    let ready = fd::poll_readable(&fds, Deadline::after(timeout))?;
+    Ok(ready.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect())
+}

@@ -1,0 +1,144 @@
+//! The crate's one error type, `Error`, and `Result`.
+//!
+//! Each variant stands for a Python exception that `multiprocessing` can raise (named in its
+//! doc), so code ported from Python keeps its `except` clauses as `match` arms.
+
+use std::io;
+
+/// Every error this crate returns.
+///
+/// Python counterpart: the exceptions of `multiprocessing` (`ProcessError`, `BufferTooShort`,
+/// `AuthenticationError`, `TimeoutError`), of `queue` (`Empty`, `Full`) and the `OSError`,
+/// `ValueError` and `EOFError` raised by its objects.
+///
+/// ```
+/// use multiprocess::{pipe, Error};
+/// let (a, b) = pipe()?;
+/// drop(b);
+/// assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer closed its end and nothing is left to read (`EOFError`).
+    #[error("end of file: the peer closed the connection")]
+    Eof,
+    /// The receive buffer is too small; the whole message is returned so nothing is lost
+    /// (`multiprocessing.BufferTooShort`, whose `args[0]` is the message).
+    #[error("buffer too short for a message of {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// A message is longer than the maximum the receiver accepts (`OSError('bad message length')`).
+    #[error("bad message length: {len} bytes, at most {max} accepted")]
+    BadMessageLength {
+        /// The length announced by the sender.
+        len: u64,
+        /// The largest length this call accepts.
+        max: u64,
+    },
+    /// The handle was closed by `close()` (`OSError('handle is closed')`).
+    #[error("handle is closed")]
+    HandleClosed,
+    /// Reading from the write end of a simplex pipe (`OSError('connection is write-only')`).
+    #[error("connection is write-only")]
+    WriteOnly,
+    /// Writing to the read end of a simplex pipe (`OSError('connection is read-only')`).
+    #[error("connection is read-only")]
+    ReadOnly,
+    /// A message could not be encoded or decoded (`pickle.PicklingError` / `UnpicklingError`).
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// An argument is out of its range (`ValueError`).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The queue is empty (`queue.Empty`).
+    #[error("queue is empty")]
+    Empty,
+    /// The queue is full (`queue.Full`).
+    #[error("queue is full")]
+    Full,
+    /// The object was closed (`ValueError('Queue ... is closed')`).
+    #[error("object is closed")]
+    Closed,
+    /// The HMAC handshake failed (`multiprocessing.AuthenticationError`).
+    #[error("authentication failed: {0}")]
+    Authentication(String),
+    /// A blocking call ran out of time (`multiprocessing.TimeoutError`).
+    #[error("timed out")]
+    Timeout,
+    /// A barrier was broken (`threading.BrokenBarrierError`).
+    #[error("barrier is broken")]
+    BrokenBarrier,
+    /// The lock was acquired, but its previous holder died holding it (CPython deadlocks here).
+    #[error("the previous holder of the lock died")]
+    OwnerDied,
+    /// A pool task panicked (Python re-raises the task's exception).
+    #[error("task panicked: {message}")]
+    TaskPanicked {
+        /// The panic message and location.
+        message: String,
+    },
+    /// A pool worker died while holding the task (CPython's Pool hangs here).
+    #[error("worker died with exit code {exitcode}")]
+    WorkerDied {
+        /// The worker's exit code (`-N` for signal N).
+        exitcode: i32,
+    },
+    /// The process has not been started (`ValueError('process not started')`,
+    /// `AssertionError('can only join a started process')`).
+    #[error("process not started")]
+    NotStarted,
+    /// `start()` was called twice, or a setting was changed after start
+    /// (`AssertionError('cannot start a process twice')`).
+    #[error("process already started")]
+    AlreadyStarted,
+    /// `close()` on a running process (`ValueError('Cannot close a process while it is still running...')`).
+    #[error("cannot close a process while it is still running; join() or terminate() it first")]
+    StillRunning,
+    /// The process object was closed (`ValueError('process object is closed')`).
+    #[error("process object is closed")]
+    ProcessClosed,
+    /// A daemon process tried to start a child
+    /// (`AssertionError('daemonic processes are not allowed to have children')`).
+    #[error("daemonic processes are not allowed to have children")]
+    DaemonicChildren,
+    /// The start method cannot run this (for example a spawn child from another binary).
+    #[error("start method error: {0}")]
+    StartMethod(String),
+    /// The context was already set (`RuntimeError('context has already been set')`).
+    #[error("context has already been set")]
+    ContextAlreadySet,
+    /// The peer is gone: writing to a connection whose reader was closed (`BrokenPipeError`).
+    #[error("broken pipe: the peer closed its end")]
+    BrokenPipe,
+    /// Any other operating-system error (`OSError`).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// Maps `EPIPE` and `ECONNRESET` to [`Error::BrokenPipe`], everything else to [`Error::Io`].
+    pub(crate) fn from_write(e: io::Error) -> Error {
+        match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Error::BrokenPipe,
+            _ => Error::Io(e),
+        }
+    }
+}
+
+impl From<postcard::Error> for Error {
+    fn from(e: postcard::Error) -> Error {
+        Error::Codec(e.to_string())
+    }
+}
+
+/// `std::result::Result` with this crate's [`Error`].
+///
+/// ```
+/// fn make() -> multiprocess::Result<()> {
+///     let (_a, _b) = multiprocess::pipe()?;
+///     Ok(())
+/// }
+/// make().unwrap();
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;

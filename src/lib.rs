@@ -1,0 +1,92 @@
+//! # multiprocess
+//!
+//! Python's `multiprocessing`, rebuilt in Rust: processes on three start methods (fork,
+//! spawn, forkserver), pipes and connections, and (in later releases) queues, shared memory,
+//! locks and a pool. One Python name, one Rust name: a Python programmer finds `Process`,
+//! `Pipe` (here [`pipe`]), `current_process` and `active_children` where they expect them.
+//!
+//! ```
+//! use multiprocess::{Process, Connection, pipe};
+//!
+//! fn f(name: String, conn: Connection) -> multiprocess::Result<()> {
+//!     conn.send(&format!("hello {name}"))
+//! }
+//!
+//! fn main() -> multiprocess::Result<()> {
+//!     multiprocess::init();
+//!     let (parent_end, child_end) = pipe()?;
+//!     let mut p = Process::new(f, ("john".to_string(), child_end));
+//!     p.start()?;
+//!     assert_eq!(parent_end.recv::<String>()?, "hello john");
+//!     p.join()?;
+//!     assert_eq!(p.exitcode(), Some(0));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## How children find their code
+//!
+//! Under **fork** the child is a copy of the parent and runs the target it has in memory.
+//! Under **spawn** and **forkserver** (the default, as in CPython 3.14) the child is a fresh
+//! run of the same binary: a load-time constructor gives it its role before `main`, and it
+//! finds the target by its offset in the binary, checked to be the same file. So processes
+//! work unchanged in `main`, in `#[test]` functions, in examples and in doc tests; calling
+//! [`init`] first in `main` is the explicit, portable form of the same step.
+//!
+//! ## Tests
+//!
+//! `cargo nextest run` runs each test in its own process, which is what forking wants. Plain
+//! `cargo test` runs tests on several threads of one process; the spawn and forkserver start
+//! methods are safe there, and fork children only run the target and exit.
+
+#![warn(missing_docs)]
+
+mod bootstrap;
+pub mod connection;
+mod context;
+mod error;
+mod popen;
+mod process;
+mod reduction;
+mod sys;
+mod target;
+
+pub use connection::{Connection, pipe, pipe_simplex};
+pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method};
+pub use error::{Error, Result};
+pub use process::{
+    ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit,
+    fork, getpid, getppid, parent_process, process_cpu_count,
+};
+pub use target::{Args, Outcome, Target};
+
+/// Gives this process its role if this crate started it as a spawn child or a fork server;
+/// call it first in `main`. In a process started normally it returns at once.
+///
+/// On Linux a load-time constructor already did this before `main`, so the call is a no-op
+/// kept for portability and as a marker; children never return from it.
+///
+/// Python counterpart: the `if __name__ == '__main__':` guard that spawn needs.
+///
+/// ```
+/// fn main() {
+///     multiprocess::init();
+///     // ... the program
+/// }
+/// # main();
+/// ```
+pub fn init() {
+    // Referencing the constructor keeps its object file, and so the constructor, linked in.
+    std::hint::black_box(&bootstrap::ON_LOAD);
+    bootstrap::take_role();
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! For this crate's own tests; not part of the API.
+
+    /// The descriptors this process has open.
+    pub fn open_fds() -> std::io::Result<Vec<std::os::fd::RawFd>> {
+        crate::sys::fd::open_fds()
+    }
+}

@@ -1,0 +1,34 @@
+//! The fork start method: the child is a copy of this process and runs the target it already
+//! holds in memory. Python's `popen_fork.py`.
+
+use super::Launch;
+use crate::bootstrap;
+use crate::process::{self, Child, ChildSpec};
+use crate::sys::pidfd::Pidfd;
+use crate::sys::proc;
+use crate::Result;
+
+/// Forks a child that runs `launch` (taken out of the option in the child only).
+pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> Result<Child> {
+    process::warn_if_threaded();
+    let parent = proc::getpid();
+    // SAFETY: the child runs only the target and the exit path. `fork_locked` holds this
+    // crate's own locks across the fork so that none is left locked by another thread.
+    let pid = unsafe {
+        process::fork_locked(|| {
+            if spec.daemon {
+                if proc::set_parent_death_signal(libc::SIGTERM).is_err() || proc::getppid() != parent {
+                    proc::exit_now(1);
+                }
+            }
+            process::become_fork_child(Some(spec), parent);
+        })?
+    };
+    if pid == 0 {
+        let Some(launch) = launch.take() else { proc::exit_now(1) };
+        bootstrap::run_and_exit(move || launch.run());
+    }
+    // Our unreaped child: its pid cannot be recycled before this.
+    let pidfd = Pidfd::open(pid)?;
+    Ok(Child::new(pid, spec, pidfd, None))
+}

@@ -1,0 +1,934 @@
+//! Processes: `Process`, the current and parent process, children, exit codes, `fork`.
+//! Python's `multiprocessing.process` plus the `os` functions the seed notes use.
+
+use crate::context::{self, StartMethod};
+use crate::popen::{self, ClosureLaunch, FnLaunch, Launch, forkserver};
+use crate::sys::pidfd::Pidfd;
+use crate::sys::{Deadline, proc};
+use crate::target::{Args, Outcome, Target};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
+use std::time::Duration;
+
+/// Locks `m`, ignoring poisoning: our state stays consistent across a panic elsewhere, and no
+/// call of ours may panic because another thread did.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a child is told about itself.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct ChildSpec {
+    pub(crate) name: String,
+    /// Its place in the process tree: the parent's identity plus its own number.
+    pub(crate) identity: Vec<u32>,
+    pub(crate) daemon: bool,
+    pub(crate) method: StartMethod,
+}
+
+// ---------------------------------------------------------------------------------------------
+// This process.
+
+/// Who this process is. One per process; children get theirs from the parent.
+struct Me {
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    authkey: [u8; 32],
+    parent: Option<Arc<ParentRecord>>,
+    /// Whether we are a child started by this crate, which exits through `exit_child`.
+    is_child: bool,
+}
+
+static ME: Mutex<Option<Me>> = Mutex::new(None);
+/// Counts the `Process` objects made here, for default names (CPython's `_process_counter`).
+static COUNTER: AtomicU32 = AtomicU32::new(1);
+
+fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
+    let mut me = lock(&ME);
+    let me = me.get_or_insert_with(|| {
+        let mut authkey = [0u8; 32];
+        // Without randomness the key would be predictable; zeros make that visible instead
+        // of failing every call that only wants a name.
+        let _ = proc::random_bytes(&mut authkey);
+        Me { name: "MainProcess".into(), identity: Vec::new(), daemon: false, authkey, parent: None, is_child: false }
+    });
+    f(me)
+}
+
+/// A snapshot of the current process (Python's `multiprocessing.current_process()`).
+///
+/// ```
+/// let me = multiprocess::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid(), std::process::id());
+/// assert!(!me.is_daemon());
+/// assert_eq!(me.authkey().len(), 32);
+/// ```
+#[derive(Clone, Debug)]
+pub struct CurrentProcess {
+    name: String,
+    daemon: bool,
+    authkey: [u8; 32],
+    identity: Vec<u32>,
+}
+
+impl CurrentProcess {
+    /// The process's name: `MainProcess`, or the name its parent gave it (`name`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// This process's id (`pid`, `ident`).
+    pub fn pid(&self) -> u32 {
+        proc::getpid() as u32
+    }
+    /// Whether this process is a daemon (`daemon`).
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+    /// The authentication key, 32 random bytes inherited by children (`authkey`).
+    pub fn authkey(&self) -> &[u8] {
+        &self.authkey
+    }
+    /// The place in the process tree: empty for the main process, `[3, 1]` for the first
+    /// child of the third child (`_identity`).
+    pub fn identity(&self) -> &[u32] {
+        &self.identity
+    }
+    /// Always true: the current process is running (`is_alive()`).
+    pub fn is_alive(&self) -> bool {
+        true
+    }
+}
+
+/// The current process (Python's `multiprocessing.current_process()`).
+///
+/// ```
+/// assert_eq!(multiprocess::current_process().name(), "MainProcess");
+/// ```
+pub fn current_process() -> CurrentProcess {
+    with_me(|m| CurrentProcess {
+        name: m.name.clone(),
+        daemon: m.daemon,
+        authkey: m.authkey,
+        identity: m.identity.clone(),
+    })
+}
+
+struct ParentRecord {
+    pid: i32,
+    name: String,
+    pidfd: Option<Pidfd>,
+}
+
+/// The process that started this one (Python's `multiprocessing.parent_process()`).
+///
+/// ```
+/// assert!(multiprocess::parent_process().is_none()); // in the main process
+/// ```
+#[derive(Clone)]
+pub struct ParentProcess(Arc<ParentRecord>);
+
+impl ParentProcess {
+    /// The parent's pid (`pid`).
+    pub fn pid(&self) -> u32 {
+        self.0.pid as u32
+    }
+    /// The parent's name (`name`).
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Whether the parent is still running (`is_alive()`).
+    pub fn is_alive(&self) -> bool {
+        match &self.0.pidfd {
+            Some(fd) => !fd.has_exited().unwrap_or(true),
+            None => false,
+        }
+    }
+    /// Waits up to `timeout` for the parent to end; returns whether it has (`join(timeout)`).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        match &self.0.pidfd {
+            Some(fd) => Ok(fd.wait_exited(Deadline::after(Some(timeout)))?),
+            None => Ok(true),
+        }
+    }
+    /// A descriptor that becomes readable when the parent ends (`sentinel`).
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+        self.0.pidfd.as_ref().map(|p| p.as_fd()).ok_or(Error::HandleClosed)
+    }
+}
+
+impl fmt::Debug for ParentProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<_ParentProcess name='{}' parent={}>", self.0.name, self.0.pid)
+    }
+}
+
+/// The parent of this process if this crate started it, else `None`
+/// (Python's `multiprocessing.parent_process()`).
+///
+/// ```
+/// use multiprocess::{Process, parent_process};
+/// fn child() {
+///     let parent = parent_process().expect("a child has a parent");
+///     assert_eq!(parent.name(), "MainProcess");
+///     assert!(parent.is_alive());
+/// }
+/// let mut p = Process::new(child, ());
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.exitcode(), Some(0));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn parent_process() -> Option<ParentProcess> {
+    with_me(|m| m.parent.clone()).map(ParentProcess)
+}
+
+/// A pidfd for this process, made once, sent to each spawn and forkserver child so that it can
+/// watch us without racing pid reuse.
+pub(crate) fn self_pidfd() -> io::Result<&'static Pidfd> {
+    static SELF: OnceLock<(i32, Pidfd)> = OnceLock::new();
+    if let Some((pid, fd)) = SELF.get()
+        && *pid == proc::getpid()
+    {
+        return Ok(fd);
+    }
+    // A fork child inherits the parent's cell; it opens its own and leaks it (once per process).
+    let fd = Pidfd::open(proc::getpid())?;
+    if SELF.get().is_none() {
+        let _ = SELF.set((proc::getpid(), fd));
+        return Ok(&SELF.get().expect("just set").1);
+    }
+    Ok(Box::leak(Box::new(fd)))
+}
+
+/// Makes this process the child described by `spec` (spawn and forkserver children).
+pub(crate) fn become_child(
+    spec: &ChildSpec,
+    parent_pid: i32,
+    parent_name: String,
+    parent_pidfd: Option<OwnedFd>,
+    authkey: Vec<u8>,
+) {
+    let mut key = [0u8; 32];
+    if authkey.len() == 32 {
+        key.copy_from_slice(&authkey);
+    }
+    let parent = ParentRecord { pid: parent_pid, name: parent_name, pidfd: parent_pidfd.map(Pidfd::from_owned) };
+    *lock(&ME) = Some(Me {
+        name: spec.name.clone(),
+        identity: spec.identity.clone(),
+        daemon: spec.daemon,
+        authkey: key,
+        parent: Some(Arc::new(parent)),
+        is_child: true,
+    });
+    COUNTER.store(1, Ordering::SeqCst);
+    context::set_child_start_method(spec.method);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fork: the locks held across it and the state reset after it.
+
+/// Forks with this crate's locks held, so the child finds none of them locked by a thread it
+/// does not have. `in_child` runs in the child with the locks still held, to reset state.
+/// Returns 0 in the child, the pid in the parent.
+///
+/// # Safety
+/// As [`proc::fork`]: the child must keep to code that needs no lock another thread held.
+pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
+    let me = lock(&ME);
+    let server = lock(&forkserver::SERVER);
+    let children = lock(&CHILDREN);
+    // SAFETY: by the caller's contract.
+    let pid = unsafe { proc::fork()? };
+    drop(children);
+    drop(server);
+    drop(me);
+    if pid == 0 {
+        in_child();
+    }
+    Ok(pid)
+}
+
+/// Resets what a fork child must not share with its parent: the parent's children are not
+/// ours, nor is its fork server. With `spec`, the child also takes the identity it describes.
+pub(crate) fn become_fork_child(spec: Option<&ChildSpec>, parent_pid: i32) {
+    lock(&CHILDREN).clear();
+    *lock(&forkserver::SERVER) = None;
+    let Some(spec) = spec else { return };
+    let parent_name = with_me(|m| m.name.clone());
+    // Open the parent's pidfd, then check it is still our parent: then it was when opened.
+    let pidfd = Pidfd::open(parent_pid).ok().filter(|_| proc::getppid() == parent_pid);
+    with_me(|m| {
+        m.name = spec.name.clone();
+        m.identity = spec.identity.clone();
+        m.daemon = spec.daemon;
+        m.parent = Some(Arc::new(ParentRecord { pid: parent_pid, name: parent_name, pidfd }));
+        m.is_child = true;
+    });
+    COUNTER.store(1, Ordering::SeqCst);
+    context::set_child_start_method(spec.method);
+}
+
+/// Warns once per process that forking a threaded process can deadlock the child, as CPython
+/// 3.12 does (`DeprecationWarning`). Set `MULTIPROCESS_NO_FORK_WARNING=1` to silence it.
+pub(crate) fn warn_if_threaded() {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if WARNED.load(Ordering::Relaxed) || std::env::var_os("MULTIPROCESS_NO_FORK_WARNING").is_some() {
+        return;
+    }
+    let threads = proc::thread_count();
+    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "multiprocess: warning: this process has {threads} threads; a forked child gets only \
+             the calling thread, and a lock another thread held stays locked in it. Prefer the \
+             spawn or forkserver start method."
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children.
+
+/// A started child: what the parent keeps to wait for it and signal it.
+pub(crate) struct Child {
+    pid: i32,
+    name: String,
+    daemon: bool,
+    pidfd: Pidfd,
+    /// The exit code once known (`returncode`).
+    status: Mutex<Option<i32>>,
+    /// For a forkserver child, the socket its exit status arrives on (the server is its parent).
+    channel: Option<OwnedFd>,
+}
+
+impl Child {
+    pub(crate) fn new(pid: i32, spec: &ChildSpec, pidfd: Pidfd, channel: Option<OwnedFd>) -> Child {
+        Child { pid, name: spec.name.clone(), daemon: spec.daemon, pidfd, status: Mutex::new(None), channel }
+    }
+
+    /// The exit code if the child has ended (reaping it), without blocking.
+    fn poll(&self) -> io::Result<Option<i32>> {
+        let mut status = lock(&self.status);
+        if status.is_none() {
+            *status = match &self.channel {
+                None => self.pidfd.try_reap()?,
+                Some(ch) if self.pidfd.has_exited()? => Some(forkserver::read_status(ch)),
+                Some(_) => None,
+            };
+        }
+        Ok(*status)
+    }
+
+    /// Waits for the child to end or the deadline to pass; the exit code if it ended.
+    fn wait(&self, deadline: Deadline) -> io::Result<Option<i32>> {
+        if let Some(code) = self.poll()? {
+            return Ok(Some(code));
+        }
+        if !self.pidfd.wait_exited(deadline)? {
+            return Ok(None);
+        }
+        self.poll()
+    }
+
+    fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        if lock(&self.status).is_some() {
+            return Ok(()); // already reaped: nothing to signal, and never a recycled pid
+        }
+        self.pidfd.send_signal(signal)
+    }
+
+    /// Kills and reaps a child whose start failed half-way.
+    pub(crate) fn kill_and_reap(&self) {
+        let _ = self.signal(libc::SIGKILL);
+        let _ = self.wait(Deadline::NEVER);
+    }
+}
+
+/// Every child started here and not yet seen to end (CPython's `_children`).
+static CHILDREN: Mutex<Vec<Arc<Child>>> = Mutex::new(Vec::new());
+
+fn register(child: Arc<Child>) {
+    static AT_EXIT: Once = Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with no arguments.
+        unsafe { libc::atexit(at_exit) };
+    });
+    lock(&CHILDREN).push(child);
+}
+
+fn unregister(child: &Arc<Child>) {
+    lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, child));
+}
+
+/// Reaps children that have ended (CPython's `_cleanup()`).
+fn reap_finished() {
+    let children: Vec<Arc<Child>> = lock(&CHILDREN).clone();
+    let ended: Vec<Arc<Child>> = children.into_iter().filter(|c| !matches!(c.poll(), Ok(None))).collect();
+    lock(&CHILDREN).retain(|c| !ended.iter().any(|e| Arc::ptr_eq(c, e)));
+}
+
+/// A running child of this process, as listed by [`active_children`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActiveChild {
+    pid: u32,
+    name: String,
+    daemon: bool,
+}
+
+impl ActiveChild {
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+    /// The child's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Whether the child is a daemon.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+}
+
+/// The children of this process that are still running; ended ones are reaped on the way
+/// (Python's `multiprocessing.active_children()`).
+///
+/// ```
+/// use multiprocess::{Process, active_children};
+/// fn nap() { std::thread::sleep(std::time::Duration::from_millis(200)) }
+/// let mut p = Process::new(nap, ());
+/// assert!(active_children().is_empty());
+/// p.start()?;
+/// assert!(active_children().iter().any(|c| Some(c.pid()) == p.pid()));
+/// p.join()?;
+/// assert!(active_children().is_empty());
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn active_children() -> Vec<ActiveChild> {
+    reap_finished();
+    lock(&CHILDREN)
+        .iter()
+        .map(|c| ActiveChild { pid: c.pid as u32, name: c.name.clone(), daemon: c.daemon })
+        .collect()
+}
+
+/// What CPython's `_exit_function` does: terminate daemonic children, then join them all.
+fn finish_children() {
+    let children: Vec<Arc<Child>> = std::mem::take(&mut *lock(&CHILDREN));
+    for child in children.iter().filter(|c| c.daemon) {
+        let _ = child.signal(libc::SIGTERM);
+    }
+    for child in &children {
+        let _ = child.wait(Deadline::NEVER);
+    }
+}
+
+extern "C" fn at_exit() {
+    // Nothing may unwind out of an atexit handler.
+    let _ = std::panic::catch_unwind(finish_children);
+}
+
+fn flush_stdio() {
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+}
+
+/// Ends a child started by this crate: children finished, output flushed, then `_exit`.
+pub(crate) fn exit_child(code: i32) -> ! {
+    finish_children();
+    flush_stdio();
+    proc::exit_now(code)
+}
+
+/// Ends this process with `code`, as Python's `sys.exit(n)` does in a child: daemonic
+/// children are terminated, the others joined, output flushed. The OS keeps the low 8 bits
+/// (256 exits 0, -1 exits 255).
+///
+/// ```no_run
+/// fn worker() {
+///     multiprocess::exit(8);
+/// }
+/// ```
+pub fn exit(code: i32) -> ! {
+    if with_me(|m| m.is_child) {
+        exit_child(code)
+    }
+    finish_children();
+    flush_stdio();
+    std::process::exit(code)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process.
+
+/// A process running a function (Python's `multiprocessing.Process`).
+///
+/// Made with [`Process::new`] (a fn item or non-capturing closure with serde arguments, any
+/// start method) or [`Process::from_closure`] (any closure, fork only), configured with
+/// [`with_name`](Process::with_name) and [`with_daemon`](Process::with_daemon), then
+/// [`start`](Process::start)ed and [`join`](Process::join)ed. Exit codes follow CPython: 0,
+/// the code given to [`exit`] or returned as an `ExitCode`, 1 on a panic or a returned `Err`,
+/// `-N` when killed by signal N.
+///
+/// Dropping a started `Process` does not stop the child: like CPython, a non-daemonic child is
+/// joined when this process exits, a daemonic one terminated.
+///
+/// ```
+/// use multiprocess::Process;
+/// fn f(name: String) {
+///     println!("hello {name}");
+/// }
+/// let mut p = Process::new(f, ("john".to_string(),));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(p.exitcode(), Some(0));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct Process {
+    name: String,
+    identity: Vec<u32>,
+    daemon: bool,
+    method: Option<StartMethod>,
+    launch: Option<Box<dyn Launch>>,
+    child: Option<Arc<Child>>,
+    closed: bool,
+}
+
+impl Process {
+    /// A process that will run `target(args..)` (Python's `Process(target=f, args=(..))`).
+    ///
+    /// `target` is a fn item or a closure that captures nothing (checked at compile time),
+    /// taking 0 to 8 arguments; `args` is the tuple of them, serde values that may include
+    /// handles such as a [`Connection`](crate::Connection). The start method is the default
+    /// one ([`get_start_method`](crate::get_start_method)) at [`start`](Process::start) time.
+    ///
+    /// ```
+    /// use multiprocess::Process;
+    /// let p = Process::new(|a: u8, b: u8| assert_eq!(a + b, 3), (1, 2));
+    /// assert_eq!(p.name(), "Process-1");
+    /// ```
+    pub fn new<F, A>(target: F, args: A) -> Process
+    where
+        F: Target<A>,
+        A: Args,
+    {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "Process::new takes a fn item or a closure that captures nothing; use Process::from_closure for others"
+            )
+        };
+        Process::with_launch(Box::new(FnLaunch { f: target, args }), None)
+    }
+
+    /// A process that runs any closure, always started by fork (CPython's fork-only lambda
+    /// targets). Forking a process that has other threads gives a warning, as CPython 3.12
+    /// does: in the child, a lock another thread held stays locked.
+    ///
+    /// ```
+    /// use multiprocess::Process;
+    /// let greeting = String::from("hello from a closure");
+    /// let mut p = Process::from_closure(move || assert_eq!(greeting.len(), 20));
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn from_closure<C, R>(closure: C) -> Process
+    where
+        C: FnOnce() -> R + Send + 'static,
+        R: Outcome,
+    {
+        Process::with_launch(Box::new(ClosureLaunch(closure)), Some(StartMethod::Fork))
+    }
+
+    pub(crate) fn with_launch(launch: Box<dyn Launch>, method: Option<StartMethod>) -> Process {
+        let count = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let (mut identity, daemon) = with_me(|m| (m.identity.clone(), m.daemon));
+        identity.push(count);
+        let name = default_name(&identity);
+        Process { name, identity, daemon, method, launch: Some(launch), child: None, closed: false }
+    }
+
+    pub(crate) fn set_method(&mut self, method: StartMethod) {
+        if self.method != Some(StartMethod::Fork) || method == StartMethod::Fork {
+            self.method = Some(method);
+        }
+    }
+
+    /// Sets the name (Python's `name=`).
+    ///
+    /// ```
+    /// let p = multiprocess::Process::new(|| (), ()).with_name("worker");
+    /// assert_eq!(p.name(), "worker");
+    /// ```
+    pub fn with_name(mut self, name: impl Into<String>) -> Process {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets whether the process is a daemon (Python's `daemon=`): a daemon is terminated when
+    /// its parent exits, even when the parent is killed, and may not start children.
+    ///
+    /// ```
+    /// let p = multiprocess::Process::new(|| (), ()).with_daemon(true);
+    /// assert!(p.is_daemon());
+    /// ```
+    pub fn with_daemon(mut self, daemon: bool) -> Process {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Renames the process; allowed at any time, as in Python (`p.name = ..`).
+    ///
+    /// ```
+    /// let mut p = multiprocess::Process::new(|| (), ());
+    /// p.set_name("custom");
+    /// assert_eq!(p.name(), "custom");
+    /// ```
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
+    }
+
+    /// Sets the daemon flag before start; after start it is an error, as in Python
+    /// (`AssertionError('process has already started')`).
+    ///
+    /// ```
+    /// let mut p = multiprocess::Process::new(|| (), ());
+    /// p.set_daemon(true)?;
+    /// p.start()?;
+    /// assert!(p.set_daemon(false).is_err());
+    /// p.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn set_daemon(&mut self, daemon: bool) -> Result<()> {
+        if self.child.is_some() || self.closed {
+            return Err(Error::AlreadyStarted);
+        }
+        self.daemon = daemon;
+        Ok(())
+    }
+
+    /// The name (`name`): `Process-N` by default, N counting the processes made here; in a
+    /// child, `Process-3:1` and so on.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the process is a daemon (`daemon`).
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The start method it will use or used.
+    ///
+    /// ```
+    /// use multiprocess::{Process, StartMethod};
+    /// assert_eq!(Process::from_closure(|| ()).start_method(), StartMethod::Fork);
+    /// ```
+    pub fn start_method(&self) -> StartMethod {
+        self.method.unwrap_or_else(context::get_start_method)
+    }
+
+    /// Starts the child (`start()`). Errors: [`Error::AlreadyStarted`] the second time,
+    /// [`Error::ProcessClosed`] after [`close`](Process::close), [`Error::DaemonicChildren`]
+    /// in a daemon.
+    ///
+    /// ```
+    /// use multiprocess::{Error, Process};
+    /// let mut p = Process::new(|| (), ());
+    /// p.start()?;
+    /// assert!(matches!(p.start(), Err(Error::AlreadyStarted)));
+    /// p.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn start(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(Error::ProcessClosed);
+        }
+        if self.child.is_some() || self.launch.is_none() {
+            return Err(Error::AlreadyStarted);
+        }
+        if with_me(|m| m.daemon) {
+            return Err(Error::DaemonicChildren);
+        }
+        reap_finished();
+        // Keep the child-role constructor linked into every binary that starts processes.
+        std::hint::black_box(&crate::bootstrap::ON_LOAD);
+        let method = self.start_method();
+        let spec = ChildSpec { name: self.name.clone(), identity: self.identity.clone(), daemon: self.daemon, method };
+        let child = match method {
+            StartMethod::Fork => popen::fork::start(&spec, &mut self.launch)?,
+            StartMethod::Spawn | StartMethod::ForkServer => {
+                let launch = self.launch.as_ref().ok_or(Error::AlreadyStarted)?;
+                let payload = launch.encode()?;
+                if method == StartMethod::Spawn {
+                    popen::spawn::start(&spec, payload)?
+                } else {
+                    popen::forkserver::start(&spec, payload)?
+                }
+            }
+        };
+        self.method = Some(method);
+        // The child has its own copy of the arguments now: ours close, as CPython's `start()`
+        // drops its target and args, so a pipe end given to the child is not held open here.
+        self.launch = None;
+        let child = Arc::new(child);
+        register(child.clone());
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn started(&self) -> Result<&Arc<Child>> {
+        if self.closed {
+            return Err(Error::ProcessClosed);
+        }
+        self.child.as_ref().ok_or(Error::NotStarted)
+    }
+
+    /// Waits for the child to end (`join()`).
+    ///
+    /// ```
+    /// let mut p = multiprocess::Process::new(|| (), ());
+    /// assert!(p.join().is_err()); // not started
+    /// p.start()?;
+    /// p.join()?;
+    /// p.join()?; // joining again is fine
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn join(&mut self) -> Result<()> {
+        self.join_deadline(Deadline::NEVER)
+    }
+
+    /// Waits up to `timeout` for the child to end (`join(timeout)`); check
+    /// [`exitcode`](Process::exitcode) to see whether it did.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap() { std::thread::sleep(Duration::from_secs(5)) }
+    /// let mut p = multiprocess::Process::new(nap, ());
+    /// p.start()?;
+    /// p.join_timeout(Duration::from_millis(50))?;
+    /// assert_eq!(p.exitcode(), None);
+    /// p.kill()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(-9));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.join_deadline(Deadline::after(Some(timeout)))
+    }
+
+    fn join_deadline(&mut self, deadline: Deadline) -> Result<()> {
+        let child = self.started()?.clone();
+        if child.wait(deadline)?.is_some() {
+            unregister(&child);
+        }
+        Ok(())
+    }
+
+    /// The exit code (`exitcode`): `None` before start and while running; 0, N from [`exit`],
+    /// 1 after a panic or an `Err`, `-N` when killed by signal N.
+    pub fn exitcode(&self) -> Option<i32> {
+        let child = self.child.as_ref()?;
+        child.poll().ok().flatten()
+    }
+
+    /// Whether the child has started and not yet ended (`is_alive()`); reaps it if it has.
+    pub fn is_alive(&self) -> bool {
+        match self.child.as_ref() {
+            Some(child) if !self.closed => match child.poll() {
+                Ok(None) => true,
+                _ => {
+                    unregister(child);
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    /// The child's pid (`pid`), once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.pid as u32)
+    }
+
+    /// A descriptor that becomes readable when the child ends (`sentinel`), for
+    /// [`connection::wait`](crate::connection::wait) or any poll loop.
+    ///
+    /// ```
+    /// use multiprocess::{Process, connection::wait};
+    /// use std::time::Duration;
+    /// let mut p = Process::new(|| (), ());
+    /// assert!(p.sentinel().is_err());
+    /// p.start()?;
+    /// let ready = wait(&[&p.sentinel()?], Some(Duration::from_secs(10)))?;
+    /// assert_eq!(ready, vec![0]);
+    /// p.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
+        Ok(self.started()?.pidfd.as_fd())
+    }
+
+    /// Sends SIGTERM (`terminate()`); exit code `-15` unless the child handles it.
+    pub fn terminate(&self) -> Result<()> {
+        Ok(self.started()?.signal(libc::SIGTERM)?)
+    }
+
+    /// Sends SIGKILL (`kill()`); exit code `-9`.
+    pub fn kill(&self) -> Result<()> {
+        Ok(self.started()?.signal(libc::SIGKILL)?)
+    }
+
+    /// Sends SIGINT (`interrupt()`, Python 3.14); exit code `-2` unless the child handles it.
+    pub fn interrupt(&self) -> Result<()> {
+        Ok(self.started()?.signal(libc::SIGINT)?)
+    }
+
+    /// Releases the child's resources (`close()`). An error while it runs
+    /// ([`Error::StillRunning`]); afterwards `join`, `terminate` and the like give
+    /// [`Error::ProcessClosed`]. Closing twice is fine.
+    ///
+    /// ```
+    /// use multiprocess::{Error, Process};
+    /// let mut p = Process::new(|| (), ());
+    /// p.start()?;
+    /// p.join()?;
+    /// p.close()?;
+    /// p.close()?;
+    /// assert!(matches!(p.join(), Err(Error::ProcessClosed)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn close(&mut self) -> Result<()> {
+        if let Some(child) = &self.child {
+            if !self.closed && child.poll()?.is_none() {
+                return Err(Error::StillRunning);
+            }
+            unregister(child);
+        }
+        self.launch = None;
+        self.closed = true;
+        Ok(())
+    }
+}
+
+fn default_name(identity: &[u32]) -> String {
+    let parts: Vec<String> = identity.iter().map(u32::to_string).collect();
+    format!("Process-{}", parts.join(":"))
+}
+
+impl fmt::Debug for Process {
+    /// CPython's repr: `<Process name='Process-1' pid=N parent=P started>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<Process name='{}'", self.name)?;
+        match (&self.child, self.exitcode()) {
+            (None, _) => write!(f, " parent={} initial", proc::getpid())?,
+            (Some(c), None) => write!(f, " pid={} parent={} started", c.pid, proc::getpid())?,
+            (Some(_), Some(code)) => write!(f, " parent={} stopped exitcode={code}", proc::getpid())?,
+        }
+        if self.daemon {
+            write!(f, " daemon")?;
+        }
+        write!(f, ">")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// os-level functions.
+
+/// What [`fork`] returns.
+#[derive(Debug)]
+pub enum Fork {
+    /// In the parent: the child, as a started [`Process`].
+    Parent {
+        /// The new child.
+        child: Process,
+    },
+    /// In the child.
+    Child,
+}
+
+/// Forks this process (Python's `os.fork()`): both continue from here.
+///
+/// The parent gets the child as a started [`Process`] to join, signal or poll; the child
+/// continues with this process's code and should end with [`exit`].
+///
+/// # Safety
+/// The child has only the calling thread. A lock that another thread held at the fork stays
+/// locked in the child forever; the child must not need one (allocation is safe with glibc,
+/// printing is not if another thread was printing). In a single-threaded program this holds.
+///
+/// ```
+/// use multiprocess::{Fork, fork};
+/// match unsafe { fork() }? {
+///     Fork::Child => multiprocess::exit(7),
+///     Fork::Parent { mut child } => {
+///         child.join()?;
+///         assert_eq!(child.exitcode(), Some(7));
+///     }
+/// }
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub unsafe fn fork() -> io::Result<Fork> {
+    warn_if_threaded();
+    let parent = proc::getpid();
+    // SAFETY: the caller upholds the contract above.
+    let pid = unsafe { fork_locked(|| become_fork_child(None, parent))? };
+    if pid == 0 {
+        with_me(|m| m.is_child = true);
+        return Ok(Fork::Child);
+    }
+    let pidfd = Pidfd::open(pid)?;
+    let mut child = Process::with_launch(Box::new(ClosureLaunch(|| ())), Some(StartMethod::Fork));
+    child.launch = None;
+    let spec = ChildSpec { name: child.name.clone(), identity: child.identity.clone(), daemon: false, method: StartMethod::Fork };
+    let record = Arc::new(Child::new(pid, &spec, pidfd, None));
+    register(record.clone());
+    child.child = Some(record);
+    Ok(Fork::Parent { child })
+}
+
+/// This process's id (Python's `os.getpid()`).
+///
+/// ```
+/// assert_eq!(multiprocess::getpid(), std::process::id());
+/// ```
+pub fn getpid() -> u32 {
+    proc::getpid() as u32
+}
+
+/// The parent's id (Python's `os.getppid()`).
+///
+/// ```
+/// assert!(multiprocess::getppid() > 0);
+/// ```
+pub fn getppid() -> u32 {
+    proc::getppid() as u32
+}
+
+/// The number of CPUs in the system (Python's `multiprocessing.cpu_count()`).
+///
+/// ```
+/// assert!(multiprocess::cpu_count() >= 1);
+/// ```
+pub fn cpu_count() -> usize {
+    proc::cpus_online()
+}
+
+/// The number of CPUs this process may use, honouring its affinity mask (Python 3.13's
+/// `os.process_cpu_count()`).
+///
+/// ```
+/// assert!(multiprocess::process_cpu_count() <= multiprocess::cpu_count());
+/// ```
+pub fn process_cpu_count() -> usize {
+    proc::cpus_allowed()
+}

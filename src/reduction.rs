@@ -1,0 +1,71 @@
+//! How handles travel to children (Python's `multiprocessing.reduction`).
+//!
+//! A child's arguments are serde values. Objects that own an OS handle serialize as an index
+//! into a side table of descriptors; the descriptors themselves go to the child with
+//! `SCM_RIGHTS` in the same message. Serializing such an object anywhere else is an error, so a
+//! handle can never be turned into a meaningless number on the wire.
+
+use crate::{Error, Result};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+thread_local! {
+    /// Descriptors collected while encoding a child's arguments; `None` outside `encode`.
+    static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    /// Descriptors received with a child's arguments; `None` outside `decode`.
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+}
+
+/// Arguments encoded for a child: the bytes and the descriptors they refer to by index. The
+/// descriptors are borrowed from the objects encoded, which must outlive the sending.
+pub(crate) struct Encoded {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<RawFd>,
+}
+
+/// Encodes `value`, collecting the descriptors of the handles inside it.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
+    OUTGOING.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    let bytes = postcard::to_allocvec(value);
+    let fds = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    Ok(Encoded { bytes: bytes?, fds })
+}
+
+/// Decodes `bytes` whose handles arrived as `fds`. Every descriptor must be claimed by exactly
+/// one handle; the ones left over are closed.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    INCOMING.with(|i| *i.borrow_mut() = Some(fds.into_iter().map(Some).collect()));
+    let value = postcard::from_bytes(bytes);
+    INCOMING.with(|i| i.borrow_mut().take());
+    value.map_err(Error::from)
+}
+
+/// Serializes a descriptor as its index in the outgoing table (for `serialize_with`).
+pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    let index = OUTGOING.with(|o| {
+        o.borrow_mut().as_mut().map(|table| {
+            table.push(fd.as_raw_fd());
+            table.len() as u32 - 1
+        })
+    });
+    match index {
+        Some(i) => i.serialize(s),
+        None => Err(S::Error::custom("a handle can only be sent to a child process, in its args")),
+    }
+}
+
+/// Takes the descriptor a serialized index names from the incoming table.
+pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<OwnedFd, D::Error> {
+    let index = u32::deserialize(d)? as usize;
+    INCOMING.with(|i| {
+        let mut table = i.borrow_mut();
+        let table = table.as_mut().ok_or_else(|| D::Error::custom("a handle can only be received by a child process"))?;
+        table
+            .get_mut(index)
+            .and_then(Option::take)
+            .ok_or_else(|| D::Error::custom(format!("handle {index} is missing or claimed twice")))
+    })
+}

@@ -1,0 +1,192 @@
+//! File descriptors: socket pairs, whole-buffer reads and writes, readiness polling and passing
+//! descriptors over Unix sockets (`SCM_RIGHTS`).
+
+use super::{Deadline, cvt, retry};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// The kernel's limit on descriptors in one `SCM_RIGHTS` message.
+pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// A connected pair of Unix stream sockets, close-on-exec.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair_of(libc::SOCK_STREAM)
+}
+
+/// A connected pair of Unix sequenced-packet sockets (message boundaries kept), close-on-exec.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair_of(libc::SOCK_SEQPACKET)
+}
+
+fn socketpair_of(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    cvt(unsafe { libc::socketpair(libc::AF_UNIX, kind | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: on success both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Shuts down one direction of a socket (`SHUT_RD` or `SHUT_WR`).
+pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we borrow.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) }).map(drop)
+}
+
+/// Duplicates a descriptor (close-on-exec).
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    fd.try_clone_to_owned()
+}
+
+/// Writes every byte of `bufs` (gathered, so a header and its payload go in one syscall when
+/// they fit), never raising `SIGPIPE`: a gone reader gives `EPIPE`.
+pub(crate) fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        // SAFETY: `msghdr` is plain data; zeroed is a valid empty header.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = slices.as_mut_ptr().cast();
+        msg.msg_iovlen = slices.len().min(libc::UIO_MAXIOV as usize) as _;
+        // SAFETY: `msg` points at live `IoSlice`s, which are ABI-compatible with `iovec`.
+        let n = retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
+        IoSlice::advance_slices(&mut slices, n as usize);
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes. Returns `Ok(false)` if the peer closed before the first
+/// byte (a clean end of stream), and `UnexpectedEof` if it closed in the middle.
+pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a live, writable buffer of the given length.
+        let n = retry(|| unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) })?;
+        if n == 0 {
+            if done == 0 {
+                return Ok(false);
+            }
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed in the middle of a message"));
+        }
+        done += n as usize;
+    }
+    Ok(true)
+}
+
+/// Sends `data` with `fds` attached to its first byte (`SCM_RIGHTS`), then the rest of `data`.
+pub(crate) fn send_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many handles in one message"));
+    }
+    if fds.is_empty() || data.is_empty() {
+        if !fds.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "handles need at least one byte to travel with"));
+        }
+        return send_all(fd, &[data]);
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload_len = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE is a pure computation on a length.
+    let space = unsafe { libc::CMSG_SPACE(payload_len as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = [IoSlice::new(data)];
+    // SAFETY: `msghdr` is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr().cast();
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `control` is 8-aligned and `space` bytes long, room for one header holding
+    // `raw`; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len as u32) as _;
+        std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), payload_len);
+    }
+    // SAFETY: `msg` points at live buffers set up above; the descriptors are borrowed and open.
+    let n = retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })? as usize;
+    send_all(fd, &[&data[n..]])
+}
+
+/// Receives up to `buf.len()` bytes and any descriptors that travel with them (close-on-exec).
+/// Returns the byte count (0 at end of stream) and the descriptors.
+pub(crate) fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    // SAFETY: pure computation on a length.
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = [io::IoSliceMut::new(buf)];
+    // SAFETY: `msghdr` is plain data; zeroed is a valid empty header.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr().cast();
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at live buffers of the stated sizes.
+    let n = retry(|| unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })? as usize;
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled `control` with `msg_controllen` bytes of well-formed headers;
+    // CMSG_FIRSTHDR/CMSG_NXTHDR walk only inside them. Each SCM_RIGHTS descriptor is new and ours.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "handles were truncated in transit"));
+    }
+    Ok((n, fds))
+}
+
+/// Waits until at least one of `fds` is readable (or hung up) or the deadline passes; returns
+/// the readiness of each. `EINTR` restarts the wait with the time that is left.
+pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], deadline: Deadline) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|f| libc::pollfd { fd: f.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
+    loop {
+        let timeout = deadline.poll_timeout_ms();
+        // SAFETY: `pfds` is a live array of `pfds.len()` pollfd structs.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        if r >= 0 {
+            if r == 0 && !deadline.expired() && timeout >= 0 {
+                // poll's millisecond rounding can wake a hair early: wait out the rest.
+                continue;
+            }
+            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Whether `fd` is an open descriptor of this process.
+pub(crate) fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// The descriptors open in this process, from `/proc/self/fd`.
+pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        if let Some(n) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
+            out.push(n);
+        }
+    }
+    // The directory handle itself was listed and is closed now.
+    out.retain(|&fd| is_open(fd));
+    out.sort_unstable();
+    Ok(out)
+}

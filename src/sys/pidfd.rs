@@ -1,0 +1,76 @@
+//! Process control through pidfds: a pidfd names one process for as long as it is open, so a
+//! signal sent through it can never reach a recycled pid, and it is readable once the process
+//! has ended, which makes it the sentinel `connection::wait` polls.
+
+use super::{Deadline, cvt, fd, retry};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// An owned pidfd.
+#[derive(Debug)]
+pub(crate) struct Pidfd(OwnedFd);
+
+impl Pidfd {
+    /// A pidfd for `pid`. The caller makes sure `pid` cannot have been reaped and recycled in
+    /// between (it is our unreaped child, or we check its parent afterwards).
+    pub(crate) fn open(pid: libc::pid_t) -> io::Result<Pidfd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+        let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+        // SAFETY: on success the descriptor is new and ours; pidfds are close-on-exec.
+        Ok(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Wraps a pidfd received from another process.
+    pub(crate) fn from_owned(fd: OwnedFd) -> Pidfd {
+        Pidfd(fd)
+    }
+
+    /// Sends `signal`. A process that has already ended is not an error: there is nothing left
+    /// to signal, and the pid it had is never touched.
+    pub(crate) fn send_signal(&self, signal: libc::c_int) -> io::Result<()> {
+        // SAFETY: pidfd_send_signal with a null siginfo and no flags.
+        let r = unsafe {
+            libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
+        };
+        match cvt(r) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Whether the process has ended (the pidfd is readable).
+    pub(crate) fn has_exited(&self) -> io::Result<bool> {
+        Ok(fd::poll_readable(&[self.0.as_fd()], Deadline::after(Some(std::time::Duration::ZERO)))?[0])
+    }
+
+    /// Waits until the process has ended or the deadline passes; returns whether it ended.
+    pub(crate) fn wait_exited(&self, deadline: Deadline) -> io::Result<bool> {
+        Ok(fd::poll_readable(&[self.0.as_fd()], deadline)?[0])
+    }
+
+    /// Reaps our child without blocking: its exit code (`-N` when killed by signal N), or
+    /// `None` while it runs.
+    pub(crate) fn try_reap(&self) -> io::Result<Option<i32>> {
+        // SAFETY: `siginfo_t` is plain data; zeroed means "no child changed state".
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid fills `info`, which lives for the call.
+        retry(|| unsafe {
+            libc::waitid(libc::P_PIDFD, self.0.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED | libc::WNOHANG)
+        })?;
+        // SAFETY: after a successful waitid the pid and status fields are initialised.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        Ok(Some(match info.si_code {
+            libc::CLD_EXITED => status,
+            _ => -status,
+        }))
+    }
+}
+
+impl AsFd for Pidfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}

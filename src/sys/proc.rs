@@ -1,0 +1,118 @@
+//! Process-wide facts and actions: fork, exit, parent-death signals, descriptor hygiene for
+//! children, and what we count to warn about forking a threaded process.
+
+use super::{cvt, retry};
+use std::io;
+use std::os::fd::RawFd;
+
+/// `fork(2)`. Returns 0 in the child and the child's pid in the parent.
+///
+/// # Safety
+/// In the child only the calling thread exists; locks that other threads held stay locked.
+/// The caller must keep the child to code that does not need them.
+pub(crate) unsafe fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: the caller upholds the contract above.
+    cvt(unsafe { libc::fork() })
+}
+
+/// Ends the process at once with `code`: no atexit handlers, no destructors (`os._exit`).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// This process's id.
+pub(crate) fn getpid() -> libc::pid_t {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// The parent's id (1, or a subreaper's, once the parent is gone).
+pub(crate) fn getppid() -> libc::pid_t {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// Asks the kernel to send `signal` to this process when its parent thread exits.
+pub(crate) fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// Closes every descriptor from `first` up. Async-signal-safe (one syscall), so it may run
+/// between fork and exec.
+pub(crate) fn close_fds_from(first: RawFd) {
+    // SAFETY: close_range only closes descriptors; the caller owns the range from `first`.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, 0) };
+    if r != 0 {
+        // Kernels before 5.9: fall back to closing one at a time.
+        // SAFETY: sysconf is async-signal-safe in practice on Linux (no locks).
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(1024, 1 << 20) as RawFd;
+        for fd in first..max {
+            // SAFETY: as above; closing a descriptor that is not open is harmless.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// `dup2(from, to)`, clearing close-on-exec on `to`. Async-signal-safe.
+pub(crate) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    if from == to {
+        // dup2 is a no-op then and keeps FD_CLOEXEC: clear it by hand.
+        // SAFETY: fcntl on a descriptor the caller owns.
+        return cvt(unsafe { libc::fcntl(to, libc::F_SETFD, 0) }).map(drop);
+    }
+    // SAFETY: the caller owns `to` (it is replaced) and `from`.
+    retry(|| unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// How many threads this process has.
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+}
+
+/// The device and inode of the running executable: two processes with the same pair run the
+/// same binary, so code addresses mean the same in both.
+pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata("/proc/self/exe")?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Sets `signal` to be ignored.
+pub(crate) fn ignore_signal(signal: libc::c_int) {
+    // SAFETY: installing SIG_IGN has no handler code to be unsound.
+    unsafe { libc::signal(signal, libc::SIG_IGN) };
+}
+
+/// Restores the default action for `signal`.
+pub(crate) fn default_signal(signal: libc::c_int) {
+    // SAFETY: installing SIG_DFL has no handler code to be unsound.
+    unsafe { libc::signal(signal, libc::SIG_DFL) };
+}
+
+/// The number of CPUs online (`os.cpu_count()`).
+pub(crate) fn cpus_online() -> usize {
+    // SAFETY: sysconf only reads.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n < 1 { 1 } else { n as usize }
+}
+
+/// The number of CPUs this process may run on (`os.process_cpu_count()`), from its affinity.
+pub(crate) fn cpus_allowed() -> usize {
+    // SAFETY: `cpu_set_t` is plain data; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the size passed is the size of `set`.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return cpus_online();
+    }
+    // SAFETY: CPU_COUNT reads the set we own.
+    let n = unsafe { libc::CPU_COUNT(&set) };
+    if n < 1 { 1 } else { n as usize }
+}
+
+/// Fills `buf` with random bytes from the kernel.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
+    getrandom::fill(buf).map_err(|e| io::Error::other(e.to_string()))
+}
