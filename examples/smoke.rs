@@ -3,8 +3,12 @@ fn f(name: String, c: Connection) -> Result<()> {
     c.send(&format!("hello {name} from {} ({})", getpid(), current_process().name()))?;
     Ok(())
 }
-fn bad() { panic!("boom") }
-fn code() -> std::process::ExitCode { std::process::ExitCode::from(8) }
+fn bad() {
+    panic!("boom")
+}
+fn code() -> std::process::ExitCode {
+    std::process::ExitCode::from(8)
+}
 fn main() -> Result<()> {
     init();
     for m in get_all_start_methods() {
@@ -16,9 +20,13 @@ fn main() -> Result<()> {
         p.join()?;
         println!("{m}: exit {:?} in {:?}", p.exitcode(), t.elapsed());
         let mut p = get_context(m).process(bad, ());
-        p.start()?; p.join()?; println!("{m}: panic exit {:?}", p.exitcode());
+        p.start()?;
+        p.join()?;
+        println!("{m}: panic exit {:?}", p.exitcode());
         let mut p = get_context(m).process(code, ());
-        p.start()?; p.join()?; println!("{m}: code exit {:?}", p.exitcode());
+        p.start()?;
+        p.join()?;
+        println!("{m}: code exit {:?}", p.exitcode());
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ const DEFAULT_MAX_MESSAGE: u64 = 1 << 40;
 /// ```
 /// use multiprocess::{Process, Connection, pipe};
 /// fn child(conn: Connection) -> multiprocess::Result<()> {
-///     conn.send(&[42, 0, 7])?;
+///     conn.send(&vec![42, 0, 7])?;
 ///     Ok(())
 /// }
 /// let (parent_conn, child_conn) = pipe()?;

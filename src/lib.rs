@@ -55,8 +55,8 @@ pub use connection::{Connection, pipe, pipe_simplex};
 pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method};
 pub use error::{Error, Result};
 pub use process::{
-    ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit,
-    fork, getpid, getppid, parent_process, process_cpu_count,
+    ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
+    getpid, getppid, parent_process, process_cpu_count,
 };
 pub use target::{Args, Outcome, Target};
 
@@ -69,11 +69,8 @@ pub use target::{Args, Outcome, Target};
 /// Python counterpart: the `if __name__ == '__main__':` guard that spawn needs.
 ///
 /// ```
-/// fn main() {
-///     multiprocess::init();
-///     // ... the program
-/// }
-/// # main();
+/// multiprocess::init(); // first in main
+/// assert_eq!(multiprocess::current_process().name(), "MainProcess");
 /// ```
 pub fn init() {
     // Referencing the constructor keeps its object file, and so the constructor, linked in.
@@ -88,5 +85,18 @@ pub mod __private {
     /// The descriptors this process has open.
     pub fn open_fds() -> std::io::Result<Vec<std::os::fd::RawFd>> {
         crate::sys::fd::open_fds()
+    }
+
+    /// Descriptors this crate keeps open for the life of the process (the fork server's
+    /// control socket and pidfd, this process's own pidfd): not leaks.
+    pub fn persistent_fds() -> Vec<std::os::fd::RawFd> {
+        let mut fds = crate::popen::forkserver::server_fds();
+        fds.extend(crate::process::self_pidfd_raw());
+        fds
+    }
+
+    /// The fork server's pid, if one is running.
+    pub fn forkserver_pid() -> Option<u32> {
+        crate::popen::forkserver::server_pid()
     }
 }

@@ -12,7 +12,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 /// Locks `m`, ignoring poisoning: our state stays consistent across a panic elsewhere, and no
@@ -189,22 +189,27 @@ pub fn parent_process() -> Option<ParentProcess> {
     with_me(|m| m.parent.clone()).map(ParentProcess)
 }
 
+static SELF_PIDFD: Mutex<Option<(i32, Arc<Pidfd>)>> = Mutex::new(None);
+
 /// A pidfd for this process, made once, sent to each spawn and forkserver child so that it can
-/// watch us without racing pid reuse.
-pub(crate) fn self_pidfd() -> io::Result<&'static Pidfd> {
-    static SELF: OnceLock<(i32, Pidfd)> = OnceLock::new();
-    if let Some((pid, fd)) = SELF.get()
-        && *pid == proc::getpid()
-    {
-        return Ok(fd);
+/// watch us without racing pid reuse. A fork child inherits its parent's and replaces it.
+pub(crate) fn self_pidfd() -> io::Result<Arc<Pidfd>> {
+    let mut cell = lock(&SELF_PIDFD);
+    let me = proc::getpid();
+    match &*cell {
+        Some((pid, fd)) if *pid == me => Ok(fd.clone()),
+        _ => {
+            let fd = Arc::new(Pidfd::open(me)?);
+            *cell = Some((me, fd.clone()));
+            Ok(fd)
+        }
     }
-    // A fork child inherits the parent's cell; it opens its own and leaks it (once per process).
-    let fd = Pidfd::open(proc::getpid())?;
-    if SELF.get().is_none() {
-        let _ = SELF.set((proc::getpid(), fd));
-        return Ok(&SELF.get().expect("just set").1);
-    }
-    Ok(Box::leak(Box::new(fd)))
+}
+
+/// The raw number of this process's own pidfd, if one was made.
+pub(crate) fn self_pidfd_raw() -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    lock(&SELF_PIDFD).as_ref().filter(|(pid, _)| *pid == proc::getpid()).map(|(_, fd)| fd.as_fd().as_raw_fd())
 }
 
 /// Makes this process the child described by `spec` (spawn and forkserver children).
@@ -245,8 +250,10 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     let me = lock(&ME);
     let server = lock(&forkserver::SERVER);
     let children = lock(&CHILDREN);
+    let self_pidfd = lock(&SELF_PIDFD);
     // SAFETY: by the caller's contract.
     let pid = unsafe { proc::fork()? };
+    drop(self_pidfd);
     drop(children);
     drop(server);
     drop(me);
@@ -413,10 +420,7 @@ impl ActiveChild {
 /// ```
 pub fn active_children() -> Vec<ActiveChild> {
     reap_finished();
-    lock(&CHILDREN)
-        .iter()
-        .map(|c| ActiveChild { pid: c.pid as u32, name: c.name.clone(), daemon: c.daemon })
-        .collect()
+    lock(&CHILDREN).iter().map(|c| ActiveChild { pid: c.pid as u32, name: c.name.clone(), daemon: c.daemon }).collect()
 }
 
 /// What CPython's `_exit_function` does: terminate daemonic children, then join them all.
@@ -889,7 +893,12 @@ pub unsafe fn fork() -> io::Result<Fork> {
     let pidfd = Pidfd::open(pid)?;
     let mut child = Process::with_launch(Box::new(ClosureLaunch(|| ())), Some(StartMethod::Fork));
     child.launch = None;
-    let spec = ChildSpec { name: child.name.clone(), identity: child.identity.clone(), daemon: false, method: StartMethod::Fork };
+    let spec = ChildSpec {
+        name: child.name.clone(),
+        identity: child.identity.clone(),
+        daemon: false,
+        method: StartMethod::Fork,
+    };
     let record = Arc::new(Child::new(pid, &spec, pidfd, None));
     register(record.clone());
     child.child = Some(record);

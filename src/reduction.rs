@@ -62,7 +62,8 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> std::result::Re
     let index = u32::deserialize(d)? as usize;
     INCOMING.with(|i| {
         let mut table = i.borrow_mut();
-        let table = table.as_mut().ok_or_else(|| D::Error::custom("a handle can only be received by a child process"))?;
+        let table =
+            table.as_mut().ok_or_else(|| D::Error::custom("a handle can only be received by a child process"))?;
         table
             .get_mut(index)
             .and_then(Option::take)

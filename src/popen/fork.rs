@@ -2,11 +2,11 @@
 //! holds in memory. Python's `popen_fork.py`.
 
 use super::Launch;
+use crate::Result;
 use crate::bootstrap;
 use crate::process::{self, Child, ChildSpec};
 use crate::sys::pidfd::Pidfd;
 use crate::sys::proc;
-use crate::Result;
 
 /// Forks a child that runs `launch` (taken out of the option in the child only).
 pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> Result<Child> {
@@ -16,10 +16,8 @@ pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> R
     // crate's own locks across the fork so that none is left locked by another thread.
     let pid = unsafe {
         process::fork_locked(|| {
-            if spec.daemon {
-                if proc::set_parent_death_signal(libc::SIGTERM).is_err() || proc::getppid() != parent {
-                    proc::exit_now(1);
-                }
+            if spec.daemon && (proc::set_parent_death_signal(libc::SIGTERM).is_err() || proc::getppid() != parent) {
+                proc::exit_now(1);
             }
             process::become_fork_child(Some(spec), parent);
         })?

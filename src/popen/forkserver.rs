@@ -26,6 +26,17 @@ use std::sync::Mutex;
 pub(crate) struct Server {
     control: OwnedFd,
     pidfd: Pidfd,
+    pid: i32,
+}
+
+/// The descriptors the fork server's client keeps open.
+pub(crate) fn server_fds() -> Vec<i32> {
+    lock(&SERVER).as_ref().map_or_else(Vec::new, |s| vec![s.control.as_raw_fd(), s.pidfd.as_fd().as_raw_fd()])
+}
+
+/// The fork server's pid, if one is running.
+pub(crate) fn server_pid() -> Option<u32> {
+    lock(&SERVER).as_ref().map(|s| s.pid as u32)
 }
 
 /// This process's fork server, started on first use; reset in fork children.
@@ -62,10 +73,10 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Child> {
     let (ours, theirs) = fd::socketpair()?;
     {
         let mut server = lock(&SERVER);
-        if server.as_ref().is_some_and(|s| s.pidfd.has_exited().unwrap_or(true)) {
-            if let Some(dead) = server.take() {
-                let _ = dead.pidfd.try_reap();
-            }
+        if server.as_ref().is_some_and(|s| s.pidfd.has_exited().unwrap_or(true))
+            && let Some(dead) = server.take()
+        {
+            let _ = dead.pidfd.try_reap();
         }
         if server.is_none() {
             *server = Some(launch_server()?);
@@ -89,8 +100,8 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Child> {
 
 fn launch_server() -> Result<Server> {
     let (control, theirs) = fd::seqpacket_pair()?;
-    let (_pid, pidfd) = exec_self("forkserver", theirs, None)?;
-    Ok(Server { control, pidfd })
+    let (pid, pidfd) = exec_self("forkserver", theirs, None)?;
+    Ok(Server { control, pidfd, pid })
 }
 
 /// Reads a forkserver child's exit status from its channel, once the child has ended. If the

@@ -15,11 +15,7 @@ use std::io;
 
 /// Turns a `-1` return into the `errno` error.
 pub(crate) fn cvt<T: PartialEq + From<i8>>(ret: T) -> io::Result<T> {
-    if ret == T::from(-1) {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret == T::from(-1) { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 /// Calls `f` again while it fails with `EINTR`: a signal handler must not abort our waits.

@@ -30,7 +30,13 @@ impl Pidfd {
     pub(crate) fn send_signal(&self, signal: libc::c_int) -> io::Result<()> {
         // SAFETY: pidfd_send_signal with a null siginfo and no flags.
         let r = unsafe {
-            libc::syscall(libc::SYS_pidfd_send_signal, self.0.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.0.as_raw_fd(),
+                signal,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
         };
         match cvt(r) {
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),

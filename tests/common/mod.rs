@@ -1,0 +1,138 @@
+//! Shared by the integration tests: run a case under each start method, and check that it
+//! leaves no zombie, no stray child and no descriptor behind.
+#![allow(dead_code)]
+
+use multiprocess::StartMethod;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// Generates one `#[test]` per start method from a function of the method:
+///
+/// ```ignore
+/// start_methods! {
+///     /// PROC-05: after join, exitcode 0 and not alive.
+///     fn proc_05_join(m) { ... }
+/// }
+/// ```
+/// gives `proc_05_join::fork`, `proc_05_join::spawn`, `proc_05_join::forkserver`, each run
+/// inside a [`LeakGuard`].
+#[macro_export]
+macro_rules! start_methods {
+    ($($(#[$attr:meta])* fn $name:ident($m:ident) $body:block)*) => {$(
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_variables)]
+            fn case($m: multiprocess::StartMethod) $body
+            #[test]
+            fn fork() { $crate::common::run_case(multiprocess::StartMethod::Fork, case) }
+            #[test]
+            fn spawn() { $crate::common::run_case(multiprocess::StartMethod::Spawn, case) }
+            #[test]
+            fn forkserver() { $crate::common::run_case(multiprocess::StartMethod::ForkServer, case) }
+        }
+    )*};
+}
+
+/// Runs `case(m)` inside a leak guard.
+pub fn run_case(m: StartMethod, case: fn(StartMethod)) {
+    let guard = LeakGuard::new();
+    case(m);
+    guard.check();
+}
+
+/// Notes the open descriptors; [`check`](LeakGuard::check) fails the test if new ones are
+/// still open (other than the crate's persistent ones) or a child other than the fork server
+/// is left, running or zombie.
+pub struct LeakGuard {
+    fds: BTreeSet<i32>,
+}
+
+impl LeakGuard {
+    pub fn new() -> LeakGuard {
+        LeakGuard { fds: multiprocess::__private::open_fds().unwrap().into_iter().collect() }
+    }
+
+    pub fn check(self) {
+        // Children killed a moment ago may still be on their way out: give them a second.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let leaked_fds = self.leaked_fds();
+            let children = stray_children();
+            if leaked_fds.is_empty() && children.is_empty() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("leak: descriptors {leaked_fds:?} ({}), children {children:?}", describe(&leaked_fds));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn leaked_fds(&self) -> Vec<i32> {
+        let persistent: BTreeSet<i32> = multiprocess::__private::persistent_fds().into_iter().collect();
+        multiprocess::__private::open_fds()
+            .unwrap()
+            .into_iter()
+            .filter(|fd| !self.fds.contains(fd) && !persistent.contains(fd))
+            .collect()
+    }
+}
+
+fn describe(fds: &[i32]) -> String {
+    fds.iter()
+        .map(|fd| {
+            let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).map(|p| p.display().to_string());
+            format!("{fd} -> {}", target.unwrap_or_default())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// This process's children (with their state letter), other than the fork server.
+pub fn stray_children() -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let server = multiprocess::__private::forkserver_pid();
+    children_of(me).into_iter().filter(|(pid, _)| Some(*pid) != server).collect()
+}
+
+/// The children of `parent` with their state letters (`Z` for a zombie), read from /proc.
+pub fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The command name is in parentheses and may hold spaces: parse after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Whether process `pid` exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rfind(')').map(|i| &stat[i + 2..i + 3]) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// Asserts that `elapsed` fits a blocking call with timeout `t`: not before `t - 10 ms`, and
+/// within 1 s more on a loaded machine.
+pub fn assert_timeout_elapsed(elapsed: Duration, t: Duration) {
+    assert!(elapsed + Duration::from_millis(10) >= t, "returned after {elapsed:?}, before the timeout {t:?}");
+    assert!(elapsed <= t + Duration::from_secs(1), "returned after {elapsed:?}, far past the timeout {t:?}");
+}
+
+/// Asserts that a call that should not wait took under 0.5 s (a generous bound for a loaded
+/// machine; the point is that it did not block for its timeout).
+pub fn assert_prompt(elapsed: Duration) {
+    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}, expected no wait");
+}
