@@ -27,6 +27,21 @@ pub(crate) struct Server {
     control: OwnedFd,
     pidfd: Pidfd,
     pid: i32,
+    /// The process that started the server: only it may end it (a fork child drops its
+    /// inherited copy of this handle and must not touch the server).
+    owner: i32,
+}
+
+impl Drop for Server {
+    /// A server being replaced is dead or broken: make sure it is gone and reaped, so that no
+    /// zombie is left. Closing the control socket alone ends a healthy one.
+    fn drop(&mut self) {
+        if self.owner == proc::getpid() && self.pidfd.try_reap().ok().flatten().is_none() {
+            let _ = self.pidfd.send_signal(libc::SIGKILL);
+            let _ = self.pidfd.wait_exited(Deadline::NEVER);
+            let _ = self.pidfd.try_reap();
+        }
+    }
 }
 
 /// The descriptors the fork server's client keeps open.
@@ -73,10 +88,8 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Child> {
     let (ours, theirs) = fd::socketpair()?;
     {
         let mut server = lock(&SERVER);
-        if server.as_ref().is_some_and(|s| s.pidfd.has_exited().unwrap_or(true))
-            && let Some(dead) = server.take()
-        {
-            let _ = dead.pidfd.try_reap();
+        if server.as_ref().is_some_and(|s| s.pidfd.has_exited().unwrap_or(true)) {
+            *server = None;
         }
         if server.is_none() {
             *server = Some(launch_server()?);
@@ -101,7 +114,7 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Child> {
 fn launch_server() -> Result<Server> {
     let (control, theirs) = fd::seqpacket_pair()?;
     let (pid, pidfd) = exec_self("forkserver", theirs, None)?;
-    Ok(Server { control, pidfd, pid })
+    Ok(Server { control, pidfd, pid, owner: proc::getpid() })
 }
 
 /// Reads a forkserver child's exit status from its channel, once the child has ended. If the
