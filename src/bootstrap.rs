@@ -158,16 +158,28 @@ fn fail(message: &str) -> ! {
     sys::proc::exit_now(1)
 }
 
+/// Installs, once per process, a panic hook that heads a child's panic message with
+/// `Process <name>:` (as CPython heads a child's traceback) and then calls the hook that was
+/// there. It is installed in the parent before forking, so that a fork child never has to
+/// take the hook lock, which another thread may have held at the fork.
+pub(crate) fn install_panic_header() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if let Some(name) = process::child_name_for_panic() {
+                eprintln!("Process {name}:");
+            }
+            previous(info);
+        }));
+    });
+}
+
 /// Runs a child's target and exits: 0 or the target's code; 1 after printing `Process
 /// <name>:` and the error or panic message to stderr (CPython's uncaught-exception exit).
 pub(crate) fn run_and_exit(target: impl FnOnce() -> std::result::Result<i32, String>) -> ! {
+    install_panic_header();
     let name = process::current_process().name().to_string();
-    let previous = panic::take_hook();
-    let header_name = name.clone();
-    panic::set_hook(Box::new(move |info| {
-        eprintln!("Process {header_name}:");
-        previous(info);
-    }));
     let code = match panic::catch_unwind(AssertUnwindSafe(target)) {
         Ok(Ok(code)) => code,
         Ok(Err(message)) => {

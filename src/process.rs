@@ -206,6 +206,13 @@ pub(crate) fn self_pidfd() -> io::Result<Arc<Pidfd>> {
     }
 }
 
+/// This process's name if it is a child started by this crate, for the panic hook. Never
+/// blocks: a panic while this process's identity is being changed gets no header.
+pub(crate) fn child_name_for_panic() -> Option<String> {
+    let me = ME.try_lock().ok()?;
+    me.as_ref().filter(|m| m.is_child).map(|m| m.name.clone())
+}
+
 /// The raw number of this process's own pidfd, if one was made.
 pub(crate) fn self_pidfd_raw() -> Option<i32> {
     use std::os::fd::AsRawFd;
@@ -247,6 +254,11 @@ pub(crate) fn become_child(
 /// # Safety
 /// As [`proc::fork`]: the child must keep to code that needs no lock another thread held.
 pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
+    // Printing takes these; held here, the child finds them free (glibc does the same for
+    // its own streams), so a child can print even if another thread was printing.
+    crate::bootstrap::install_panic_header();
+    let stdout = io::stdout().lock();
+    let stderr = io::stderr().lock();
     let me = lock(&ME);
     let server = lock(&forkserver::SERVER);
     let children = lock(&CHILDREN);
@@ -257,6 +269,8 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     drop(children);
     drop(server);
     drop(me);
+    drop(stderr);
+    drop(stdout);
     if pid == 0 {
         in_child();
     }
