@@ -128,21 +128,49 @@ impl Connection {
     }
 
     /// Whether this end can receive (`readable`).
+    ///
+    /// ```
+    /// let (r, w) = multiprocess::pipe_simplex()?;
+    /// assert!(r.readable() && !w.readable());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn readable(&self) -> bool {
         self.readable.get()
     }
 
     /// Whether this end can send (`writable`).
+    ///
+    /// ```
+    /// let (r, w) = multiprocess::pipe_simplex()?;
+    /// assert!(w.writable() && !r.writable());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn writable(&self) -> bool {
         self.writable
     }
 
     /// Whether [`close`](Connection::close) was called (`closed`).
+    ///
+    /// ```
+    /// let (mut a, _b) = multiprocess::pipe()?;
+    /// assert!(!a.closed());
+    /// a.close();
+    /// assert!(a.closed());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn closed(&self) -> bool {
         self.fd.is_none()
     }
 
     /// The descriptor (`fileno()`); [`Error::HandleClosed`] after close.
+    ///
+    /// ```
+    /// let (mut a, _b) = multiprocess::pipe()?;
+    /// assert!(a.fileno()? > 2);
+    /// a.close();
+    /// assert!(a.fileno().is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn fileno(&self) -> Result<RawFd> {
         Ok(self.handle()?.as_raw_fd())
     }
@@ -193,6 +221,16 @@ impl Connection {
     /// Receives an object sent with [`send`](Connection::send) (`recv()`). [`Error::Eof`] once
     /// the peer closed and nothing is left; bytes that do not decode as `T` give
     /// [`Error::Codec`], and the next message is read normally.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// let (a, b) = multiprocess::pipe()?;
+    /// a.send(&vec![1, 2])?;
+    /// drop(a);
+    /// assert_eq!(b.recv::<Vec<i32>>()?, vec![1, 2]);
+    /// assert!(matches!(b.recv::<Vec<i32>>(), Err(Error::Eof)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
         let bytes = self.recv_bytes()?;
         Ok(postcard::from_bytes(&bytes)?)
@@ -234,6 +272,15 @@ impl Connection {
     }
 
     /// Receives one whole message (`recv_bytes()`).
+    ///
+    /// ```
+    /// let (a, b) = multiprocess::pipe()?;
+    /// a.send_bytes(b"first")?;
+    /// a.send_bytes(b"second")?;
+    /// assert_eq!(b.recv_bytes()?, b"first");
+    /// assert_eq!(b.recv_bytes()?, b"second");
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
         self.recv_bytes_max(DEFAULT_MAX_MESSAGE as usize)
     }
@@ -407,6 +454,15 @@ impl<'de> Deserialize<'de> for Connection {
 
 /// Something [`wait`] can wait on: a [`Connection`] (ready when it has a message or hit end
 /// of file) or any descriptor, such as a process [`sentinel`](crate::Process::sentinel).
+///
+/// ```
+/// use multiprocess::connection::{Waitable, wait};
+/// let (a, b) = multiprocess::pipe()?;
+/// a.send(&0u8)?;
+/// let objects: [&dyn Waitable; 1] = [&b];
+/// assert_eq!(wait(&objects, None)?, vec![0]);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 pub trait Waitable {
     /// The descriptor to poll for readability.
     fn wait_fd(&self) -> Result<BorrowedFd<'_>>;

@@ -30,6 +30,10 @@ pub enum StartMethod {
 
 impl StartMethod {
     /// Python's name for the method.
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::StartMethod::ForkServer.as_str(), "forkserver");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             StartMethod::Fork => "fork",
@@ -72,6 +76,11 @@ fn default_method() -> StartMethod {
 /// ```
 /// let m = multiprocess::get_start_method();
 /// assert!(multiprocess::get_all_start_methods().contains(&m));
+/// ```
+///
+/// ```
+/// use multiprocess::{StartMethod, get_context};
+/// assert_eq!(get_context(StartMethod::Spawn).get_start_method(), StartMethod::Spawn);
 /// ```
 pub fn get_start_method() -> StartMethod {
     *lock(&CHOSEN).get_or_insert_with(default_method)

@@ -80,27 +80,51 @@ pub struct CurrentProcess {
 
 impl CurrentProcess {
     /// The process's name: `MainProcess`, or the name its parent gave it (`name`).
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::current_process().name(), "MainProcess");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
     /// This process's id (`pid`, `ident`).
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::current_process().pid(), std::process::id());
+    /// ```
     pub fn pid(&self) -> u32 {
         proc::getpid() as u32
     }
     /// Whether this process is a daemon (`daemon`).
+    ///
+    /// ```
+    /// assert!(!multiprocess::current_process().is_daemon());
+    /// ```
     pub fn is_daemon(&self) -> bool {
         self.daemon
     }
     /// The authentication key, 32 random bytes inherited by children (`authkey`).
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::current_process().authkey().len(), 32);
+    /// ```
     pub fn authkey(&self) -> &[u8] {
         &self.authkey
     }
     /// The place in the process tree: empty for the main process, `[3, 1]` for the first
     /// child of the third child (`_identity`).
+    ///
+    /// ```
+    /// assert!(multiprocess::current_process().identity().is_empty());
+    /// ```
     pub fn identity(&self) -> &[u32] {
         &self.identity
     }
     /// Always true: the current process is running (`is_alive()`).
+    ///
+    /// ```
+    /// assert!(multiprocess::current_process().is_alive());
+    /// ```
     pub fn is_alive(&self) -> bool {
         true
     }
@@ -136,14 +160,48 @@ pub struct ParentProcess(Arc<ParentRecord>);
 
 impl ParentProcess {
     /// The parent's pid (`pid`).
+    ///
+    /// ```
+    /// fn child() {
+    ///     let parent = multiprocess::parent_process().unwrap();
+    ///     assert_eq!(parent.pid(), multiprocess::getppid());
+    /// }
+    /// let mut p = multiprocess::get_context(multiprocess::StartMethod::Fork).process(child, ());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn pid(&self) -> u32 {
         self.0.pid as u32
     }
     /// The parent's name (`name`).
+    ///
+    /// ```
+    /// fn child() {
+    ///     assert_eq!(multiprocess::parent_process().unwrap().name(), "MainProcess");
+    /// }
+    /// let mut p = multiprocess::Process::new(child, ());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.0.name
     }
     /// Whether the parent is still running (`is_alive()`).
+    ///
+    /// ```
+    /// fn child() {
+    ///     assert!(multiprocess::parent_process().unwrap().is_alive());
+    /// }
+    /// let mut p = multiprocess::Process::new(child, ());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn is_alive(&self) -> bool {
         match &self.0.pidfd {
             Some(fd) => !fd.has_exited().unwrap_or(true),
@@ -151,6 +209,20 @@ impl ParentProcess {
         }
     }
     /// Waits up to `timeout` for the parent to end; returns whether it has (`join(timeout)`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn child() {
+    ///     let parent = multiprocess::parent_process().unwrap();
+    ///     // The parent is waiting for us: it has not ended.
+    ///     assert!(!parent.join_timeout(Duration::from_millis(10)).unwrap());
+    /// }
+    /// let mut p = multiprocess::Process::new(child, ());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
         match &self.0.pidfd {
             Some(fd) => Ok(fd.wait_exited(Deadline::after(Some(timeout)))?),
@@ -158,6 +230,21 @@ impl ParentProcess {
         }
     }
     /// A descriptor that becomes readable when the parent ends (`sentinel`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiprocess::connection::wait;
+    /// fn child() {
+    ///     let parent = multiprocess::parent_process().unwrap();
+    ///     let sentinel = parent.sentinel().unwrap();
+    ///     assert!(wait(&[&sentinel], Some(Duration::ZERO)).unwrap().is_empty());
+    /// }
+    /// let mut p = multiprocess::Process::new(child, ());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(0));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
         self.0.pidfd.as_ref().map(|p| p.as_fd()).ok_or(Error::HandleClosed)
     }
@@ -396,6 +483,18 @@ fn reap_finished() {
 }
 
 /// A running child of this process, as listed by [`active_children`].
+///
+/// ```
+/// fn nap() { std::thread::sleep(std::time::Duration::from_millis(300)) }
+/// let mut p = multiprocess::Process::new(nap, ()).with_name("napper");
+/// p.start()?;
+/// let listed = multiprocess::active_children();
+/// let child = listed.iter().find(|c| Some(c.pid()) == p.pid()).unwrap();
+/// assert_eq!(child.name(), "napper");
+/// assert!(!child.is_daemon());
+/// p.join()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActiveChild {
     pid: u32,
@@ -636,11 +735,21 @@ impl Process {
 
     /// The name (`name`): `Process-N` by default, N counting the processes made here; in a
     /// child, `Process-3:1` and so on.
+    ///
+    /// ```
+    /// let p = multiprocess::Process::new(|| (), ());
+    /// assert!(p.name().starts_with("Process-"));
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Whether the process is a daemon (`daemon`).
+    ///
+    /// ```
+    /// let p = multiprocess::Process::new(|| (), ());
+    /// assert!(!p.is_daemon()); // inherited from the main process, which is not a daemon
+    /// ```
     pub fn is_daemon(&self) -> bool {
         self.daemon
     }
@@ -754,12 +863,31 @@ impl Process {
 
     /// The exit code (`exitcode`): `None` before start and while running; 0, N from [`exit`],
     /// 1 after a panic or an `Err`, `-N` when killed by signal N.
+    ///
+    /// ```
+    /// fn fail() -> Result<(), String> { Err("no".into()) }
+    /// let mut p = multiprocess::Process::new(fail, ());
+    /// assert_eq!(p.exitcode(), None);
+    /// p.start()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(1));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn exitcode(&self) -> Option<i32> {
         let child = self.child.as_ref()?;
         child.poll().ok().flatten()
     }
 
     /// Whether the child has started and not yet ended (`is_alive()`); reaps it if it has.
+    ///
+    /// ```
+    /// let mut p = multiprocess::Process::new(|| (), ());
+    /// assert!(!p.is_alive());
+    /// p.start()?;
+    /// p.join()?;
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn is_alive(&self) -> bool {
         match self.child.as_ref() {
             Some(child) if !self.closed => match child.poll() {
@@ -774,6 +902,15 @@ impl Process {
     }
 
     /// The child's pid (`pid`), once started.
+    ///
+    /// ```
+    /// let mut p = multiprocess::Process::new(|| (), ());
+    /// assert_eq!(p.pid(), None);
+    /// p.start()?;
+    /// assert!(p.pid().is_some());
+    /// p.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.pid as u32)
     }
@@ -797,16 +934,46 @@ impl Process {
     }
 
     /// Sends SIGTERM (`terminate()`); exit code `-15` unless the child handles it.
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_secs(10)) }
+    /// let mut p = multiprocess::Process::new(nap, ());
+    /// p.start()?;
+    /// p.terminate()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(-15));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn terminate(&self) -> Result<()> {
         Ok(self.started()?.signal(libc::SIGTERM)?)
     }
 
     /// Sends SIGKILL (`kill()`); exit code `-9`.
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_secs(10)) }
+    /// let mut p = multiprocess::Process::new(nap, ());
+    /// p.start()?;
+    /// p.kill()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(-9));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn kill(&self) -> Result<()> {
         Ok(self.started()?.signal(libc::SIGKILL)?)
     }
 
     /// Sends SIGINT (`interrupt()`, Python 3.14); exit code `-2` unless the child handles it.
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_secs(10)) }
+    /// let mut p = multiprocess::Process::new(nap, ());
+    /// p.start()?;
+    /// p.interrupt()?;
+    /// p.join()?;
+    /// assert_eq!(p.exitcode(), Some(-2));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn interrupt(&self) -> Result<()> {
         Ok(self.started()?.signal(libc::SIGINT)?)
     }
@@ -863,6 +1030,16 @@ impl fmt::Debug for Process {
 // os-level functions.
 
 /// What [`fork`] returns.
+///
+/// ```
+/// use multiprocess::{Fork, fork};
+/// if let Fork::Parent { mut child } = unsafe { fork() }? {
+///     child.join()?;
+/// } else {
+///     multiprocess::exit(0);
+/// }
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 #[derive(Debug)]
 pub enum Fork {
     /// In the parent: the child, as a started [`Process`].

@@ -38,6 +38,19 @@ pub trait Target<Args>: Copy + Send + 'static {
 }
 
 /// The arguments a [`Target`] takes: a tuple of serde values (handles included).
+///
+/// ```
+/// use multiprocess::{Connection, Process, pipe};
+/// fn child(n: u32, words: Vec<String>, conn: Connection) -> multiprocess::Result<()> {
+///     conn.send(&(n as usize + words.len()))
+/// }
+/// let (r, w) = pipe()?;
+/// let mut p = Process::new(child, (1u32, vec!["a".to_string()], w));
+/// p.start()?;
+/// assert_eq!(r.recv::<usize>()?, 2);
+/// p.join()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 pub trait Args: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Args for T {}
 
