@@ -158,21 +158,45 @@ fn fail(message: &str) -> ! {
     sys::proc::exit_now(1)
 }
 
-/// Installs, once per process, a panic hook that heads a child's panic message with
-/// `Process <name>:` (as CPython heads a child's traceback) and then calls the hook that was
-/// there. It is installed in the parent before forking, so that a fork child never has to
-/// take the hook lock, which another thread may have held at the fork.
+/// Installs, once per process, a panic hook for children: it writes `Process <name>:` and
+/// then the panic message, its location and (with `RUST_BACKTRACE`) a backtrace, as CPython
+/// writes a child's traceback. Outside a child it calls the hook that was there.
+///
+/// It is installed in the parent before forking, so that a fork child never has to take the
+/// hook lock, which another thread may have held at the fork. It writes to stderr directly,
+/// not through `eprintln!`, because a fork child of a `cargo test` thread inherits that
+/// thread's output capture, whose buffer vanishes with the child.
 pub(crate) fn install_panic_header() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if let Some(name) = process::child_name_for_panic() {
-                eprintln!("Process {name}:");
+            let Some(name) = process::child_name_for_panic() else { return previous(info) };
+            let message = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "Box<dyn Any>".into());
+            let thread = std::thread::current();
+            let location = info.location().map_or_else(String::new, |l| format!(" at {l}"));
+            let mut text = format!(
+                "Process {name}:\nthread '{}' panicked{location}:\n{message}\n",
+                thread.name().unwrap_or("<unnamed>")
+            );
+            let backtrace = std::backtrace::Backtrace::capture();
+            if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+                text.push_str(&format!("stack backtrace:\n{backtrace}\n"));
             }
-            previous(info);
+            write_stderr(&text);
         }));
     });
+}
+
+/// Writes to stderr past any test-harness capture (see [`install_panic_header`]).
+fn write_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// Runs a child's target and exits: 0 or the target's code; 1 after printing `Process
@@ -183,7 +207,7 @@ pub(crate) fn run_and_exit(target: impl FnOnce() -> std::result::Result<i32, Str
     let code = match panic::catch_unwind(AssertUnwindSafe(target)) {
         Ok(Ok(code)) => code,
         Ok(Err(message)) => {
-            eprintln!("Process {name}:\n{message}");
+            write_stderr(&format!("Process {name}:\n{message}\n"));
             1
         }
         Err(_) => 1,

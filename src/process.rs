@@ -1011,19 +1011,55 @@ fn default_name(identity: &[u32]) -> String {
 }
 
 impl fmt::Debug for Process {
-    /// CPython's repr: `<Process name='Process-1' pid=N parent=P started>`.
+    /// CPython's repr: `<Process name='Process-1' pid=N parent=P started>`, then `stopped
+    /// exitcode=-SIGTERM` and the like.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<Process name='{}'", self.name)?;
-        match (&self.child, self.exitcode()) {
-            (None, _) => write!(f, " parent={} initial", proc::getpid())?,
-            (Some(c), None) => write!(f, " pid={} parent={} started", c.pid, proc::getpid())?,
-            (Some(_), Some(code)) => write!(f, " parent={} stopped exitcode={code}", proc::getpid())?,
+        if let Some(c) = &self.child {
+            write!(f, " pid={}", c.pid)?;
+        }
+        write!(f, " parent={}", proc::getpid())?;
+        let exitcode = self.exitcode();
+        let status = match (&self.child, exitcode) {
+            _ if self.closed => "closed",
+            (None, _) => "initial",
+            (Some(_), None) => "started",
+            (Some(_), Some(_)) => "stopped",
+        };
+        write!(f, " {status}")?;
+        if let Some(code) = exitcode {
+            match signal_name(-code) {
+                Some(name) if code < 0 => write!(f, " exitcode=-{name}")?,
+                _ => write!(f, " exitcode={code}")?,
+            }
         }
         if self.daemon {
             write!(f, " daemon")?;
         }
         write!(f, ">")
     }
+}
+
+/// The name of a signal number, as CPython's `_exitcode_to_name` gives it.
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => return None,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
