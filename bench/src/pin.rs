@@ -1,0 +1,94 @@
+//! CPU placement: which CPUs this process may use, and pinning to one of them for a workload
+//! whose result depends on where the two processes run (a wake-up across cores costs far more
+//! than one on the same core on these machines).
+
+use std::io;
+
+/// The CPUs this thread may run on, in increasing order.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain data; sched_getaffinity fills it, CPU_ISSET reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+/// A CPU set holding just `cpu`.
+pub fn single_cpu_set(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: plain data, zeroed is the empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// Sets the calling thread's affinity with the raw syscall (async-signal-safe, so a raw fork
+/// child may call it too).
+pub fn set_affinity_raw(set: &libc::cpu_set_t) -> io::Result<()> {
+    // SAFETY: the kernel reads `size_of::<cpu_set_t>()` bytes from `set`, which lives for the call.
+    let r = unsafe {
+        libc::syscall(libc::SYS_sched_setaffinity, 0, std::mem::size_of::<libc::cpu_set_t>(), set as *const _)
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Pins this thread to `cpu`.
+pub fn pin_to(cpu: usize) -> io::Result<()> {
+    set_affinity_raw(&single_cpu_set(cpu))
+}
+
+/// Restores the affinity this thread had when it was made.
+pub struct PinGuard {
+    saved: libc::cpu_set_t,
+}
+
+impl PinGuard {
+    /// Pins this thread to `cpu` (if given) until the guard drops.
+    pub fn pin(cpu: Option<usize>) -> io::Result<PinGuard> {
+        // SAFETY: as in `allowed_cpus`.
+        let saved = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            set
+        };
+        if let Some(cpu) = cpu {
+            pin_to(cpu)?;
+        }
+        Ok(PinGuard { saved })
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let _ = set_affinity_raw(&self.saved);
+    }
+}
+
+/// Where the two processes of a ping-pong run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub parent: usize,
+    pub child: usize,
+}
+
+impl Placement {
+    pub fn same_core(&self) -> bool {
+        self.parent == self.child
+    }
+
+    /// Text for the table: `same core (both pinned to CPU 0)` or `cross-core (pinned to CPUs 0
+    /// and 1)`.
+    pub fn describe(&self) -> String {
+        if self.same_core() {
+            format!("same core (both pinned to CPU {})", self.parent)
+        } else {
+            format!("cross-core (pinned to CPUs {} and {})", self.parent, self.child)
+        }
+    }
+}
