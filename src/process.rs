@@ -367,6 +367,7 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
 /// Resets what a fork child must not share with its parent: the parent's children are not
 /// ours, nor is its fork server. With `spec`, the child also takes the identity it describes.
 pub(crate) fn become_fork_child(spec: Option<&ChildSpec>, parent_pid: i32) {
+    proc::forget_sigpipe();
     lock(&CHILDREN).clear();
     *lock(&forkserver::SERVER) = None;
     let Some(spec) = spec else { return };

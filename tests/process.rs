@@ -1107,16 +1107,25 @@ start_methods! {
     }
 }
 
-/// Reports its open descriptors, how many, and the numbers of its connection and of its
-/// parent's pidfd; stays alive until the parent sends or closes.
-fn report_fds(conn: Connection) -> Result<()> {
+/// Reports its open descriptors, the numbers of its two one-way connections (one descriptor
+/// each) and of its parent's pidfd; stays alive until the parent sends on `release` or closes.
+fn report_fds(report: Connection, release: Connection) -> Result<()> {
     let parent_fd = parent_process().and_then(|p| p.sentinel().ok().map(|fd| fd.as_raw_fd()));
-    conn.send(&(fds_with_targets(), conn.fileno()?, parent_fd))?;
-    let _ = conn.recv::<()>();
+    report.send(&(fds_with_targets(), vec![report.fileno()?, release.fileno()?], parent_fd))?;
+    let _ = release.recv::<()>();
     Ok(())
 }
 
-type FdReport = (Vec<(RawFd, String)>, RawFd, Option<RawFd>);
+type FdReport = (Vec<(RawFd, String)>, Vec<RawFd>, Option<RawFd>);
+
+/// Starts `report_fds` under `ctx`: the parent's ends (report reader, release writer).
+fn start_report_fds(ctx: &Context) -> (Process, Connection, Connection) {
+    let (report_r, report_w) = pipe_simplex().unwrap();
+    let (release_r, release_w) = pipe_simplex().unwrap();
+    let mut p = ctx.process(report_fds, (report_w, release_r));
+    p.start().unwrap();
+    (p, report_r, release_w)
+}
 
 /// The standard descriptors this process has open (a child started by spawn or forkserver
 /// inherits these, nothing else of ours).
@@ -1125,23 +1134,21 @@ fn standard_fds() -> BTreeSet<RawFd> {
 }
 
 /// PROC-35 (spawn and forkserver only, as in CPython): five children alive at once hold the
-/// same number of descriptors (none holds its siblings'): exactly the standard ones, its
-/// connection and its parent's pidfd.
+/// same number of descriptors (none holds its siblings'): exactly the standard ones, its two
+/// connections and its parent's pidfd.
 fn proc_35_case(m: StartMethod) {
     let ctx = get_context(m);
     let mut conns = Vec::new();
     let mut procs = Vec::new();
     for _ in 0..5 {
-        let (r, w) = pipe().unwrap();
-        let mut p = ctx.process(report_fds, (w,));
-        p.start().unwrap();
-        conns.push(r);
+        let (p, report, release) = start_report_fds(&ctx);
+        conns.push((report, release));
         procs.push(p);
     }
-    let counts: Vec<usize> = conns.iter().map(|r| r.recv::<FdReport>().unwrap().0.len()).collect();
-    assert_eq!(counts, vec![standard_fds().len() + 2; 5]);
-    for r in &conns {
-        r.send(&()).unwrap();
+    let counts: Vec<usize> = conns.iter().map(|(r, _)| r.recv::<FdReport>().unwrap().0.len()).collect();
+    assert_eq!(counts, vec![standard_fds().len() + 3; 5]);
+    for (_, release) in &conns {
+        release.send(&()).unwrap();
     }
     for p in &mut procs {
         p.join().unwrap();
@@ -1168,11 +1175,9 @@ start_methods! {
     fn misc_06_child_holds_only_what_it_was_given(m) {
         let path = TempPath::new("misc06", m);
         let file = std::fs::File::create(&path.0).unwrap();
-        let (r, w) = pipe().unwrap();
-        let mut p = get_context(m).process(report_fds, (w,));
-        p.start().unwrap();
-        let (fds, conn_fd, parent_fd) = r.recv::<FdReport>().unwrap();
-        r.send(&()).unwrap();
+        let (mut p, report, release) = start_report_fds(&get_context(m));
+        let (fds, conn_fds, parent_fd) = report.recv::<FdReport>().unwrap();
+        release.send(&()).unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0));
         let ours = (file.as_raw_fd(), path.string());
@@ -1182,7 +1187,8 @@ start_methods! {
             assert!(!fds.iter().any(|(_, target)| *target == ours.1), "the child holds our file: {fds:?}");
             let parent_fd = parent_fd.expect("a child has its parent's pidfd");
             let mut expected = standard_fds();
-            expected.extend([conn_fd, parent_fd]);
+            expected.extend(conn_fds);
+            expected.insert(parent_fd);
             let got: BTreeSet<RawFd> = fds.iter().map(|(fd, _)| *fd).collect();
             assert_eq!(got, expected, "{fds:?}");
             let pidfd_target = &fds.iter().find(|(fd, _)| *fd == parent_fd).unwrap().1;

@@ -26,12 +26,6 @@ fn socketpair_of(kind: libc::c_int) -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Shuts down one direction of a socket (`SHUT_RD` or `SHUT_WR`).
-pub(crate) fn shutdown(fd: BorrowedFd<'_>, how: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall on a descriptor we borrow.
-    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) }).map(drop)
-}
-
 /// Duplicates a descriptor (close-on-exec).
 pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     fd.try_clone_to_owned()
@@ -189,4 +183,43 @@ pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
     out.retain(|&fd| is_open(fd));
     out.sort_unstable();
     Ok(out)
+}
+
+/// A pipe, close-on-exec: `(read end, write end)`.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: on success both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// One `read(2)` into `buf`: the byte count, 0 at end of file.
+pub(crate) fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable buffer of the given length.
+    retry(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }).map(|n| n as usize)
+}
+
+/// Writes every byte of `bufs` to a pipe (gathered into one `writev` when they fit), and
+/// never dies of `SIGPIPE`: a gone reader gives `EPIPE`. Rust programs ignore `SIGPIPE`, and
+/// then this is a plain `writev`; otherwise the signal is blocked around the write and, if the
+/// write raised it, taken back before it is unblocked.
+pub(crate) fn write_all_pipe(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<()> {
+    if super::proc::sigpipe_ignored() {
+        return writev_all(fd, bufs);
+    }
+    let _guard = super::proc::SigpipeBlock::new();
+    writev_all(fd, bufs)
+}
+
+fn writev_all(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let count = slices.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices are live.
+        let n = retry(|| unsafe { libc::writev(fd.as_raw_fd(), slices.as_ptr().cast(), count) })?;
+        IoSlice::advance_slices(&mut slices, n as usize);
+    }
+    Ok(())
 }

@@ -5,6 +5,8 @@
 //! payload; a payload of 2 GiB or more is announced by `-1` and an 8-byte length. Objects sent
 //! with [`Connection::send`] are encoded with postcard.
 
+mod stream;
+
 use crate::reduction;
 use crate::sys::{Deadline, fd};
 use crate::{Error, Result};
@@ -15,6 +17,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
+use stream::{Fds, Stream};
 
 /// The largest message [`Connection::recv_bytes`] accepts by default: above this a length
 /// is taken to be garbage rather than a reason to allocate.
@@ -24,7 +27,9 @@ const DEFAULT_MAX_MESSAGE: u64 = 1 << 40;
 ///
 /// Messages keep their boundaries and arrive whole and in order. Once the peer has closed its
 /// end and every message it sent has been read, reads give [`Error::Eof`]; writing to a
-/// connection whose peer is gone gives [`Error::BrokenPipe`] (never a `SIGPIPE` death).
+/// connection whose peer is gone gives [`Error::BrokenPipe`] (never a `SIGPIPE` death: Rust
+/// programs ignore `SIGPIPE`, and where a program restored its default, sends block it around
+/// the write; the disposition is read once per process, at the first send).
 ///
 /// A `Connection` can be passed to a child in its `args` under every start method (its
 /// descriptor travels with it) and moved between threads, but not shared between threads: two
@@ -44,7 +49,8 @@ const DEFAULT_MAX_MESSAGE: u64 = 1 << 40;
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub struct Connection {
-    fd: Option<OwnedFd>,
+    /// `None` once closed.
+    stream: Option<Stream>,
     /// Cleared when a message too long to take was left in the pipe.
     readable: Cell<bool>,
     writable: bool,
@@ -64,7 +70,10 @@ pub struct Connection {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub fn pipe() -> Result<(Connection, Connection)> {
-    let (a, b) = fd::socketpair()?;
+    let (a_read, b_write) = fd::pipe()?;
+    let (b_read, a_write) = fd::pipe()?;
+    let a = Fds::Pipes { read: Some(a_read), write: Some(a_write) };
+    let b = Fds::Pipes { read: Some(b_read), write: Some(b_write) };
     Ok((Connection::new(a, true, true), Connection::new(b, true, true)))
 }
 
@@ -80,16 +89,20 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub fn pipe_simplex() -> Result<(Connection, Connection)> {
-    let (r, w) = fd::socketpair()?;
-    // The kernel enforces the direction too, so a misbehaving child cannot write backwards.
-    fd::shutdown(r.as_fd(), libc::SHUT_WR)?;
-    fd::shutdown(w.as_fd(), libc::SHUT_RD)?;
-    Ok((Connection::new(r, true, false), Connection::new(w, false, true)))
+    let (r, w) = fd::pipe()?;
+    let reader = Fds::Pipes { read: Some(r), write: None };
+    let writer = Fds::Pipes { read: None, write: Some(w) };
+    Ok((Connection::new(reader, true, false), Connection::new(writer, false, true)))
 }
 
 impl Connection {
-    pub(crate) fn new(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
-        Connection { fd: Some(fd), readable: Cell::new(readable), writable, _not_sync: PhantomData }
+    fn new(fds: Fds, readable: bool, writable: bool) -> Connection {
+        Connection::with_pending(fds, readable, writable, Vec::new())
+    }
+
+    fn with_pending(fds: Fds, readable: bool, writable: bool, pending: Vec<u8>) -> Connection {
+        let stream = Stream::new(fds, pending);
+        Connection { stream: Some(stream), readable: Cell::new(readable), writable, _not_sync: PhantomData }
     }
 
     /// A connection over an open, connected stream socket (`Connection(handle)`).
@@ -104,27 +117,29 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn from_fd(fd: OwnedFd) -> Connection {
-        Connection::new(fd, true, true)
+        Connection::new(Fds::Socket(fd), true, true)
     }
 
-    fn handle(&self) -> Result<BorrowedFd<'_>> {
-        self.fd.as_ref().map(|f| f.as_fd()).ok_or(Error::HandleClosed)
+    fn stream(&self) -> Result<&Stream> {
+        self.stream.as_ref().ok_or(Error::HandleClosed)
     }
 
-    fn reader(&self) -> Result<BorrowedFd<'_>> {
-        let fd = self.handle()?;
-        if !self.readable.get() {
-            return Err(Error::WriteOnly);
+    /// The stream and its read descriptor, or why this end cannot read.
+    fn reader(&self) -> Result<(&Stream, BorrowedFd<'_>)> {
+        let stream = self.stream()?;
+        match stream.read_fd() {
+            Some(fd) if self.readable.get() => Ok((stream, fd)),
+            _ => Err(Error::WriteOnly),
         }
-        Ok(fd)
     }
 
-    fn writer(&self) -> Result<BorrowedFd<'_>> {
-        let fd = self.handle()?;
-        if !self.writable {
-            return Err(Error::ReadOnly);
+    /// The stream and its write descriptor, or why this end cannot write.
+    fn writer(&self) -> Result<(&Stream, BorrowedFd<'_>)> {
+        let stream = self.stream()?;
+        match stream.write_fd() {
+            Some(fd) if self.writable => Ok((stream, fd)),
+            _ => Err(Error::ReadOnly),
         }
-        Ok(fd)
     }
 
     /// Whether this end can receive (`readable`).
@@ -159,10 +174,11 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn closed(&self) -> bool {
-        self.fd.is_none()
+        self.stream.is_none()
     }
 
-    /// The descriptor (`fileno()`); [`Error::HandleClosed`] after close.
+    /// The descriptor to poll (`fileno()`): the read end's, or the write end's on a
+    /// send-only end; [`Error::HandleClosed`] after close.
     ///
     /// ```
     /// let (mut a, _b) = multiprocess::pipe()?;
@@ -172,7 +188,8 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn fileno(&self) -> Result<RawFd> {
-        Ok(self.handle()?.as_raw_fd())
+        let stream = self.stream()?;
+        stream.read_fd().or_else(|| stream.write_fd()).map(|fd| fd.as_raw_fd()).ok_or(Error::HandleClosed)
     }
 
     /// Closes this end (`close()`); closing twice is fine. Dropping closes too.
@@ -187,10 +204,11 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn close(&mut self) {
-        self.fd = None;
+        self.stream = None;
     }
 
-    /// A second handle on the same end, for another owner (`os.dup`).
+    /// A second handle on the same end, for another owner (`os.dup`). Bytes this handle has
+    /// already read ahead stay with it: read from one handle only.
     ///
     /// ```
     /// let (a, b) = multiprocess::pipe()?;
@@ -200,7 +218,12 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn try_clone(&self) -> Result<Connection> {
-        Ok(Connection::new(fd::dup(self.handle()?)?, self.readable.get(), self.writable))
+        let dup = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| fd::dup(f.as_fd())).transpose();
+        let fds = match self.stream()?.fds() {
+            Fds::Socket(fd) => Fds::Socket(fd::dup(fd.as_fd())?),
+            Fds::Pipes { read, write } => Fds::Pipes { read: dup(read)?, write: dup(write)? },
+        };
+        Ok(Connection::new(fds, self.readable.get(), self.writable))
     }
 
     /// Sends an object (`send(obj)`), encoded with postcard. An object that cannot be encoded
@@ -213,9 +236,9 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn send<T: Serialize + ?Sized>(&self, obj: &T) -> Result<()> {
-        let fd = self.writer()?;
+        let (stream, fd) = self.writer()?;
         let bytes = postcard::to_allocvec(obj)?;
-        send_frame(fd, &bytes)
+        stream.send_frame(fd, &bytes)
     }
 
     /// Receives an object sent with [`send`](Connection::send) (`recv()`). [`Error::Eof`] once
@@ -247,7 +270,8 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
-        send_frame(self.writer()?, buf)
+        let (stream, fd) = self.writer()?;
+        stream.send_frame(fd, buf)
     }
 
     /// Sends `buf[offset..offset + size]` (`send_bytes(buf, offset, size)`), `size` defaulting
@@ -297,16 +321,13 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn recv_bytes_max(&self, maxlength: usize) -> Result<Vec<u8>> {
-        let fd = self.reader()?;
-        let len = match recv_header(fd)? {
-            Some(len) => len,
-            None => return Err(Error::Eof),
-        };
+        let (stream, fd) = self.reader()?;
+        let len = stream.recv_header(fd)?.ok_or(Error::Eof)?;
         if len > maxlength as u64 {
             self.readable.set(false);
             return Err(Error::BadMessageLength { len, max: maxlength as u64 });
         }
-        recv_payload(fd, len as usize)
+        recv_vec(stream, fd, len)
     }
 
     /// Receives one message into `buf` (`recv_bytes_into(buf)`) and returns its length. A
@@ -327,21 +348,17 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
-        let fd = self.reader()?;
-        let len = match recv_header(fd)? {
-            Some(len) => len,
-            None => return Err(Error::Eof),
-        };
+        let (stream, fd) = self.reader()?;
+        let len = stream.recv_header(fd)?.ok_or(Error::Eof)?;
         if len > buf.len() as u64 {
             if len > DEFAULT_MAX_MESSAGE {
+                self.readable.set(false);
                 return Err(Error::BadMessageLength { len, max: DEFAULT_MAX_MESSAGE });
             }
-            return Err(Error::BufferTooShort(recv_payload(fd, len as usize)?));
+            return Err(Error::BufferTooShort(recv_vec(stream, fd, len)?));
         }
         let len = len as usize;
-        if len > 0 && !fd::recv_exact(fd, &mut buf[..len])? {
-            return Err(Error::Eof);
-        }
+        stream.recv_payload(fd, &mut buf[..len])?;
         Ok(len)
     }
 
@@ -359,69 +376,43 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
-        let fd = self.reader()?;
-        Ok(fd::poll_readable(&[fd], Deadline::after(timeout))?[0])
+        let (stream, fd) = self.reader()?;
+        stream.poll(fd, Deadline::after(timeout))
     }
 }
 
-fn send_frame(fd: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
-    let len = payload.len();
-    let result = if len <= i32::MAX as usize {
-        fd::send_all(fd, &[&(len as i32).to_be_bytes(), payload])
-    } else {
-        let mut header = [0u8; 12];
-        header[..4].copy_from_slice(&(-1i32).to_be_bytes());
-        header[4..].copy_from_slice(&(len as u64).to_be_bytes());
-        fd::send_all(fd, &[&header, payload])
-    };
-    result.map_err(Error::from_write)
-}
-
-/// Reads a frame header: the payload length, or `None` at a clean end of stream.
-fn recv_header(fd: BorrowedFd<'_>) -> Result<Option<u64>> {
-    let mut short = [0u8; 4];
-    if !fd::recv_exact(fd, &mut short)? {
-        return Ok(None);
-    }
-    match i32::from_be_bytes(short) {
-        -1 => {
-            let mut long = [0u8; 8];
-            if !fd::recv_exact(fd, &mut long)? {
-                return Err(Error::Eof);
-            }
-            Ok(Some(u64::from_be_bytes(long)))
-        }
-        n if n < 0 => Err(Error::Codec(format!("bad frame length {n}"))),
-        n => Ok(Some(n as u64)),
-    }
-}
-
-fn recv_payload(fd: BorrowedFd<'_>, len: usize) -> Result<Vec<u8>> {
+/// Reads a payload of `len` bytes into a new vector; a length the allocator refuses is an
+/// error, not an abort.
+fn recv_vec(stream: &Stream, fd: BorrowedFd<'_>, len: u64) -> Result<Vec<u8>> {
+    let too_long = || Error::BadMessageLength { len, max: DEFAULT_MAX_MESSAGE };
+    let len = usize::try_from(len).map_err(|_| too_long())?;
     let mut buf = Vec::new();
-    buf.try_reserve_exact(len).map_err(|_| Error::BadMessageLength { len: len as u64, max: DEFAULT_MAX_MESSAGE })?;
+    buf.try_reserve_exact(len).map_err(|_| too_long())?;
     buf.resize(len, 0);
-    if len > 0 && !fd::recv_exact(fd, &mut buf)? {
-        return Err(Error::Eof);
-    }
+    stream.recv_payload(fd, &mut buf)?;
     Ok(buf)
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("fd", &self.fd.as_ref().map(|f| f.as_raw_fd()))
+            .field("fileno", &self.fileno().ok())
             .field("readable", &self.readable.get())
             .field("writable", &self.writable)
             .finish()
     }
 }
 
-/// On the way to a child, a connection travels as its descriptor (`SCM_RIGHTS`).
+/// On the way to a child, a connection travels as its descriptors (`SCM_RIGHTS`), with the
+/// bytes it had read ahead, so that no message is lost in the move.
 #[derive(Serialize, Deserialize)]
 struct Wire<F> {
-    fd: F,
+    socket: bool,
+    read: Option<F>,
+    write: Option<F>,
     readable: bool,
     writable: bool,
+    pending: Vec<u8>,
 }
 
 struct OutFd<'a>(BorrowedFd<'a>);
@@ -440,15 +431,27 @@ impl<'de> Deserialize<'de> for InFd {
 
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let fd = self.fd.as_ref().ok_or_else(|| serde::ser::Error::custom("handle is closed"))?;
-        Wire { fd: OutFd(fd.as_fd()), readable: self.readable.get(), writable: self.writable }.serialize(s)
+        let stream = self.stream.as_ref().ok_or_else(|| serde::ser::Error::custom("handle is closed"))?;
+        let (socket, read, write) = match stream.fds() {
+            Fds::Socket(fd) => (true, Some(OutFd(fd.as_fd())), None),
+            Fds::Pipes { read, write } => {
+                (false, read.as_ref().map(|f| OutFd(f.as_fd())), write.as_ref().map(|f| OutFd(f.as_fd())))
+            }
+        };
+        let pending = stream.pending();
+        Wire { socket, read, write, readable: self.readable.get(), writable: self.writable, pending }.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Connection, D::Error> {
         let w = Wire::<InFd>::deserialize(d)?;
-        Ok(Connection::new(w.fd.0, w.readable, w.writable))
+        let fds = match (w.socket, w.read) {
+            (true, Some(fd)) => Fds::Socket(fd.0),
+            (true, None) => return Err(serde::de::Error::custom("a socket connection without its socket")),
+            (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0) },
+        };
+        Ok(Connection::with_pending(fds, w.readable, w.writable, w.pending))
     }
 }
 
@@ -466,11 +469,19 @@ impl<'de> Deserialize<'de> for Connection {
 pub trait Waitable {
     /// The descriptor to poll for readability.
     fn wait_fd(&self) -> Result<BorrowedFd<'_>>;
+    /// Whether the object is ready without asking the kernel (a connection holding bytes it
+    /// read ahead).
+    fn ready_now(&self) -> bool {
+        false
+    }
 }
 
 impl Waitable for Connection {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
-        self.reader()
+        self.reader().map(|(_, fd)| fd)
+    }
+    fn ready_now(&self) -> bool {
+        self.stream.as_ref().is_some_and(Stream::has_buffered)
     }
 }
 
@@ -504,6 +515,9 @@ impl Waitable for OwnedFd {
 /// ```
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
     let fds = objects.iter().map(|o| o.wait_fd()).collect::<Result<Vec<_>>>()?;
+    let buffered: Vec<bool> = objects.iter().map(|o| o.ready_now()).collect();
+    // Something already buffered is ready now: then only look at the rest, without waiting.
+    let timeout = if buffered.contains(&true) { Some(Duration::ZERO) } else { timeout };
     let ready = fd::poll_readable(&fds, Deadline::after(timeout))?;
-    Ok(ready.iter().enumerate().filter(|(_, r)| **r).map(|(i, _)| i).collect())
+    Ok((0..objects.len()).filter(|&i| ready[i] || buffered[i]).collect())
 }

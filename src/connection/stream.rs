@@ -1,0 +1,170 @@
+//! The byte stream under a [`Connection`](super::Connection): its descriptors (a pair of
+//! pipes, or a socket), CPython's framing, and a read buffer, so that a small message costs
+//! one `read(2)` and one `write(2)`.
+//!
+//! Pipes, not a socket pair, carry `pipe()`: a pipe round trip costs about half of a Unix
+//! socket's on Linux. A socket carries connections made from a socket (`from_fd`, and the
+//! Listener later).
+
+use crate::sys::{Deadline, fd};
+use crate::{Error, Result};
+use std::cell::RefCell;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+/// How much a read asks for at once: enough for many small messages.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The descriptors of one end.
+pub(crate) enum Fds {
+    /// One socket, both directions.
+    Socket(OwnedFd),
+    /// A pipe to read from and one to write to, either absent for a one-way end.
+    Pipes { read: Option<OwnedFd>, write: Option<OwnedFd> },
+}
+
+/// Bytes read from the descriptor and not yet taken: `data[start..end]`.
+#[derive(Default)]
+struct ReadBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    fn buffered(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Reads once more from `fd`, after what is buffered. Returns false at end of file.
+    fn fill(&mut self, fd: BorrowedFd<'_>) -> Result<bool> {
+        if self.data.len() < READ_CHUNK {
+            self.data.resize(READ_CHUNK, 0);
+        }
+        if self.end == self.data.len() {
+            // Keep what is unread, at the front.
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = fd::read_some(fd, &mut self.data[self.end..])?;
+        self.end += n;
+        Ok(n > 0)
+    }
+}
+
+/// A framed byte stream.
+pub(crate) struct Stream {
+    fds: Fds,
+    buf: RefCell<ReadBuf>,
+}
+
+impl Stream {
+    pub(crate) fn new(fds: Fds, pending: Vec<u8>) -> Stream {
+        let end = pending.len();
+        Stream { fds, buf: RefCell::new(ReadBuf { data: pending, start: 0, end }) }
+    }
+
+    pub(crate) fn fds(&self) -> &Fds {
+        &self.fds
+    }
+
+    pub(crate) fn read_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.fds {
+            Fds::Socket(fd) => Some(fd.as_fd()),
+            Fds::Pipes { read, .. } => read.as_ref().map(|f| f.as_fd()),
+        }
+    }
+
+    pub(crate) fn write_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.fds {
+            Fds::Socket(fd) => Some(fd.as_fd()),
+            Fds::Pipes { write, .. } => write.as_ref().map(|f| f.as_fd()),
+        }
+    }
+
+    /// The bytes read ahead and not yet taken (they travel with the end to a child).
+    pub(crate) fn pending(&self) -> Vec<u8> {
+        self.buf.borrow().buffered().to_vec()
+    }
+
+    /// Whether a read ahead left bytes in the buffer: then the end is readable without
+    /// asking the kernel.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.buf.borrow().start < self.buf.borrow().end
+    }
+
+    /// Sends one frame: header and payload in one write when they fit.
+    pub(crate) fn send_frame(&self, fd: BorrowedFd<'_>, payload: &[u8]) -> Result<()> {
+        let len = payload.len();
+        let mut header = [0u8; 12];
+        let header: &[u8] = if len <= i32::MAX as usize {
+            header[..4].copy_from_slice(&(len as i32).to_be_bytes());
+            &header[..4]
+        } else {
+            header[..4].copy_from_slice(&(-1i32).to_be_bytes());
+            header[4..].copy_from_slice(&(len as u64).to_be_bytes());
+            &header
+        };
+        let result = match self.fds {
+            Fds::Socket(_) => fd::send_all(fd, &[header, payload]),
+            Fds::Pipes { .. } => fd::write_all_pipe(fd, &[header, payload]),
+        };
+        result.map_err(Error::from_write)
+    }
+
+    /// Reads a frame header: the payload length, or `None` at a clean end of stream.
+    pub(crate) fn recv_header(&self, fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+        let mut buf = self.buf.borrow_mut();
+        while buf.buffered().len() < 4 {
+            if !buf.fill(fd)? {
+                return if buf.buffered().is_empty() { Ok(None) } else { Err(Error::Eof) };
+            }
+        }
+        let short = i32::from_be_bytes(buf.buffered()[..4].try_into().expect("4 bytes"));
+        if short >= 0 {
+            buf.consume(4);
+            return Ok(Some(short as u64));
+        }
+        if short != -1 {
+            return Err(Error::Codec(format!("bad frame length {short}")));
+        }
+        while buf.buffered().len() < 12 {
+            if !buf.fill(fd)? {
+                return Err(Error::Eof);
+            }
+        }
+        let long = u64::from_be_bytes(buf.buffered()[4..12].try_into().expect("8 bytes"));
+        buf.consume(12);
+        Ok(Some(long))
+    }
+
+    /// Fills `dst` with the next `dst.len()` payload bytes: first from the buffer, the rest
+    /// straight from the descriptor (a large payload is not copied twice).
+    pub(crate) fn recv_payload(&self, fd: BorrowedFd<'_>, dst: &mut [u8]) -> Result<()> {
+        let mut buf = self.buf.borrow_mut();
+        let have = buf.buffered().len().min(dst.len());
+        dst[..have].copy_from_slice(&buf.buffered()[..have]);
+        buf.consume(have);
+        let rest = &mut dst[have..];
+        if !rest.is_empty() && !fd::recv_exact(fd, rest)? {
+            return Err(Error::Eof);
+        }
+        Ok(())
+    }
+
+    /// Whether there is something to read, waiting until the deadline.
+    pub(crate) fn poll(&self, fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        Ok(fd::poll_readable(&[fd], deadline)?[0])
+    }
+}
