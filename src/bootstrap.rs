@@ -203,10 +203,10 @@ fn write_stderr(text: &str) {
 /// <name>:` and the error or panic message to stderr (CPython's uncaught-exception exit).
 pub(crate) fn run_and_exit(target: impl FnOnce() -> std::result::Result<i32, String>) -> ! {
     install_panic_header();
-    let name = process::current_process().name().to_string();
     let code = match panic::catch_unwind(AssertUnwindSafe(target)) {
         Ok(Ok(code)) => code,
         Ok(Err(message)) => {
+            let name = process::current_process().name().to_string();
             write_stderr(&format!("Process {name}:\n{message}\n"));
             1
         }

@@ -92,6 +92,7 @@ pub mod __private {
     pub fn persistent_fds() -> Vec<std::os::fd::RawFd> {
         let mut fds = crate::popen::forkserver::server_fds();
         fds.extend(crate::process::self_pidfd_raw());
+        fds.extend(crate::sys::proc::thread_count_fd());
         fds
     }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
 use std::time::Duration;
 
 /// Locks `m`, ignoring poisoning: our state stays consistent across a panic elsewhere, and no
@@ -147,7 +147,20 @@ pub fn current_process() -> CurrentProcess {
 struct ParentRecord {
     pid: i32,
     name: String,
-    pidfd: Option<Pidfd>,
+    /// Given by a spawn or forkserver parent; opened on first use in a fork child, where the
+    /// parent is `getppid()` until it dies.
+    pidfd: OnceLock<Option<Pidfd>>,
+}
+
+impl ParentRecord {
+    fn pidfd(&self) -> Option<&Pidfd> {
+        self.pidfd
+            .get_or_init(|| {
+                // Open, then check it is still our parent: then it was when opened.
+                Pidfd::open(self.pid).ok().filter(|_| proc::getppid() == self.pid)
+            })
+            .as_ref()
+    }
 }
 
 /// The process that started this one (Python's `multiprocessing.parent_process()`).
@@ -203,7 +216,7 @@ impl ParentProcess {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn is_alive(&self) -> bool {
-        match &self.0.pidfd {
+        match self.0.pidfd() {
             Some(fd) => !fd.has_exited().unwrap_or(true),
             None => false,
         }
@@ -224,7 +237,7 @@ impl ParentProcess {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        match &self.0.pidfd {
+        match self.0.pidfd() {
             Some(fd) => Ok(fd.wait_exited(Deadline::after(Some(timeout)))?),
             None => Ok(true),
         }
@@ -246,7 +259,7 @@ impl ParentProcess {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn sentinel(&self) -> Result<BorrowedFd<'_>> {
-        self.0.pidfd.as_ref().map(|p| p.as_fd()).ok_or(Error::HandleClosed)
+        self.0.pidfd().map(|p| p.as_fd()).ok_or(Error::HandleClosed)
     }
 }
 
@@ -318,7 +331,8 @@ pub(crate) fn become_child(
     if authkey.len() == 32 {
         key.copy_from_slice(&authkey);
     }
-    let parent = ParentRecord { pid: parent_pid, name: parent_name, pidfd: parent_pidfd.map(Pidfd::from_owned) };
+    let pidfd = OnceLock::from(parent_pidfd.map(Pidfd::from_owned));
+    let parent = ParentRecord { pid: parent_pid, name: parent_name, pidfd };
     *lock(&ME) = Some(Me {
         name: spec.name.clone(),
         identity: spec.identity.clone(),
@@ -344,6 +358,15 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     // Printing takes these; held here, the child finds them free (glibc does the same for
     // its own streams), so a child can print even if another thread was printing.
     crate::bootstrap::install_panic_header();
+    if proc::thread_count() == 1 {
+        // No other thread can hold a lock, and the caller's thread holds none of ours.
+        // SAFETY: by the caller's contract.
+        let pid = unsafe { proc::fork()? };
+        if pid == 0 {
+            in_child();
+        }
+        return Ok(pid);
+    }
     let stdout = io::stdout().lock();
     let stderr = io::stderr().lock();
     let me = lock(&ME);
@@ -364,25 +387,44 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     Ok(pid)
 }
 
+/// What a fork child becomes, built in the parent before the fork: every allocation is made
+/// there, so that the child writes to as few shared pages as it can (each first write to a
+/// page after fork costs a copy).
+pub(crate) struct ForkIdentity {
+    me: Me,
+    method: StartMethod,
+}
+
+impl ForkIdentity {
+    /// The identity `spec` describes, with this process as the parent.
+    pub(crate) fn new(spec: &ChildSpec) -> ForkIdentity {
+        let (parent_name, authkey) = with_me(|m| (m.name.clone(), m.authkey));
+        let parent = ParentRecord { pid: proc::getpid(), name: parent_name, pidfd: OnceLock::new() };
+        let me = Me {
+            name: spec.name.clone(),
+            identity: spec.identity.clone(),
+            daemon: spec.daemon,
+            authkey,
+            parent: Some(Arc::new(parent)),
+            is_child: true,
+        };
+        ForkIdentity { me, method: spec.method }
+    }
+}
+
 /// Resets what a fork child must not share with its parent: the parent's children are not
-/// ours, nor is its fork server. With `spec`, the child also takes the identity it describes.
-pub(crate) fn become_fork_child(spec: Option<&ChildSpec>, parent_pid: i32) {
+/// ours, nor is its fork server. With `identity`, the child also takes that identity.
+pub(crate) fn become_fork_child(identity: Option<ForkIdentity>) {
     proc::forget_sigpipe();
-    lock(&CHILDREN).clear();
-    *lock(&forkserver::SERVER) = None;
-    let Some(spec) = spec else { return };
-    let parent_name = with_me(|m| m.name.clone());
-    // Open the parent's pidfd, then check it is still our parent: then it was when opened.
-    let pidfd = Pidfd::open(parent_pid).ok().filter(|_| proc::getppid() == parent_pid);
-    with_me(|m| {
-        m.name = spec.name.clone();
-        m.identity = spec.identity.clone();
-        m.daemon = spec.daemon;
-        m.parent = Some(Arc::new(ParentRecord { pid: parent_pid, name: parent_name, pidfd }));
-        m.is_child = true;
-    });
+    // The parent's records are left as they are (not ours to reap, and freeing them would
+    // write to shared pages); its fork server's socket is closed, so that the server still
+    // sees the parent go.
+    std::mem::forget(std::mem::take(&mut *lock(&CHILDREN)));
+    drop(lock(&forkserver::SERVER).take());
+    let Some(identity) = identity else { return };
+    std::mem::forget(lock(&ME).replace(identity.me));
     COUNTER.store(1, Ordering::SeqCst);
-    context::set_child_start_method(spec.method);
+    context::set_child_start_method(identity.method);
 }
 
 /// Warns once per process that forking a threaded process can deadlock the child, as CPython
@@ -437,7 +479,7 @@ impl Child {
 
     /// Waits for the child to end or the deadline to pass; the exit code if it ended.
     fn wait(&self, deadline: Deadline) -> io::Result<Option<i32>> {
-        if let Some(code) = self.poll()? {
+        if let Some(code) = *lock(&self.status) {
             return Ok(Some(code));
         }
         if !self.pidfd.wait_exited(deadline)? {
@@ -1111,9 +1153,8 @@ pub enum Fork {
 /// ```
 pub unsafe fn fork() -> io::Result<Fork> {
     warn_if_threaded();
-    let parent = proc::getpid();
     // SAFETY: the caller upholds the contract above.
-    let pid = unsafe { fork_locked(|| become_fork_child(None, parent))? };
+    let pid = unsafe { fork_locked(|| become_fork_child(None))? };
     if pid == 0 {
         with_me(|m| m.is_child = true);
         return Ok(Fork::Child);

@@ -60,6 +60,12 @@ impl ReadBuf {
     }
 }
 
+/// The peer closed in the middle of a message (CPython: `OSError('got end of file during
+/// message')`); a clean end between messages is [`Error::Eof`].
+fn cut_short() -> Error {
+    Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "got end of file during message"))
+}
+
 /// A framed byte stream.
 pub(crate) struct Stream {
     fds: Fds,
@@ -125,7 +131,7 @@ impl Stream {
         let mut buf = self.buf.borrow_mut();
         while buf.buffered().len() < 4 {
             if !buf.fill(fd)? {
-                return if buf.buffered().is_empty() { Ok(None) } else { Err(Error::Eof) };
+                return if buf.buffered().is_empty() { Ok(None) } else { Err(cut_short()) };
             }
         }
         let short = i32::from_be_bytes(buf.buffered()[..4].try_into().expect("4 bytes"));
@@ -138,7 +144,7 @@ impl Stream {
         }
         while buf.buffered().len() < 12 {
             if !buf.fill(fd)? {
-                return Err(Error::Eof);
+                return Err(cut_short());
             }
         }
         let long = u64::from_be_bytes(buf.buffered()[4..12].try_into().expect("8 bytes"));
@@ -155,7 +161,7 @@ impl Stream {
         buf.consume(have);
         let rest = &mut dst[have..];
         if !rest.is_empty() && !fd::recv_exact(fd, rest)? {
-            return Err(Error::Eof);
+            return Err(cut_short());
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 use super::Launch;
 use crate::Result;
 use crate::bootstrap;
-use crate::process::{self, Child, ChildSpec};
+use crate::process::{self, Child, ChildSpec, ForkIdentity};
 use crate::sys::pidfd::Pidfd;
 use crate::sys::proc;
 
@@ -12,6 +12,7 @@ use crate::sys::proc;
 pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> Result<Child> {
     process::warn_if_threaded();
     let parent = proc::getpid();
+    let identity = ForkIdentity::new(spec);
     // SAFETY: the child runs only the target and the exit path. `fork_locked` holds this
     // crate's own locks across the fork so that none is left locked by another thread.
     let pid = unsafe {
@@ -19,7 +20,7 @@ pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> R
             if spec.daemon && (proc::set_parent_death_signal(libc::SIGTERM).is_err() || proc::getppid() != parent) {
                 proc::exit_now(1);
             }
-            process::become_fork_child(Some(spec), parent);
+            process::become_fork_child(Some(identity));
         })?
     };
     if pid == 0 {

@@ -59,13 +59,14 @@ pub(crate) static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 /// Starts a child through the fork server, starting or restarting the server as needed.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
+    let me = process::current_process();
     let boot = Boot {
         exe: proc::exe_identity()?,
         entry: payload.entry,
         spec: spec.clone(),
         parent_pid: proc::getpid(),
-        parent_name: process::current_process().name().to_string(),
-        authkey: process::current_process().authkey().to_vec(),
+        parent_name: me.name().to_string(),
+        authkey: me.authkey().to_vec(),
         args: payload.args.bytes,
     };
     // A server that died (killed, or gone with a crash) is replaced once, as CPython does.

@@ -69,13 +69,14 @@ pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
     let pdeathsig = spec.daemon.then_some(libc::SIGTERM);
     let (pid, pidfd) = exec_self("spawn", theirs, pdeathsig)?;
     let child = Child::new(pid, spec, pidfd, None);
+    let me = process::current_process();
     let boot = Boot {
         exe: proc::exe_identity()?,
         entry: payload.entry,
         spec: spec.clone(),
         parent_pid: proc::getpid(),
-        parent_name: process::current_process().name().to_string(),
-        authkey: process::current_process().authkey().to_vec(),
+        parent_name: me.name().to_string(),
+        authkey: me.authkey().to_vec(),
         args: payload.args.bytes,
     };
     if let Err(e) = bootstrap::send_boot(ours.as_fd(), &boot, &payload.args.fds) {

@@ -4,6 +4,7 @@
 use super::{cvt, retry};
 use std::io;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// `fork(2)`. Returns 0 in the child and the child's pid in the parent.
 ///
@@ -66,17 +67,65 @@ pub(crate) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     retry(|| unsafe { libc::dup2(from, to) }).map(drop)
 }
 
-/// How many threads this process has.
+/// The descriptor of this process's `/proc/self/stat`, kept open for [`thread_count`], and
+/// the pid it belongs to (a fork child inherits its parent's and must open its own).
+static STAT_FD: AtomicI32 = AtomicI32::new(-1);
+static STAT_PID: AtomicI32 = AtomicI32::new(0);
+
+/// How many threads this process has: field 20 of `/proc/self/stat`, read with one `pread`
+/// on a descriptor kept open. When it cannot be read, assume several: callers then take the
+/// careful path.
 pub(crate) fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1)
+    let me = getpid();
+    let mut fd = STAT_FD.load(Ordering::Relaxed);
+    if fd < 0 || STAT_PID.load(Ordering::Relaxed) != me {
+        // SAFETY: open of a constant NUL-terminated path.
+        let new = unsafe { libc::open(c"/proc/self/stat".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if new < 0 {
+            return 2;
+        }
+        let old = STAT_FD.swap(new, Ordering::Relaxed);
+        STAT_PID.store(me, Ordering::Relaxed);
+        if old >= 0 {
+            // The inherited descriptor reads the parent's stat; ours replaces it.
+            // SAFETY: `old` was opened here and is no longer published.
+            unsafe { libc::close(old) };
+        }
+        fd = new;
+    }
+    let mut buf = [0u8; 1024];
+    // SAFETY: `buf` is a live, writable buffer of the given length.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n <= 0 {
+        return 2;
+    }
+    let stat = &buf[..n as usize];
+    // The command name is in parentheses and may hold anything: count from the last ')'.
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else { return 2 };
+    std::str::from_utf8(&stat[close + 1..])
+        .ok()
+        .and_then(|rest| rest.split_ascii_whitespace().nth(17))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
+}
+
+/// The descriptor [`thread_count`] keeps open in this process, if any: not a leak.
+pub(crate) fn thread_count_fd() -> Option<RawFd> {
+    let fd = STAT_FD.load(Ordering::Relaxed);
+    (fd >= 0 && STAT_PID.load(Ordering::Relaxed) == getpid()).then_some(fd)
 }
 
 /// The device and inode of the running executable: two processes with the same pair run the
 /// same binary, so code addresses mean the same in both.
 pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
+    // A process keeps its executable until it execs, which starts it afresh: ask once.
+    static EXE: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    if let Some(exe) = EXE.get() {
+        return Ok(*exe);
+    }
     let meta = std::fs::metadata("/proc/self/exe")?;
-    Ok((meta.dev(), meta.ino()))
+    Ok(*EXE.get_or_init(|| (meta.dev(), meta.ino())))
 }
 
 /// Sets `signal` to be ignored.
