@@ -1,0 +1,114 @@
+//! The tour: every example of the seed notes that this crate supports today, in the notes'
+//! order, each introduced by the Python it mirrors and what its Rust twin shows.
+//!
+//! Each step is the `run()` of a module under `examples/seeds/`, the same code the standalone
+//! examples (`seed_fork`, `seed_process`, ...) run, so the tour and the examples cannot drift
+//! apart. Every step checks its own results; the tour stops with a non-zero exit code at the
+//! first step that fails.
+//!
+//! Run: `cargo run --example tour`, or under one start method:
+//! `MULTIPROCESS_START_METHOD=spawn cargo run --example tour` (`fork`, `spawn`, `forkserver`).
+
+use std::io::Write;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+#[path = "seeds/children_cpu_count.rs"]
+mod children_cpu_count;
+#[path = "seeds/fork.rs"]
+mod fork;
+#[path = "seeds/join_terminate.rs"]
+mod join_terminate;
+#[path = "seeds/pipe.rs"]
+mod pipe;
+#[path = "seeds/process.rs"]
+mod process;
+
+/// One step of the tour.
+struct Step {
+    /// The standalone example that runs the same code.
+    example: &'static str,
+    /// The Python snippet of the seed notes.
+    python: &'static str,
+    /// What the Rust twin shows, and where it differs from Python.
+    about: &'static [&'static str],
+    run: fn() -> multiprocess::Result<()>,
+}
+
+const STEPS: &[Step] = &[
+    Step {
+        example: "seed_fork",
+        python: "os.fork(); print('111')  # prints 111 twice",
+        about: &[
+            "unsafe { fork() } gives Fork::Child where Python returns 0, Fork::Parent { child } where it returns the pid;",
+            "both sides print 111 and their getpid()/getppid(). Unlike the notes, the parent joins the child",
+            "before printing (fixed order) and the child ends with multiprocess::exit(0) instead of running on.",
+        ],
+        run: fork::run,
+    },
+    Step {
+        example: "seed_process",
+        python: "p = Process(target=f, args=('john',)); p.start(); p.join()",
+        about: &[
+            "Process::new(f, (\"john\".to_string(),)): a fn item and a tuple of serde arguments;",
+            "the child prints `hello john` under the default start method (MULTIPROCESS_START_METHOD).",
+        ],
+        run: process::run,
+    },
+    Step {
+        example: "seed_join_terminate",
+        python: "p.join(timeout); p.exitcode; p.terminate()",
+        about: &[
+            "join_timeout(d) returns after d or when the child ends; exitcode() is None while it runs;",
+            "terminate() sends SIGTERM, so exitcode() is -15 as in Python; joining many times is fine;",
+            "join before start is Err(NotStarted) where Python raises AssertionError.",
+        ],
+        run: join_terminate::run,
+    },
+    Step {
+        example: "seed_children_cpu_count",
+        python: "multiprocessing.active_children(); multiprocessing.cpu_count()",
+        about: &[
+            "cpu_count() counts the machine's CPUs, process_cpu_count() those this process may use;",
+            "one worker per usable CPU (at most 4) is listed by active_children(), which also reaps",
+            "the workers once they end, as Python's does.",
+        ],
+        run: children_cpu_count::run,
+    },
+    Step {
+        example: "seed_pipe",
+        python: "parent_conn, child_conn = Pipe(); conn.send(obj); conn.recv()",
+        about: &[
+            "pipe() gives two duplex ends; the child gets its end as an argument and the two talk both ways.",
+            "Unlike Python, the child's end moves into the Process and is closed in the parent at start(),",
+            "so once the child exits the parent's recv() gives Err(Eof) instead of blocking.",
+        ],
+        run: pipe::run,
+    },
+];
+
+fn main() -> multiprocess::Result<()> {
+    multiprocess::init();
+    println!("tour: the seed notes' examples, under start method {}", multiprocess::get_start_method());
+    for (i, step) in STEPS.iter().enumerate() {
+        println!();
+        println!("== {}/{} {} (cargo run --example {})", i + 1, STEPS.len(), step.python, step.example);
+        for line in step.about {
+            println!("   {line}");
+        }
+        println!("--");
+        // Children forked in the step inherit our stdout buffer: leave nothing in it.
+        std::io::stdout().flush()?;
+        let outcome = catch_unwind(AssertUnwindSafe(step.run));
+        std::io::stdout().flush()?;
+        let failure = match outcome {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => format!("error: {e}"),
+            Err(_) => "a check failed (panic above)".to_string(),
+        };
+        eprintln!("tour: step {} ({}) failed: {failure}", i + 1, step.example);
+        std::process::exit(1);
+    }
+    println!();
+    println!("tour: {} examples passed", STEPS.len());
+    Ok(())
+}
