@@ -70,10 +70,10 @@ pub struct Connection {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub fn pipe() -> Result<(Connection, Connection)> {
-    let (a_read, b_write) = fd::pipe()?;
-    let (b_read, a_write) = fd::pipe()?;
-    let a = Fds::Pipes { read: Some(a_read), write: Some(a_write) };
-    let b = Fds::Pipes { read: Some(b_read), write: Some(b_write) };
+    let (a_read, b_write, a_packet) = fd::pipe()?;
+    let (b_read, a_write, b_packet) = fd::pipe()?;
+    let a = Fds::Pipes { read: Some(a_read), write: Some(a_write), packet: a_packet };
+    let b = Fds::Pipes { read: Some(b_read), write: Some(b_write), packet: b_packet };
     Ok((Connection::new(a, true, true), Connection::new(b, true, true)))
 }
 
@@ -89,9 +89,9 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub fn pipe_simplex() -> Result<(Connection, Connection)> {
-    let (r, w) = fd::pipe()?;
-    let reader = Fds::Pipes { read: Some(r), write: None };
-    let writer = Fds::Pipes { read: None, write: Some(w) };
+    let (r, w, packet) = fd::pipe()?;
+    let reader = Fds::Pipes { read: Some(r), write: None, packet };
+    let writer = Fds::Pipes { read: None, write: Some(w), packet };
     Ok((Connection::new(reader, true, false), Connection::new(writer, false, true)))
 }
 
@@ -221,7 +221,7 @@ impl Connection {
         let dup = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| fd::dup(f.as_fd())).transpose();
         let fds = match self.stream()?.fds() {
             Fds::Socket(fd) => Fds::Socket(fd::dup(fd.as_fd())?),
-            Fds::Pipes { read, write } => Fds::Pipes { read: dup(read)?, write: dup(write)? },
+            Fds::Pipes { read, write, packet } => Fds::Pipes { read: dup(read)?, write: dup(write)?, packet: *packet },
         };
         Ok(Connection::new(fds, self.readable.get(), self.writable))
     }
@@ -408,6 +408,7 @@ impl fmt::Debug for Connection {
 #[derive(Serialize, Deserialize)]
 struct Wire<F> {
     socket: bool,
+    packet: bool,
     read: Option<F>,
     write: Option<F>,
     readable: bool,
@@ -432,14 +433,15 @@ impl<'de> Deserialize<'de> for InFd {
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let stream = self.stream.as_ref().ok_or_else(|| serde::ser::Error::custom("handle is closed"))?;
-        let (socket, read, write) = match stream.fds() {
-            Fds::Socket(fd) => (true, Some(OutFd(fd.as_fd())), None),
-            Fds::Pipes { read, write } => {
-                (false, read.as_ref().map(|f| OutFd(f.as_fd())), write.as_ref().map(|f| OutFd(f.as_fd())))
+        let (socket, packet, read, write) = match stream.fds() {
+            Fds::Socket(fd) => (true, false, Some(OutFd(fd.as_fd())), None),
+            Fds::Pipes { read, write, packet } => {
+                (false, *packet, read.as_ref().map(|f| OutFd(f.as_fd())), write.as_ref().map(|f| OutFd(f.as_fd())))
             }
         };
         let pending = stream.pending();
-        Wire { socket, read, write, readable: self.readable.get(), writable: self.writable, pending }.serialize(s)
+        Wire { socket, packet, read, write, readable: self.readable.get(), writable: self.writable, pending }
+            .serialize(s)
     }
 }
 
@@ -449,7 +451,7 @@ impl<'de> Deserialize<'de> for Connection {
         let fds = match (w.socket, w.read) {
             (true, Some(fd)) => Fds::Socket(fd.0),
             (true, None) => return Err(serde::de::Error::custom("a socket connection without its socket")),
-            (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0) },
+            (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0), packet: w.packet },
         };
         Ok(Connection::with_pending(fds, w.readable, w.writable, w.pending))
     }

@@ -1,25 +1,29 @@
 //! The byte stream under a [`Connection`](super::Connection): its descriptors (a pair of
-//! pipes, or a socket), CPython's framing, and a read buffer, so that a small message costs
-//! one `read(2)` and one `write(2)`.
+//! pipes, or a socket), CPython's framing, and a small read buffer.
 //!
 //! Pipes, not a socket pair, carry `pipe()`: a pipe round trip costs about half of a Unix
-//! socket's on Linux. A socket carries connections made from a socket (`from_fd`, and the
-//! Listener later).
+//! socket's on Linux. They are packet-mode pipes where the kernel has them, so that a small
+//! message costs one `write(2)` and one `read(2)`, and a read never takes bytes of the next
+//! message: several processes may share a read end (under a lock, as CPython's queues do)
+//! and each read takes exactly one message. A socket carries connections made from a socket
+//! (`from_fd`, and the Listener later); there, and on ordinary pipes, reads ask for exact
+//! lengths.
 
 use crate::sys::{Deadline, fd};
 use crate::{Error, Result};
 use std::cell::RefCell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// How much a read asks for at once: enough for many small messages.
-const READ_CHUNK: usize = 16 * 1024;
+/// The read buffer's size: room for a whole packet after a partly read one.
+const READ_CHUNK: usize = 4 * fd::PIPE_PACKET_MAX;
 
 /// The descriptors of one end.
 pub(crate) enum Fds {
     /// One socket, both directions.
     Socket(OwnedFd),
-    /// A pipe to read from and one to write to, either absent for a one-way end.
-    Pipes { read: Option<OwnedFd>, write: Option<OwnedFd> },
+    /// A pipe to read from and one to write to, either absent for a one-way end; `packet`
+    /// when the pipe read from is in packet mode.
+    Pipes { read: Option<OwnedFd>, write: Option<OwnedFd>, packet: bool },
 }
 
 /// Bytes read from the descriptor and not yet taken: `data[start..end]`.
@@ -43,18 +47,22 @@ impl ReadBuf {
         }
     }
 
-    /// Reads once more from `fd`, after what is buffered. Returns false at end of file.
-    fn fill(&mut self, fd: BorrowedFd<'_>) -> Result<bool> {
+    /// Reads once more from `fd`, after what is buffered: `want` bytes at most, or a whole
+    /// packet from a packet-mode pipe (which a shorter read would cut). Returns false at end
+    /// of file.
+    fn fill(&mut self, fd: BorrowedFd<'_>, want: usize, packet: bool) -> Result<bool> {
         if self.data.len() < READ_CHUNK {
             self.data.resize(READ_CHUNK, 0);
         }
-        if self.end == self.data.len() {
+        if self.data.len() - self.end < fd::PIPE_PACKET_MAX {
             // Keep what is unread, at the front.
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
-        let n = fd::read_some(fd, &mut self.data[self.end..])?;
+        let room = self.data.len() - self.end;
+        let ask = if packet { room } else { want.min(room) };
+        let n = fd::read_some(fd, &mut self.data[self.end..self.end + ask])?;
         self.end += n;
         Ok(n > 0)
     }
@@ -80,6 +88,11 @@ impl Stream {
 
     pub(crate) fn fds(&self) -> &Fds {
         &self.fds
+    }
+
+    /// Whether reads come from a packet-mode pipe.
+    fn packet(&self) -> bool {
+        matches!(self.fds, Fds::Pipes { packet: true, .. })
     }
 
     pub(crate) fn read_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -128,9 +141,11 @@ impl Stream {
 
     /// Reads a frame header: the payload length, or `None` at a clean end of stream.
     pub(crate) fn recv_header(&self, fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+        let packet = self.packet();
         let mut buf = self.buf.borrow_mut();
         while buf.buffered().len() < 4 {
-            if !buf.fill(fd)? {
+            let want = 4 - buf.buffered().len();
+            if !buf.fill(fd, want, packet)? {
                 return if buf.buffered().is_empty() { Ok(None) } else { Err(cut_short()) };
             }
         }
@@ -143,7 +158,8 @@ impl Stream {
             return Err(Error::Codec(format!("bad frame length {short}")));
         }
         while buf.buffered().len() < 12 {
-            if !buf.fill(fd)? {
+            let want = 12 - buf.buffered().len();
+            if !buf.fill(fd, want, packet)? {
                 return Err(cut_short());
             }
         }
@@ -153,7 +169,9 @@ impl Stream {
     }
 
     /// Fills `dst` with the next `dst.len()` payload bytes: first from the buffer, the rest
-    /// straight from the descriptor (a large payload is not copied twice).
+    /// straight from the descriptor (a large payload is not copied twice). On a packet-mode
+    /// pipe every read asks for all that is left of this message, which is never less than
+    /// the next packet: the rest of the message is whole packets of its own write.
     pub(crate) fn recv_payload(&self, fd: BorrowedFd<'_>, dst: &mut [u8]) -> Result<()> {
         let mut buf = self.buf.borrow_mut();
         let have = buf.buffered().len().min(dst.len());

@@ -185,13 +185,26 @@ pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
     Ok(out)
 }
 
-/// A pipe, close-on-exec: `(read end, write end)`.
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// The most one `read(2)` returns from a packet-mode pipe: a packet is at most one page.
+pub(crate) const PIPE_PACKET_MAX: usize = 4096;
+
+/// A pipe, close-on-exec: `(read end, write end, packet mode)`.
+///
+/// Packet mode (`O_DIRECT`, Linux 3.4) keeps each write's bytes apart: one `read` returns at
+/// most one packet (one write's bytes, a page at most), never the start of the next write.
+/// That lets a reader take a small message in one `read` without reading ahead into the next
+/// one, which would steal it from another process reading the same pipe. Where packet mode
+/// is refused, the pipe is an ordinary one and readers read exact lengths.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd, bool)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    let packet = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_DIRECT) } == 0;
+    if !packet {
+        // SAFETY: as above.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    }
     // SAFETY: on success both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]), packet) })
 }
 
 /// One `read(2)` into `buf`: the byte count, 0 at end of file.
