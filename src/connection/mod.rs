@@ -33,7 +33,11 @@ const DEFAULT_MAX_MESSAGE: u64 = 1 << 40;
 ///
 /// A `Connection` can be passed to a child in its `args` under every start method (its
 /// descriptor travels with it) and moved between threads, but not shared between threads: two
-/// readers at once would split each other's messages.
+/// readers at once would split each other's messages. To read one end from several processes
+/// (taking turns under a lock, as CPython's queues do), give each its own
+/// [`try_clone`](Connection::try_clone): cloned ends read exactly one message per call. (A
+/// handle that was never cloned reads ahead, one `read` for many small messages, so after a
+/// raw [`fork`](crate::fork) read it in one of the two processes only.)
 ///
 /// ```
 /// use multiprocess::{Process, Connection, pipe};
@@ -70,10 +74,10 @@ pub struct Connection {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub fn pipe() -> Result<(Connection, Connection)> {
-    let (a_read, b_write, a_packet) = fd::pipe()?;
-    let (b_read, a_write, b_packet) = fd::pipe()?;
-    let a = Fds::Pipes { read: Some(a_read), write: Some(a_write), packet: a_packet };
-    let b = Fds::Pipes { read: Some(b_read), write: Some(b_write), packet: b_packet };
+    let (a_read, b_write) = fd::pipe()?;
+    let (b_read, a_write) = fd::pipe()?;
+    let a = Fds::Pipes { read: Some(a_read), write: Some(a_write) };
+    let b = Fds::Pipes { read: Some(b_read), write: Some(b_write) };
     Ok((Connection::new(a, true, true), Connection::new(b, true, true)))
 }
 
@@ -89,19 +93,18 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub fn pipe_simplex() -> Result<(Connection, Connection)> {
-    let (r, w, packet) = fd::pipe()?;
-    let reader = Fds::Pipes { read: Some(r), write: None, packet };
-    let writer = Fds::Pipes { read: None, write: Some(w), packet };
+    let (r, w) = fd::pipe()?;
+    let reader = Fds::Pipes { read: Some(r), write: None };
+    let writer = Fds::Pipes { read: None, write: Some(w) };
     Ok((Connection::new(reader, true, false), Connection::new(writer, false, true)))
 }
 
 impl Connection {
     fn new(fds: Fds, readable: bool, writable: bool) -> Connection {
-        Connection::with_pending(fds, readable, writable, Vec::new())
+        Connection::with_stream(Stream::new(fds, Vec::new(), false), readable, writable)
     }
 
-    fn with_pending(fds: Fds, readable: bool, writable: bool, pending: Vec<u8>) -> Connection {
-        let stream = Stream::new(fds, pending);
+    fn with_stream(stream: Stream, readable: bool, writable: bool) -> Connection {
         Connection { stream: Some(stream), readable: Cell::new(readable), writable, _not_sync: PhantomData }
     }
 
@@ -207,8 +210,10 @@ impl Connection {
         self.stream = None;
     }
 
-    /// A second handle on the same end, for another owner (`os.dup`). Bytes this handle has
-    /// already read ahead stay with it: read from one handle only.
+    /// A second handle on the same end, for another owner (`os.dup`). From then on both
+    /// handles read exact lengths (two reads per message instead of one), so that each read
+    /// takes one whole message and leaves the next in the pipe for whichever reads next;
+    /// messages this handle had already read ahead stay with it.
     ///
     /// ```
     /// let (a, b) = multiprocess::pipe()?;
@@ -221,9 +226,13 @@ impl Connection {
         let dup = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| fd::dup(f.as_fd())).transpose();
         let fds = match self.stream()?.fds() {
             Fds::Socket(fd) => Fds::Socket(fd::dup(fd.as_fd())?),
-            Fds::Pipes { read, write, packet } => Fds::Pipes { read: dup(read)?, write: dup(write)?, packet: *packet },
+            Fds::Pipes { read, write } => Fds::Pipes { read: dup(read)?, write: dup(write)? },
         };
-        Ok(Connection::new(fds, self.readable.get(), self.writable))
+        // Two handles may read now: both read exact lengths, and give up what this one had
+        // read ahead to neither (it stays here, in order).
+        let stream = self.stream()?;
+        stream.mark_shared();
+        Ok(Connection::with_stream(Stream::new(fds, Vec::new(), true), self.readable.get(), self.writable))
     }
 
     /// Sends an object (`send(obj)`), encoded with postcard. An object that cannot be encoded
@@ -408,7 +417,7 @@ impl fmt::Debug for Connection {
 #[derive(Serialize, Deserialize)]
 struct Wire<F> {
     socket: bool,
-    packet: bool,
+    shared: bool,
     read: Option<F>,
     write: Option<F>,
     readable: bool,
@@ -433,14 +442,15 @@ impl<'de> Deserialize<'de> for InFd {
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let stream = self.stream.as_ref().ok_or_else(|| serde::ser::Error::custom("handle is closed"))?;
-        let (socket, packet, read, write) = match stream.fds() {
-            Fds::Socket(fd) => (true, false, Some(OutFd(fd.as_fd())), None),
-            Fds::Pipes { read, write, packet } => {
-                (false, *packet, read.as_ref().map(|f| OutFd(f.as_fd())), write.as_ref().map(|f| OutFd(f.as_fd())))
+        let (socket, read, write) = match stream.fds() {
+            Fds::Socket(fd) => (true, Some(OutFd(fd.as_fd())), None),
+            Fds::Pipes { read, write } => {
+                (false, read.as_ref().map(|f| OutFd(f.as_fd())), write.as_ref().map(|f| OutFd(f.as_fd())))
             }
         };
+        let shared = stream.shared();
         let pending = stream.pending();
-        Wire { socket, packet, read, write, readable: self.readable.get(), writable: self.writable, pending }
+        Wire { socket, shared, read, write, readable: self.readable.get(), writable: self.writable, pending }
             .serialize(s)
     }
 }
@@ -451,9 +461,9 @@ impl<'de> Deserialize<'de> for Connection {
         let fds = match (w.socket, w.read) {
             (true, Some(fd)) => Fds::Socket(fd.0),
             (true, None) => return Err(serde::de::Error::custom("a socket connection without its socket")),
-            (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0), packet: w.packet },
+            (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0) },
         };
-        Ok(Connection::with_pending(fds, w.readable, w.writable, w.pending))
+        Ok(Connection::with_stream(Stream::new(fds, w.pending, w.shared), w.readable, w.writable))
     }
 }
 

@@ -2,28 +2,31 @@
 //! pipes, or a socket), CPython's framing, and a small read buffer.
 //!
 //! Pipes, not a socket pair, carry `pipe()`: a pipe round trip costs about half of a Unix
-//! socket's on Linux. They are packet-mode pipes where the kernel has them, so that a small
-//! message costs one `write(2)` and one `read(2)`, and a read never takes bytes of the next
-//! message: several processes may share a read end (under a lock, as CPython's queues do)
-//! and each read takes exactly one message. A socket carries connections made from a socket
-//! (`from_fd`, and the Listener later); there, and on ordinary pipes, reads ask for exact
-//! lengths.
+//! socket's on Linux. A socket carries connections made from a socket (`from_fd`, and the
+//! Listener later).
+//!
+//! Reading. An end that only this handle reads reads ahead: one `read(2)` takes what is there,
+//! so a small message costs one `write` and one `read`. An end that may be read elsewhere too
+//! (a `try_clone`, or a connection that was cloned before it went to a child) reads exact
+//! lengths, a header and then its payload, so the pipe stays at a message boundary between
+//! reads and the next message is there for whoever reads next (CPython's `test_boundaries`
+//! names the hazard: a reader that takes part of the next message corrupts the pipe for the
+//! others).
 
 use crate::sys::{Deadline, fd};
 use crate::{Error, Result};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// The read buffer's size: room for a whole packet after a partly read one.
-const READ_CHUNK: usize = 4 * fd::PIPE_PACKET_MAX;
+/// How much a read ahead asks for at once: room for many small messages.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The descriptors of one end.
 pub(crate) enum Fds {
     /// One socket, both directions.
     Socket(OwnedFd),
-    /// A pipe to read from and one to write to, either absent for a one-way end; `packet`
-    /// when the pipe read from is in packet mode.
-    Pipes { read: Option<OwnedFd>, write: Option<OwnedFd>, packet: bool },
+    /// A pipe to read from and one to write to, either absent for a one-way end.
+    Pipes { read: Option<OwnedFd>, write: Option<OwnedFd> },
 }
 
 /// Bytes read from the descriptor and not yet taken: `data[start..end]`.
@@ -47,21 +50,20 @@ impl ReadBuf {
         }
     }
 
-    /// Reads once more from `fd`, after what is buffered: `want` bytes at most, or a whole
-    /// packet from a packet-mode pipe (which a shorter read would cut). Returns false at end
-    /// of file.
-    fn fill(&mut self, fd: BorrowedFd<'_>, want: usize, packet: bool) -> Result<bool> {
+    /// Reads once more from `fd`, after what is buffered: as much as fits, or exactly `want`
+    /// bytes at most when `exact`. Returns false at end of file.
+    fn fill(&mut self, fd: BorrowedFd<'_>, want: usize, exact: bool) -> Result<bool> {
         if self.data.len() < READ_CHUNK {
             self.data.resize(READ_CHUNK, 0);
         }
-        if self.data.len() - self.end < fd::PIPE_PACKET_MAX {
+        if self.data.len() - self.end < 12 {
             // Keep what is unread, at the front.
             self.data.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
         let room = self.data.len() - self.end;
-        let ask = if packet { room } else { want.min(room) };
+        let ask = if exact { want.min(room) } else { room };
         let n = fd::read_some(fd, &mut self.data[self.end..self.end + ask])?;
         self.end += n;
         Ok(n > 0)
@@ -78,21 +80,27 @@ fn cut_short() -> Error {
 pub(crate) struct Stream {
     fds: Fds,
     buf: RefCell<ReadBuf>,
+    shared: Cell<bool>,
 }
 
 impl Stream {
-    pub(crate) fn new(fds: Fds, pending: Vec<u8>) -> Stream {
+    pub(crate) fn new(fds: Fds, pending: Vec<u8>, shared: bool) -> Stream {
         let end = pending.len();
-        Stream { fds, buf: RefCell::new(ReadBuf { data: pending, start: 0, end }) }
+        Stream { fds, buf: RefCell::new(ReadBuf { data: pending, start: 0, end }), shared: Cell::new(shared) }
     }
 
     pub(crate) fn fds(&self) -> &Fds {
         &self.fds
     }
 
-    /// Whether reads come from a packet-mode pipe.
-    fn packet(&self) -> bool {
-        matches!(self.fds, Fds::Pipes { packet: true, .. })
+    /// Whether the read end may be read elsewhere too: then reads take exact lengths.
+    pub(crate) fn shared(&self) -> bool {
+        self.shared.get()
+    }
+
+    /// Marks the read end as read elsewhere too, from now on.
+    pub(crate) fn mark_shared(&self) {
+        self.shared.set(true);
     }
 
     pub(crate) fn read_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -141,11 +149,11 @@ impl Stream {
 
     /// Reads a frame header: the payload length, or `None` at a clean end of stream.
     pub(crate) fn recv_header(&self, fd: BorrowedFd<'_>) -> Result<Option<u64>> {
-        let packet = self.packet();
+        let exact = self.shared();
         let mut buf = self.buf.borrow_mut();
         while buf.buffered().len() < 4 {
             let want = 4 - buf.buffered().len();
-            if !buf.fill(fd, want, packet)? {
+            if !buf.fill(fd, want, exact)? {
                 return if buf.buffered().is_empty() { Ok(None) } else { Err(cut_short()) };
             }
         }
@@ -159,7 +167,7 @@ impl Stream {
         }
         while buf.buffered().len() < 12 {
             let want = 12 - buf.buffered().len();
-            if !buf.fill(fd, want, packet)? {
+            if !buf.fill(fd, want, exact)? {
                 return Err(cut_short());
             }
         }
@@ -169,9 +177,7 @@ impl Stream {
     }
 
     /// Fills `dst` with the next `dst.len()` payload bytes: first from the buffer, the rest
-    /// straight from the descriptor (a large payload is not copied twice). On a packet-mode
-    /// pipe every read asks for all that is left of this message, which is never less than
-    /// the next packet: the rest of the message is whole packets of its own write.
+    /// straight from the descriptor (a large payload is not copied twice).
     pub(crate) fn recv_payload(&self, fd: BorrowedFd<'_>, dst: &mut [u8]) -> Result<()> {
         let mut buf = self.buf.borrow_mut();
         let have = buf.buffered().len().min(dst.len());

@@ -185,26 +185,18 @@ pub(crate) fn open_fds() -> io::Result<Vec<RawFd>> {
     Ok(out)
 }
 
-/// The most one `read(2)` returns from a packet-mode pipe: a packet is at most one page.
-pub(crate) const PIPE_PACKET_MAX: usize = 4096;
-
-/// A pipe, close-on-exec: `(read end, write end, packet mode)`.
+/// A pipe, close-on-exec: `(read end, write end)`.
 ///
-/// Packet mode (`O_DIRECT`, Linux 3.4) keeps each write's bytes apart: one `read` returns at
-/// most one packet (one write's bytes, a page at most), never the start of the next write.
-/// That lets a reader take a small message in one `read` without reading ahead into the next
-/// one, which would steal it from another process reading the same pipe. Where packet mode
-/// is refused, the pipe is an ordinary one and readers read exact lengths.
-pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd, bool)> {
+/// An ordinary pipe, not a packet-mode (`O_DIRECT`) one: packet mode would keep messages
+/// apart for readers, but each small write then takes a whole page slot, and a pipe holds 16
+/// of them; an ordinary pipe holds 64 KiB of small messages, as a program that sends a batch
+/// before its reader starts expects.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
-    let packet = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_DIRECT) } == 0;
-    if !packet {
-        // SAFETY: as above.
-        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    }
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
     // SAFETY: on success both descriptors are new and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]), packet) })
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// One `read(2)` into `buf`: the byte count, 0 at end of file.
