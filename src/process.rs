@@ -415,7 +415,6 @@ impl ForkIdentity {
 /// Resets what a fork child must not share with its parent: the parent's children are not
 /// ours, nor is its fork server. With `identity`, the child also takes that identity.
 pub(crate) fn become_fork_child(identity: Option<ForkIdentity>) {
-    proc::forget_sigpipe();
     // The parent's records are left as they are (not ours to reap, and freeing them would
     // write to shared pages); its fork server's socket is closed, so that the server still
     // sees the parent go.

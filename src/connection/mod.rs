@@ -29,7 +29,8 @@ const DEFAULT_MAX_MESSAGE: u64 = 1 << 40;
 /// end and every message it sent has been read, reads give [`Error::Eof`]; writing to a
 /// connection whose peer is gone gives [`Error::BrokenPipe`] (never a `SIGPIPE` death: Rust
 /// programs ignore `SIGPIPE`, and where a program restored its default, sends block it around
-/// the write; the disposition is read once per process, at the first send).
+/// the write; a handle reads the disposition when it is made, or arrives in a child, so set
+/// it before making the connections it should apply to).
 ///
 /// A `Connection` can be passed to a child in its `args` under every start method (its
 /// descriptor travels with it) and moved between threads, but not shared between threads: two
@@ -213,7 +214,8 @@ impl Connection {
     /// A second handle on the same end, for another owner (`os.dup`). From then on both
     /// handles read exact lengths (two reads per message instead of one), so that each read
     /// takes one whole message and leaves the next in the pipe for whichever reads next;
-    /// messages this handle had already read ahead stay with it.
+    /// messages this handle had already read ahead are shared the same way (and go with the
+    /// first of the two handles passed to a child).
     ///
     /// ```
     /// let (a, b) = multiprocess::pipe()?;
@@ -228,11 +230,10 @@ impl Connection {
             Fds::Socket(fd) => Fds::Socket(fd::dup(fd.as_fd())?),
             Fds::Pipes { read, write } => Fds::Pipes { read: dup(read)?, write: dup(write)? },
         };
-        // Two handles may read now: both read exact lengths, and give up what this one had
-        // read ahead to neither (it stays here, in order).
-        let stream = self.stream()?;
-        stream.mark_shared();
-        Ok(Connection::with_stream(Stream::new(fds, Vec::new(), true), self.readable.get(), self.writable))
+        // Two handles may read now: both read exact lengths, and share what this one had
+        // read ahead, so that it goes to whichever reads next.
+        let stream = self.stream()?.clone_with(fds);
+        Ok(Connection::with_stream(stream, self.readable.get(), self.writable))
     }
 
     /// Sends an object (`send(obj)`), encoded with postcard. An object that cannot be encoded
@@ -331,12 +332,13 @@ impl Connection {
     /// ```
     pub fn recv_bytes_max(&self, maxlength: usize) -> Result<Vec<u8>> {
         let (stream, fd) = self.reader()?;
-        let len = stream.recv_header(fd)?.ok_or(Error::Eof)?;
+        let mut reader = stream.reader(fd);
+        let len = reader.header()?.ok_or(Error::Eof)?;
         if len > maxlength as u64 {
             self.readable.set(false);
             return Err(Error::BadMessageLength { len, max: maxlength as u64 });
         }
-        recv_vec(stream, fd, len)
+        recv_vec(&mut reader, len)
     }
 
     /// Receives one message into `buf` (`recv_bytes_into(buf)`) and returns its length. A
@@ -358,16 +360,17 @@ impl Connection {
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
         let (stream, fd) = self.reader()?;
-        let len = stream.recv_header(fd)?.ok_or(Error::Eof)?;
+        let mut reader = stream.reader(fd);
+        let len = reader.header()?.ok_or(Error::Eof)?;
         if len > buf.len() as u64 {
             if len > DEFAULT_MAX_MESSAGE {
                 self.readable.set(false);
                 return Err(Error::BadMessageLength { len, max: DEFAULT_MAX_MESSAGE });
             }
-            return Err(Error::BufferTooShort(recv_vec(stream, fd, len)?));
+            return Err(Error::BufferTooShort(recv_vec(&mut reader, len)?));
         }
         let len = len as usize;
-        stream.recv_payload(fd, &mut buf[..len])?;
+        reader.payload(&mut buf[..len])?;
         Ok(len)
     }
 
@@ -392,13 +395,13 @@ impl Connection {
 
 /// Reads a payload of `len` bytes into a new vector; a length the allocator refuses is an
 /// error, not an abort.
-fn recv_vec(stream: &Stream, fd: BorrowedFd<'_>, len: u64) -> Result<Vec<u8>> {
+fn recv_vec(reader: &mut stream::Reader<'_>, len: u64) -> Result<Vec<u8>> {
     let too_long = || Error::BadMessageLength { len, max: DEFAULT_MAX_MESSAGE };
     let len = usize::try_from(len).map_err(|_| too_long())?;
     let mut buf = Vec::new();
     buf.try_reserve_exact(len).map_err(|_| too_long())?;
     buf.resize(len, 0);
-    stream.recv_payload(fd, &mut buf)?;
+    reader.payload(&mut buf)?;
     Ok(buf)
 }
 
@@ -449,7 +452,7 @@ impl Serialize for Connection {
             }
         };
         let shared = stream.shared();
-        let pending = stream.pending();
+        let pending = stream.pending_for_transfer();
         Wire { socket, shared, read, write, readable: self.readable.get(), writable: self.writable, pending }
             .serialize(s)
     }

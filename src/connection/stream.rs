@@ -13,10 +13,11 @@
 //! names the hazard: a reader that takes part of the next message corrupts the pipe for the
 //! others).
 
-use crate::sys::{Deadline, fd};
+use crate::sys::{Deadline, fd, proc};
 use crate::{Error, Result};
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// How much a read ahead asks for at once: room for many small messages.
 const READ_CHUNK: usize = 16 * 1024;
@@ -79,28 +80,36 @@ fn cut_short() -> Error {
 /// A framed byte stream.
 pub(crate) struct Stream {
     fds: Fds,
-    buf: RefCell<ReadBuf>,
+    /// Shared by the handles `try_clone` made in this process, so that bytes one of them read
+    /// ahead are there for whichever reads next, in order.
+    buf: Arc<Mutex<ReadBuf>>,
+    /// Whether the read end may be read elsewhere too: then reads take exact lengths.
     shared: Cell<bool>,
+    /// Whether `SIGPIPE` was ignored when this handle was made: then a write to a pipe needs no
+    /// guard. Asking at every write would cost a syscall a message.
+    sigpipe_ignored: bool,
 }
 
 impl Stream {
     pub(crate) fn new(fds: Fds, pending: Vec<u8>, shared: bool) -> Stream {
         let end = pending.len();
-        Stream { fds, buf: RefCell::new(ReadBuf { data: pending, start: 0, end }), shared: Cell::new(shared) }
+        let buf = Arc::new(Mutex::new(ReadBuf { data: pending, start: 0, end }));
+        Stream { fds, buf, shared: Cell::new(shared), sigpipe_ignored: proc::sigpipe_ignored() }
+    }
+
+    /// A second handle on the same end: its own descriptors, the same read buffer. Both read
+    /// exact lengths from now on.
+    pub(crate) fn clone_with(&self, fds: Fds) -> Stream {
+        self.shared.set(true);
+        Stream { fds, buf: self.buf.clone(), shared: Cell::new(true), sigpipe_ignored: proc::sigpipe_ignored() }
     }
 
     pub(crate) fn fds(&self) -> &Fds {
         &self.fds
     }
 
-    /// Whether the read end may be read elsewhere too: then reads take exact lengths.
     pub(crate) fn shared(&self) -> bool {
         self.shared.get()
-    }
-
-    /// Marks the read end as read elsewhere too, from now on.
-    pub(crate) fn mark_shared(&self) {
-        self.shared.set(true);
     }
 
     pub(crate) fn read_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -117,15 +126,27 @@ impl Stream {
         }
     }
 
-    /// The bytes read ahead and not yet taken (they travel with the end to a child).
-    pub(crate) fn pending(&self) -> Vec<u8> {
-        self.buf.borrow().buffered().to_vec()
+    fn lock_buf(&self) -> MutexGuard<'_, ReadBuf> {
+        self.buf.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether a read ahead left bytes in the buffer: then the end is readable without
-    /// asking the kernel.
+    /// The bytes read ahead and not yet taken, for the copy of this end that goes to a child.
+    /// Taken from the buffer when other handles share it (one copy of a message, one reader);
+    /// copied when this handle is the only one (it is dropped once the child has its copy).
+    pub(crate) fn pending_for_transfer(&self) -> Vec<u8> {
+        let mut buf = self.lock_buf();
+        let bytes = buf.buffered().to_vec();
+        if Arc::strong_count(&self.buf) > 1 {
+            let n = bytes.len();
+            buf.consume(n);
+        }
+        bytes
+    }
+
+    /// Whether a read ahead left bytes in the buffer: then the end is readable without asking
+    /// the kernel. A buffer another handle is reading into counts as empty.
     pub(crate) fn has_buffered(&self) -> bool {
-        self.buf.borrow().start < self.buf.borrow().end
+        self.buf.try_lock().is_ok_and(|b| b.start < b.end)
     }
 
     /// Sends one frame: header and payload in one write when they fit.
@@ -142,15 +163,37 @@ impl Stream {
         };
         let result = match self.fds {
             Fds::Socket(_) => fd::send_all(fd, &[header, payload]),
-            Fds::Pipes { .. } => fd::write_all_pipe(fd, &[header, payload]),
+            Fds::Pipes { .. } => fd::write_all_pipe(fd, &[header, payload], self.sigpipe_ignored),
         };
         result.map_err(Error::from_write)
     }
 
+    /// Takes the read side for one message: clones of this end in other threads wait.
+    pub(crate) fn reader<'a>(&'a self, fd: BorrowedFd<'a>) -> Reader<'a> {
+        Reader { buf: self.lock_buf(), fd, exact: self.shared() }
+    }
+
+    /// Whether there is something to read, waiting until the deadline.
+    pub(crate) fn poll(&self, fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
+        if self.has_buffered() {
+            return Ok(true);
+        }
+        Ok(fd::poll_readable(&[fd], deadline)?[0])
+    }
+}
+
+/// The read side of a stream, held for one message.
+pub(crate) struct Reader<'a> {
+    buf: MutexGuard<'a, ReadBuf>,
+    fd: BorrowedFd<'a>,
+    exact: bool,
+}
+
+impl Reader<'_> {
     /// Reads a frame header: the payload length, or `None` at a clean end of stream.
-    pub(crate) fn recv_header(&self, fd: BorrowedFd<'_>) -> Result<Option<u64>> {
-        let exact = self.shared();
-        let mut buf = self.buf.borrow_mut();
+    pub(crate) fn header(&mut self) -> Result<Option<u64>> {
+        let (fd, exact) = (self.fd, self.exact);
+        let buf = &mut *self.buf;
         while buf.buffered().len() < 4 {
             let want = 4 - buf.buffered().len();
             if !buf.fill(fd, want, exact)? {
@@ -178,23 +221,15 @@ impl Stream {
 
     /// Fills `dst` with the next `dst.len()` payload bytes: first from the buffer, the rest
     /// straight from the descriptor (a large payload is not copied twice).
-    pub(crate) fn recv_payload(&self, fd: BorrowedFd<'_>, dst: &mut [u8]) -> Result<()> {
-        let mut buf = self.buf.borrow_mut();
+    pub(crate) fn payload(&mut self, dst: &mut [u8]) -> Result<()> {
+        let buf = &mut *self.buf;
         let have = buf.buffered().len().min(dst.len());
         dst[..have].copy_from_slice(&buf.buffered()[..have]);
         buf.consume(have);
         let rest = &mut dst[have..];
-        if !rest.is_empty() && !fd::recv_exact(fd, rest)? {
+        if !rest.is_empty() && !fd::recv_exact(self.fd, rest)? {
             return Err(cut_short());
         }
         Ok(())
-    }
-
-    /// Whether there is something to read, waiting until the deadline.
-    pub(crate) fn poll(&self, fd: BorrowedFd<'_>, deadline: Deadline) -> Result<bool> {
-        if self.has_buffered() {
-            return Ok(true);
-        }
-        Ok(fd::poll_readable(&[fd], deadline)?[0])
     }
 }

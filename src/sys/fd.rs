@@ -206,11 +206,11 @@ pub(crate) fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize>
 }
 
 /// Writes every byte of `bufs` to a pipe (gathered into one `writev` when they fit), and
-/// never dies of `SIGPIPE`: a gone reader gives `EPIPE`. Rust programs ignore `SIGPIPE`, and
-/// then this is a plain `writev`; otherwise the signal is blocked around the write and, if the
-/// write raised it, taken back before it is unblocked.
-pub(crate) fn write_all_pipe(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<()> {
-    if super::proc::sigpipe_ignored() {
+/// never dies of `SIGPIPE`: a gone reader gives `EPIPE`. Where the caller knows `SIGPIPE` is
+/// ignored (Rust programs ignore it) this is a plain `writev`; otherwise the signal is blocked
+/// around the write and, if the write raised it, taken back before it is unblocked.
+pub(crate) fn write_all_pipe(fd: BorrowedFd<'_>, bufs: &[&[u8]], sigpipe_ignored: bool) -> io::Result<()> {
+    if sigpipe_ignored {
         return writev_all(fd, bufs);
     }
     let _guard = super::proc::SigpipeBlock::new();

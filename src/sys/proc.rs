@@ -132,7 +132,6 @@ pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
 pub(crate) fn ignore_signal(signal: libc::c_int) {
     // SAFETY: installing SIG_IGN has no handler code to be unsound.
     unsafe { libc::signal(signal, libc::SIG_IGN) };
-    forget_sigpipe();
 }
 
 /// Restores the default action for `signal`.
@@ -167,37 +166,13 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     getrandom::fill(buf).map_err(|e| io::Error::other(e.to_string()))
 }
 
-/// What we know of `SIGPIPE`'s disposition: not looked at yet, ignored, or not ignored.
-static SIGPIPE_STATE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(SIGPIPE_UNKNOWN);
-const SIGPIPE_UNKNOWN: u8 = 0;
-const SIGPIPE_IGNORED: u8 = 1;
-const SIGPIPE_HANDLED: u8 = 2;
-
 /// Whether `SIGPIPE` is ignored in this process (as Rust's runtime sets it before `main`).
-/// Read from the kernel once per process and remembered, because asking costs a syscall per
-/// write; a program that changes the disposition does so before it writes (and a fork child
-/// forgets the answer, see [`forget_sigpipe`]).
 pub(crate) fn sigpipe_ignored() -> bool {
-    use std::sync::atomic::Ordering;
-    match SIGPIPE_STATE.load(Ordering::Relaxed) {
-        SIGPIPE_IGNORED => true,
-        SIGPIPE_HANDLED => false,
-        _ => {
-            // SAFETY: `sigaction` is plain data; with a null new action the call only reads.
-            let ignored = unsafe {
-                let mut old: libc::sigaction = std::mem::zeroed();
-                libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-            };
-            SIGPIPE_STATE.store(if ignored { SIGPIPE_IGNORED } else { SIGPIPE_HANDLED }, Ordering::Relaxed);
-            ignored
-        }
+    // SAFETY: `sigaction` is plain data; with a null new action the call only reads.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
     }
-}
-
-/// Forgets what [`sigpipe_ignored`] learned: a new process (a fork child, or after this crate
-/// changed the disposition) asks again.
-pub(crate) fn forget_sigpipe() {
-    SIGPIPE_STATE.store(SIGPIPE_UNKNOWN, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Blocks `SIGPIPE` in this thread while alive; on drop takes back a `SIGPIPE` raised
