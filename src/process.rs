@@ -349,7 +349,7 @@ pub(crate) fn become_child(
 // Fork: the locks held across it and the state reset after it.
 
 /// Forks with this crate's locks held, so the child finds none of them locked by a thread it
-/// does not have. `in_child` runs in the child with the locks still held, to reset state.
+/// does not have (and warns once that forking a threaded process is risky). `in_child` runs in the child with the locks still held, to reset state.
 /// Returns 0 in the child, the pid in the parent.
 ///
 /// # Safety
@@ -358,7 +358,12 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     // Printing takes these; held here, the child finds them free (glibc does the same for
     // its own streams), so a child can print even if another thread was printing.
     crate::bootstrap::install_panic_header();
-    if proc::thread_count() == 1 {
+    // Made here, the stdout handle is inherited ready: a child that flushes it at exit does
+    // not build it again (writes to pages it shares with us cost a copy each).
+    let _ = io::stdout();
+    let threads = proc::thread_count();
+    warn_if_threaded(threads);
+    if threads == 1 {
         // No other thread can hold a lock, and the caller's thread holds none of ours.
         // SAFETY: by the caller's contract.
         let pid = unsafe { proc::fork()? };
@@ -428,13 +433,16 @@ pub(crate) fn become_fork_child(identity: Option<ForkIdentity>) {
 
 /// Warns once per process that forking a threaded process can deadlock the child, as CPython
 /// 3.12 does (`DeprecationWarning`). Set `MULTIPROCESS_NO_FORK_WARNING=1` to silence it.
-pub(crate) fn warn_if_threaded() {
+fn warn_if_threaded(threads: usize) {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    if WARNED.load(Ordering::Relaxed) || std::env::var_os("MULTIPROCESS_NO_FORK_WARNING").is_some() {
+    static SILENCED: OnceLock<bool> = OnceLock::new();
+    if threads <= 1 || WARNED.load(Ordering::Relaxed) {
         return;
     }
-    let threads = proc::thread_count();
-    if threads > 1 && !WARNED.swap(true, Ordering::Relaxed) {
+    if *SILENCED.get_or_init(|| std::env::var_os("MULTIPROCESS_NO_FORK_WARNING").is_some()) {
+        return;
+    }
+    if !WARNED.swap(true, Ordering::Relaxed) {
         eprintln!(
             "multiprocess: warning: this process has {threads} threads; a forked child gets only \
              the calling thread, and a lock another thread held stays locked in it. Prefer the \
@@ -1151,7 +1159,6 @@ pub enum Fork {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub unsafe fn fork() -> io::Result<Fork> {
-    warn_if_threaded();
     // SAFETY: the caller upholds the contract above.
     let pid = unsafe { fork_locked(|| become_fork_child(None))? };
     if pid == 0 {

@@ -10,7 +10,6 @@ use crate::sys::proc;
 
 /// Forks a child that runs `launch` (taken out of the option in the child only).
 pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> Result<Child> {
-    process::warn_if_threaded();
     let parent = proc::getpid();
     let identity = ForkIdentity::new(spec);
     // SAFETY: the child runs only the target and the exit path. `fork_locked` holds this
