@@ -846,15 +846,8 @@ extern "C" fn count_sigusr1(_: libc::c_int) {
 /// `signal.signal` installs it, so blocked calls see EINTR), then a blocking `recv` and a
 /// blocking big write. Also reports how many signals the handler saw.
 fn ignore_eintr_child(conn: Connection) -> Result<()> {
-    // SAFETY: a zeroed sigaction is valid; the handler only touches an atomic, which is
-    // async-signal-safe.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = count_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = 0;
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
-    }
+    // The handler only touches an atomic, which is async-signal-safe.
+    common::install_signal_handler(libc::SIGUSR1, count_sigusr1);
     conn.send(&"ready")?;
     let x: i32 = conn.recv()?;
     conn.send(&x)?;

@@ -1069,15 +1069,8 @@ extern "C" fn on_sigusr1(_: libc::c_int) {
 fn install_sigusr1_handler() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic, which is
-        // async-signal-safe.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as libc::sighandler_t;
-            action.sa_flags = 0;
-            libc::sigemptyset(&mut action.sa_mask);
-            assert_eq!(libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()), 0);
-        }
+        // The handler only stores to an atomic, which is async-signal-safe.
+        common::install_signal_handler(libc::SIGUSR1, on_sigusr1);
     });
 }
 

@@ -148,3 +148,16 @@ pub fn assert_timeout_elapsed(elapsed: Duration, t: Duration) {
 pub fn assert_prompt(elapsed: Duration) {
     assert!(elapsed < Duration::from_millis(500), "took {elapsed:?}, expected no wait");
 }
+
+/// Installs `handler` for `signal` without `SA_RESTART`, so that a blocked syscall sees EINTR
+/// (what the EINTR cases test). The handler must be async-signal-safe.
+pub fn install_signal_handler(signal: libc::c_int, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe by contract.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as libc::sighandler_t;
+        action.sa_flags = 0;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(libc::sigaction(signal, &action, std::ptr::null_mut()), 0);
+    }
+}
