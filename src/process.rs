@@ -602,9 +602,9 @@ extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(finish_children);
 }
 
+/// Flushes stdout, which holds what a child printed without a newline (stderr is unbuffered).
 fn flush_stdio() {
     let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
 }
 
 /// Ends a child started by this crate: children finished, output flushed, then `_exit`.

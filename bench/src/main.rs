@@ -198,23 +198,36 @@ fn run(opts: &Options, args: &[String]) -> Result<bool, String> {
                 Ok(v) => line.push_str(&format!(" {side} {}", report::num(*v))),
                 Err(e) => line.push_str(&format!(" {side} FAILED ({e})")),
             };
-            if let (Some(side), Some(cell)) = (row.ours.as_mut(), res.ours.as_mut()) {
-                let r = (side.measure)();
-                show("multiprocess", &r);
-                cell.record(r);
-            }
-            if let (Some(py), Some(cell)) = (row.cpython.as_ref(), res.cpython.as_mut()) {
-                let r = match &python_ok {
-                    Ok(()) => python.measure(&py.args),
-                    Err(e) => Err(e.clone()),
-                };
-                show("CPython", &r);
-                cell.record(r);
-            }
-            if let (Some(side), Some(cell)) = (row.limit.as_mut(), res.limit.as_mut()) {
-                let r = (side.measure)();
-                show("limit", &r);
-                cell.record(r);
+            // The sides take turns going first: whatever one side leaves behind (a warm cache,
+            // a CPU the scheduler now prefers, a Python interpreter just exited) must not
+            // always help or hurt the same one.
+            for turn in 0..3 {
+                match (turn + round as usize) % 3 {
+                    0 => {
+                        if let (Some(side), Some(cell)) = (row.ours.as_mut(), res.ours.as_mut()) {
+                            let r = (side.measure)();
+                            show("multiprocess", &r);
+                            cell.record(r);
+                        }
+                    }
+                    1 => {
+                        if let (Some(py), Some(cell)) = (row.cpython.as_ref(), res.cpython.as_mut()) {
+                            let r = match &python_ok {
+                                Ok(()) => python.measure(&py.args),
+                                Err(e) => Err(e.clone()),
+                            };
+                            show("CPython", &r);
+                            cell.record(r);
+                        }
+                    }
+                    _ => {
+                        if let (Some(side), Some(cell)) = (row.limit.as_mut(), res.limit.as_mut()) {
+                            let r = (side.measure)();
+                            show("limit", &r);
+                            cell.record(r);
+                        }
+                    }
+                }
             }
             eprintln!("{line} {}", row.unit.label());
         }

@@ -207,7 +207,7 @@ impl Report {
         );
         let _ = writeln!(
             o,
-            "- {} rounds, {:.0} s; each round runs every row's sides back to back (multiprocess, CPython, limit)",
+            "- {} rounds, {:.0} s; each round runs every row's sides back to back, the side that goes first rotating from round to round",
             self.rounds, self.wall_seconds
         );
         let _ = writeln!(o, "- command: `{}`\n", self.command);

@@ -93,7 +93,8 @@ pub(crate) fn thread_count() -> usize {
         }
         fd = new;
     }
-    let mut buf = [0u8; 1024];
+    // The line is about 300 bytes; field 20 comes well before the end.
+    let mut buf = [0u8; 512];
     // SAFETY: `buf` is a live, writable buffer of the given length.
     let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n <= 0 {
