@@ -44,8 +44,10 @@ def echo_bytes(conn, n, cpu):
     conn.close()
 
 
-def process_start_join(method, iterations, warmup):
-    """Process(target=noop).start() + join(), per process, on one start method."""
+def process_start_join(method, iterations, warmup, cpu):
+    """Process(target=noop).start() + join(), per process, on one start method (pinned to
+    `cpu` with the children it forks, if given)."""
+    _pin(cpu)
     ctx = multiprocessing.get_context(method)
 
     def one():
@@ -115,7 +117,7 @@ def main():
     if a.iterations is None or a.iterations < 1:
         parser.error("ITERATIONS must be a positive integer")
     if a.workload == "process_start_join":
-        value, method = process_start_join(a.variant, a.iterations, a.warmup)
+        value, method = process_start_join(a.variant, a.iterations, a.warmup, a.cpu)
     elif a.workload == "pipe_pingpong":
         if a.variant not in ("typed", "bytes"):
             parser.error("pipe_pingpong takes typed or bytes")

@@ -6,9 +6,16 @@
 //!   (a process of our size); spawn, `posix_spawn` of the bench binary itself told to exit
 //!   before `main` (what executing a process of our size costs), plus a reference row with
 //!   `posix_spawn` of `/bin/true`.
+//!
+//! A fork and its join are a blocking round trip between two processes, and on these
+//! machines where the scheduler runs the child (this core or the other) moves a side by tens
+//! of µs from one round to the next. So fork is measured twice: with every side pinned to one
+//! core (parent and children alike: the figure the target is judged on, as ping-pong's is),
+//! and unpinned, for what a program that pins nothing sees.
 
 use super::{Config, Goal, PySide, Row, Side, Unit};
 use crate::limit::{self, Spawnable};
+use crate::pin::PinGuard;
 use multiprocess::{StartMethod, get_context};
 use std::time::Instant;
 
@@ -21,7 +28,8 @@ fn noop() {}
 const WARMUP: u32 = 3;
 
 /// One round of the library's start + join: µs per process.
-fn ours(method: StartMethod, n: u32) -> Result<f64, String> {
+fn ours(method: StartMethod, n: u32, cpu: Option<usize>) -> Result<f64, String> {
+    let _pin = PinGuard::pin(cpu).map_err(|e| format!("pin: {e}"))?;
     let ctx = get_context(method);
     let one = || -> Result<(), String> {
         let mut p = ctx.process(noop, ());
@@ -42,17 +50,19 @@ fn ours(method: StartMethod, n: u32) -> Result<f64, String> {
     Ok(t.elapsed().as_secs_f64() * 1e6 / f64::from(n))
 }
 
-fn py(method: &str, n: u32) -> PySide {
-    PySide {
-        label: method.into(),
-        args: vec![NAME.into(), method.into(), n.to_string(), "--warmup".into(), "2".into()],
+fn py(method: &str, n: u32, cpu: Option<usize>) -> PySide {
+    let mut args = vec![NAME.into(), method.into(), n.to_string(), "--warmup".into(), "2".into()];
+    if let Some(cpu) = cpu {
+        args.extend(["--cpu".into(), cpu.to_string()]);
     }
+    PySide { label: method.into(), args }
 }
 
-fn fork_limit(n: u32) -> Side {
+fn fork_limit(n: u32, cpu: Option<usize>) -> Side {
     Side {
         label: "fork + _exit + waitpid, from the bench process".into(),
         measure: Box::new(move || {
+            let _pin = PinGuard::pin(cpu).map_err(|e| format!("pin: {e}"))?;
             limit::fork_waitpid(WARMUP)?;
             limit::fork_waitpid(n)
         }),
@@ -71,38 +81,52 @@ fn spawn_limit(label: &str, target: Spawnable, n: u32) -> Side {
 
 pub fn rows(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
-    let row = |method: StartMethod, ours_n: u32, py_n: u32, limit: Side, goal: Goal| Row {
-        id: format!("{NAME}/{method}"),
-        workload: NAME,
-        variant: method.to_string(),
-        unit: Unit::MicrosPerProcess,
-        placement: None,
-        ours: Some(Side {
-            label: format!("get_context({method}).process(noop, ()) start + join"),
-            measure: Box::new(move || ours(method, ours_n)),
-        }),
-        cpython: Some(py(method.as_str(), py_n)),
-        limit: Some(limit),
-        goal: Some(goal),
-        note: None,
+    let cpu0 = cfg.cpus.first().copied();
+    let row = |method: StartMethod, cpu: Option<usize>, ours_n: u32, py_n: u32, limit: Side, goal: Option<Goal>| {
+        let (id, variant) = match cpu {
+            Some(c) if method == StartMethod::Fork => {
+                (format!("{NAME}/{method}"), format!("{method}, same core (all pinned to CPU {c})"))
+            }
+            _ if method == StartMethod::Fork => (format!("{NAME}/{method}-unpinned"), format!("{method}, unpinned")),
+            _ => (format!("{NAME}/{method}"), method.to_string()),
+        };
+        Row {
+            id,
+            workload: NAME,
+            variant,
+            unit: Unit::MicrosPerProcess,
+            placement: None,
+            ours: Some(Side {
+                label: format!("get_context({method}).process(noop, ()) start + join"),
+                measure: Box::new(move || ours(method, ours_n, cpu)),
+            }),
+            cpython: Some(py(method.as_str(), py_n, cpu)),
+            limit: Some(limit),
+            goal,
+            note: None,
+        }
     };
     let fork_n = cfg.iters(200, 10);
-    rows.push(row(StartMethod::Fork, fork_n, cfg.iters(100, 10), fork_limit(fork_n), Goal::AtMostTimesLimit(1.5)));
+    let goal = Some(Goal::AtMostTimesLimit(1.5));
+    rows.push(row(StartMethod::Fork, cpu0, fork_n, cfg.iters(100, 10), fork_limit(fork_n, cpu0), goal));
+    rows.push(row(StartMethod::Fork, None, fork_n, cfg.iters(100, 10), fork_limit(fork_n, None), None));
     rows.push(row(
         StartMethod::ForkServer,
+        None,
         cfg.iters(200, 10),
         cfg.iters(20, 3),
-        fork_limit(fork_n),
-        Goal::AtMost(500.0),
+        fork_limit(fork_n, None),
+        Some(Goal::AtMost(500.0)),
     ));
     let spawn_n = cfg.iters(50, 5);
     let me = Spawnable::this_binary()?;
     rows.push(row(
         StartMethod::Spawn,
+        None,
         spawn_n,
         cfg.iters(10, 2),
         spawn_limit("posix_spawn + waitpid of the bench binary, exiting before main", me, spawn_n),
-        Goal::AtMost(3000.0),
+        Some(Goal::AtMost(3000.0)),
     ));
     rows.push(Row {
         id: format!("{NAME}/spawn-reference"),
