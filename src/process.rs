@@ -692,7 +692,7 @@ impl Process {
                 "Process::new takes a fn item or a closure that captures nothing; use Process::from_closure for others"
             )
         };
-        Process::with_launch(Box::new(FnLaunch { f: target, args }), None)
+        Process::with_launch(Box::new(FnLaunch { f: target, args: Some(args) }), None)
     }
 
     /// A process that runs any closure, always started by fork (CPython's fork-only lambda
@@ -713,7 +713,7 @@ impl Process {
         C: FnOnce() -> R + Send + 'static,
         R: Outcome,
     {
-        Process::with_launch(Box::new(ClosureLaunch(closure)), Some(StartMethod::Fork))
+        Process::with_launch(Box::new(ClosureLaunch(Some(closure))), Some(StartMethod::Fork))
     }
 
     pub(crate) fn with_launch(launch: Box<dyn Launch>, method: Option<StartMethod>) -> Process {
@@ -1166,7 +1166,7 @@ pub unsafe fn fork() -> io::Result<Fork> {
         return Ok(Fork::Child);
     }
     let pidfd = Pidfd::open(pid)?;
-    let mut child = Process::with_launch(Box::new(ClosureLaunch(|| ())), Some(StartMethod::Fork));
+    let mut child = Process::with_launch(Box::new(ClosureLaunch(Some(|| ()))), Some(StartMethod::Fork));
     child.launch = None;
     let spec = ChildSpec {
         name: child.name.clone(),

@@ -23,7 +23,7 @@ pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> R
         })?
     };
     if pid == 0 {
-        let Some(launch) = launch.take() else { proc::exit_now(1) };
+        let Some(launch) = launch.as_mut() else { proc::exit_now(1) };
         bootstrap::run_and_exit(move || launch.run());
     }
     // Our unreaped child: its pid cannot be recycled before this.

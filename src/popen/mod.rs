@@ -14,7 +14,10 @@ use std::os::fd::OwnedFd;
 /// binary image.
 pub(crate) trait Launch: Send {
     /// Runs the target here (in a fork child): its exit code, or the error text to print.
-    fn run(self: Box<Self>) -> std::result::Result<i32, String>;
+    /// Takes the arguments out and leaves the (now empty) value in place: a child that is
+    /// about to exit need not free it, and freeing would write to pages it shares with its
+    /// parent, each write a page copy.
+    fn run(&mut self) -> std::result::Result<i32, String>;
     /// The entry point's offset and the encoded arguments, for spawn and forkserver.
     fn encode(&self) -> Result<Payload>;
 }
@@ -52,10 +55,10 @@ pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
     unsafe { std::mem::transmute::<usize, Entry>(address) }
 }
 
-/// A fn item or non-capturing closure with its arguments.
+/// A fn item or non-capturing closure with its arguments (taken out when run).
 pub(crate) struct FnLaunch<F, A> {
     pub(crate) f: F,
-    pub(crate) args: A,
+    pub(crate) args: Option<A>,
 }
 
 fn entry<F: Target<A>, A: Args>(bytes: &[u8], fds: Vec<OwnedFd>) -> std::result::Result<i32, String> {
@@ -69,25 +72,28 @@ fn entry<F: Target<A>, A: Args>(bytes: &[u8], fds: Vec<OwnedFd>) -> std::result:
 }
 
 impl<F: Target<A>, A: Args> Launch for FnLaunch<F, A> {
-    fn run(self: Box<Self>) -> std::result::Result<i32, String> {
-        self.f.call(self.args).into_exitcode()
+    fn run(&mut self) -> std::result::Result<i32, String> {
+        let args = self.args.take().ok_or("the target already ran")?;
+        self.f.call(args).into_exitcode()
     }
 
     fn encode(&self) -> Result<Payload> {
-        Ok(Payload { entry: offset_of(entry::<F, A>), args: reduction::encode(&self.args)? })
+        let args = self.args.as_ref().ok_or(Error::AlreadyStarted)?;
+        Ok(Payload { entry: offset_of(entry::<F, A>), args: reduction::encode(args)? })
     }
 }
 
 /// Any `FnOnce` closure: it can only run in a fork child, which has the closure in memory.
-pub(crate) struct ClosureLaunch<C>(pub(crate) C);
+pub(crate) struct ClosureLaunch<C>(pub(crate) Option<C>);
 
 impl<C, R> Launch for ClosureLaunch<C>
 where
     C: FnOnce() -> R + Send + 'static,
     R: Outcome,
 {
-    fn run(self: Box<Self>) -> std::result::Result<i32, String> {
-        (self.0)().into_exitcode()
+    fn run(&mut self) -> std::result::Result<i32, String> {
+        let closure = self.0.take().ok_or("the target already ran")?;
+        closure().into_exitcode()
     }
 
     fn encode(&self) -> Result<Payload> {
