@@ -60,7 +60,7 @@ pub(crate) fn take_role() {
     // fresh process owns it.
     let channel = unsafe { OwnedFd::from_raw_fd(fd) };
     match kind {
-        "spawn" => child_main(channel, StartMethod::Spawn),
+        "spawn" => child_main(channel, StartMethod::Spawn, None),
         "forkserver" => forkserver::serve(channel),
         _ => {}
     }
@@ -118,7 +118,9 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Boot, Vec<OwnedFd>)> {
 }
 
 /// A spawn or forkserver child: reads its boot message from `channel`, runs the target, exits.
-pub(crate) fn child_main(channel: OwnedFd, method: StartMethod) -> ! {
+/// A forkserver child is told its server's pid, taken before the fork: by the time it reads
+/// its orders the server may be gone, and `getppid()` would then name a stranger.
+pub(crate) fn child_main(channel: OwnedFd, method: StartMethod, server: Option<i32>) -> ! {
     // A Rust program ignores SIGPIPE (std does it before main, which has not run here).
     sys::proc::ignore_signal(libc::SIGPIPE);
     let (boot, mut fds) = match recv_boot(channel.as_fd()) {
@@ -137,10 +139,10 @@ pub(crate) fn child_main(channel: OwnedFd, method: StartMethod) -> ! {
         fail("the parent's handle is missing from the start-up message");
     }
     let parent_pidfd = fds.remove(0);
-    if boot.spec.daemon && method == StartMethod::ForkServer {
+    if let (true, StartMethod::ForkServer, Some(server)) = (boot.spec.daemon, method, server) {
         // Our parent is the fork server, which lives exactly as long as the client that
-        // asked for us: dying with it is dying with the client.
-        let server = sys::proc::getppid();
+        // asked for us: dying with it is dying with the client. If it is gone already, so
+        // is the client, and a daemon has nothing to live for.
         if sys::proc::set_parent_death_signal(libc::SIGTERM).is_err() || sys::proc::getppid() != server {
             sys::proc::exit_now(1);
         }

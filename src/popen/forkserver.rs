@@ -172,6 +172,7 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
 
 /// Forks one child that reads its orders from `channel`; tells the client its pid and pidfd.
 fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
+    let server = proc::getpid();
     // SAFETY: the server is single-threaded, so the child inherits no lock held elsewhere.
     let pid = match unsafe { proc::fork() } {
         Ok(pid) => pid,
@@ -191,7 +192,7 @@ fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
             proc::close_fds_from(4);
             OwnedFd::from_raw_fd(3)
         };
-        bootstrap::child_main(channel, StartMethod::ForkServer);
+        bootstrap::child_main(channel, StartMethod::ForkServer, Some(server));
     }
     let pidfd = match Pidfd::open(pid) {
         Ok(p) => p,
