@@ -79,6 +79,23 @@ pub(crate) struct Boot {
     pub(crate) args: Vec<u8>,
 }
 
+impl Boot {
+    /// What this process tells a child described by `spec` that calls the entry point at
+    /// `entry` with the encoded arguments `args`.
+    pub(crate) fn new(spec: &ChildSpec, entry: i64, args: Vec<u8>) -> Result<Boot> {
+        let me = process::current_process();
+        Ok(Boot {
+            exe: sys::proc::exe_identity()?,
+            entry,
+            spec: spec.clone(),
+            parent_pid: sys::proc::getpid(),
+            parent_name: me.name().to_string(),
+            authkey: me.authkey().to_vec(),
+            args,
+        })
+    }
+}
+
 /// Sends `boot` on `channel`, with this process's pidfd and then `fds` attached.
 pub(crate) fn send_boot(channel: BorrowedFd<'_>, boot: &Boot, fds: &[RawFd]) -> Result<()> {
     let body = postcard::to_allocvec(boot)?;

@@ -14,7 +14,7 @@ use super::Payload;
 use super::spawn::exec_self;
 use crate::bootstrap::{self, Boot};
 use crate::context::StartMethod;
-use crate::process::{self, Child, ChildSpec, lock};
+use crate::process::{Child, ChildSpec, lock};
 use crate::sys::pidfd::Pidfd;
 use crate::sys::{Deadline, cvt, fd, proc};
 use crate::{Error, Result};
@@ -59,16 +59,7 @@ pub(crate) static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 /// Starts a child through the fork server, starting or restarting the server as needed.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
-    let me = process::current_process();
-    let boot = Boot {
-        exe: proc::exe_identity()?,
-        entry: payload.entry,
-        spec: spec.clone(),
-        parent_pid: proc::getpid(),
-        parent_name: me.name().to_string(),
-        authkey: me.authkey().to_vec(),
-        args: payload.args.bytes,
-    };
+    let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
     // A server that died (killed, or gone with a crash) is replaced once, as CPython does.
     let mut last = None;
     for _ in 0..2 {

@@ -4,7 +4,7 @@
 
 use super::Payload;
 use crate::bootstrap::{self, Boot, ROLE_VAR};
-use crate::process::{self, Child, ChildSpec};
+use crate::process::{Child, ChildSpec};
 use crate::sys::pidfd::Pidfd;
 use crate::sys::{fd, proc};
 use crate::{Error, Result};
@@ -69,16 +69,7 @@ pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
     let pdeathsig = spec.daemon.then_some(libc::SIGTERM);
     let (pid, pidfd) = exec_self("spawn", theirs, pdeathsig)?;
     let child = Child::new(pid, spec, pidfd, None);
-    let me = process::current_process();
-    let boot = Boot {
-        exe: proc::exe_identity()?,
-        entry: payload.entry,
-        spec: spec.clone(),
-        parent_pid: proc::getpid(),
-        parent_name: me.name().to_string(),
-        authkey: me.authkey().to_vec(),
-        args: payload.args.bytes,
-    };
+    let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
     if let Err(e) = bootstrap::send_boot(ours.as_fd(), &boot, &payload.args.fds) {
         // The child died before reading its orders: do not leave it behind.
         child.kill_and_reap();

@@ -34,15 +34,36 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// Writes every byte of `bufs` (gathered, so a header and its payload go in one syscall when
 /// they fit), never raising `SIGPIPE`: a gone reader gives `EPIPE`.
 pub(crate) fn send_all(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)).collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
+    gather_all(bufs, |slices| {
         // SAFETY: `msghdr` is plain data; zeroed is a valid empty header.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = slices.as_mut_ptr().cast();
-        msg.msg_iovlen = slices.len().min(libc::UIO_MAXIOV as usize) as _;
-        // SAFETY: `msg` points at live `IoSlice`s, which are ABI-compatible with `iovec`.
-        let n = retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
+        msg.msg_iov = slices.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = slices.len() as _;
+        // SAFETY: `msg` points at live `IoSlice`s, which are ABI-compatible with `iovec`;
+        // sendmsg only reads them.
+        retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
+    })
+}
+
+/// The most buffers one gathered write takes: a frame is a header and a payload.
+const MAX_GATHER: usize = 4;
+
+/// Writes every byte of `bufs` with `write_once`, which writes a prefix of the slices it is
+/// given and returns how many bytes went. The slices live on the stack: this is the path of
+/// every message sent.
+fn gather_all(bufs: &[&[u8]], mut write_once: impl FnMut(&[IoSlice<'_>]) -> io::Result<isize>) -> io::Result<()> {
+    if bufs.len() > MAX_GATHER {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many buffers for one write"));
+    }
+    let mut storage = [IoSlice::new(&[]); MAX_GATHER];
+    let mut count = 0;
+    for buf in bufs.iter().filter(|b| !b.is_empty()) {
+        storage[count] = IoSlice::new(buf);
+        count += 1;
+    }
+    let mut slices = &mut storage[..count];
+    while !slices.is_empty() {
+        let n = write_once(slices)?;
         IoSlice::advance_slices(&mut slices, n as usize);
     }
     Ok(())
@@ -218,13 +239,8 @@ pub(crate) fn write_all_pipe(fd: BorrowedFd<'_>, bufs: &[&[u8]], sigpipe_ignored
 }
 
 fn writev_all(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = bufs.iter().filter(|b| !b.is_empty()).map(|b| IoSlice::new(b)).collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        let count = slices.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+    gather_all(bufs, |slices| {
         // SAFETY: `IoSlice` is ABI-compatible with `iovec`; the slices are live.
-        let n = retry(|| unsafe { libc::writev(fd.as_raw_fd(), slices.as_ptr().cast(), count) })?;
-        IoSlice::advance_slices(&mut slices, n as usize);
-    }
-    Ok(())
+        retry(|| unsafe { libc::writev(fd.as_raw_fd(), slices.as_ptr().cast(), slices.len() as libc::c_int) })
+    })
 }
