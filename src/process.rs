@@ -358,9 +358,10 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     // Printing takes these; held here, the child finds them free (glibc does the same for
     // its own streams), so a child can print even if another thread was printing.
     crate::bootstrap::install_panic_header();
-    // Made here, the stdout handle is inherited ready: a child that flushes it at exit does
-    // not build it again (writes to pages it shares with us cost a copy each).
-    let _ = io::stdout();
+    // Flushed here, as CPython's Popen does before it forks: a partial line still in our
+    // buffer would otherwise be written again by the child when it flushes at exit. Made
+    // here, the handle is also inherited ready, so the child does not build it again.
+    let _ = io::stdout().flush();
     let threads = proc::thread_count();
     warn_if_threaded(threads);
     if threads == 1 {

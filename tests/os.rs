@@ -2,7 +2,7 @@
 //! once (CPython 3.12's DeprecationWarning), unless silenced.
 mod common;
 use multiprocess::*;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
 /// Pins itself to one CPU and reports `process_cpu_count()` and `cpu_count()`.
@@ -86,5 +86,45 @@ fn fork_with_threads_warns_once() {
 fn fork_warning_can_be_silenced() {
     let g = common::LeakGuard::new();
     assert_eq!(stderr_of_forks(true), "");
+    g.check();
+}
+
+fn print_child_line() {
+    println!("child;");
+}
+
+/// With stdout in a file, leaves a partial line in the buffer, forks a child that prints a
+/// line, then ends the parent's line; sends back what the file holds.
+fn partial_line_then_fork(path: String, conn: Connection) -> Result<()> {
+    let file = std::fs::File::create(&path).map_err(Error::Io)?;
+    // SAFETY: dup2 replaces fd 1 with a copy of an open descriptor we own.
+    assert_eq!(unsafe { libc::dup2(file.as_raw_fd(), 1) }, 1);
+    print!("partial;");
+    let mut p = get_context(StartMethod::Fork).process(print_child_line, ());
+    p.start()?;
+    p.join()?;
+    println!("end");
+    std::io::stdout().flush().map_err(Error::Io)?;
+    let mut text = String::new();
+    std::fs::File::open(&path).map_err(Error::Io)?.read_to_string(&mut text).map_err(Error::Io)?;
+    let _ = std::fs::remove_file(&path);
+    conn.send(&text)
+}
+
+/// Output buffered before a fork is written once, by the parent: the buffer is flushed before
+/// the fork, as CPython's `Popen` does, so the child does not inherit and repeat it.
+#[test]
+fn fork_child_does_not_repeat_buffered_output() {
+    let g = common::LeakGuard::new();
+    {
+        let path = std::env::temp_dir().join(format!("multiprocess-test-stdout-{}", std::process::id()));
+        let (r, w) = pipe().unwrap();
+        let mut p = get_context(StartMethod::Spawn).process(partial_line_then_fork, (path.display().to_string(), w));
+        p.start().unwrap();
+        let text = r.recv::<String>().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        assert_eq!(text, "partial;child;\nend\n");
+    }
     g.check();
 }
