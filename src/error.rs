@@ -72,6 +72,28 @@ pub enum Error {
     /// The lock was acquired, but its previous holder died holding it (CPython deadlocks here).
     #[error("the previous holder of the lock died")]
     OwnerDied,
+    /// Releasing a lock that is not held, or a semaphore past its maximum
+    /// (`ValueError('semaphore or lock released too many times')`).
+    #[error("semaphore or lock released too many times")]
+    ReleasedTooManyTimes,
+    /// Releasing an `RLock`, or using a `Condition`, without holding its lock
+    /// (`AssertionError('attempt to release recursive lock not owned by thread')`).
+    #[error("the lock is not owned by this thread")]
+    NotOwner,
+    /// A named object already exists (`FileExistsError`).
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// A named object does not exist (`FileNotFoundError`).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// An index past the end (`IndexError`).
+    #[error("index {index} out of range for length {len}")]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// The length.
+        len: usize,
+    },
     /// A pool task panicked (Python re-raises the task's exception).
     #[error("task panicked: {message}")]
     TaskPanicked {

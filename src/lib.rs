@@ -45,9 +45,11 @@ mod bootstrap;
 pub mod connection;
 mod context;
 mod error;
+mod heap;
 mod popen;
 mod process;
 mod reduction;
+pub mod synchronize;
 mod sys;
 mod target;
 
@@ -57,6 +59,9 @@ pub use error::{Error, Result};
 pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
     getpid, getppid, parent_process, process_cpu_count,
+};
+pub use synchronize::{
+    Barrier, BoundedSemaphore, Condition, ConditionLock, Event, Lock, LockResult, OwnerDied, RLock, Semaphore,
 };
 pub use target::{Args, Outcome, Target};
 

@@ -70,3 +70,21 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> std::result::Re
             .ok_or_else(|| D::Error::custom(format!("handle {index} is missing or claimed twice")))
     })
 }
+
+/// A descriptor to serialize as a handle (see [`serialize_fd`]).
+pub(crate) struct SendFd<'a>(pub(crate) BorrowedFd<'a>);
+
+impl Serialize for SendFd<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serialize_fd(self.0, s)
+    }
+}
+
+/// A descriptor deserialized from a handle (see [`deserialize_fd`]).
+pub(crate) struct RecvFd(pub(crate) OwnedFd);
+
+impl<'de> Deserialize<'de> for RecvFd {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<RecvFd, D::Error> {
+        deserialize_fd(d).map(RecvFd)
+    }
+}

@@ -7,7 +7,7 @@
 
 mod stream;
 
-use crate::reduction;
+use crate::reduction::{RecvFd, SendFd};
 use crate::sys::{Deadline, fd};
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
@@ -428,27 +428,13 @@ struct Wire<F> {
     pending: Vec<u8>,
 }
 
-struct OutFd<'a>(BorrowedFd<'a>);
-impl Serialize for OutFd<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        reduction::serialize_fd(self.0, s)
-    }
-}
-
-struct InFd(OwnedFd);
-impl<'de> Deserialize<'de> for InFd {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<InFd, D::Error> {
-        reduction::deserialize_fd(d).map(InFd)
-    }
-}
-
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let stream = self.stream.as_ref().ok_or_else(|| serde::ser::Error::custom("handle is closed"))?;
         let (socket, read, write) = match stream.fds() {
-            Fds::Socket(fd) => (true, Some(OutFd(fd.as_fd())), None),
+            Fds::Socket(fd) => (true, Some(SendFd(fd.as_fd())), None),
             Fds::Pipes { read, write } => {
-                (false, read.as_ref().map(|f| OutFd(f.as_fd())), write.as_ref().map(|f| OutFd(f.as_fd())))
+                (false, read.as_ref().map(|f| SendFd(f.as_fd())), write.as_ref().map(|f| SendFd(f.as_fd())))
             }
         };
         let shared = stream.shared();
@@ -460,7 +446,7 @@ impl Serialize for Connection {
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Connection, D::Error> {
-        let w = Wire::<InFd>::deserialize(d)?;
+        let w = Wire::<RecvFd>::deserialize(d)?;
         let fds = match (w.socket, w.read) {
             (true, Some(fd)) => Fds::Socket(fd.0),
             (true, None) => return Err(serde::de::Error::custom("a socket connection without its socket")),

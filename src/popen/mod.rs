@@ -55,6 +55,21 @@ pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
     unsafe { std::mem::transmute::<usize, Entry>(address) }
 }
 
+/// A plain `fn()` as an offset from [`anchor`], to travel to a child (a barrier's action).
+pub(crate) fn fn_offset(f: fn()) -> i64 {
+    f as usize as i64 - (anchor as fn() -> usize) as usize as i64
+}
+
+/// The `fn()` at `offset` from the anchor.
+///
+/// # Safety
+/// As [`entry_at`]: `offset` must come from [`fn_offset`] in a process running this binary.
+pub(crate) unsafe fn fn_at(offset: i64) -> fn() {
+    let address = ((anchor as fn() -> usize) as usize as i64).wrapping_add(offset) as usize;
+    // SAFETY: by the contract, `address` is where `fn_offset` found a `fn()` in this binary.
+    unsafe { std::mem::transmute::<usize, fn()>(address) }
+}
+
 /// A fn item or non-capturing closure with its arguments (taken out when run).
 pub(crate) struct FnLaunch<F, A> {
     pub(crate) f: F,

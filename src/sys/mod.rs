@@ -6,8 +6,10 @@
 
 pub(crate) mod deadline;
 pub(crate) mod fd;
+pub(crate) mod futex;
 pub(crate) mod pidfd;
 pub(crate) mod proc;
+pub(crate) mod shm;
 
 pub(crate) use deadline::Deadline;
 

@@ -80,3 +80,18 @@ impl AsFd for Pidfd {
         self.0.as_fd()
     }
 }
+
+/// Whether the process `pid` has ended (exited, reaped or not) or never existed: what a lock
+/// asks of a holder that has kept it too long. A pid that cannot name a process (zero,
+/// negative, above `pid_max`: garbage another process wrote) counts as gone. Once the pidfd
+/// is open it names that one process, so only the instant between reading the pid and opening
+/// it is open to recycling, far less than the time a pid takes to come round again.
+pub(crate) fn process_gone(pid: i32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    match Pidfd::open(pid) {
+        Ok(p) => p.has_exited().unwrap_or(false),
+        Err(e) => matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)),
+    }
+}

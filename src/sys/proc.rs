@@ -28,6 +28,56 @@ pub(crate) fn getpid() -> libc::pid_t {
     unsafe { libc::getpid() }
 }
 
+/// This process's id, from a cache: the lock fast paths need it, and `getpid` is a system
+/// call. A `pthread_atfork` handler refreshes it in every fork child, ours or the program's.
+#[inline]
+pub(crate) fn cached_pid() -> libc::pid_t {
+    match CACHED_PID.load(Ordering::Relaxed) {
+        0 => init_cached_pid(),
+        pid => pid,
+    }
+}
+
+static CACHED_PID: AtomicI32 = AtomicI32::new(0);
+
+#[cold]
+fn init_cached_pid() -> libc::pid_t {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a plain extern "C" function with no arguments for the child side.
+        unsafe { libc::pthread_atfork(None, None, Some(refresh_cached_pid)) };
+    });
+    let pid = getpid();
+    CACHED_PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
+extern "C" fn refresh_cached_pid() {
+    CACHED_PID.store(getpid(), Ordering::Relaxed);
+}
+
+thread_local! {
+    /// This thread's id, with the pid it was read under (a fork child's only thread has a
+    /// new id, and its cache must not be believed).
+    static CACHED_TID: std::cell::Cell<(libc::pid_t, libc::pid_t)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The calling thread's id (`gettid`), cached per thread.
+#[inline]
+pub(crate) fn cached_tid() -> libc::pid_t {
+    let pid = cached_pid();
+    CACHED_TID.with(|c| {
+        let (under, tid) = c.get();
+        if under == pid {
+            return tid;
+        }
+        // SAFETY: gettid cannot fail.
+        let tid = unsafe { libc::gettid() };
+        c.set((pid, tid));
+        tid
+    })
+}
+
 /// The parent's id (1, or a subreaper's, once the parent is gone).
 pub(crate) fn getppid() -> libc::pid_t {
     // SAFETY: getppid cannot fail.

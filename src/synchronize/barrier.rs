@@ -1,0 +1,358 @@
+//! `Barrier` (Python's `multiprocessing.Barrier`, which is `threading.Barrier` on shared
+//! state): the same algorithm, on an internal lock word and a sequence word that every
+//! state change bumps and wakes.
+
+use super::mutex::{Acquired, RawMutex};
+use crate::heap::{Shared, SharedState};
+use crate::sys::{Deadline, futex};
+use crate::{Error, Result};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Parties are arriving.
+const FILLING: u32 = 0;
+/// The barrier was passed; the parties are leaving.
+const DRAINING: u32 = 1;
+/// `reset()` while parties waited: they leave with `BrokenBarrier`, then it fills again.
+const RESETTING: u32 = 2;
+/// `abort()`, a timeout, or a party that died inside: every wait fails until `reset()`.
+const BROKEN: u32 = 3;
+
+/// Spins before sleeping: parties on other cores usually arrive within microseconds.
+const SPINS: u32 = 4000;
+
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct BarrierState {
+    lock: RawMutex,
+    /// Bumped at every change the waiters wait for.
+    seq: AtomicU32,
+    /// Parties inside `wait` (Python's `_count`).
+    count: AtomicU32,
+    state: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+// SAFETY: atomics only; zero is an empty, filling barrier with a free lock.
+unsafe impl SharedState for BarrierState {}
+
+/// A meeting point for a fixed number of parties, processes or threads (Python's
+/// `multiprocessing.Barrier`).
+///
+/// ```
+/// use multiprocess::{Barrier, Process};
+///
+/// fn party(b: Barrier) -> multiprocess::Result<()> {
+///     b.wait()?;
+///     Ok(())
+/// }
+///
+/// let b = Barrier::new(2)?;
+/// let mut p = Process::new(party, (b.clone(),));
+/// p.start()?;
+/// let index = b.wait()?; // 0 or 1: the order of arrival
+/// assert!(index < 2);
+/// p.join()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    shared: Shared<BarrierState>,
+    parties: u32,
+    timeout: Option<Duration>,
+    action: Option<fn()>,
+}
+
+impl Barrier {
+    /// A barrier for `parties` parties (Python's `Barrier(parties)`); zero is
+    /// [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::Barrier::new(3)?.parties(), 3);
+    /// assert!(multiprocess::Barrier::new(0).is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn new(parties: u32) -> Result<Barrier> {
+        if parties == 0 || parties > i32::MAX as u32 {
+            return Err(Error::InvalidArgument(format!("a barrier needs 1 to 2^31 - 1 parties, not {parties}")));
+        }
+        Ok(Barrier { shared: Shared::new(c"multiprocess-barrier", 0)?, parties, timeout: None, action: None })
+    }
+
+    /// Sets a function that the last party to arrive runs, once per pass, before the others
+    /// are released (Python's `action`). A plain `fn`, so it can travel to any child.
+    ///
+    /// ```
+    /// fn passed() { println!("all here"); }
+    /// let b = multiprocess::Barrier::new(1)?.with_action(passed);
+    /// b.wait()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn with_action(mut self, action: fn()) -> Barrier {
+        self.action = Some(action);
+        self
+    }
+
+    /// Sets the timeout `wait()` uses (Python's `timeout`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiprocess::Barrier::new(2)?.with_timeout(Duration::from_millis(10));
+    /// assert!(matches!(b.wait(), Err(multiprocess::Error::BrokenBarrier)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Barrier {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn state(&self) -> &BarrierState {
+        self.shared.state()
+    }
+
+    /// The number of parties (Python's `parties`).
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::Barrier::new(5)?.parties(), 5);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// How many parties are waiting now (Python's `n_waiting`).
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::Barrier::new(2)?.n_waiting(), 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn n_waiting(&self) -> u32 {
+        let s = self.state();
+        if s.state.load(Ordering::SeqCst) == FILLING { s.count.load(Ordering::SeqCst) } else { 0 }
+    }
+
+    /// Whether the barrier is broken (Python's `broken`).
+    ///
+    /// ```
+    /// let b = multiprocess::Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(b.broken());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn broken(&self) -> bool {
+        self.state().state.load(Ordering::SeqCst) == BROKEN
+    }
+
+    /// Waits for all parties, with the barrier's timeout if it has one (Python's `wait()`).
+    /// Returns this party's index, 0 to `parties - 1`, distinct for each party of a pass.
+    /// [`Error::BrokenBarrier`] if the barrier is or becomes broken or reset meanwhile, or
+    /// the time runs out (which breaks it for everyone).
+    ///
+    /// ```
+    /// let b = multiprocess::Barrier::new(1)?;
+    /// assert_eq!(b.wait()?, 0);
+    /// assert_eq!(b.wait()?, 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<u32> {
+        self.wait_timeout_opt(self.timeout)
+    }
+
+    /// As [`wait`](Barrier::wait), with its own timeout (Python's `wait(timeout)`).
+    ///
+    /// ```
+    /// let b = multiprocess::Barrier::new(2)?;
+    /// let r = b.wait_timeout(std::time::Duration::from_millis(10));
+    /// assert!(matches!(r, Err(multiprocess::Error::BrokenBarrier)));
+    /// assert!(b.broken());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+        self.wait_timeout_opt(Some(timeout))
+    }
+
+    fn wait_timeout_opt(&self, timeout: Option<Duration>) -> Result<u32> {
+        let deadline = Deadline::after(timeout);
+        let s = self.state();
+        self.enter();
+        // Wait while the previous pass drains or a reset completes.
+        while matches!(s.state.load(Ordering::SeqCst), DRAINING | RESETTING) {
+            self.wait_change(Deadline::NEVER);
+        }
+        if s.state.load(Ordering::SeqCst) == BROKEN {
+            self.leave();
+            return Err(Error::BrokenBarrier);
+        }
+        let index = s.count.fetch_add(1, Ordering::SeqCst);
+        let result = if index.saturating_add(1) >= self.parties {
+            self.pass().map(|()| index)
+        } else {
+            loop {
+                if s.state.load(Ordering::SeqCst) != FILLING {
+                    break;
+                }
+                if !self.wait_change(deadline) && s.state.load(Ordering::SeqCst) == FILLING {
+                    self.break_barrier();
+                    break;
+                }
+            }
+            if s.state.load(Ordering::SeqCst) == DRAINING { Ok(index) } else { Err(Error::BrokenBarrier) }
+        };
+        let left = s.count.load(Ordering::SeqCst).saturating_sub(1);
+        s.count.store(left, Ordering::SeqCst);
+        if left == 0 && matches!(s.state.load(Ordering::SeqCst), DRAINING | RESETTING) {
+            s.state.store(FILLING, Ordering::SeqCst);
+            self.notify_all();
+        }
+        self.leave();
+        result
+    }
+
+    /// The last party: run the action, then let everyone go.
+    fn pass(&self) -> Result<()> {
+        if let Some(action) = self.action
+            && std::panic::catch_unwind(action).is_err()
+        {
+            self.break_barrier();
+            return Err(Error::BrokenBarrier);
+        }
+        self.state().state.store(DRAINING, Ordering::SeqCst);
+        self.notify_all();
+        Ok(())
+    }
+
+    /// Puts the barrier back to empty (Python's `reset()`): parties waiting now get
+    /// [`Error::BrokenBarrier`]; a broken barrier becomes usable again.
+    ///
+    /// ```
+    /// let b = multiprocess::Barrier::new(2)?;
+    /// b.abort();
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn reset(&self) {
+        let s = self.state();
+        self.enter();
+        if s.count.load(Ordering::SeqCst) > 0 {
+            if matches!(s.state.load(Ordering::SeqCst), FILLING | BROKEN) {
+                s.state.store(RESETTING, Ordering::SeqCst);
+            }
+        } else {
+            s.state.store(FILLING, Ordering::SeqCst);
+        }
+        self.notify_all();
+        self.leave();
+    }
+
+    /// Breaks the barrier (Python's `abort()`): current and future waits fail with
+    /// [`Error::BrokenBarrier`] until [`reset`](Barrier::reset).
+    ///
+    /// ```
+    /// let b = multiprocess::Barrier::new(3)?;
+    /// b.abort();
+    /// assert!(b.wait().is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn abort(&self) {
+        self.enter();
+        self.break_barrier();
+        self.leave();
+    }
+
+    /// Caller holds the internal lock.
+    fn break_barrier(&self) {
+        self.state().state.store(BROKEN, Ordering::SeqCst);
+        self.notify_all();
+    }
+
+    /// Takes the internal lock. One whose holder died (inside a barrier call, its state half
+    /// changed) is taken over and the barrier broken: every party is told, none hangs.
+    fn enter(&self) {
+        if self.state().lock.lock(Deadline::NEVER) == Acquired::OwnerDied {
+            self.break_barrier();
+        }
+    }
+
+    fn leave(&self) {
+        self.state().lock.unlock();
+    }
+
+    /// Caller holds the internal lock.
+    fn notify_all(&self) {
+        let s = self.state();
+        s.seq.fetch_add(1, Ordering::SeqCst);
+        if s.sleepers.load(Ordering::SeqCst) > 0 {
+            futex::wake_all(&s.seq);
+        }
+    }
+
+    /// Releases the internal lock until the state changes or `deadline`; takes it back.
+    /// Whether something changed.
+    fn wait_change(&self, deadline: Deadline) -> bool {
+        let s = self.state();
+        let seq = s.seq.load(Ordering::SeqCst);
+        self.leave();
+        let changed = || s.seq.load(Ordering::SeqCst) != seq;
+        let mut woke = futex::spin_until(SPINS, changed);
+        if !woke {
+            s.sleepers.fetch_add(1, Ordering::SeqCst);
+            woke = loop {
+                if changed() {
+                    break true;
+                }
+                if !futex::wait(&s.seq, seq, deadline) {
+                    break changed();
+                }
+            };
+            s.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.enter();
+        woke
+    }
+}
+
+impl fmt::Debug for Barrier {
+    /// CPython's repr: `<Barrier(parties=5, n_waiting=0, broken=False)>` (Rust's `false`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<Barrier(parties={}, n_waiting={}, broken={})>", self.parties, self.n_waiting(), self.broken())
+    }
+}
+
+/// What travels to a child: the shared state and the settings, with the action as an offset
+/// in this binary (children run the same binary, checked before their arguments are read).
+#[derive(Serialize, Deserialize)]
+struct Wire<S> {
+    shared: S,
+    parties: u32,
+    timeout: Option<Duration>,
+    action: Option<i64>,
+}
+
+impl Serialize for Barrier {
+    fn serialize<Z: Serializer>(&self, s: Z) -> std::result::Result<Z::Ok, Z::Error> {
+        Wire {
+            shared: &self.shared,
+            parties: self.parties,
+            timeout: self.timeout,
+            action: self.action.map(crate::popen::fn_offset),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Barrier, D::Error> {
+        let w = Wire::<Shared<BarrierState>>::deserialize(d)?;
+        if w.parties == 0 {
+            return Err(serde::de::Error::custom("a barrier of zero parties"));
+        }
+        // SAFETY: the offset was made by `fn_offset` in the parent, which runs this same
+        // binary: handles are only ever decoded from a child's start-up message, after the
+        // executable's identity was checked.
+        let action = w.action.map(|offset| unsafe { crate::popen::fn_at(offset) });
+        Ok(Barrier { shared: w.shared, parties: w.parties, timeout: w.timeout, action })
+    }
+}

@@ -1,0 +1,66 @@
+//! Futex wait and wake on 32-bit words in shared memory.
+//!
+//! The words live in `MAP_SHARED` segments that several processes map, so these are the
+//! process-shared operations (no `FUTEX_PRIVATE_FLAG`): the kernel keys a waiter on the
+//! page's inode and offset, not on this process's address. A wait re-checks the word
+//! atomically against `expected` before it sleeps, which is what makes wake-ups impossible to
+//! lose; callers loop on their own condition, since a wait may also end spuriously.
+
+use super::Deadline;
+use std::io;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// Sleeps while `word` holds `expected`, until woken, until `deadline`, or spuriously.
+/// Returns `false` only when the deadline passed; `true` means "look again".
+pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool {
+    let timeout = match deadline.remaining() {
+        Some(Duration::ZERO) => return false,
+        Some(left) => Some(libc::timespec {
+            tv_sec: left.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: left.subsec_nanos() as libc::c_long,
+        }),
+        None => None,
+    };
+    let timeout_ptr = timeout.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 32-bit atomic for the duration of the call, and the
+    // timeout (relative, as FUTEX_WAIT takes it) lives on our stack until the call returns.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, timeout_ptr) };
+    if r == 0 {
+        return true;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => !deadline.expired(),
+        // EAGAIN: the word had already changed. EINTR: a signal; the caller looks again and
+        // waits for what is left of its deadline.
+        _ => true,
+    }
+}
+
+/// Wakes up to `n` waiters on `word`; returns how many were woken.
+pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
+    let n = n.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is valid for the call.
+    let r = unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+    r.max(0) as usize
+}
+
+/// Wakes every waiter on `word`.
+pub(crate) fn wake_all(word: &AtomicU32) -> usize {
+    wake(word, i32::MAX as u32)
+}
+
+/// Spins up to `rounds` times, each a short pause, until `done()`; returns whether it did.
+/// Waiting on another core is far cheaper spun than slept (a sleeping waiter costs its waker
+/// a system call and itself a wake-up of some 20 µs on these machines), as long as the spin
+/// is brief.
+#[inline]
+pub(crate) fn spin_until(rounds: u32, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..rounds {
+        if done() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    done()
+}

@@ -1,0 +1,133 @@
+//! Shared-memory segments: a descriptor and its `MAP_SHARED` mapping.
+//!
+//! Anonymous objects (locks, values, queues) live in a memfd each, so nothing outlives the
+//! last process that holds it and nothing appears in `/dev/shm`. Named segments
+//! (`SharedMemory`) live in `/dev/shm` through `shm_open`. Either way a child gets the segment
+//! by inheriting or receiving the descriptor and mapping it itself.
+
+use super::cvt;
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// A mapped shared-memory segment. The mapping is undone when it drops; the memory itself
+/// lives as long as any process maps it or holds its descriptor (or, for a named segment,
+/// until it is unlinked too).
+#[derive(Debug)]
+pub(crate) struct Segment {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the segment is a plain shared mapping; every access to its bytes goes through
+// atomics or through locks built on them, which is what makes sharing it between threads
+// (and processes) sound. The pointer itself is never written after construction.
+unsafe impl Send for Segment {}
+// SAFETY: as above.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// A new zero-filled anonymous segment of `len` bytes (at least one). `name` shows in
+    /// `/proc/<pid>/fd` and `/proc/<pid>/maps`, for diagnostics only.
+    pub(crate) fn anonymous(name: &CStr, len: usize) -> io::Result<Segment> {
+        // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor.
+        let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+        // SAFETY: the descriptor is new and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        set_len(fd.as_fd(), len.max(1))?;
+        Segment::map(fd, len.max(1))
+    }
+
+    /// Maps the segment behind `fd` (received from another process), whole. Fails with
+    /// `InvalidData` if it is smaller than `min_len`: its size comes from the kernel, never
+    /// from what another process wrote.
+    pub(crate) fn from_fd(fd: OwnedFd, min_len: usize) -> io::Result<Segment> {
+        let len = size_of_fd(fd.as_fd())?;
+        if len < min_len.max(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("shared segment of {len} bytes, at least {min_len} expected"),
+            ));
+        }
+        Segment::map(fd, len)
+    }
+
+    /// Maps `len` bytes of `fd`, read and write, shared.
+    pub(crate) fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        // SAFETY: a fresh shared mapping of a descriptor we own; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Segment { fd, ptr, len })
+    }
+
+    /// The first byte of the mapping (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The mapping's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The segment's descriptor, to pass to a child.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`; nothing refers to it any more,
+        // since every reference into it borrows this segment.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Sets the size of the file behind `fd`.
+pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: ftruncate on a descriptor we borrow.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+}
+
+/// The size of the file behind `fd`.
+pub(crate) fn size_of_fd(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: `stat` is plain data that fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `st`, which lives for the call.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    usize::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+#[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
+/// Opens (and with `create`, exclusively creates) the named segment `name` (with its leading
+/// `/`) in `/dev/shm`.
+pub(crate) fn shm_open(name: &CStr, create: bool) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | if create { libc::O_CREAT | libc::O_EXCL } else { 0 };
+    // SAFETY: shm_open reads a NUL-terminated name and returns a new descriptor.
+    let fd = cvt(unsafe { libc::shm_open(name.as_ptr(), flags, 0o600) })?;
+    // SAFETY: the descriptor is new and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
+/// Removes the named segment `name` from `/dev/shm`; mappings stay valid.
+pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: shm_unlink reads a NUL-terminated name.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+}
