@@ -18,6 +18,8 @@ mod children_cpu_count;
 mod fork;
 #[path = "seeds/join_terminate.rs"]
 mod join_terminate;
+#[path = "seeds/lock.rs"]
+mod lock;
 #[path = "seeds/pipe.rs"]
 mod pipe;
 #[path = "seeds/process.rs"]
@@ -83,6 +85,16 @@ const STEPS: &[Step] = &[
             "so once the child exits the parent's recv() gives Err(Eof) instead of blocking.",
         ],
         run: pipe::run,
+    },
+    Step {
+        example: "seed_lock",
+        python: "l = Lock(); l.acquire(); ...; l.release()",
+        about: &[
+            "Lock::new()? makes a lock in shared memory; acquire()/release() as in Python, and lock()?",
+            "gives a guard that releases when dropped (Python's `with l:`). Three processes print under it.",
+            "A second release() is Err(ReleasedTooManyTimes); a holder that dies is reported, not waited for.",
+        ],
+        run: lock::run,
     },
 ];
 
