@@ -33,17 +33,30 @@ impl Segment {
     /// `/proc/<pid>/fd` and `/proc/<pid>/maps`, for diagnostics only.
     pub(crate) fn anonymous(name: &CStr, len: usize) -> io::Result<Segment> {
         // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor.
-        let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })?;
+        let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
         // SAFETY: the descriptor is new and ours.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         set_len(fd.as_fd(), len.max(1))?;
+        // Sealed at its size: a process holding the descriptor cannot shrink it under our
+        // mapping, which would turn our next access into SIGBUS.
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: F_ADD_SEALS on a descriptor we own, with a plain flags argument.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
         Segment::map(fd, len.max(1))
     }
 
-    /// Maps the segment behind `fd` (received from another process), whole. Fails with
-    /// `InvalidData` if it is smaller than `min_len`: its size comes from the kernel, never
-    /// from what another process wrote.
+    /// Maps the anonymous segment behind `fd` (received from another process), whole. Fails
+    /// with `InvalidData` if it is smaller than `min_len` (its size comes from the kernel,
+    /// never from what another process wrote) or is not sealed against shrinking.
     pub(crate) fn from_fd(fd: OwnedFd, min_len: usize) -> io::Result<Segment> {
+        // SAFETY: F_GET_SEALS on a descriptor we own.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals == -1 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a sealed shared segment: another process could shrink it under our mapping",
+            ));
+        }
         let len = size_of_fd(fd.as_fd())?;
         if len < min_len.max(1) {
             return Err(io::Error::new(
