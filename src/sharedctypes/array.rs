@@ -210,6 +210,9 @@ impl<T: Pod> Array<T> {
 impl Array<u8> {
     /// The bytes up to the first NUL, or all of them (Python's `arr.value` on a char array).
     ///
+    /// # Panics
+    /// As [`get`](Array::get).
+    ///
     /// ```
     /// let arr = multiprocess::Array::from_slice(b"hi\0there")?;
     /// assert_eq!(arr.value(), b"hi");
@@ -228,6 +231,9 @@ impl Array<u8> {
     /// array is [`Error::InvalidArgument`] (`ValueError('byte string too long')`), and nothing
     /// is written.
     ///
+    /// # Panics
+    /// As [`get`](Array::get).
+    ///
     /// ```
     /// let arr = multiprocess::Array::<u8>::new(10)?;
     /// arr.set_value(b"hello")?;
@@ -243,6 +249,9 @@ impl Array<u8> {
 
     /// Every byte, NULs included (Python's `arr.raw`); the same as [`to_vec`](Array::to_vec).
     ///
+    /// # Panics
+    /// As [`get`](Array::get).
+    ///
     /// ```
     /// let arr = multiprocess::Array::<u8>::new(3)?;
     /// assert_eq!(arr.raw(), [0, 0, 0]);
@@ -255,6 +264,9 @@ impl Array<u8> {
 
     /// Writes `bytes` at the start, with no NUL after them (Python's `arr.raw = b'...'`).
     /// Longer than the array is [`Error::InvalidArgument`], and nothing is written.
+    ///
+    /// # Panics
+    /// As [`get`](Array::get).
     ///
     /// ```
     /// let arr = multiprocess::Array::from_slice(b"xxxx")?;

@@ -114,7 +114,6 @@ impl<T: Pod> Synced<T> {
     #[track_caller]
     pub(super) fn enter(&self, level: bool) -> Entry {
         let state = self.state();
-        let me = thread_mark();
         let mut owner_died = false;
         loop {
             let mine = state.rlock.is_mine();
@@ -138,7 +137,7 @@ impl<T: Pod> Synced<T> {
             if borrower == 0 {
                 return Entry { took_level, owner_died };
             }
-            if borrower == me {
+            if borrower == thread_mark() {
                 if took_level {
                     let _ = state.rlock.release();
                 }
