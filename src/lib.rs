@@ -49,6 +49,7 @@ mod heap;
 mod popen;
 mod process;
 mod reduction;
+pub mod sharedctypes;
 pub mod synchronize;
 mod sys;
 mod target;
@@ -60,6 +61,7 @@ pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
     getpid, getppid, parent_process, process_cpu_count,
 };
+pub use sharedctypes::{Array, RawArray, RawValue, Value};
 pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionLock, Event, Lock, LockResult, OwnerDied, RLock, Semaphore,
 };
