@@ -24,6 +24,8 @@ mod lock;
 mod pipe;
 #[path = "seeds/process.rs"]
 mod process;
+#[path = "seeds/value_array.rs"]
+mod value_array;
 
 /// One step of the tour.
 struct Step {
@@ -85,6 +87,16 @@ const STEPS: &[Step] = &[
             "so once the child exits the parent's recv() gives Err(Eof) instead of blocking.",
         ],
         run: pipe::run,
+    },
+    Step {
+        example: "seed_value_array",
+        python: "num = Value('d', 0.0); arr = Array('i', range(10))",
+        about: &[
+            "Value::new(0.0f64)? and Array::from_iter(0..10)? live in shared memory, typed (the typecode is the",
+            "Rust type). The child sets num to 3.1415927 and negates arr in place; the parent sees both.",
+            "get()/set() take the value's own RLock as Python's .value does; lock()? gives &mut access.",
+        ],
+        run: value_array::run,
     },
     Step {
         example: "seed_lock",

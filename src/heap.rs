@@ -64,7 +64,6 @@ impl<S: SharedState> Shared<S> {
         Ok(Shared { segment: Arc::new(segment), offset: FIRST, _state: PhantomData })
     }
 
-    #[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
     /// A view of the `T` at `offset` in the same segment, checked to fit and be aligned.
     pub(crate) fn view<T: SharedState>(&self, offset: usize) -> io::Result<Shared<T>> {
         Shared::<T>::check(&self.segment, offset)?;
@@ -90,7 +89,6 @@ impl<S: SharedState> Shared<S> {
         unsafe { &*self.segment.as_ptr().add(self.offset).cast::<S>() }
     }
 
-    #[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
     /// The segment's bytes after the state: `extra` in `new`.
     pub(crate) fn tail(&self) -> (*mut u8, usize) {
         let start = self.offset + std::mem::size_of::<S>();
@@ -98,16 +96,9 @@ impl<S: SharedState> Shared<S> {
         (unsafe { self.segment.as_ptr().add(start) }, self.segment.len() - start)
     }
 
-    #[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
     /// The segment's descriptor (an identity for the object, within this process).
     pub(crate) fn segment(&self) -> &Arc<Segment> {
         &self.segment
-    }
-
-    #[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
-    /// Whether two views are of the same object.
-    pub(crate) fn same(&self, other: &Shared<S>) -> bool {
-        std::ptr::eq(self.state(), other.state())
     }
 }
 

@@ -337,7 +337,6 @@ impl RLock {
         Ok(RLock { shared: Shared::new(c"multiprocess-rlock", 0)? })
     }
 
-    #[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
     pub(crate) fn from_shared(shared: Shared<RLockState>) -> RLock {
         RLock { shared }
     }
