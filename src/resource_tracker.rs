@@ -110,7 +110,8 @@ pub(crate) fn register(name: &str, id: (u64, u64)) -> Result<()> {
     Ok(())
 }
 
-/// Tells the tracker that this process unlinked `name` itself: nothing is left to clean up.
+/// Tells the tracker that `name` (the file `id`) was unlinked: nothing is left to clean up.
+/// Does nothing unless this process registered it.
 pub(crate) fn unregister(name: &str, id: (u64, u64)) {
     let entry = Entry { name: name.as_bytes().to_vec(), dev: id.0, ino: id.1 };
     let mut client = CLIENT.lock();
@@ -179,11 +180,11 @@ impl Client {
         if !restart {
             return Ok(());
         }
+        install_atfork_handler();
         let (socket, pid) = start()?;
         for entry in &self.registered {
             fd::send_all(socket.as_fd(), &[&entry.encode(REGISTER)])?;
         }
-        install_atfork_handler();
         // Published before the old one closes, so that a fork in between finds an open
         // socket of ours under the number it closes.
         SOCKET_FD.store(socket.as_raw_fd(), Ordering::Relaxed);
@@ -335,6 +336,17 @@ pub(crate) fn serve(channel: OwnedFd) -> ! {
         Err(_) => proc::exit_now(1),
     }
     let _ = proc::new_session();
+    // The tracker prints nothing and reads nothing, and must not keep the creator's terminal
+    // or output pipes open after the creator is gone (a test runner waits for those to close).
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for stdio in 0..=2 {
+            let _ = proc::dup2(null.as_raw_fd(), stdio);
+        }
+        if null.as_raw_fd() <= 2 {
+            // It is one of the three now.
+            std::mem::forget(null);
+        }
+    }
     if fd::send_all(channel.as_fd(), &[&proc::getpid().to_le_bytes()]).is_err() {
         proc::exit_now(0);
     }

@@ -837,3 +837,12 @@ fn shm_item_conversions_and_display() {
         [r#""it's""#, r#"'a\'b"c'"#, r"'tab\there\n'", r#"b"\x00'\\\xff""#, "1.0", "nan", "-inf", "False"]
     );
 }
+
+/// Handles may be shared between threads and moved to them.
+#[test]
+fn shm_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<SharedMemory>();
+    send_sync::<ShareableList>();
+    send_sync::<Item>();
+}

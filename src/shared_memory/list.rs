@@ -436,7 +436,8 @@ impl ShareableList {
     }
 
     /// Item `index` (Python's `sl[index]`, for `index >= 0`). Past the end is
-    /// [`Error::IndexOutOfRange`]; a corrupt slot [`Error::Codec`].
+    /// [`Error::IndexOutOfRange`]; a corrupt slot [`Error::Codec`]; the list's lock held by a
+    /// live process for 10 s (one stopped, or misbehaving) [`Error::Timeout`].
     ///
     /// ```
     /// use multiprocess::{Error, Item, ShareableList};
@@ -458,7 +459,8 @@ impl ShareableList {
     /// Replaces item `index` with `item` (Python's `sl[index] = item`). An int, float or bool
     /// always fits; a str or bytes value longer than the slot's capacity is
     /// [`Error::InvalidArgument`] and leaves the item unchanged (CPython's
-    /// "exceeds available storage"). Past the end is [`Error::IndexOutOfRange`].
+    /// "exceeds available storage"). Past the end is [`Error::IndexOutOfRange`]; the lock
+    /// held for 10 s is [`Error::Timeout`], as for [`get`](ShareableList::get).
     ///
     /// ```
     /// use multiprocess::{Error, Item, ShareableList};

@@ -69,7 +69,6 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The prefix of generated names, as CPython's (`psm_` and 8 hex digits: 13 characters with
 /// the leading `/`, within the 14 that BSDs allow).
@@ -113,15 +112,7 @@ pub struct SharedMemory {
     name: String,
     size: usize,
     segment: Option<Arc<Segment>>,
-    owner: Arc<Ownership>,
-}
-
-/// Who registered the segment with a tracker, shared by a handle's clones so that it is
-/// unregistered once; and which file it is.
-struct Ownership {
-    /// The pid that registered it, or 0. A fork child inherits the value and, not being that
-    /// pid, leaves the registration to its parent.
-    registered_by: AtomicI32,
+    /// The file's (device, inode): what the resource tracker knows it by.
     id: (u64, u64),
 }
 
@@ -272,12 +263,7 @@ impl SharedMemory {
     }
 
     fn attached(name: String, segment: Segment, id: (u64, u64)) -> SharedMemory {
-        SharedMemory {
-            name,
-            size: segment.len(),
-            segment: Some(Arc::new(segment)),
-            owner: Arc::new(Ownership { registered_by: AtomicI32::new(0), id }),
-        }
+        SharedMemory { name, size: segment.len(), segment: Some(Arc::new(segment)), id }
     }
 
     /// The segment's name, without the leading `/` (Python's `name`).
@@ -354,10 +340,10 @@ impl SharedMemory {
     pub fn unlink(&self) -> Result<()> {
         let path = path_of(&self.name)?;
         let result = shm::shm_unlink(&path).map_err(|e| open_error(e, &self.name));
-        let me = proc::getpid();
-        if self.owner.registered_by.compare_exchange(me, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            // Unlinked now, by us or by someone before us: either way our file has no name.
-            resource_tracker::unregister(&self.name, self.owner.id);
+        if matches!(result, Ok(()) | Err(Error::NotFound(_))) {
+            // Unlinked, now or by someone before: our file has no name left to clean up. (A
+            // no-op unless this process created it, through this handle or another.)
+            resource_tracker::unregister(&self.name, self.id);
         }
         result
     }
@@ -447,14 +433,16 @@ impl SharedMemory {
         Ok(unsafe { std::slice::from_raw_parts(segment.as_ptr(), self.size) })
     }
 
-    /// The bytes themselves, writable (Python's `buf`).
+    /// The bytes themselves, writable (Python's `buf`). Borrowing the handle mutably rules out
+    /// a second slice through it; clones of the handle and other processes are the caller's
+    /// to keep away.
     ///
     /// # Safety
-    /// While the slice lives, no other thread or process may read or write the segment, and
-    /// no other slice of it may exist in this process: the caller synchronizes.
+    /// While the slice lives, no other thread (through a clone) or process may read or write
+    /// the segment: the caller synchronizes.
     ///
     /// ```
-    /// let shm = multiprocess::SharedMemory::create(4)?;
+    /// let mut shm = multiprocess::SharedMemory::create(4)?;
     /// // SAFETY: nobody else knows the segment's name yet, and this is the only slice.
     /// unsafe { shm.as_mut_slice()? }.copy_from_slice(b"abcd");
     /// let mut buf = [0u8; 4];
@@ -463,8 +451,7 @@ impl SharedMemory {
     /// shm.unlink()?;
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
-    #[allow(clippy::mut_from_ref)] // shared memory: exclusivity is the caller's contract
-    pub unsafe fn as_mut_slice(&self) -> Result<&mut [u8]> {
+    pub unsafe fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         let segment = self.mapped()?;
         // SAFETY: as in `as_slice`; the caller guarantees exclusive access.
         Ok(unsafe { std::slice::from_raw_parts_mut(segment.as_ptr(), self.size) })
@@ -579,7 +566,6 @@ fn create_exact(name: &str, size: usize, track: bool) -> Result<SharedMemory> {
         let shm = SharedMemory::attached(name.to_string(), segment, id);
         if track {
             resource_tracker::register(name, id)?;
-            shm.owner.registered_by.store(proc::getpid(), Ordering::Relaxed);
         }
         Ok(shm)
     })();
