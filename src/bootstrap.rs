@@ -17,8 +17,8 @@ use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The environment variable that gives a re-executed binary its role: `spawn:<fd>` or
-/// `forkserver:<fd>`, where `<fd>` is the socket to its parent.
+/// The environment variable that gives a re-executed binary its role: `spawn:<fd>`,
+/// `forkserver:<fd>` or `tracker:<fd>`, where `<fd>` is the socket to its parent.
 pub(crate) const ROLE_VAR: &str = "__MULTIPROCESS_ROLE";
 const ROLE_VAR_C: &CStr = c"__MULTIPROCESS_ROLE";
 
@@ -62,6 +62,7 @@ pub(crate) fn take_role() {
     match kind {
         "spawn" => child_main(channel, StartMethod::Spawn, None),
         "forkserver" => forkserver::serve(channel),
+        crate::resource_tracker::ROLE => crate::resource_tracker::serve(channel),
         _ => {}
     }
 }

@@ -49,6 +49,8 @@ mod heap;
 mod popen;
 mod process;
 mod reduction;
+mod resource_tracker;
+pub mod shared_memory;
 pub mod sharedctypes;
 pub mod synchronize;
 mod sys;
@@ -61,6 +63,7 @@ pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
     getpid, getppid, parent_process, process_cpu_count,
 };
+pub use shared_memory::{ShareableList, SharedMemory};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};
 pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionLock, Event, Lock, LockResult, OwnerDied, RLock, Semaphore,
@@ -100,7 +103,18 @@ pub mod __private {
         let mut fds = crate::popen::forkserver::server_fds();
         fds.extend(crate::process::self_pidfd_raw());
         fds.extend(crate::sys::proc::thread_count_fd());
+        fds.extend(crate::resource_tracker::client_fd());
         fds
+    }
+
+    /// The pid of this process's resource tracker, if it has started one.
+    pub fn tracker_pid() -> Option<u32> {
+        crate::resource_tracker::tracker_pid()
+    }
+
+    /// Makes the next names `SharedMemory::create` generates on this thread `names`, in order.
+    pub fn force_shm_names(names: Vec<String>) {
+        crate::shared_memory::force_next_names(names)
     }
 
     /// The fork server's pid, if one is running.

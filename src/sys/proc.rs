@@ -90,6 +90,13 @@ pub(crate) fn set_parent_death_signal(signal: libc::c_int) -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) }).map(drop)
 }
 
+/// Makes this process the leader of a new session (`setsid`): signals sent to the group or
+/// terminal of the process that started it no longer reach it.
+pub(crate) fn new_session() -> io::Result<()> {
+    // SAFETY: setsid takes no arguments and only changes this process's session.
+    cvt(unsafe { libc::setsid() }).map(drop)
+}
+
 /// Closes every descriptor from `first` up. Async-signal-safe (one syscall), so it may run
 /// between fork and exec.
 pub(crate) fn close_fds_from(first: RawFd) {

@@ -127,7 +127,6 @@ pub(crate) fn size_of_fd(fd: BorrowedFd<'_>) -> io::Result<usize> {
     usize::try_from(st.st_size).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
 }
 
-#[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
 /// Opens (and with `create`, exclusively creates) the named segment `name` (with its leading
 /// `/`) in `/dev/shm`.
 pub(crate) fn shm_open(name: &CStr, create: bool) -> io::Result<OwnedFd> {
@@ -138,9 +137,18 @@ pub(crate) fn shm_open(name: &CStr, create: bool) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-#[allow(dead_code)] // used by sharedctypes and shared_memory, which come next
 /// Removes the named segment `name` from `/dev/shm`; mappings stay valid.
 pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
     // SAFETY: shm_unlink reads a NUL-terminated name.
     cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+}
+
+/// The (device, inode) pair of the file behind `fd`: what tells a named segment from another
+/// made later under the same name.
+pub(crate) fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
+    // SAFETY: `stat` is plain data that fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into `st`, which lives for the call.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok((st.st_dev, st.st_ino))
 }
