@@ -6,8 +6,14 @@ The harness (bench/src/main.rs) runs this once per round and cell:
     python3 cpython_side.py process_start_join {fork|forkserver|spawn} ITERATIONS [--warmup W]
     python3 cpython_side.py pipe_pingpong {typed|bytes} ITERATIONS [--warmup W]
                             [--cpu PARENT_CPU] [--child-cpu CHILD_CPU]
+    python3 cpython_side.py lock_uncontended lock ITERATIONS [--warmup W]
+    python3 cpython_side.py lock_contended lock ITERATIONS [--warmup W] [--cpu P --child-cpu C]
+    python3 cpython_side.py sync_pingpong {event|semaphore|barrier} ITERATIONS [--warmup W]
+                            [--cpu PARENT_CPU] [--child-cpu CHILD_CPU]
 
-and reads one line of JSON from stdout: {"value": <microseconds per operation>, ...}.
+and reads one line of JSON from stdout: {"value": <value>, "unit": ..., ...}, the value in
+the row's unit: microseconds per process or round trip, nanoseconds per acquire + release,
+operations per second (lock_contended), barrier passes per second (sync_pingpong barrier).
 Times are taken with time.perf_counter around the measured loop only: interpreter start-up,
 imports and warm-up (which starts the fork server) are excluded.
 """
@@ -100,6 +106,131 @@ def pipe_pingpong(kind, iterations, warmup, cpu, child_cpu):
     return elapsed / iterations * 1e6, "fork"
 
 
+def lock_uncontended(iterations, warmup):
+    """acquire() + release() of a multiprocessing.Lock in one process: ns per pair."""
+    lock = multiprocessing.get_context("fork").Lock()
+    for _ in range(warmup):
+        lock.acquire()
+        lock.release()
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        lock.acquire()
+        lock.release()
+    return (time.perf_counter() - t0) / iterations * 1e9, "fork", "ns"
+
+
+def contender(lock, counter, warmup, n, ready, go, done, cpu):
+    _pin(cpu)
+    for _ in range(warmup):
+        lock.acquire()
+        counter.value += 1
+        lock.release()
+    ready.set()
+    go.wait()
+    for _ in range(n):
+        lock.acquire()
+        counter.value += 1
+        lock.release()
+    done.set()
+
+
+def lock_contended(iterations, warmup, cpu, child_cpu):
+    """Two processes each do `lock; counter.value += 1; unlock` on a RawValue('i'), a few
+    untimed, then `iterations` from a common start; the final count must be exact.
+    Operations per second, both processes together."""
+    _pin(cpu)
+    ctx = multiprocessing.get_context("fork")
+    lock = ctx.Lock()
+    counter = ctx.RawValue("i", 0)
+    ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
+    p = ctx.Process(target=contender, args=(lock, counter, warmup, iterations, ready, go, done, child_cpu))
+    p.start()
+    for _ in range(warmup):
+        lock.acquire()
+        counter.value += 1
+        lock.release()
+    ready.wait()
+    t0 = time.perf_counter()
+    go.set()
+    for _ in range(iterations):
+        lock.acquire()
+        counter.value += 1
+        lock.release()
+    done.wait()
+    elapsed = time.perf_counter() - t0
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"partner child exited with {p.exitcode}")
+    expected = 2 * (warmup + iterations)
+    if counter.value != expected:
+        raise SystemExit(f"count {counter.value}, expected {expected}: mutual exclusion failed")
+    return 2 * iterations / elapsed, "fork", "operations/s"
+
+
+def event_partner(ping, pong, n, cpu):
+    _pin(cpu)
+    for _ in range(n):
+        if not ping.wait():
+            raise SystemExit("ping.wait() returned False")
+        ping.clear()
+        pong.set()
+
+
+def semaphore_partner(ping, pong, n, cpu):
+    _pin(cpu)
+    for _ in range(n):
+        ping.acquire()
+        pong.release()
+
+
+def barrier_partner(barrier, n, cpu):
+    _pin(cpu)
+    for _ in range(n):
+        barrier.wait()
+
+
+def sync_pingpong(kind, iterations, warmup, cpu, child_cpu):
+    """A turn handed back and forth with a partner child: two Events (set/wait/clear) or two
+    Semaphores (release/acquire), us per round trip; or a Barrier(2) both wait on, passes
+    per second."""
+    _pin(cpu)
+    ctx = multiprocessing.get_context("fork")  # how the partner starts is not measured
+    total = warmup + iterations
+    if kind == "event":
+        ping, pong = ctx.Event(), ctx.Event()
+        p = ctx.Process(target=event_partner, args=(ping, pong, total, child_cpu))
+
+        def exchange():
+            ping.set()
+            if not pong.wait():
+                raise SystemExit("pong.wait() returned False")
+            pong.clear()
+    elif kind == "semaphore":
+        ping, pong = ctx.Semaphore(0), ctx.Semaphore(0)
+        p = ctx.Process(target=semaphore_partner, args=(ping, pong, total, child_cpu))
+
+        def exchange():
+            ping.release()
+            pong.acquire()
+    else:
+        barrier = ctx.Barrier(2)
+        p = ctx.Process(target=barrier_partner, args=(barrier, total, child_cpu))
+        exchange = barrier.wait
+    p.start()
+    for _ in range(warmup):
+        exchange()
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        exchange()
+    elapsed = time.perf_counter() - t0
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"partner child exited with {p.exitcode}")
+    if kind == "barrier":
+        return iterations / elapsed, "fork", "waits/s"
+    return elapsed / iterations * 1e6, "fork", "us"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload")
@@ -116,15 +247,28 @@ def main():
         return
     if a.iterations is None or a.iterations < 1:
         parser.error("ITERATIONS must be a positive integer")
+    unit = "us"
     if a.workload == "process_start_join":
         value, method = process_start_join(a.variant, a.iterations, a.warmup, a.cpu)
     elif a.workload == "pipe_pingpong":
         if a.variant not in ("typed", "bytes"):
             parser.error("pipe_pingpong takes typed or bytes")
         value, method = pipe_pingpong(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "lock_uncontended":
+        if a.variant != "lock":
+            parser.error("lock_uncontended takes lock")
+        value, method, unit = lock_uncontended(a.iterations, a.warmup)
+    elif a.workload == "lock_contended":
+        if a.variant != "lock":
+            parser.error("lock_contended takes lock")
+        value, method, unit = lock_contended(a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "sync_pingpong":
+        if a.variant not in ("event", "semaphore", "barrier"):
+            parser.error("sync_pingpong takes event, semaphore or barrier")
+        value, method, unit = sync_pingpong(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
     else:
         parser.error(f"unknown workload {a.workload!r}")
-    out.update(value=value, unit="us", iterations=a.iterations, start_method=method)
+    out.update(value=value, unit=unit, iterations=a.iterations, start_method=method)
     print(json.dumps(out))
     sys.stdout.flush()
 

@@ -4,6 +4,8 @@
 //! Children made here by `fork` call only async-signal-safe functions (`read`, `write`,
 //! `close`, the raw `sched_setaffinity` syscall) and end with `_exit`.
 
+pub mod sync;
+
 use crate::pin::{self, PinGuard};
 use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
@@ -16,8 +18,70 @@ fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
+/// Forks a child that pins itself to `cpu` (if given), asks to be killed if the bench dies,
+/// runs `work` and exits 0 if it returned true, 1 if not. `work` runs in a fork child: it may
+/// call only async-signal-safe functions (atomics, raw syscalls, a process-shared pthread
+/// mutex made before the fork).
+pub fn fork_child(cpu: Option<usize>, work: impl FnOnce() -> bool) -> Result<libc::pid_t, String> {
+    let set = cpu.map(pin::single_cpu_set);
+    // SAFETY: the child below calls only async-signal-safe functions (by `work`'s contract)
+    // and `_exit`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(os_err("fork"));
+    }
+    if pid == 0 {
+        // SAFETY: prctl and _exit are plain system calls.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        if let Some(set) = &set
+            && pin::set_affinity_raw(set).is_err()
+        {
+            // SAFETY: as above.
+            unsafe { libc::_exit(2) }
+        }
+        let ok = work();
+        // SAFETY: as above.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+    }
+    Ok(pid)
+}
+
+/// Ends a child that may be stuck (after a failure on the parent's side) and reaps it.
+pub fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: signals and reaps our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+}
+
+/// Whether child `pid` is still running (not exited, or exited and not yet reaped by us).
+pub fn child_running(pid: libc::pid_t) -> bool {
+    // SAFETY: siginfo_t is plain data, and zeroed is what WNOHANG leaves when no child
+    // changed state; waitid fills it; WNOWAIT leaves the child to be reaped by `reap`; si_pid
+    // is readable once waitid returned.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() == 0
+    }
+}
+
+/// Whether child `pid` has ended other than by exiting 0 (and is not reaped yet). False while
+/// it runs, and when its status cannot be known.
+pub fn child_failed(pid: libc::pid_t) -> bool {
+    // SAFETY: as in `child_running`; si_status is readable once waitid found a child.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0
+            && info.si_pid() != 0
+            && !(info.si_code == libc::CLD_EXITED && info.si_status() == 0)
+    }
+}
+
 /// Waits for `pid` and checks that it exited 0.
-fn reap(pid: libc::pid_t) -> Result<(), String> {
+pub fn reap(pid: libc::pid_t) -> Result<(), String> {
     let mut status = 0;
     loop {
         // SAFETY: waitpid fills `status`, which lives for the call.

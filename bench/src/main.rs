@@ -13,6 +13,7 @@ mod limit;
 mod machine;
 mod pin;
 mod report;
+mod shm;
 mod stats;
 mod workloads;
 

@@ -99,6 +99,14 @@ impl RowResult {
                         m.map(|s| s.median <= max),
                     )
                 }
+                Goal::FasterThanCPython(k) => {
+                    let r = self.speedup_over_cpython;
+                    (
+                        format!("{} {}: multiprocess ≥ {}× CPython", self.workload, self.variant, ratio(k)),
+                        r.map_or("n/a".into(), |s| format!("{}× CPython", ratio(s.median))),
+                        r.map(|s| s.median >= k),
+                    )
+                }
                 Goal::AtMostTimesLimit(k) => {
                     let r = self.ours_over_limit;
                     (
@@ -240,9 +248,10 @@ impl Report {
             let _ = writeln!(
                 o,
                 "\nPlacement: in the rows that name a placement, both processes of every side (parent and \
-                 echo child; multiprocess, CPython and limit alike) are pinned with sched_setaffinity as \
-                 named, because a wake-up on another core costs far more than one on the same core on \
-                 these machines. The other rows are not pinned."
+                 echo or partner child; multiprocess, CPython and limit alike) are pinned with \
+                 sched_setaffinity as named, because a wake-up on another core costs far more than one \
+                 on the same core on these machines, and a spinning wait only pays off when the other \
+                 process has a CPU of its own. The other rows are not pinned."
             );
         }
         for r in &self.rows {

@@ -4,8 +4,12 @@
 //! A new workload is a module here with a `rows(&Config) -> Vec<Row>` function, added to
 //! [`all`]; its CPython side is a new sub-command of `cpython_side.py`.
 
+pub mod lock_contended;
+pub mod lock_uncontended;
+mod partner;
 pub mod pipe_pingpong;
 pub mod process_start_join;
+pub mod sync_pingpong;
 
 use crate::pin::Placement;
 
@@ -20,6 +24,12 @@ pub enum Unit {
     MicrosPerProcess,
     /// Microseconds per round trip.
     MicrosPerRoundTrip,
+    /// Nanoseconds per `acquire` + `release` pair.
+    NanosPerPair,
+    /// Operations per second (all processes together).
+    OpsPerSec,
+    /// Barrier passes per second (each party waits once per pass).
+    WaitsPerSec,
 }
 
 impl Unit {
@@ -27,13 +37,17 @@ impl Unit {
         match self {
             Unit::MicrosPerProcess => "µs/process",
             Unit::MicrosPerRoundTrip => "µs/round trip",
+            Unit::NanosPerPair => "ns/acquire+release",
+            Unit::OpsPerSec => "operations/s",
+            Unit::WaitsPerSec => "waits/s",
         }
     }
 
     /// Whether a smaller value is better (a time) rather than a larger one (a rate).
     pub fn lower_is_better(self) -> bool {
         match self {
-            Unit::MicrosPerProcess | Unit::MicrosPerRoundTrip => true,
+            Unit::MicrosPerProcess | Unit::MicrosPerRoundTrip | Unit::NanosPerPair => true,
+            Unit::OpsPerSec | Unit::WaitsPerSec => false,
         }
     }
 }
@@ -45,6 +59,9 @@ pub enum Goal {
     AtMost(f64),
     /// The library's median cost at most this multiple of the limit's.
     AtMostTimesLimit(f64),
+    /// The median speed-up over CPython at least this: CPython's cost at least this many
+    /// times ours (per round).
+    FasterThanCPython(f64),
 }
 
 /// A measured side: what it is, and how to measure it once.
@@ -91,14 +108,50 @@ impl Config {
     pub fn iters(&self, normal: u32, quick: u32) -> u32 {
         if self.quick { quick } else { normal }
     }
+
+    /// Where the two processes of a ping-pong run: both on the first CPU this process may
+    /// use, and (full runs with two CPUs or more) on the first two. Empty if no CPU is known.
+    pub fn placements(&self) -> Vec<Placement> {
+        let Some(&first) = self.cpus.first() else { return Vec::new() };
+        let mut v = vec![Placement { parent: first, child: first }];
+        if let (Some(&second), false) = (self.cpus.get(1), self.quick) {
+            v.push(Placement { parent: first, child: second });
+        }
+        v
+    }
+
+    /// Where two processes that should each have a CPU run: the first two CPUs this process
+    /// may use, or the one there is.
+    pub fn two_cpus(&self) -> Option<Placement> {
+        let &first = self.cpus.first()?;
+        Some(Placement { parent: first, child: self.cpus.get(1).copied().unwrap_or(first) })
+    }
+}
+
+/// The row id suffix for a placement: none for same core, `-cross-core` otherwise.
+pub fn placement_suffix(p: Placement) -> &'static str {
+    if p.same_core() { "" } else { "-cross-core" }
+}
+
+/// The CPython script's arguments: workload, variant, iterations, warm-up and the placement.
+pub fn py_args(workload: &str, variant: &str, n: u32, warmup: u32, placement: Option<Placement>) -> Vec<String> {
+    let mut args = vec![workload.into(), variant.into(), n.to_string(), "--warmup".into(), warmup.to_string()];
+    if let Some(p) = placement {
+        args.extend(["--cpu".into(), p.parent.to_string(), "--child-cpu".into(), p.child.to_string()]);
+    }
+    args
 }
 
 /// The names of all workloads, for `--list` and `--only`.
-pub const NAMES: &[&str] = &[process_start_join::NAME, pipe_pingpong::NAME];
+pub const NAMES: &[&str] =
+    &[process_start_join::NAME, pipe_pingpong::NAME, lock_uncontended::NAME, lock_contended::NAME, sync_pingpong::NAME];
 
 /// Every row of every workload, in table order.
 pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut rows = process_start_join::rows(cfg)?;
     rows.extend(pipe_pingpong::rows(cfg));
+    rows.extend(lock_uncontended::rows(cfg));
+    rows.extend(lock_contended::rows(cfg));
+    rows.extend(sync_pingpong::rows(cfg));
     Ok(rows)
 }

@@ -11,7 +11,7 @@
 //! processes of every side to the same CPU, and (when there are two CPUs and this is not a
 //! quick run) cross-core rows pin them to two different ones.
 
-use super::{Config, Goal, PySide, Row, Side, Unit};
+use super::{Config, Goal, PySide, Row, Side, Unit, placement_suffix, py_args};
 use crate::limit::{self, Channel};
 use crate::pin::{PinGuard, Placement, pin_to};
 use multiprocess::{Connection, StartMethod, get_context, pipe};
@@ -104,22 +104,7 @@ fn ours(kind: Kind, warmup: u32, n: u32, placement: Placement) -> Result<f64, St
 
 fn py(kind: Kind, warmup: u32, n: u32, placement: Placement) -> PySide {
     let variant = if kind == Kind::Typed { "typed" } else { "bytes" };
-    PySide {
-        label: "Pipe(), echo child by fork".into(),
-        args: [
-            NAME,
-            variant,
-            &n.to_string(),
-            "--warmup",
-            &warmup.to_string(),
-            "--cpu",
-            &placement.parent.to_string(),
-            "--child-cpu",
-            &placement.child.to_string(),
-        ]
-        .map(String::from)
-        .to_vec(),
-    }
+    PySide { label: "Pipe(), echo child by fork".into(), args: py_args(NAME, variant, n, warmup, Some(placement)) }
 }
 
 fn raw(channel: Channel, warmup: u32, n: u32, placement: Placement) -> Side {
@@ -131,16 +116,12 @@ fn raw(channel: Channel, warmup: u32, n: u32, placement: Placement) -> Side {
 }
 
 pub fn rows(cfg: &Config) -> Vec<Row> {
-    let Some(&first) = cfg.cpus.first() else { return Vec::new() };
-    let mut placements = vec![(Placement { parent: first, child: first }, cfg.iters(20_000, 2_000))];
-    if let (Some(&second), false) = (cfg.cpus.get(1), cfg.quick) {
-        placements.push((Placement { parent: first, child: second }, 5_000));
-    }
     let mut rows = Vec::new();
-    for (placement, n) in placements {
+    for placement in cfg.placements() {
+        let n = if placement.same_core() { cfg.iters(20_000, 2_000) } else { 5_000 };
         let where_ = placement.describe();
         let warmup = (n / 10).max(100);
-        let suffix = if placement.same_core() { String::new() } else { "-cross-core".into() };
+        let suffix = placement_suffix(placement);
         for (kind, variant, id) in
             [(Kind::Typed, "send/recv u64", "typed"), (Kind::Bytes, "send_bytes/recv_bytes 4 B", "bytes")]
         {
