@@ -4,11 +4,11 @@
 
 use super::mutex::{Acquired, RawMutex};
 use crate::heap::{Shared, SharedState};
-use crate::sys::{Deadline, futex};
+use crate::sys::{Deadline, futex, pidfd, proc};
 use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Parties are arriving.
@@ -23,6 +23,16 @@ const BROKEN: u32 = 3;
 /// Spins before sleeping: parties on other cores usually arrive within microseconds.
 const SPINS: u32 = 4000;
 
+/// How long a sleeper sleeps before it looks again: a party killed inside a barrier call
+/// (holding the internal lock, or between releasing it and waking the others) is noticed
+/// within this long, so no one sleeps on for ever.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// This CPU's bit in a CPU mask.
+fn cpu_bit(cpu: u32) -> u64 {
+    if cpu == 0 { 0 } else { 1 << ((cpu - 1) % 64) }
+}
+
 #[repr(C)]
 #[derive(Default)]
 pub(crate) struct BarrierState {
@@ -33,6 +43,11 @@ pub(crate) struct BarrierState {
     count: AtomicU32,
     state: AtomicU32,
     sleepers: AtomicU32,
+    /// The CPUs (one bit each, modulo 64) of the parties of this pass so far, and of the last
+    /// whole pass: a waiter spins only if a party ran on another CPU last time, since one
+    /// that shares its CPU cannot arrive while it spins.
+    cpus_now: AtomicU64,
+    cpus_last: AtomicU64,
 }
 
 // SAFETY: atomics only; zero is an empty, filling barrier with a free lock.
@@ -176,25 +191,25 @@ impl Barrier {
     fn wait_timeout_opt(&self, timeout: Option<Duration>) -> Result<u32> {
         let deadline = Deadline::after(timeout);
         let s = self.state();
-        self.enter();
+        let mut inside = self.enter();
         // Wait while the previous pass drains or a reset completes.
         while matches!(s.state.load(Ordering::SeqCst), DRAINING | RESETTING) {
-            self.wait_change(Deadline::NEVER);
+            inside.wait_change(Deadline::NEVER);
         }
         if s.state.load(Ordering::SeqCst) == BROKEN {
-            self.leave();
             return Err(Error::BrokenBarrier);
         }
         let index = s.count.fetch_add(1, Ordering::SeqCst);
+        s.cpus_now.fetch_or(cpu_bit(proc::current_cpu()), Ordering::Relaxed);
         let result = if index.saturating_add(1) >= self.parties {
-            self.pass().map(|()| index)
+            inside.pass().map(|()| index)
         } else {
             loop {
                 if s.state.load(Ordering::SeqCst) != FILLING {
                     break;
                 }
-                if !self.wait_change(deadline) && s.state.load(Ordering::SeqCst) == FILLING {
-                    self.break_barrier();
+                if !inside.wait_change(deadline) && s.state.load(Ordering::SeqCst) == FILLING {
+                    inside.break_barrier();
                     break;
                 }
             }
@@ -204,23 +219,9 @@ impl Barrier {
         s.count.store(left, Ordering::SeqCst);
         if left == 0 && matches!(s.state.load(Ordering::SeqCst), DRAINING | RESETTING) {
             s.state.store(FILLING, Ordering::SeqCst);
-            self.notify_all();
+            inside.notify_all();
         }
-        self.leave();
         result
-    }
-
-    /// The last party: run the action, then let everyone go.
-    fn pass(&self) -> Result<()> {
-        if let Some(action) = self.action
-            && std::panic::catch_unwind(action).is_err()
-        {
-            self.break_barrier();
-            return Err(Error::BrokenBarrier);
-        }
-        self.state().state.store(DRAINING, Ordering::SeqCst);
-        self.notify_all();
-        Ok(())
     }
 
     /// Puts the barrier back to empty (Python's `reset()`): parties waiting now get
@@ -235,7 +236,7 @@ impl Barrier {
     /// ```
     pub fn reset(&self) {
         let s = self.state();
-        self.enter();
+        let mut inside = self.enter();
         if s.count.load(Ordering::SeqCst) > 0 {
             if matches!(s.state.load(Ordering::SeqCst), FILLING | BROKEN) {
                 s.state.store(RESETTING, Ordering::SeqCst);
@@ -243,8 +244,7 @@ impl Barrier {
         } else {
             s.state.store(FILLING, Ordering::SeqCst);
         }
-        self.notify_all();
-        self.leave();
+        inside.notify_all();
     }
 
     /// Breaks the barrier (Python's `abort()`): current and future waits fail with
@@ -257,60 +257,109 @@ impl Barrier {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn abort(&self) {
-        self.enter();
-        self.break_barrier();
-        self.leave();
-    }
-
-    /// Caller holds the internal lock.
-    fn break_barrier(&self) {
-        self.state().state.store(BROKEN, Ordering::SeqCst);
-        self.notify_all();
+        self.enter().break_barrier();
     }
 
     /// Takes the internal lock. One whose holder died (inside a barrier call, its state half
     /// changed) is taken over and the barrier broken: every party is told, none hangs.
-    fn enter(&self) {
+    fn enter(&self) -> Inside<'_> {
+        let mut inside = Inside { barrier: self, wake: false };
+        inside.lock();
+        inside
+    }
+}
+
+/// The internal lock, held; wakes the sleepers after letting go of it, if a change was made
+/// (woken while it was still held, a sleeper on this CPU would only run into it).
+struct Inside<'a> {
+    barrier: &'a Barrier,
+    wake: bool,
+}
+
+impl<'a> Inside<'a> {
+    fn state(&self) -> &'a BarrierState {
+        self.barrier.state()
+    }
+
+    fn lock(&mut self) {
         if self.state().lock.lock(Deadline::NEVER) == Acquired::OwnerDied {
             self.break_barrier();
         }
     }
 
-    fn leave(&self) {
-        self.state().lock.unlock();
-    }
-
-    /// Caller holds the internal lock.
-    fn notify_all(&self) {
+    fn unlock(&mut self) {
         let s = self.state();
-        s.seq.fetch_add(1, Ordering::SeqCst);
-        if s.sleepers.load(Ordering::SeqCst) > 0 {
+        s.lock.unlock();
+        if std::mem::take(&mut self.wake) && s.sleepers.load(Ordering::SeqCst) > 0 {
             futex::wake_all(&s.seq);
         }
     }
 
-    /// Releases the internal lock until the state changes or `deadline`; takes it back.
+    /// The last party: run the action, then let everyone go.
+    fn pass(&mut self) -> Result<()> {
+        if let Some(action) = self.barrier.action
+            && std::panic::catch_unwind(action).is_err()
+        {
+            self.break_barrier();
+            return Err(Error::BrokenBarrier);
+        }
+        let s = self.state();
+        s.cpus_last.store(s.cpus_now.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        s.state.store(DRAINING, Ordering::SeqCst);
+        self.notify_all();
+        Ok(())
+    }
+
+    fn break_barrier(&mut self) {
+        self.state().state.store(BROKEN, Ordering::SeqCst);
+        self.notify_all();
+    }
+
+    /// Marks a change: sleepers are woken when the lock is let go.
+    fn notify_all(&mut self) {
+        self.state().seq.fetch_add(1, Ordering::SeqCst);
+        self.wake = true;
+    }
+
+    /// Lets go of the internal lock until the state changes or `deadline`; takes it back.
     /// Whether something changed.
-    fn wait_change(&self, deadline: Deadline) -> bool {
+    fn wait_change(&mut self, deadline: Deadline) -> bool {
         let s = self.state();
         let seq = s.seq.load(Ordering::SeqCst);
-        self.leave();
+        self.unlock();
         let changed = || s.seq.load(Ordering::SeqCst) != seq;
-        let mut woke = futex::spin_until(SPINS, changed);
+        let me = cpu_bit(proc::current_cpu());
+        let last = s.cpus_last.load(Ordering::Relaxed);
+        let spin = last == 0 || last & !me != 0;
+        let mut woke = spin && futex::spin_until(SPINS, changed);
         if !woke {
             s.sleepers.fetch_add(1, Ordering::SeqCst);
             woke = loop {
                 if changed() {
                     break true;
                 }
-                if !futex::wait(&s.seq, seq, deadline) {
-                    break changed();
+                let slice = Deadline::after(Some(deadline.remaining().map_or(SLICE, |left| left.min(SLICE))));
+                if !futex::wait(&s.seq, seq, slice) {
+                    if deadline.expired() {
+                        break changed();
+                    }
+                    // A slice without news: if a party died holding the internal lock, go
+                    // and take it over (which breaks the barrier for everyone).
+                    if s.lock.holder().is_some_and(|pid| pidfd::process_gone(pid as i32)) {
+                        break true;
+                    }
                 }
             };
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
-        self.enter();
+        self.lock();
         woke
+    }
+}
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.unlock();
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::Result;
 use crate::heap::{Shared, SharedState};
-use crate::sys::{Deadline, futex};
+use crate::sys::{Deadline, futex, proc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,6 +20,8 @@ pub(crate) struct EventState {
     /// How many may be asleep on `flag` (a killed sleeper leaves it too high: a needless
     /// wake later, never a lost one).
     sleepers: AtomicU32,
+    /// The CPU of the last `set` (plus one; 0 unknown): a waiter on the same CPU does not spin.
+    setter_cpu: AtomicU32,
 }
 
 // SAFETY: atomics only; zero is an unset event with no sleepers.
@@ -84,6 +86,7 @@ impl Event {
     /// ```
     pub fn set(&self) {
         let state = self.state();
+        state.setter_cpu.store(proc::current_cpu(), Ordering::Relaxed);
         state.flag.store(1, Ordering::SeqCst);
         if state.sleepers.load(Ordering::SeqCst) > 0 {
             futex::wake_all(&state.flag);
@@ -115,7 +118,12 @@ impl Event {
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = Deadline::after(timeout);
         let state = self.state();
-        if self.is_set() || (!deadline.expired() && futex::spin_until(SPINS, || self.is_set())) {
+        if self.is_set() {
+            return true;
+        }
+        let spin =
+            !deadline.expired() && futex::worth_spinning(proc::current_cpu(), state.setter_cpu.load(Ordering::Relaxed));
+        if spin && futex::spin_until(SPINS, || self.is_set()) {
             return true;
         }
         state.sleepers.fetch_add(1, Ordering::SeqCst);

@@ -64,3 +64,11 @@ pub(crate) fn spin_until(rounds: u32, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// Whether a waiter on `my_cpu` should spin for a process last seen on `their_cpu` (both as
+/// [`current_cpu`](super::proc::current_cpu) gives them): not when they share a CPU, since
+/// the other cannot run while we spin, and every pause is time taken from it.
+#[inline]
+pub(crate) fn worth_spinning(my_cpu: u32, their_cpu: u32) -> bool {
+    their_cpu == 0 || their_cpu != my_cpu
+}

@@ -78,6 +78,16 @@ pub(crate) fn cached_tid() -> libc::pid_t {
     })
 }
 
+/// The CPU this thread runs on, plus one (0 if unknown): what a waiter compares with the CPU
+/// of the process it waits for, to decide whether spinning can help. Cheap (glibc reads it
+/// from the rseq area).
+#[inline]
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes no arguments and only reads.
+    let cpu = unsafe { libc::sched_getcpu() };
+    if cpu < 0 { 0 } else { cpu as u32 + 1 }
+}
+
 /// The parent's id (1, or a subreaper's, once the parent is gone).
 pub(crate) fn getppid() -> libc::pid_t {
     // SAFETY: getppid cannot fail.
