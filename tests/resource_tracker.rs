@@ -4,9 +4,8 @@
 //! method; a fork child must get a tracker of its own, not share its parent's. Every test
 //! names its segments after its pid and start method and unlinks them even when it fails.
 mod common;
-use common::{LeakGuard, pid_alive};
+use common::{Cleanup, guarded, pid_alive};
 use multiprocess::*;
-use std::ffi::CString;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -54,36 +53,6 @@ fn entries_with_prefix(prefix: &str) -> Vec<String> {
 fn ppid_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Unlinks its names when dropped, so a failing test leaves nothing in `/dev/shm`.
-struct Cleanup(Vec<String>);
-
-impl Cleanup {
-    fn new() -> Cleanup {
-        Cleanup(Vec::new())
-    }
-
-    fn add(&mut self, name: String) -> String {
-        self.0.push(name.clone());
-        name
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let path = CString::new(format!("/{name}")).unwrap();
-            // SAFETY: shm_unlink reads a NUL-terminated name; a missing one is ENOENT.
-            unsafe { libc::shm_unlink(path.as_ptr()) };
-        }
-    }
-}
-
-fn guarded(case: impl FnOnce()) {
-    let guard = LeakGuard::new();
-    case();
-    guard.check();
 }
 
 fn tracker_pid() -> u32 {

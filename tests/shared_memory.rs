@@ -4,10 +4,9 @@
 //! comment of each such case says what that changes. Every test names its segments after its
 //! pid and start method and unlinks them even when it fails.
 mod common;
-use common::LeakGuard;
+use common::{Cleanup, guarded};
 use multiprocess::shared_memory::Item;
 use multiprocess::*;
-use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -25,37 +24,6 @@ fn exists(name: &str) -> bool {
     std::path::Path::new("/dev/shm").join(name).exists()
 }
 
-/// Unlinks its names when dropped, so a failing test leaves nothing in `/dev/shm`.
-struct Cleanup(Vec<String>);
-
-impl Cleanup {
-    fn new() -> Cleanup {
-        Cleanup(Vec::new())
-    }
-
-    fn add(&mut self, name: &str) -> String {
-        self.0.push(name.to_string());
-        name.to_string()
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let path = CString::new(format!("/{name}")).unwrap();
-            // SAFETY: shm_unlink reads a NUL-terminated name; a missing one is ENOENT.
-            unsafe { libc::shm_unlink(path.as_ptr()) };
-        }
-    }
-}
-
-/// Runs a single-process case inside a leak guard.
-fn guarded(case: impl FnOnce()) {
-    let guard = LeakGuard::new();
-    case();
-    guard.check();
-}
-
 fn read(shm: &SharedMemory, offset: usize, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     shm.read_at(offset, &mut buf).unwrap();
@@ -71,7 +39,7 @@ fn read(shm: &SharedMemory, offset: usize, len: usize) -> Vec<u8> {
 fn shm_01_basics() {
     guarded(|| {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique("01"));
+        let name = cleanup.add(unique("01"));
         let shm = SharedMemory::create_named(&name, 512).unwrap();
         assert_eq!(shm.name(), name);
         assert_eq!(shm.size(), 512);
@@ -89,7 +57,7 @@ fn shm_01_basics() {
 fn shm_02_03_attach_sees_writes_and_takes_the_real_size() {
     guarded(|| {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique("02"));
+        let name = cleanup.add(unique("02"));
         let shm = SharedMemory::create_named(&name, 512).unwrap();
         shm.write_at(0, &[42]).unwrap();
         let same = SharedMemory::open(&name).unwrap();
@@ -128,7 +96,7 @@ fn shm_04_size_zero_is_invalid() {
 fn shm_05_create_existing_name() {
     guarded(|| {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique("05"));
+        let name = cleanup.add(unique("05"));
         let shm = SharedMemory::create_named(&name, 64).unwrap();
         shm.write_at(0, b"keep").unwrap();
         match SharedMemory::create_named(&name, 128) {
@@ -164,7 +132,7 @@ fn shm_06_open_missing_name() {
 fn shm_07_unlink_twice() {
     guarded(|| {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique("07"));
+        let name = cleanup.add(unique("07"));
         let shm = SharedMemory::create_named(&name, 8).unwrap();
         shm.unlink().unwrap();
         assert!(!exists(&name));
@@ -182,8 +150,8 @@ fn shm_07_unlink_twice() {
 fn shm_09_generated_name_collision_retries() {
     guarded(|| {
         let mut cleanup = Cleanup::new();
-        let taken = cleanup.add(&unique("09a"));
-        let next = cleanup.add(&unique("09b"));
+        let taken = cleanup.add(unique("09a"));
+        let next = cleanup.add(unique("09b"));
         let first = SharedMemory::create_named(&taken, 16).unwrap();
         first.write_at(0, b"first").unwrap();
         __private::force_shm_names(vec![taken.clone(), next.clone()]);
@@ -214,7 +182,7 @@ start_methods! {
     /// writes `HELLO`; the parent sees both.
     fn shm_10_across_processes(m) {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique(&format!("10{m}")));
+        let name = cleanup.add(unique(&format!("10{m}")));
         let shm = SharedMemory::create_named(&name, 64).unwrap();
         let mut p = get_context(m).process(attach_and_write, (name.clone(),));
         p.start().unwrap();
@@ -253,7 +221,7 @@ start_methods! {
     /// size and maps the same bytes; writes are seen both ways.
     fn shm_11_handle_travels_to_a_child(m) {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique(&format!("11{m}")));
+        let name = cleanup.add(unique(&format!("11{m}")));
         let shm = SharedMemory::create_named(&name, 4096).unwrap();
         shm.write_at(0, b"pickle").unwrap();
         let (ours, theirs) = pipe().unwrap();
@@ -289,7 +257,7 @@ start_methods! {
     /// unpickling raises FileNotFoundError; attaching by the name is `NotFound`, as in CPython.
     fn shm_12_handle_outlives_unlink_in_the_child(m) {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique(&format!("12{m}")));
+        let name = cleanup.add(unique(&format!("12{m}")));
         let mut shm = SharedMemory::create_named(&name, 8).unwrap();
         shm.write_at(0, b"dead").unwrap();
         let witness = shm.clone();
@@ -318,7 +286,7 @@ start_methods! {
     /// left to send): `start` fails. A fork child inherits the closed handle as it is.
     fn shm_closed_handle_is_not_sent(m) {
         let mut cleanup = Cleanup::new();
-        let name = cleanup.add(&unique(&format!("cl{m}")));
+        let name = cleanup.add(unique(&format!("cl{m}")));
         let mut shm = SharedMemory::create_named(&name, 8).unwrap();
         shm.close();
         let mut p = get_context(m).process(expects_closed, (shm.clone(),));
@@ -564,7 +532,7 @@ fn shm_22_copy_and_attach() {
         let mut cleanup = Cleanup::new();
         let sl = ShareableList::new(sample()).unwrap();
         cleanup.add(sl.name());
-        let name = cleanup.add(&unique("22"));
+        let name = cleanup.add(unique("22"));
         let copy = ShareableList::new_named(&name, sl.to_vec().unwrap()).unwrap();
         assert_eq!(copy.name(), name);
         assert_ne!(copy.name(), sl.name());

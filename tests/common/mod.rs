@@ -161,3 +161,36 @@ pub fn install_signal_handler(signal: libc::c_int, handler: extern "C" fn(libc::
         assert_eq!(libc::sigaction(signal, &action, std::ptr::null_mut()), 0);
     }
 }
+
+/// Runs a single-process case inside a [`LeakGuard`].
+pub fn guarded(case: impl FnOnce()) {
+    let guard = LeakGuard::new();
+    case();
+    guard.check();
+}
+
+/// Unlinks its `/dev/shm` names when dropped, so a failing test leaves nothing behind.
+pub struct Cleanup(pub Vec<String>);
+
+impl Cleanup {
+    pub fn new() -> Cleanup {
+        Cleanup(Vec::new())
+    }
+
+    /// Remembers `name` for unlinking; returns it.
+    pub fn add(&mut self, name: impl Into<String>) -> String {
+        let name = name.into();
+        self.0.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let path = std::ffi::CString::new(format!("/{name}")).unwrap();
+            // SAFETY: shm_unlink reads a NUL-terminated name; a missing one is ENOENT.
+            unsafe { libc::shm_unlink(path.as_ptr()) };
+        }
+    }
+}
