@@ -6,6 +6,14 @@
 //! told "notified" as were notified, even when wake-ups and timeouts cross (CPython counts
 //! the same way with its `sleeping_count`/`woken_count` semaphores). A waiter that times out
 //! takes back its registration, or a token if the notifier had already moved it.
+//!
+//! Tokens are not addressed to anyone, so a waiter may only take one issued after it
+//! registered: it notes the sequence when it registers (holding the lock, as every notifier
+//! does) and takes tokens only once the sequence has moved on. Otherwise a notifier that
+//! waits at once (`notify(); wait()`, as a `wait_for` loop does) would take back the token
+//! it had just issued, and the waiter it notified would sleep on with nothing left to wake
+//! it. CPython prevents this by making `notify` wait until the notified have woken, which
+//! would hang on a waiter that was killed; the rule here needs nobody to be alive.
 
 use super::mutex::Acquired;
 use super::{Lock, RLock};
@@ -39,22 +47,37 @@ impl CondState {
         self.counts.fetch_update(Ordering::SeqCst, Ordering::SeqCst, &mut f).ok()
     }
 
+    /// Whether a waiter that registered at sequence `registered` may take tokens: only those
+    /// issued by a notify after it registered are meant for it.
+    fn eligible(&self, registered: u32) -> bool {
+        self.seq.load(Ordering::SeqCst) != registered
+    }
+
     fn take_token(&self) -> bool {
         self.update(|c| (c & TOKENS > 0).then(|| c - 1)).is_some()
     }
 
-    /// After a timeout: drop our registration, or take the token it became. Whether notified.
-    fn withdraw(&self) -> bool {
-        let before = self.update(|c| {
-            if c >= WAITER {
-                Some(c - WAITER)
-            } else if c & TOKENS > 0 {
+    /// After a timeout: take a token if one is meant for us (we were notified), or else drop
+    /// a registration. Whether notified.
+    ///
+    /// An eligible waiter takes a token rather than a registration: the registration it
+    /// leaves may belong to a waiter that came after the notify, which could not take the
+    /// token in its place. A waiter not yet eligible drops a registration, its own being
+    /// among them since no notify has run since it registered.
+    fn withdraw(&self, registered: u32) -> bool {
+        let mut notified = false;
+        self.update(|c| {
+            let tokens = c & TOKENS > 0;
+            notified = tokens && (self.eligible(registered) || c < WAITER);
+            if notified {
                 Some(c - 1)
+            } else if c >= WAITER {
+                Some(c - WAITER)
             } else {
                 None
             }
         });
-        matches!(before, Some(c) if c < WAITER)
+        notified
     }
 }
 
@@ -252,11 +275,13 @@ impl Condition {
         }
         let deadline = Deadline::after(timeout);
         let state = self.state();
+        // Holding the lock: no notify runs between these two.
+        let registered = state.seq.load(Ordering::SeqCst);
         state.counts.fetch_add(WAITER, Ordering::SeqCst);
         let levels = match self.lock.release_all() {
             Ok(levels) => levels,
             Err(e) => {
-                state.withdraw();
+                state.withdraw(registered);
                 return Err(e);
             }
         };
@@ -264,11 +289,11 @@ impl Condition {
             // The sequence is read before looking for a token: a notify in between changes
             // it, and the wait below then returns at once.
             let seq = state.seq.load(Ordering::SeqCst);
-            if state.take_token() {
+            if seq != registered && state.take_token() {
                 break true;
             }
             if !futex::wait(&state.seq, seq, deadline) {
-                break state.withdraw();
+                break state.withdraw(registered);
             }
         };
         match self.lock.restore(levels) {

@@ -211,7 +211,12 @@ fn owner_name(holder: Option<u32>, tid: u32) -> String {
         Some(_) if tid != proc::cached_tid() as u32 => "SomeOtherThread".into(),
         Some(_) => {
             let mut name = crate::current_process().name().to_string();
-            if let Some(thread) = std::thread::current().name().filter(|n| *n != "main") {
+            // CPython adds the thread's name unless it is the main thread. Which thread is
+            // the main one is asked of the kernel (its id is the process id), not read from
+            // the name: a fork child's only thread is its main thread, but keeps the name of
+            // the thread that forked (a test's, under the test harness).
+            let main = proc::cached_tid() == proc::cached_pid();
+            if let Some(thread) = std::thread::current().name().filter(|_| !main) {
                 name.push('|');
                 name.push_str(thread);
             }
