@@ -154,6 +154,11 @@ pub fn get_context(method: StartMethod) -> Context {
 
 impl Context {
     /// This context's start method (`ctx.get_start_method()`).
+    ///
+    /// ```
+    /// use multiprocess::{StartMethod, get_context};
+    /// assert_eq!(get_context(StartMethod::Spawn).get_start_method(), StartMethod::Spawn);
+    /// ```
     pub fn get_start_method(&self) -> StartMethod {
         self.method
     }

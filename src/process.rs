@@ -554,15 +554,42 @@ pub struct ActiveChild {
 }
 
 impl ActiveChild {
-    /// The child's pid.
+    /// The child's pid (Python's `p.pid`).
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_millis(300)) }
+    /// let mut p = multiprocess::Process::new(nap, ());
+    /// p.start()?;
+    /// assert_eq!(multiprocess::active_children()[0].pid(), p.pid().unwrap());
+    /// p.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
-    /// The child's name.
+    /// The child's name (Python's `p.name`).
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_millis(300)) }
+    /// let mut p = multiprocess::Process::new(nap, ()).with_name("napper");
+    /// p.start()?;
+    /// assert_eq!(multiprocess::active_children()[0].name(), "napper");
+    /// p.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
-    /// Whether the child is a daemon.
+    /// Whether the child is a daemon (Python's `p.daemon`).
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_millis(300)) }
+    /// let mut p = multiprocess::Process::new(nap, ()).with_daemon(true);
+    /// p.start()?;
+    /// assert!(multiprocess::active_children()[0].is_daemon());
+    /// p.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn is_daemon(&self) -> bool {
         self.daemon
     }

@@ -81,7 +81,15 @@ impl CondState {
     }
 }
 
-/// The lock a [`Condition`] works with: a [`Lock`] or an [`RLock`] (the default).
+/// The lock a [`Condition`] works with: a [`Lock`] or an [`RLock`] (the default); Python's
+/// `Condition(lock)` argument.
+///
+/// ```
+/// use multiprocess::{Condition, ConditionLock, Lock};
+/// let c = Condition::with_lock(ConditionLock::Lock(Lock::new()?))?;
+/// assert!(matches!(c.get_lock(), ConditionLock::Lock(_)));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum ConditionLock {
     /// A non-recursive lock.
@@ -375,7 +383,17 @@ impl fmt::Debug for Condition {
     }
 }
 
-/// Holds a [`Condition`]'s lock until dropped; from [`Condition::lock`].
+/// Holds a [`Condition`]'s lock until dropped; from [`Condition::lock`] (Python's
+/// `with cond:`).
+///
+/// ```
+/// let c = multiprocess::Condition::new()?;
+/// let held = c.lock()?;
+/// c.notify_all()?; // allowed: the lock is held
+/// drop(held);
+/// assert!(c.notify_all().is_err());
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     cond: &'a Condition,

@@ -225,7 +225,16 @@ fn owner_name(holder: Option<u32>, tid: u32) -> String {
     }
 }
 
-/// Holds a [`Lock`] until dropped; from [`Lock::lock`].
+/// Holds a [`Lock`] until dropped; from [`Lock::lock`] (Python's `with lock:`).
+///
+/// ```
+/// let lock = multiprocess::Lock::new()?;
+/// let guard = lock.lock()?;
+/// assert!(lock.locked());
+/// drop(guard);
+/// assert!(!lock.locked());
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
@@ -455,7 +464,17 @@ impl fmt::Debug for RLock {
     }
 }
 
-/// Holds one level of an [`RLock`] until dropped; from [`RLock::lock`].
+/// Holds one level of an [`RLock`] until dropped; from [`RLock::lock`] (Python's
+/// `with rlock:`).
+///
+/// ```
+/// let lock = multiprocess::RLock::new()?;
+/// let guard = lock.lock()?;
+/// assert_eq!(lock.count(), 1);
+/// drop(guard);
+/// assert_eq!(lock.count(), 0);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 #[must_use = "the level is given back as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,

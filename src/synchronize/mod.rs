@@ -31,6 +31,14 @@ use std::fmt;
 
 /// What a guard-returning `lock()` gives: the guard, or the guard inside [`OwnerDied`] when
 /// the previous holder died holding the lock (as `std::sync::LockResult` does for poisoning).
+/// Python has no counterpart: its locks wait for ever there.
+///
+/// ```
+/// let lock = multiprocess::Lock::new()?;
+/// let result: multiprocess::LockResult<_> = lock.lock();
+/// assert!(result.is_ok());
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 pub type LockResult<G> = std::result::Result<G, OwnerDied<G>>;
 
 /// The lock was taken over from a process that died holding it: the guard is valid and the

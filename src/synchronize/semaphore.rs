@@ -9,7 +9,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// The largest value a semaphore may hold (POSIX's `SEM_VALUE_MAX` on Linux).
+/// The largest value a semaphore may hold (POSIX's `SEM_VALUE_MAX` on Linux, Python's
+/// `multiprocessing.synchronize.SEM_VALUE_MAX`).
+///
+/// ```
+/// use multiprocess::synchronize::SEM_VALUE_MAX;
+/// assert!(multiprocess::Semaphore::new(SEM_VALUE_MAX + 1).is_err());
+/// ```
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
 
 /// Spins before sleeping (about 50 µs at most): a releaser on another core usually comes
@@ -224,7 +230,16 @@ impl fmt::Debug for Semaphore {
 }
 
 /// Holds one unit of a semaphore until dropped; from [`Semaphore::guard`] or
-/// [`BoundedSemaphore::guard`].
+/// [`BoundedSemaphore::guard`] (Python's `with sem:`).
+///
+/// ```
+/// let s = multiprocess::Semaphore::new(1)?;
+/// let unit = s.guard()?;
+/// assert_eq!(s.get_value(), 0);
+/// drop(unit);
+/// assert_eq!(s.get_value(), 1);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 #[must_use = "the unit is given back as soon as the guard is dropped"]
 #[derive(Debug)]
 pub struct SemaphoreGuard<'a> {
