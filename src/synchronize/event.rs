@@ -118,25 +118,8 @@ impl Event {
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = Deadline::after(timeout);
         let state = self.state();
-        if self.is_set() {
-            return true;
-        }
-        let spin =
-            !deadline.expired() && futex::worth_spinning(proc::current_cpu(), state.setter_cpu.load(Ordering::Relaxed));
-        if spin && futex::spin_until(SPINS, || self.is_set()) {
-            return true;
-        }
-        state.sleepers.fetch_add(1, Ordering::SeqCst);
-        let set = loop {
-            if self.is_set() {
-                break true;
-            }
-            if !futex::wait(&state.flag, 0, deadline) {
-                break self.is_set();
-            }
-        };
-        state.sleepers.fetch_sub(1, Ordering::SeqCst);
-        set
+        let setter = state.setter_cpu.load(Ordering::Relaxed);
+        futex::park_until(&state.flag, 0, &state.sleepers, setter, SPINS, deadline, || self.is_set())
     }
 }
 

@@ -51,25 +51,8 @@ impl SemState {
     }
 
     pub(crate) fn acquire(&self, deadline: Deadline) -> bool {
-        if self.try_take() {
-            return true;
-        }
-        let spin = !deadline.expired()
-            && futex::worth_spinning(proc::current_cpu(), self.releaser_cpu.load(Ordering::Relaxed));
-        if spin && futex::spin_until(SPINS, || self.try_take()) {
-            return true;
-        }
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let taken = loop {
-            if self.try_take() {
-                break true;
-            }
-            if !futex::wait(&self.value, 0, deadline) {
-                break self.try_take();
-            }
-        };
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        taken
+        let releaser = self.releaser_cpu.load(Ordering::Relaxed);
+        futex::park_until(&self.value, 0, &self.sleepers, releaser, SPINS, deadline, || self.try_take())
     }
 
     /// Adds one, unless that would pass `max`.

@@ -6,9 +6,9 @@
 //! atomically against `expected` before it sleeps, which is what makes wake-ups impossible to
 //! lose; callers loop on their own condition, since a wait may also end spuriously.
 
-use super::Deadline;
+use super::{Deadline, proc};
 use std::io;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// Sleeps while `word` holds `expected`, until woken, until `deadline`, or spuriously.
@@ -71,4 +71,38 @@ pub(crate) fn spin_until(rounds: u32, mut done: impl FnMut() -> bool) -> bool {
 #[inline]
 pub(crate) fn worth_spinning(my_cpu: u32, their_cpu: u32) -> bool {
     their_cpu == 0 || their_cpu != my_cpu
+}
+
+/// Spin, then park: waits until `ready()` (which may take something, as a semaphore's does)
+/// or `deadline`, and says which. It spins first, unless the process it waits for (last seen
+/// on `their_cpu`) shares our CPU; then it sleeps on `word` while the word holds `idle`,
+/// counted in `sleepers`, so that a waker who finds no sleeper makes no system call. A
+/// sleeper killed here leaves `sleepers` one too high: a needless wake later, never a lost one.
+pub(crate) fn park_until(
+    word: &AtomicU32,
+    idle: u32,
+    sleepers: &AtomicU32,
+    their_cpu: u32,
+    spins: u32,
+    deadline: Deadline,
+    mut ready: impl FnMut() -> bool,
+) -> bool {
+    if ready() {
+        return true;
+    }
+    let spin = !deadline.expired() && worth_spinning(proc::current_cpu(), their_cpu);
+    if spin && spin_until(spins, &mut ready) {
+        return true;
+    }
+    sleepers.fetch_add(1, Ordering::SeqCst);
+    let done = loop {
+        if ready() {
+            break true;
+        }
+        if !wait(word, idle, deadline) {
+            break ready();
+        }
+    };
+    sleepers.fetch_sub(1, Ordering::SeqCst);
+    done
 }
