@@ -603,7 +603,13 @@ impl CondCounters {
     /// the lock).
     fn wait_sleeping(&self, n: u32) {
         for _ in 0..n {
-            assert!(self.sleeping.acquire_timeout(LONG), "a waiter did not start");
+            assert!(
+                self.sleeping.acquire_timeout(LONG),
+                "a waiter did not start: {:?}, woken {}, children {:?}",
+                self.cond,
+                self.woken.get_value(),
+                common::children_of(std::process::id())
+            );
         }
     }
 
