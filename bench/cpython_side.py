@@ -262,6 +262,35 @@ def array_fill_sum(n):
     return (create_s + fill_s.value + sum_s) * 1e3, "fork", "ms", phases
 
 
+def shared_memory_cycle(iterations, warmup):
+    """SharedMemory(create=True, size=1 MiB), attach by name, close() both, unlink(), many
+    times: us per create (the value), attach, close (per handle) and unlink."""
+    from multiprocessing import shared_memory
+
+    size = 1 << 20
+    clock = time.perf_counter
+    sums = [0.0, 0.0, 0.0, 0.0]
+    for i in range(warmup + iterations):
+        t0 = clock()
+        a = shared_memory.SharedMemory(create=True, size=size)
+        t1 = clock()
+        try:
+            b = shared_memory.SharedMemory(name=a.name)
+            t2 = clock()
+            b.close()
+            a.close()
+            t3 = clock()
+        finally:
+            t4 = clock()
+            a.unlink()
+            t5 = clock()
+        if i >= warmup:
+            for k, t in enumerate((t1 - t0, t2 - t1, (t3 - t2) / 2, t5 - t4)):
+                sums[k] += t
+    create, attach, close, unlink = (s / iterations * 1e6 for s in sums)
+    return create, "-", "us", {"attach_us": attach, "close_us": close, "unlink_us": unlink}
+
+
 def event_partner(ping, pong, n, cpu):
     _pin(cpu)
     for _ in range(n):
@@ -370,6 +399,10 @@ def main():
         if a.variant != "array":
             parser.error("array_fill_sum takes array")
         value, method, unit, phases = array_fill_sum(a.iterations)
+    elif a.workload == "shared_memory":
+        if a.variant != "cycle":
+            parser.error("shared_memory takes cycle")
+        value, method, unit, phases = shared_memory_cycle(a.iterations, a.warmup)
     else:
         parser.error(f"unknown workload {a.workload!r}")
     out.update(value=value, unit=unit, iterations=a.iterations, start_method=method, **phases)

@@ -4,6 +4,7 @@
 
 use super::{fork_child, os_err, reap};
 use crate::shm::SharedMap;
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -79,4 +80,104 @@ pub fn mmap_fill_sum(len: usize) -> Result<Vec<f64>, String> {
     // SAFETY: the mapping made above; no slice of it outlives the closure.
     unsafe { libc::munmap(ptr, bytes) };
     result
+}
+
+/// A named segment mapped by the raw calls: its descriptor and mapping.
+struct RawSegment {
+    fd: libc::c_int,
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl RawSegment {
+    /// `mmap` of `len` bytes of `fd`, `MAP_SHARED`; closes `fd` if that fails.
+    fn map(fd: libc::c_int, len: usize) -> Result<RawSegment, String> {
+        // SAFETY: a new mapping of an open descriptor; nothing else is touched.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            let e = os_err("mmap");
+            // SAFETY: our descriptor, closed once.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        Ok(RawSegment { fd, ptr, len })
+    }
+
+    /// `munmap` + `close`.
+    fn close(self) {
+        // SAFETY: the mapping and descriptor made in `map`, released once (`self` is consumed).
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+            libc::close(self.fd);
+        }
+    }
+}
+
+/// A name for a raw segment, unique to this process and call.
+fn raw_segment_name() -> CString {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    CString::new(format!("/mpbench_{}_{seq}", std::process::id())).expect("no NUL")
+}
+
+/// `shared_memory` raw, `warmup` untimed and then `n` timed cycles on a segment of `size`
+/// bytes: create (`shm_open(O_CREAT | O_EXCL)` + `ftruncate` + `mmap`), attach (`shm_open` and
+/// `mmap`), close both (`munmap` + `close`, each), unlink (`shm_unlink`). µs per create,
+/// attach, close and unlink. Every name is unlinked, whatever fails.
+pub fn shm_cycle(size: usize, warmup: u32, n: u32) -> Result<Vec<f64>, String> {
+    let mut sums = [0.0f64; 4];
+    for i in 0..warmup + n {
+        let name = raw_segment_name();
+        let t0 = Instant::now();
+        // SAFETY: a NUL-terminated name; the descriptor is owned by what follows.
+        let fd = unsafe { libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR, 0o600) };
+        if fd < 0 {
+            return Err(os_err("shm_open(O_CREAT)"));
+        }
+        let cycle = (|| -> Result<[f64; 4], String> {
+            // SAFETY: our descriptor.
+            if unsafe { libc::ftruncate(fd, size as libc::off_t) } != 0 {
+                let e = os_err("ftruncate");
+                // SAFETY: our descriptor, closed once.
+                unsafe { libc::close(fd) };
+                return Err(e);
+            }
+            let a = RawSegment::map(fd, size)?;
+            let t1 = Instant::now();
+            // SAFETY: a NUL-terminated name.
+            let fd = unsafe { libc::shm_open(name.as_ptr(), libc::O_RDWR, 0) };
+            if fd < 0 {
+                let e = os_err("shm_open");
+                a.close();
+                return Err(e);
+            }
+            let b = match RawSegment::map(fd, size) {
+                Ok(b) => b,
+                Err(e) => {
+                    a.close();
+                    return Err(e);
+                }
+            };
+            let t2 = Instant::now();
+            b.close();
+            a.close();
+            let t3 = Instant::now();
+            Ok([(t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64() / 2.0, 0.0])
+        })();
+        let t4 = Instant::now();
+        // SAFETY: a NUL-terminated name.
+        let unlinked = unsafe { libc::shm_unlink(name.as_ptr()) } == 0;
+        let unlink_s = t4.elapsed().as_secs_f64();
+        let mut times = cycle?;
+        if !unlinked {
+            return Err(os_err("shm_unlink"));
+        }
+        times[3] = unlink_s;
+        if i >= warmup {
+            sums.iter_mut().zip(times).for_each(|(s, t)| *s += t);
+        }
+    }
+    Ok(sums.iter().map(|s| s * 1e6 / f64::from(n)).collect())
 }

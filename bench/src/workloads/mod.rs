@@ -11,6 +11,7 @@ mod partner;
 mod phases;
 pub mod pipe_pingpong;
 pub mod process_start_join;
+pub mod shared_memory;
 pub mod sync_pingpong;
 pub mod value_increment;
 
@@ -176,6 +177,7 @@ pub const NAMES: &[&str] = &[
     sync_pingpong::NAME,
     value_increment::NAME,
     array_fill_sum::NAME,
+    shared_memory::NAME,
 ];
 
 /// Every row of every workload, in table order.
@@ -187,5 +189,6 @@ pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.extend(sync_pingpong::rows(cfg));
     rows.extend(value_increment::rows(cfg));
     rows.extend(array_fill_sum::rows(cfg));
+    rows.extend(shared_memory::rows(cfg));
     Ok(rows)
 }
