@@ -10,10 +10,17 @@ The harness (bench/src/main.rs) runs this once per round and cell:
     python3 cpython_side.py lock_contended lock ITERATIONS [--warmup W] [--cpu P --child-cpu C]
     python3 cpython_side.py sync_pingpong {event|semaphore|barrier} ITERATIONS [--warmup W]
                             [--cpu PARENT_CPU] [--child-cpu CHILD_CPU]
+    python3 cpython_side.py value_increment value ITERATIONS [--warmup W] [--cpu P --child-cpu C]
+    python3 cpython_side.py array_fill_sum array LENGTH
+    python3 cpython_side.py shared_memory cycle ITERATIONS [--warmup W]
 
 and reads one line of JSON from stdout: {"value": <value>, "unit": ..., ...}, the value in
 the row's unit: microseconds per process or round trip, nanoseconds per acquire + release,
-operations per second (lock_contended), barrier passes per second (sync_pingpong barrier).
+operations per second (lock_contended, value_increment), barrier passes per second
+(sync_pingpong barrier). Workloads timed in phases add one field per phase, which rows of
+their own read: array_fill_sum's value is ms for create + fill + sum, with create_us,
+fill_gbps and sum_gbps beside it; shared_memory's value is us per create, with attach_us,
+close_us and unlink_us.
 Times are taken with time.perf_counter around the measured loop only: interpreter start-up,
 imports and warm-up (which starts the fork server) are excluded.
 """
@@ -167,6 +174,123 @@ def lock_contended(iterations, warmup, cpu, child_cpu):
     return 2 * iterations / elapsed, "fork", "operations/s"
 
 
+def value_contender(v, warmup, n, ready, go, done, cpu):
+    _pin(cpu)
+    for _ in range(warmup):
+        with v.get_lock():
+            v.value += 1
+    ready.set()
+    go.wait()
+    for _ in range(n):
+        with v.get_lock():
+            v.value += 1
+    done.set()
+
+
+def value_increment(iterations, warmup, cpu, child_cpu):
+    """Two processes each do `with v.get_lock(): v.value += 1` on a Value('d'), a few
+    untimed, then `iterations` from a common start; the final value must be exact.
+    Operations per second, both processes together."""
+    _pin(cpu)
+    ctx = multiprocessing.get_context("fork")
+    v = ctx.Value("d", 0.0)
+    ready, go, done = ctx.Event(), ctx.Event(), ctx.Event()
+    p = ctx.Process(target=value_contender, args=(v, warmup, iterations, ready, go, done, child_cpu))
+    p.start()
+    for _ in range(warmup):
+        with v.get_lock():
+            v.value += 1
+    ready.wait()
+    t0 = time.perf_counter()
+    go.set()
+    for _ in range(iterations):
+        with v.get_lock():
+            v.value += 1
+    done.wait()
+    elapsed = time.perf_counter() - t0
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"partner child exited with {p.exitcode}")
+    expected = 2.0 * (warmup + iterations)
+    if v.value != expected:
+        raise SystemExit(f"value {v.value}, expected {expected}: increments were lost")
+    return 2 * iterations / elapsed, "fork", "operations/s"
+
+
+def _doubles(arr):
+    return memoryview(arr.get_obj()).cast("B").cast("d")
+
+
+def array_filler(arr, out):
+    t0 = time.perf_counter()
+    with arr.get_lock():
+        mv = _doubles(arr)
+        n = len(mv)
+        mv[0] = 1.0
+        k = 1
+        while k < n:  # doubling copies: mv[k:2k] = mv[:k]
+            m = min(k, n - k)
+            mv[k:k + m] = mv[0:m]
+            k += m
+        mv.release()
+    out.value = time.perf_counter() - t0
+
+
+def array_fill_sum(n):
+    """Array('d', n) created, filled with 1.0 by a child (timing itself), summed by the
+    parent; the sum must be exactly n. ms for the three, plus each phase."""
+    ctx = multiprocessing.get_context("fork")  # how the child starts is not measured
+    fill_s = ctx.RawValue("d", 0.0)
+    t0 = time.perf_counter()
+    arr = ctx.Array("d", n)
+    create_s = time.perf_counter() - t0
+    p = ctx.Process(target=array_filler, args=(arr, fill_s))
+    p.start()
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"filling child exited with {p.exitcode}")
+    t0 = time.perf_counter()
+    with arr.get_lock():
+        mv = _doubles(arr)
+        total = sum(mv)
+        mv.release()
+    sum_s = time.perf_counter() - t0
+    if total != n:
+        raise SystemExit(f"sum {total}, expected {n}")
+    gb = 8 * n / 1e9
+    phases = {"create_us": create_s * 1e6, "fill_gbps": gb / fill_s.value, "sum_gbps": gb / sum_s}
+    return (create_s + fill_s.value + sum_s) * 1e3, "fork", "ms", phases
+
+
+def shared_memory_cycle(iterations, warmup):
+    """SharedMemory(create=True, size=1 MiB), attach by name, close() both, unlink(), many
+    times: us per create (the value), attach, close (per handle) and unlink."""
+    from multiprocessing import shared_memory
+
+    size = 1 << 20
+    clock = time.perf_counter
+    sums = [0.0, 0.0, 0.0, 0.0]
+    for i in range(warmup + iterations):
+        t0 = clock()
+        a = shared_memory.SharedMemory(create=True, size=size)
+        t1 = clock()
+        try:
+            b = shared_memory.SharedMemory(name=a.name)
+            t2 = clock()
+            b.close()
+            a.close()
+            t3 = clock()
+        finally:
+            t4 = clock()
+            a.unlink()
+            t5 = clock()
+        if i >= warmup:
+            for k, t in enumerate((t1 - t0, t2 - t1, (t3 - t2) / 2, t5 - t4)):
+                sums[k] += t
+    create, attach, close, unlink = (s / iterations * 1e6 for s in sums)
+    return create, "-", "us", {"attach_us": attach, "close_us": close, "unlink_us": unlink}
+
+
 def event_partner(ping, pong, n, cpu):
     _pin(cpu)
     for _ in range(n):
@@ -248,6 +372,7 @@ def main():
     if a.iterations is None or a.iterations < 1:
         parser.error("ITERATIONS must be a positive integer")
     unit = "us"
+    phases = {}
     if a.workload == "process_start_join":
         value, method = process_start_join(a.variant, a.iterations, a.warmup, a.cpu)
     elif a.workload == "pipe_pingpong":
@@ -266,9 +391,21 @@ def main():
         if a.variant not in ("event", "semaphore", "barrier"):
             parser.error("sync_pingpong takes event, semaphore or barrier")
         value, method, unit = sync_pingpong(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "value_increment":
+        if a.variant != "value":
+            parser.error("value_increment takes value")
+        value, method, unit = value_increment(a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "array_fill_sum":
+        if a.variant != "array":
+            parser.error("array_fill_sum takes array")
+        value, method, unit, phases = array_fill_sum(a.iterations)
+    elif a.workload == "shared_memory":
+        if a.variant != "cycle":
+            parser.error("shared_memory takes cycle")
+        value, method, unit, phases = shared_memory_cycle(a.iterations, a.warmup)
     else:
         parser.error(f"unknown workload {a.workload!r}")
-    out.update(value=value, unit=unit, iterations=a.iterations, start_method=method)
+    out.update(value=value, unit=unit, iterations=a.iterations, start_method=method, **phases)
     print(json.dumps(out))
     sys.stdout.flush()
 

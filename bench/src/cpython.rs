@@ -19,7 +19,18 @@ pub struct Python {
 #[derive(Deserialize)]
 struct Reply {
     python: String,
-    value: Option<f64>,
+    /// The measured figures: `value`, and for workloads that time several phases in one run,
+    /// one more per phase.
+    #[serde(flatten)]
+    figures: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One run's figures, to read one row's value from (see [`Python::run`]).
+pub type Figures = serde_json::Map<String, serde_json::Value>;
+
+/// The figure `field` of a reply.
+pub fn figure(figures: &Figures, field: &str) -> Result<f64, String> {
+    figures.get(field).and_then(|v| v.as_f64()).ok_or_else(|| format!("the CPython side printed no {field:?}"))
 }
 
 impl Python {
@@ -46,8 +57,8 @@ impl Python {
         Ok(self.call(&["version".into()])?.python)
     }
 
-    /// One measurement: the script's `value` (µs per operation).
-    pub fn measure(&self, args: &[String]) -> Result<f64, String> {
-        self.call(args)?.value.ok_or_else(|| "the CPython side printed no value".into())
+    /// One run of the script: its figures (`value` in the row's unit, and maybe more).
+    pub fn run(&self, args: &[String]) -> Result<Figures, String> {
+        Ok(self.call(args)?.figures)
     }
 }

@@ -4,6 +4,7 @@
 //! Children made here by `fork` call only async-signal-safe functions (`read`, `write`,
 //! `close`, the raw `sched_setaffinity` syscall) and end with `_exit`.
 
+pub mod memory;
 pub mod sync;
 
 use crate::pin::{self, PinGuard};
@@ -14,7 +15,7 @@ use std::time::Instant;
 /// Set in the environment of a re-executed bench binary: it exits at once (see `main.rs`).
 pub const EXIT_NOW_VAR: &str = "MULTIPROCESS_BENCH_EXIT_NOW";
 
-fn os_err(what: &str) -> String {
+pub(crate) fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 

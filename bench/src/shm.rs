@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// Zeroed memory must be a valid `Self`, and `Self` must be `Sync`.
 pub unsafe trait Zeroable: Sync {}
 
+// SAFETY: an atomic; zero is 0.
+unsafe impl Zeroable for std::sync::atomic::AtomicU64 {}
+
 /// One `T` in an anonymous `MAP_SHARED` mapping, zeroed; unmapped on drop. Fork children
 /// inherit it at the same address.
 pub struct SharedMap<T: Zeroable> {

@@ -98,42 +98,79 @@ struct Contended {
 // SAFETY: as for `Solo`; the rest is atomics, zero being a count of zero and a closed gate.
 unsafe impl Zeroable for Contended {}
 
-/// `increments` times: lock, counter += 1 (a relaxed load and store: only the mutex keeps
-/// increments from being lost), unlock. False if a pthread call failed.
-fn increment_under_mutex(page: &Contended, increments: u32) -> bool {
+/// What the shared counter holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// An integer (`lock_contended`).
+    U64,
+    /// A double, kept as its bits (`value_increment`'s `Value<f64>`): the load and store are
+    /// plain moves, as a C `double` under the mutex would be.
+    F64,
+}
+
+impl Counter {
+    /// Adds one: a relaxed load and store, not an atomic add, so only the mutex keeps
+    /// increments from being lost.
+    #[inline]
+    fn bump(self, word: &AtomicU64) {
+        let v = word.load(Ordering::Relaxed);
+        word.store(
+            match self {
+                Counter::U64 => v + 1,
+                Counter::F64 => (f64::from_bits(v) + 1.0).to_bits(),
+            },
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The count the word holds, or `None` if it is not a whole number.
+    fn count(self, word: u64) -> Option<u64> {
+        match self {
+            Counter::U64 => Some(word),
+            Counter::F64 => {
+                let x = f64::from_bits(word);
+                (x >= 0.0 && x.fract() == 0.0 && x < 2f64.powi(53)).then_some(x as u64)
+            }
+        }
+    }
+}
+
+/// `increments` times: lock, counter += 1 (see [`Counter::bump`]), unlock. False if a
+/// pthread call failed.
+fn increment_under_mutex(page: &Contended, counter: Counter, increments: u32) -> bool {
     let mut bad = 0;
     for _ in 0..increments {
         bad |= page.mutex.lock();
-        let v = page.counter.load(Ordering::Relaxed);
-        page.counter.store(v + 1, Ordering::Relaxed);
+        counter.bump(&page.counter);
         bad |= page.mutex.unlock();
     }
     bad == 0
 }
 
 /// Two processes (this one and a raw fork child, placed as `placement` says) each do `warmup`
-/// untimed and then `n` timed increments of a shared counter under a process-shared pthread
-/// mutex; the final count must be exact. Operations per second, over both processes.
-pub fn pthread_contended(warmup: u32, n: u32, placement: Placement) -> Result<f64, String> {
+/// untimed and then `n` timed increments of a shared counter (an integer or a double) under a
+/// process-shared pthread mutex; the final count must be exact. Operations per second, over
+/// both processes.
+pub fn pthread_contended(counter: Counter, warmup: u32, n: u32, placement: Placement) -> Result<f64, String> {
     let _pin = PinGuard::pin(Some(placement.parent)).map_err(|e| format!("pin: {e}"))?;
     let map = SharedMap::<Contended>::new().map_err(|e| format!("mmap: {e}"))?;
     map.mutex.init_shared()?;
     let page: &Contended = &map;
     let pid = fork_child(Some(placement.child), || {
-        increment_under_mutex(page, warmup) && page.gate.arrive() && {
-            let ok = increment_under_mutex(page, n);
+        increment_under_mutex(page, counter, warmup) && page.gate.arrive() && {
+            let ok = increment_under_mutex(page, counter, n);
             page.gate.finish();
             ok
         }
     })?;
     let run = || -> Result<f64, String> {
-        if !increment_under_mutex(page, warmup) {
+        if !increment_under_mutex(page, counter, warmup) {
             return Err("pthread mutex failed".into());
         }
         page.gate.wait_ready(1, || child_running(pid))?;
         let t = Instant::now();
         page.gate.open();
-        let ok = increment_under_mutex(page, n);
+        let ok = increment_under_mutex(page, counter, n);
         page.gate.wait_done(1, || child_running(pid))?;
         let elapsed = t.elapsed();
         if !ok {
@@ -151,9 +188,9 @@ pub fn pthread_contended(warmup: u32, n: u32, placement: Placement) -> Result<f6
     };
     reap(pid)?;
     let expected = 2 * u64::from(warmup + n);
-    match page.counter.load(Ordering::Relaxed) {
-        c if c == expected => Ok(2.0 * f64::from(n) / secs),
-        c => Err(format!("count {c}, expected {expected}: mutual exclusion failed")),
+    match counter.count(page.counter.load(Ordering::Relaxed)) {
+        Some(c) if c == expected => Ok(2.0 * f64::from(n) / secs),
+        c => Err(format!("count {c:?}, expected {expected}: mutual exclusion failed")),
     }
 }
 

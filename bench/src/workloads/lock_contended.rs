@@ -100,13 +100,10 @@ pub fn rows(cfg: &Config) -> Vec<Row> {
             label: "Lock + counter in a MAP_SHARED page".into(),
             measure: Box::new(move || ours(warmup, n, placement)),
         }),
-        cpython: Some(PySide {
-            label: "Lock() + RawValue('i')".into(),
-            args: py_args(NAME, "lock", n, warmup, Some(placement)),
-        }),
+        cpython: Some(PySide::new("Lock() + RawValue('i')", py_args(NAME, "lock", n, warmup, Some(placement)))),
         limit: Some(Side {
             label: "process-shared pthread mutex + counter, MAP_SHARED".into(),
-            measure: Box::new(move || raw::pthread_contended(warmup, n, placement)),
+            measure: Box::new(move || raw::pthread_contended(raw::Counter::U64, warmup, n, placement)),
         }),
         goal: Some(Goal::FasterThanCPython(30.0)),
         note: None,

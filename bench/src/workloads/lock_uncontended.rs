@@ -41,7 +41,7 @@ pub fn rows(cfg: &Config) -> Vec<Row> {
         unit: Unit::NanosPerPair,
         placement: None,
         ours: Some(Side { label: "Lock acquire + release".into(), measure: Box::new(move || ours(warmup, n)) }),
-        cpython: Some(PySide { label: "Lock()".into(), args: py_args(NAME, "lock", py_n, py_n / 10, None) }),
+        cpython: Some(PySide::new("Lock()", py_args(NAME, "lock", py_n, py_n / 10, None))),
         limit: Some(Side {
             label: "process-shared pthread mutex in a MAP_SHARED page".into(),
             measure: Box::new(move || raw::pthread_uncontended(warmup, n)),

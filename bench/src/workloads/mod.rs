@@ -4,12 +4,16 @@
 //! A new workload is a module here with a `rows(&Config) -> Vec<Row>` function, added to
 //! [`all`]; its CPython side is a new sub-command of `cpython_side.py`.
 
+pub mod array_fill_sum;
 pub mod lock_contended;
 pub mod lock_uncontended;
 mod partner;
+mod phases;
 pub mod pipe_pingpong;
 pub mod process_start_join;
+pub mod shared_memory;
 pub mod sync_pingpong;
+pub mod value_increment;
 
 use crate::pin::Placement;
 
@@ -30,6 +34,12 @@ pub enum Unit {
     OpsPerSec,
     /// Barrier passes per second (each party waits once per pass).
     WaitsPerSec,
+    /// Milliseconds for the whole workload.
+    Millis,
+    /// Microseconds per operation.
+    Micros,
+    /// Gigabytes (10⁹ bytes) per second.
+    GBPerSec,
 }
 
 impl Unit {
@@ -40,14 +50,19 @@ impl Unit {
             Unit::NanosPerPair => "ns/acquire+release",
             Unit::OpsPerSec => "operations/s",
             Unit::WaitsPerSec => "waits/s",
+            Unit::Millis => "ms",
+            Unit::Micros => "µs",
+            Unit::GBPerSec => "GB/s",
         }
     }
 
     /// Whether a smaller value is better (a time) rather than a larger one (a rate).
     pub fn lower_is_better(self) -> bool {
         match self {
-            Unit::MicrosPerProcess | Unit::MicrosPerRoundTrip | Unit::NanosPerPair => true,
-            Unit::OpsPerSec | Unit::WaitsPerSec => false,
+            Unit::MicrosPerProcess | Unit::MicrosPerRoundTrip | Unit::NanosPerPair | Unit::Millis | Unit::Micros => {
+                true
+            }
+            Unit::OpsPerSec | Unit::WaitsPerSec | Unit::GBPerSec => false,
         }
     }
 }
@@ -76,6 +91,17 @@ pub struct PySide {
     /// The start method (or what else tells the reader how CPython ran it).
     pub label: String,
     pub args: Vec<String>,
+    /// The field of the script's JSON reply that holds this row's value: `value`, or another
+    /// figure of the same run ([`phases`]: rows with the same `args` in one round share one
+    /// run of the script).
+    pub field: &'static str,
+}
+
+impl PySide {
+    /// The usual CPython side: the reply's `value`.
+    pub fn new(label: impl Into<String>, args: Vec<String>) -> PySide {
+        PySide { label: label.into(), args, field: "value" }
+    }
 }
 
 pub struct Row {
@@ -143,8 +169,16 @@ pub fn py_args(workload: &str, variant: &str, n: u32, warmup: u32, placement: Op
 }
 
 /// The names of all workloads, for `--list` and `--only`.
-pub const NAMES: &[&str] =
-    &[process_start_join::NAME, pipe_pingpong::NAME, lock_uncontended::NAME, lock_contended::NAME, sync_pingpong::NAME];
+pub const NAMES: &[&str] = &[
+    process_start_join::NAME,
+    pipe_pingpong::NAME,
+    lock_uncontended::NAME,
+    lock_contended::NAME,
+    sync_pingpong::NAME,
+    value_increment::NAME,
+    array_fill_sum::NAME,
+    shared_memory::NAME,
+];
 
 /// Every row of every workload, in table order.
 pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
@@ -153,5 +187,8 @@ pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.extend(lock_uncontended::rows(cfg));
     rows.extend(lock_contended::rows(cfg));
     rows.extend(sync_pingpong::rows(cfg));
+    rows.extend(value_increment::rows(cfg));
+    rows.extend(array_fill_sum::rows(cfg));
+    rows.extend(shared_memory::rows(cfg));
     Ok(rows)
 }

@@ -3,7 +3,7 @@
 //! a failing child makes the row fail instead of hanging the bench.
 //!
 //! `lock_contended` uses [`timed_with_partner`] (both processes run the same loop from a
-//! common start); `value_increment` will too. `sync_pingpong` uses [`Watchdog`].
+//! common start), and so does `value_increment`. `sync_pingpong` uses [`Watchdog`].
 
 use crate::limit::{child_failed, child_running};
 use crate::pin::pin_to;

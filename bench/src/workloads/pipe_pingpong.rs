@@ -104,7 +104,7 @@ fn ours(kind: Kind, warmup: u32, n: u32, placement: Placement) -> Result<f64, St
 
 fn py(kind: Kind, warmup: u32, n: u32, placement: Placement) -> PySide {
     let variant = if kind == Kind::Typed { "typed" } else { "bytes" };
-    PySide { label: "Pipe(), echo child by fork".into(), args: py_args(NAME, variant, n, warmup, Some(placement)) }
+    PySide::new("Pipe(), echo child by fork", py_args(NAME, variant, n, warmup, Some(placement)))
 }
 
 fn raw(channel: Channel, warmup: u32, n: u32, placement: Placement) -> Side {

@@ -55,7 +55,7 @@ fn py(method: &str, n: u32, cpu: Option<usize>) -> PySide {
     if let Some(cpu) = cpu {
         args.extend(["--cpu".into(), cpu.to_string()]);
     }
-    PySide { label: method.into(), args }
+    PySide::new(method, args)
 }
 
 fn fork_limit(n: u32, cpu: Option<usize>) -> Side {

@@ -180,10 +180,10 @@ pub fn rows(cfg: &Config) -> Vec<Row> {
                     label: format!("{variant}, partner by fork"),
                     measure: Box::new(move || ours(kind, warmup, n, placement)),
                 }),
-                cpython: Some(PySide {
-                    label: format!("{cpython_label}, partner by fork"),
-                    args: py_args(NAME, kind.id(), n, warmup, Some(placement)),
-                }),
+                cpython: Some(PySide::new(
+                    format!("{cpython_label}, partner by fork"),
+                    py_args(NAME, kind.id(), n, warmup, Some(placement)),
+                )),
                 limit: Some(Side {
                     label: limit_label,
                     measure: Box::new(move || match kind {
