@@ -1,308 +1,861 @@
-//! Owner death, with real kills: a process SIGKILLed while it holds a lock does not leave the
-//! others waiting. The next acquirer takes the lock over within about 20 ms of trying and is
-//! told so (`Err(OwnerDied)`, holding the lock); CPython deadlocks there (gh-88304). Also: a
-//! process killed while it *waits* on an object does not wedge it for the others.
+//! The owner-death guarantee, with real kills: a child takes a lock (or waits on an object),
+//! says so, and sleeps until the parent SIGKILLs it with [`Process::kill`] and joins it (exit
+//! code -9). The next acquirer must be told ([`Error::OwnerDied`] / [`OwnerDied`]) within
+//! about one 20 ms sleep slice and then hold the lock; an object a child was only *waiting*
+//! on must not be wedged for the others. CPython deadlocks in all of these (gh-88304), so
+//! there is no catalogue case: the names say what is checked.
 //!
-//! Each case runs under every start method. The child says "I hold it" through an `Event`,
-//! then sleeps until the parent kills it.
+//! Each latency (from the call, or from the kill for a waiter that was already asleep) is
+//! printed with `eprintln!` (`owner-death latency: ...`); the assertions allow 1 s, since the
+//! machine is a loaded 2-core VM.
 mod common;
 use multiprocess::*;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// How long a takeover may take on this loaded machine (the design gives about 20 ms; the
-/// figure is printed so that a slow one is seen).
-const TAKEOVER_BOUND: Duration = Duration::from_secs(1);
+/// How long a test waits for what should come at once before calling it a hang.
+const LONG: Duration = Duration::from_secs(20);
+/// The bound on an owner-death latency (the target is ~20 ms, one sleep slice).
+const LATENCY_BOUND: Duration = Duration::from_secs(1);
+/// The probes' timeout: 0.2 s, which must take ≥ 0.19 s and ≤ 1 s.
+const T02: Duration = Duration::from_millis(200);
 
-/// Sleeps for ever (until killed).
-fn sleep_for_ever() -> ! {
-    loop {
-        std::thread::sleep(Duration::from_secs(60));
-    }
+// ---------------------------------------------------------------------------------------------
+// Helpers.
+
+/// As `start_methods!`, for a case that fails on a known bug: its three tests are
+/// `#[ignore = reason]` (run them with `--run-ignored all` / `--ignored`).
+macro_rules! start_methods_ignored {
+    ($reason:literal; $(#[$attr:meta])* fn $name:ident($m:ident) $body:block) => {
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn case($m: StartMethod) $body
+            #[test]
+            #[ignore = $reason]
+            fn fork() { common::run_case(StartMethod::Fork, case) }
+            #[test]
+            #[ignore = $reason]
+            fn spawn() { common::run_case(StartMethod::Spawn, case) }
+            #[test]
+            #[ignore = $reason]
+            fn forkserver() { common::run_case(StartMethod::ForkServer, case) }
+        }
+    };
 }
 
-fn hold_lock(lock: Lock, holding: Event) -> Result<()> {
-    lock.acquire()?;
-    holding.set();
-    sleep_for_ever()
-}
-
-fn hold_lock_guard(lock: Lock, holding: Event) -> Result<()> {
-    let _guard = lock.lock()?;
-    holding.set();
-    sleep_for_ever()
-}
-
-fn hold_rlock_twice(lock: RLock, holding: Event) -> Result<()> {
-    lock.acquire()?;
-    lock.acquire()?;
-    holding.set();
-    sleep_for_ever()
-}
-
-fn hold_value(v: Value<i64>, holding: Event) -> Result<()> {
-    let mut guard = v.lock()?;
-    *guard = 41;
-    holding.set();
-    sleep_for_ever()
-}
-
-fn hold_condition(c: Condition, holding: Event) -> Result<()> {
-    c.acquire()?;
-    holding.set();
-    sleep_for_ever()
-}
-
-/// Starts `f(object, holding)` under `m`, waits until it holds the object, kills it.
-fn kill_while_holding<O, F>(m: StartMethod, f: F, object: O)
+/// Starts `target(args)` under `m`.
+fn start<F, A>(m: StartMethod, target: F, args: A) -> Process
 where
-    F: Target<(O, Event), Output = Result<()>>,
-    (O, Event): Args,
+    F: Target<A>,
+    A: Args,
 {
-    let holding = Event::new().unwrap();
-    let mut p = get_context(m).process(f, (object, holding.clone()));
+    let mut p = get_context(m).process(target, args);
     p.start().unwrap();
-    assert!(holding.wait(Some(Duration::from_secs(30))), "the child never took the object");
+    p
+}
+
+/// SIGKILLs `p`, joins it and checks that it died of the signal.
+fn kill_and_join(p: &mut Process) {
     p.kill().unwrap();
     p.join().unwrap();
-    assert_eq!(p.exitcode(), Some(-9));
+    assert_eq!(p.exitcode(), Some(-libc::SIGKILL), "child {} was not killed", p.name());
 }
 
-/// Times `f` and checks it took less than the takeover bound.
-fn takeover<R>(what: &str, f: impl FnOnce() -> R) -> R {
+/// Joins `p` and asserts that it exited 0.
+fn join_ok(p: &mut Process) {
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0), "child {} failed", p.name());
+}
+
+/// Times `f`.
+fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
     let t = Instant::now();
     let r = f();
-    let took = t.elapsed();
-    eprintln!("owner death: {what} took over in {:.1} ms", took.as_secs_f64() * 1e3);
-    assert!(took < TAKEOVER_BOUND, "{what}: took over after {took:?}");
-    r
+    (r, t.elapsed())
 }
 
+/// Prints an owner-death latency (collected from the test output) and asserts the bound.
+fn latency(what: &str, m: StartMethod, took: Duration) {
+    eprintln!("owner-death latency: {:.2} ms ({what}, {m:?})", took.as_secs_f64() * 1000.0);
+    assert!(took < LATENCY_BOUND, "{what}: the dead holder was noticed after {took:?}");
+}
+
+/// Sleeps for ever: the parent kills us.
+fn sleep_forever() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Waits until the thread whose `/proc/.../syscall` is at `path` is asleep in a futex (seen
+/// twice, 30 ms apart: a lock or event wait, not a passing wake). If the file cannot be read
+/// (no ptrace access), sleeps 300 ms instead, which is ample for a thread that only has to
+/// reach its wait.
+fn wait_asleep_in_futex(path: &str) {
+    let in_futex = || {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse::<libc::c_long>().ok()))
+            .map(|n| n == libc::SYS_futex)
+    };
+    if in_futex().is_none() {
+        std::thread::sleep(Duration::from_millis(300));
+        return;
+    }
+    let deadline = Instant::now() + LONG;
+    let mut seen = 0;
+    while seen < 2 {
+        assert!(Instant::now() < deadline, "{path}: never asleep in a futex");
+        seen = if in_futex() == Some(true) { seen + 1 } else { 0 };
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// Waits until child `pid` (its main thread) sleeps in a futex.
+fn child_asleep(pid: u32) {
+    wait_asleep_in_futex(&format!("/proc/{pid}/syscall"));
+}
+
+/// Waits until thread `tid` of this process sleeps in a futex.
+fn thread_asleep(tid: i32) {
+    wait_asleep_in_futex(&format!("/proc/self/task/{tid}/syscall"));
+}
+
+/// The calling thread's kernel id.
+fn gettid() -> i32 {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Polls `f` until it is true, for [`LONG`] at most.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + LONG;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children.
+
+/// Takes `lock`, says so, and sleeps until killed.
+fn hold_lock(lock: Lock, held: Event) -> Result<()> {
+    lock.acquire()?;
+    held.set();
+    sleep_forever()
+}
+
+/// Takes `lock` twice, says so, and sleeps until killed.
+fn hold_rlock_twice(lock: RLock, held: Event) -> Result<()> {
+    lock.acquire()?;
+    lock.acquire()?;
+    assert_eq!(lock.count(), 2);
+    held.set();
+    sleep_forever()
+}
+
+/// Takes a guard of `v`, writes 42 through it (a half-done update), says so, and sleeps
+/// until killed.
+fn hold_value(v: Value<i64>, held: Event) -> Result<()> {
+    let mut guard = v.lock()?;
+    *guard = 42;
+    held.set();
+    sleep_forever()
+}
+
+/// Takes the condition's lock, says so, and sleeps until killed.
+fn hold_condition(c: Condition, held: Event) -> Result<()> {
+    c.acquire()?;
+    held.set();
+    sleep_forever()
+}
+
+/// Waits for `lock` (which the parent holds) until killed.
+fn wait_for_lock(lock: Lock) -> Result<()> {
+    lock.acquire()?;
+    panic!("got a lock the parent holds")
+}
+
+/// Waits on the semaphore (at zero) until killed.
+fn wait_for_semaphore(sem: Semaphore) -> Result<()> {
+    sem.acquire()?;
+    panic!("took a semaphore at zero")
+}
+
+/// Waits for the event until killed.
+fn wait_for_event(ev: Event) -> Result<()> {
+    ev.wait(None);
+    panic!("woken by an event never set")
+}
+
+/// Takes the condition's lock, says so, and waits on the condition until killed.
+fn wait_on_condition(c: Condition, waiting: Event) -> Result<()> {
+    c.acquire()?;
+    waiting.set();
+    c.wait(None)?;
+    panic!("notified while the parent never notified")
+}
+
+/// Takes the condition's lock, says so, waits to be notified (for `LONG` at most) and fails
+/// unless it was.
+fn wait_to_be_notified(c: Condition, waiting: Event) -> Result<()> {
+    let _held = c.lock()?;
+    waiting.set();
+    assert!(c.wait(Some(LONG))?, "not notified");
+    Ok(())
+}
+
+/// Waits at the barrier until killed.
+fn wait_at_barrier(b: Barrier) -> Result<()> {
+    b.wait()?;
+    panic!("passed a barrier that was never filled")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock held by a killed child.
+
 start_methods! {
-    /// A `Lock` whose holder was killed: `acquire()` is `Err(OwnerDied)` and leaves the lock
-    /// held by us; it then works as any lock.
+    /// Case 1: the child dies holding a `Lock`. The parent's `acquire()` gives `OwnerDied`
+    /// within one sleep slice; the parent then holds it (`locked()`, another thread's
+    /// `try_acquire()` is false, one release works and a second is `ReleasedTooManyTimes`);
+    /// the lock works normally afterwards.
     fn lock_acquire_after_holder_killed(m) {
         let lock = Lock::new().unwrap();
-        kill_while_holding(m, hold_lock, lock.clone());
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
         assert!(lock.locked());
-        let r = takeover("Lock::acquire", || lock.acquire());
-        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
-        assert!(lock.locked(), "the taker holds it");
-        assert!(!lock.try_acquire().unwrap(), "held by us, a Lock is not re-entrant");
+        assert!(!lock.try_acquire().unwrap(), "a live holder's lock was taken");
+        kill_and_join(&mut p);
+
+        let (r, took) = timed(|| lock.acquire());
+        assert!(matches!(r, Err(Error::OwnerDied)), "acquire gave {r:?}");
+        latency("Lock::acquire", m, took);
+        assert!(lock.locked());
+        let other = std::thread::scope(|s| s.spawn(|| lock.try_acquire().unwrap()).join().unwrap());
+        assert!(!other, "another thread took the lock the parent took over");
         lock.release().unwrap();
+        assert!(!lock.locked());
         assert!(matches!(lock.release(), Err(Error::ReleasedTooManyTimes)));
+
+        // Usable again, with nothing more to report.
         lock.acquire().unwrap();
+        assert!(!lock.try_acquire().unwrap());
         lock.release().unwrap();
+        assert!(lock.acquire_timeout(T02).unwrap());
+        lock.release().unwrap();
+        assert!(lock.lock().is_ok());
+        assert!(!lock.locked());
     }
 
-    /// A thread already waiting in `acquire()` when the holder is killed gets the lock
-    /// within the bound of the kill.
-    fn lock_waiter_before_the_kill(m) {
+    /// Case 1, the parent already asleep in `acquire()` (in a thread) when the holder is
+    /// killed: it gets `OwnerDied` within one sleep slice of the kill, and holds the lock.
+    fn lock_waiter_asleep_before_holder_killed(m) {
         let lock = Lock::new().unwrap();
-        let holding = Event::new().unwrap();
-        let mut p = get_context(m).process(hold_lock, (lock.clone(), holding.clone()));
-        p.start().unwrap();
-        assert!(holding.wait(Some(Duration::from_secs(30))));
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        let (tx, rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
         let waiter = {
             let lock = lock.clone();
             std::thread::spawn(move || {
+                tid_tx.send(gettid()).unwrap();
                 let r = lock.acquire();
-                (r, Instant::now())
+                tx.send((r, Instant::now())).unwrap();
             })
         };
-        std::thread::sleep(Duration::from_millis(100));
+        thread_asleep(tid_rx.recv().unwrap());
+        assert!(rx.try_recv().is_err(), "acquire returned while the holder lived");
         let killed = Instant::now();
         p.kill().unwrap();
+        let (r, at) = rx.recv_timeout(LONG).expect("the waiter never woke");
+        latency("Lock::acquire asleep before the kill", m, at - killed);
+        assert!(matches!(r, Err(Error::OwnerDied)), "acquire gave {r:?}");
+        waiter.join().unwrap();
         p.join().unwrap();
-        let (r, at) = waiter.join().unwrap();
-        let took = at.saturating_duration_since(killed);
-        eprintln!("owner death: a waiting acquire returned {:.1} ms after the kill", took.as_secs_f64() * 1e3);
-        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
-        assert!(took < TAKEOVER_BOUND, "{took:?}");
-        lock.release().unwrap();
-    }
-
-    /// `try_acquire` takes a dead holder's lock at once; `acquire_timeout` well before its
-    /// timeout.
-    fn lock_try_and_timeout_forms(m) {
-        let lock = Lock::new().unwrap();
-        kill_while_holding(m, hold_lock, lock.clone());
-        let r = takeover("Lock::try_acquire", || lock.try_acquire());
-        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
-        lock.release().unwrap();
-
-        let lock = Lock::new().unwrap();
-        kill_while_holding(m, hold_lock, lock.clone());
-        let r = takeover("Lock::acquire_timeout(5 s)", || lock.acquire_timeout(Duration::from_secs(5)));
-        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
-        lock.release().unwrap();
-    }
-
-    /// `lock()` gives the guard inside `OwnerDied`; `into_inner()` keeps it, dropping it
-    /// releases; `?` turns it into `Error::OwnerDied` and releases.
-    fn lock_guard_forms(m) {
-        let lock = Lock::new().unwrap();
-        kill_while_holding(m, hold_lock_guard, lock.clone());
-        let guard = match takeover("Lock::lock", || lock.lock()) {
-            Ok(_) => panic!("the holder's death was not reported"),
-            Err(died) => died.into_inner(),
-        };
+        assert_eq!(p.exitcode(), Some(-libc::SIGKILL));
         assert!(lock.locked());
-        drop(guard);
-        assert!(!lock.locked());
-
-        let lock = Lock::new().unwrap();
-        kill_while_holding(m, hold_lock, lock.clone());
-        let with_question_mark = || -> Result<()> {
-            let _guard = lock.lock()?;
-            Ok(())
-        };
-        assert!(matches!(with_question_mark(), Err(Error::OwnerDied)));
-        assert!(!lock.locked(), "`?` dropped the guard, releasing the lock");
-    }
-
-    /// An `RLock` the killed child held twice: taken over once, held at count 1.
-    fn rlock_held_twice(m) {
-        let lock = RLock::new().unwrap();
-        kill_while_holding(m, hold_rlock_twice, lock.clone());
-        let r = takeover("RLock::acquire", || lock.acquire());
-        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
-        assert_eq!(lock.count(), 1);
-        lock.acquire().unwrap();
-        assert_eq!(lock.count(), 2);
-        lock.release().unwrap();
-        lock.release().unwrap();
-        assert!(!lock.locked());
-        assert!(matches!(lock.release(), Err(Error::NotOwner)));
-    }
-
-    /// A `Value` whose guard the killed child held: `lock()` reports it with a usable guard,
-    /// showing what the child wrote; `get`/`set` carry on.
-    fn value_guard_holder_killed(m) {
-        let v = Value::new(0i64).unwrap();
-        kill_while_holding(m, hold_value, v.clone());
-        let mut guard = match takeover("Value::lock", || v.lock()) {
-            Ok(_) => panic!("the holder's death was not reported"),
-            Err(died) => died.into_inner(),
-        };
-        assert_eq!(*guard, 41);
-        *guard += 1;
-        drop(guard);
-        assert_eq!(v.get(), 42);
-        v.set(7);
-        assert_eq!(v.get(), 7);
-    }
-
-    /// A `Condition` whose lock the killed child held: taken over, then usable.
-    fn condition_lock_holder_killed(m) {
-        let c = Condition::new().unwrap();
-        kill_while_holding(m, hold_condition, c.clone());
-        let r = takeover("Condition::acquire", || c.acquire());
-        assert!(matches!(r, Err(Error::OwnerDied)), "{r:?}");
-        assert!(!c.wait(Some(Duration::from_millis(10))).unwrap(), "nobody notifies");
-        c.notify_all().unwrap();
-        c.release().unwrap();
-    }
-
-    /// Two threads race for a dead holder's lock: exactly one is told `OwnerDied`; the other
-    /// gets the lock plainly once the first releases it.
-    fn two_takers_one_owner_died(m) {
-        let lock = Lock::new().unwrap();
-        kill_while_holding(m, hold_lock, lock.clone());
-        let takers: Vec<_> = (0..2)
-            .map(|_| {
-                let lock = lock.clone();
-                std::thread::spawn(move || {
-                    let r = lock.acquire();
-                    std::thread::sleep(Duration::from_millis(20));
-                    lock.release().unwrap();
-                    r
-                })
-            })
-            .collect();
-        let results: Vec<Result<()>> = takers.into_iter().map(|t| t.join().unwrap()).collect();
-        let died = results.iter().filter(|r| matches!(r, Err(Error::OwnerDied))).count();
-        let plain = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!((died, plain), (1, 1), "{results:?}");
-        assert!(!lock.locked());
-    }
-}
-
-fn wait_at_barrier(b: Barrier, arrived: Event) -> Result<()> {
-    arrived.set();
-    let _ = b.wait();
-    sleep_for_ever()
-}
-
-fn wait_on_lock(lock: Lock, waiting: Event) -> Result<()> {
-    waiting.set();
-    lock.acquire()?;
-    sleep_for_ever()
-}
-
-fn wait_on_semaphore(s: Semaphore, waiting: Event) -> Result<()> {
-    waiting.set();
-    s.acquire()?;
-    sleep_for_ever()
-}
-
-fn wait_on_event(e: Event, waiting: Event) -> Result<()> {
-    waiting.set();
-    e.wait(None);
-    sleep_for_ever()
-}
-
-fn wait_on_condition(c: Condition, waiting: Event) -> Result<()> {
-    let _held = c.lock()?;
-    waiting.set();
-    let _ = c.wait(None);
-    sleep_for_ever()
-}
-
-start_methods! {
-    /// A party killed while waiting at a `Barrier(3)`: the others, waiting with a timeout,
-    /// get `BrokenBarrier` when it runs out (no hang), and a reset barrier works again.
-    fn barrier_party_killed_while_waiting(m) {
-        let b = Barrier::new(3).unwrap();
-        kill_while_holding(m, wait_at_barrier, b.clone());
-        let t = Instant::now();
-        let r = b.wait_timeout(Duration::from_millis(200));
-        common::assert_timeout_elapsed(t.elapsed(), Duration::from_millis(200));
-        assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
-        assert!(b.broken());
-        b.reset();
-        assert!(!b.broken());
-        assert_eq!(b.n_waiting(), 0);
-    }
-
-    /// Killed while waiting (not holding): the objects work for the others afterwards.
-    fn killed_waiters_wedge_nothing(m) {
-        let lock = Lock::new().unwrap();
-        lock.acquire().unwrap();
-        kill_while_holding(m, wait_on_lock, lock.clone());
+        // A Lock may be released by any thread.
         lock.release().unwrap();
         assert!(lock.try_acquire().unwrap());
         lock.release().unwrap();
+    }
 
-        let s = Semaphore::new(0).unwrap();
-        kill_while_holding(m, wait_on_semaphore, s.clone());
-        s.release().unwrap();
-        assert!(s.acquire_timeout(Duration::from_secs(1)), "the unit went to the dead waiter");
+    /// Case 2: `try_acquire()` on a dead child's lock is `OwnerDied` at once (it checks the
+    /// holder without waiting); `acquire_timeout(1 s)` is `OwnerDied` well before 1 s.
+    fn lock_try_and_timeout_after_holder_killed(m) {
+        let lock = Lock::new().unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut p);
+        let (r, took) = timed(|| lock.try_acquire());
+        assert!(matches!(r, Err(Error::OwnerDied)), "try_acquire gave {r:?}");
+        latency("Lock::try_acquire", m, took);
+        common::assert_prompt(took);
+        assert!(lock.locked());
+        assert!(!lock.try_acquire().unwrap(), "taken twice");
+        lock.release().unwrap();
 
-        let e = Event::new().unwrap();
-        kill_while_holding(m, wait_on_event, e.clone());
-        e.set();
-        assert!(e.wait(Some(Duration::ZERO)));
+        held.clear();
+        let mut q = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        assert!(!lock.acquire_timeout(T02 / 4).unwrap(), "a live holder's lock was taken");
+        kill_and_join(&mut q);
+        let timeout = Duration::from_secs(1);
+        let (r, took) = timed(|| lock.acquire_timeout(timeout));
+        assert!(matches!(r, Err(Error::OwnerDied)), "acquire_timeout gave {r:?}");
+        latency("Lock::acquire_timeout(1 s)", m, took);
+        assert!(took < timeout / 2, "acquire_timeout(1 s) took {took:?}: it waited for its timeout");
+        assert!(lock.locked());
+        lock.release().unwrap();
+        assert!(lock.try_acquire().unwrap());
+        lock.release().unwrap();
+    }
 
+    /// Case 3: `lock()` on a dead child's lock is `Err(died)`; `died.into_inner()` is a guard
+    /// that holds the lock, and dropping it releases it. With `?` it becomes
+    /// `Error::OwnerDied`, and the lock is released.
+    fn lock_guard_after_holder_killed(m) {
+        let lock = Lock::new().unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut p);
+        let (r, took) = timed(|| lock.lock());
+        latency("Lock::lock", m, took);
+        let died = match r {
+            Err(died) => died,
+            Ok(_) => panic!("the dead holder was not reported"),
+        };
+        assert_eq!(died.to_string(), "the previous holder of the lock died");
+        assert!(lock.locked());
+        let guard = died.into_inner();
+        assert!(lock.locked());
+        assert!(!lock.try_acquire().unwrap());
+        drop(guard);
+        assert!(!lock.locked());
+        assert!(lock.lock().is_ok());
+
+        fn take(lock: &Lock) -> Result<()> {
+            let _guard = lock.lock()?;
+            Ok(())
+        }
+        held.clear();
+        let mut q = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut q);
+        let (r, took) = timed(|| take(&lock));
+        latency("Lock::lock()?", m, took);
+        assert!(matches!(r, Err(Error::OwnerDied)), "`?` gave {r:?}");
+        assert!(!lock.locked(), "`?` did not release the lock");
+        take(&lock).unwrap();
+    }
+
+    /// Case 4: the child dies holding an `RLock` twice. The parent's `acquire()` gives
+    /// `OwnerDied` and holds it once (`count()` 1, not the dead holder's 2); one `release()`
+    /// frees it, a second is `NotOwner`.
+    fn rlock_acquire_after_holder_killed(m) {
+        let lock = RLock::new().unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_rlock_twice, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        assert_eq!(lock.count(), 2);
+        assert!(!lock.try_acquire().unwrap(), "a live holder's rlock was taken");
+        kill_and_join(&mut p);
+
+        let (r, took) = timed(|| lock.acquire());
+        assert!(matches!(r, Err(Error::OwnerDied)), "acquire gave {r:?}");
+        latency("RLock::acquire", m, took);
+        assert!(lock.locked());
+        assert_eq!(lock.count(), 1);
+        // Ours now, re-entrantly, with nothing more to report.
+        lock.acquire().unwrap();
+        assert_eq!(lock.count(), 2);
+        lock.release().unwrap();
+        assert_eq!(lock.count(), 1);
+        lock.release().unwrap();
+        assert!(!lock.locked());
+        assert_eq!(lock.count(), 0);
+        assert!(matches!(lock.release(), Err(Error::NotOwner)));
+
+        // try_acquire and lock() on a second dead holder.
+        held.clear();
+        let mut q = start(m, hold_rlock_twice, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut q);
+        let (r, took) = timed(|| lock.try_acquire());
+        assert!(matches!(r, Err(Error::OwnerDied)), "try_acquire gave {r:?}");
+        latency("RLock::try_acquire", m, took);
+        assert_eq!(lock.count(), 1);
+        lock.release().unwrap();
+        assert!(!lock.locked());
+        let guard = lock.lock().expect("a free rlock");
+        assert_eq!(lock.count(), 1);
+        drop(guard);
+        assert!(!lock.locked());
+    }
+
+    /// Case 5: the child dies holding a `Value<i64>`'s guard, having written 42. The parent's
+    /// `lock()` is `Err(OwnerDied)` with a guard that reads 42 and writes; `get()` and `set()`
+    /// carry on, and the next `lock()` is `Ok`.
+    fn value_guard_after_holder_killed(m) {
+        let v = Value::new(7i64).unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_value, (v.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        assert!(v.get_lock().locked());
+        kill_and_join(&mut p);
+
+        let (r, took) = timed(|| v.lock());
+        latency("Value::lock", m, took);
+        let mut guard = match r {
+            Err(died) => died.into_inner(),
+            Ok(_) => panic!("the dead holder was not reported"),
+        };
+        assert_eq!(*guard, 42, "the dead holder's write is lost");
+        *guard = 43;
+        drop(guard);
+        assert!(!v.get_lock().locked());
+        assert_eq!(v.get(), 43);
+        v.set(44);
+        assert_eq!(v.get(), 44);
+        let mut guard = v.lock().expect("no one died this time");
+        *guard += 1;
+        drop(guard);
+        assert_eq!(v.get(), 45);
+        assert!(!v.get_lock().locked());
+    }
+
+    /// Case 5, silently: `get()` on a dead child's value does not wait for ever, and reads
+    /// what the child wrote; the lock is free after.
+    fn value_get_after_holder_killed(m) {
+        let v = Value::new(7i64).unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_value, (v.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut p);
+        let (x, took) = timed(|| v.get());
+        latency("Value::get", m, took);
+        assert_eq!(x, 42);
+        assert!(!v.get_lock().locked());
+        v.set(1);
+        assert_eq!(*v.lock().expect("no one died this time"), 1);
+    }
+
+    /// Case 6: the child dies holding a `Condition`'s lock. The parent's `acquire()` is
+    /// `OwnerDied`; wait and notify then work normally with a fresh child, both ways.
+    fn condition_after_holder_killed(m) {
         let c = Condition::new().unwrap();
-        kill_while_holding(m, wait_on_condition, c.clone());
-        // The dead waiter let go of the lock when it began to wait, unless the kill came
-        // between its "waiting" and its wait: then we take the lock over. Either way we get it.
-        let r = takeover("Condition::acquire after a killed waiter", || c.acquire());
-        assert!(matches!(r, Ok(()) | Err(Error::OwnerDied)), "{r:?}");
-        c.notify_all().unwrap();
-        assert!(!c.wait(Some(Duration::from_millis(10))).unwrap(), "a wake-up went astray");
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_condition, (c.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut p);
+        let (r, took) = timed(|| c.acquire());
+        assert!(matches!(r, Err(Error::OwnerDied)), "acquire gave {r:?}");
+        latency("Condition::acquire", m, took);
+        // We hold it: wait works (and times out, no one notifies).
+        let (notified, took) = timed(|| c.wait(Some(T02)));
+        assert!(!notified.unwrap());
+        common::assert_timeout_elapsed(took, T02);
         c.release().unwrap();
-        assert!(c.acquire_timeout(Duration::from_secs(1)).unwrap());
-        c.release().unwrap();
+        assert!(c.release().is_err(), "released twice");
+
+        // A fresh child waits; the parent notifies.
+        let waiting = Event::new().unwrap();
+        let mut q = start(m, wait_to_be_notified, (c.clone(), waiting.clone()));
+        assert!(waiting.wait(Some(LONG)));
+        {
+            // Granted only once the child sleeps in wait(), which lets the lock go.
+            let _held = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        join_ok(&mut q);
+
+        // The parent waits; a fresh child notifies.
+        fn notify_one(c: Condition) -> Result<()> {
+            let _held = c.lock()?;
+            c.notify(1)
+        }
+        let _held = c.lock().unwrap();
+        let mut r = start(m, notify_one, (c.clone(),));
+        assert!(c.wait(Some(LONG)).unwrap(), "not notified");
+        drop(_held);
+        join_ok(&mut r);
+    }
+
+    /// Case 7: two threads of the parent race for a dead child's lock: exactly one gets
+    /// `OwnerDied`, the other gets the lock normally (`Ok`) once the first releases it.
+    fn lock_two_waiters_race_after_holder_killed(m) {
+        let lock = Lock::new().unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut p);
+        let go = std::sync::Barrier::new(2);
+        let results: Vec<(Result<()>, Instant, Instant)> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        go.wait();
+                        let r = lock.acquire();
+                        let got = Instant::now();
+                        // Hold it a moment, so the other is surely kept waiting meanwhile.
+                        std::thread::sleep(Duration::from_millis(50));
+                        let released = Instant::now();
+                        lock.release().unwrap();
+                        (r, got, released)
+                    })
+                })
+                .collect();
+            racers.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let died: Vec<_> = results.iter().filter(|(r, ..)| matches!(r, Err(Error::OwnerDied))).collect();
+        let ok: Vec<_> = results.iter().filter(|(r, ..)| r.is_ok()).collect();
+        assert_eq!((died.len(), ok.len()), (1, 1), "results: {:?}", results.iter().map(|r| &r.0).collect::<Vec<_>>());
+        assert!(ok[0].1 >= died[0].2, "the second waiter got the lock before the first released it");
+        assert!(!lock.locked());
+    }
+
+    /// Case 7, between processes: two fresh children race for a dead child's lock, each
+    /// reporting what it got; exactly one is told `OwnerDied`.
+    fn lock_two_processes_race_after_holder_killed(m) {
+        fn race(lock: Lock, died: Semaphore, ok: Semaphore, go: Event) -> Result<()> {
+            assert!(go.wait(Some(LONG)));
+            match lock.acquire() {
+                Ok(()) => ok.release()?,
+                Err(Error::OwnerDied) => died.release()?,
+                Err(e) => return Err(e),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            lock.release()
+        }
+        let lock = Lock::new().unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut p);
+        let (died, ok, go) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap(), Event::new().unwrap());
+        let mut racers: Vec<Process> =
+            (0..2).map(|_| start(m, race, (lock.clone(), died.clone(), ok.clone(), go.clone()))).collect();
+        go.set();
+        for q in &mut racers {
+            join_ok(q);
+        }
+        assert_eq!((died.get_value(), ok.get_value()), (1, 1));
+        assert!(!lock.locked());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A party killed while waiting.
+
+start_methods! {
+    /// Case 8: `Barrier(3)`; a child waits at it and is killed there. The parent, alone with
+    /// the dead party, waits with a timeout: `BrokenBarrier` after the timeout, not a hang.
+    fn barrier_party_killed_then_one_waits(m) {
+        let b = Barrier::new(3).unwrap();
+        let mut p = start(m, wait_at_barrier, (b.clone(),));
+        assert!(eventually(|| b.n_waiting() == 1));
+        child_asleep(p.pid().unwrap());
+        kill_and_join(&mut p);
+        let (r, took) = timed(|| b.wait_timeout(T02));
+        assert!(matches!(r, Err(Error::BrokenBarrier)), "wait gave {r:?}");
+        common::assert_timeout_elapsed(took, T02);
+        assert!(b.broken());
+    }
+
+    /// Case 8, the others already waiting: `Barrier(3)`, a parent thread waits with a 0.5 s
+    /// timeout, a child arrives and is killed while both wait: the thread gets
+    /// `BrokenBarrier` after its timeout.
+    fn barrier_party_killed_beside_a_waiter(m) {
+        let b = Barrier::new(3).unwrap();
+        let timeout = Duration::from_millis(500);
+        let waiter = {
+            let b = b.clone();
+            std::thread::spawn(move || timed(|| b.wait_timeout(timeout)))
+        };
+        assert!(eventually(|| b.n_waiting() == 1));
+        let mut p = start(m, wait_at_barrier, (b.clone(),));
+        assert!(eventually(|| b.n_waiting() == 2 || b.broken()));
+        kill_and_join(&mut p);
+        let (r, took) = waiter.join().unwrap();
+        assert!(matches!(r, Err(Error::BrokenBarrier)), "wait gave {r:?}");
+        common::assert_timeout_elapsed(took, timeout);
+    }
+
+    /// Case 8: a child killed while asleep in `Lock::acquire()` does not wedge the lock: a
+    /// parent thread asleep in `acquire()` too gets it (`Ok`) as soon as the parent releases.
+    fn lock_waiter_killed(m) {
+        let lock = Lock::new().unwrap();
+        lock.acquire().unwrap();
+        let mut p = start(m, wait_for_lock, (lock.clone(),));
+        child_asleep(p.pid().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let waiter = {
+            let lock = lock.clone();
+            std::thread::spawn(move || {
+                tid_tx.send(gettid()).unwrap();
+                let r = lock.acquire();
+                tx.send((r, Instant::now())).unwrap();
+            })
+        };
+        thread_asleep(tid_rx.recv().unwrap());
+        kill_and_join(&mut p);
+        let released = Instant::now();
+        lock.release().unwrap();
+        let (r, at) = rx.recv_timeout(LONG).expect("the waiter never woke");
+        waiter.join().unwrap();
+        assert!(r.is_ok(), "acquire gave {r:?}");
+        common::assert_prompt(at - released);
+        lock.release().unwrap();
+        assert!(lock.try_acquire().unwrap());
+        lock.release().unwrap();
+    }
+
+    /// Case 8: a child killed while asleep in `Semaphore::acquire()` (at zero) does not
+    /// wedge it: a parent thread asleep there too takes the one `release()`.
+    fn semaphore_waiter_killed(m) {
+        let sem = Semaphore::new(0).unwrap();
+        let mut p = start(m, wait_for_semaphore, (sem.clone(),));
+        child_asleep(p.pid().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let waiter = {
+            let sem = sem.clone();
+            std::thread::spawn(move || {
+                tid_tx.send(gettid()).unwrap();
+                let r = sem.acquire_timeout(LONG);
+                tx.send((r, Instant::now())).unwrap();
+            })
+        };
+        thread_asleep(tid_rx.recv().unwrap());
+        kill_and_join(&mut p);
+        let released = Instant::now();
+        sem.release().unwrap();
+        let (r, at) = rx.recv_timeout(LONG).expect("the waiter never woke");
+        waiter.join().unwrap();
+        assert!(r, "the waiter timed out");
+        common::assert_prompt(at - released);
+        assert_eq!(sem.get_value(), 0);
+        sem.release().unwrap();
+        assert!(sem.try_acquire());
+        assert!(!sem.try_acquire());
+    }
+
+    /// Case 8: a child killed while asleep in `Event::wait()` does not wedge it: a parent
+    /// thread asleep there too is woken by `set()`.
+    fn event_waiter_killed(m) {
+        let ev = Event::new().unwrap();
+        let mut p = start(m, wait_for_event, (ev.clone(),));
+        child_asleep(p.pid().unwrap());
+        let (tx, rx) = mpsc::channel();
+        let (tid_tx, tid_rx) = mpsc::channel();
+        let waiter = {
+            let ev = ev.clone();
+            std::thread::spawn(move || {
+                tid_tx.send(gettid()).unwrap();
+                let r = ev.wait(Some(LONG));
+                tx.send((r, Instant::now())).unwrap();
+            })
+        };
+        thread_asleep(tid_rx.recv().unwrap());
+        kill_and_join(&mut p);
+        let set = Instant::now();
+        ev.set();
+        let (r, at) = rx.recv_timeout(LONG).expect("the waiter never woke");
+        waiter.join().unwrap();
+        assert!(r, "the waiter timed out");
+        common::assert_prompt(at - set);
+        ev.clear();
+        let (r, took) = timed(|| ev.wait(Some(T02)));
+        assert!(!r);
+        common::assert_timeout_elapsed(took, T02);
+    }
+
+    /// Case 8: a child killed while asleep in `Condition::wait()` (it let the lock go) does
+    /// not wedge the condition: the lock is free, and a parent thread waiting is woken by
+    /// `notify(1)` (`true`).
+    fn condition_waiter_killed(m) {
+        let c = Condition::new().unwrap();
+        let waiting = Event::new().unwrap();
+        let mut p = start(m, wait_on_condition, (c.clone(), waiting.clone()));
+        assert!(waiting.wait(Some(LONG)));
+        {
+            // Granted once the child sleeps in wait().
+            let _held = c.lock().unwrap();
+        }
+        child_asleep(p.pid().unwrap());
+        kill_and_join(&mut p);
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let waiter = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let held = c.lock().unwrap();
+                ready_tx.send(()).unwrap();
+                let r = c.wait(Some(LONG));
+                tx.send((r, Instant::now())).unwrap();
+                drop(held);
+            })
+        };
+        ready_rx.recv().unwrap();
+        let notified = {
+            // Granted once the thread sleeps in wait().
+            let _held = c.lock().expect("the killed waiter did not hold the lock");
+            c.notify(1).unwrap();
+            Instant::now()
+        };
+        let (r, at) = rx.recv_timeout(LONG).expect("the waiter never woke");
+        waiter.join().unwrap();
+        assert!(r.unwrap(), "the waiter was not notified");
+        common::assert_prompt(at - notified);
+        // And a wait nobody notifies still times out.
+        let _held = c.lock().unwrap();
+        let (r, took) = timed(|| c.wait(Some(T02)));
+        assert!(!r.unwrap());
+        common::assert_timeout_elapsed(took, T02);
+    }
+}
+
+start_methods_ignored! {
+    "bug: Condition::lock() returns Err(OwnerDied) with the lock still held and no guard";
+    /// Case 6, with the guard: `Condition::lock()` on a dead child's lock reports
+    /// `OwnerDied`; as for `Lock::lock()?`, the error must not leave the lock held with no
+    /// guard to give it back.
+    fn condition_lock_after_holder_killed(m) {
+        let c = Condition::with_lock(Lock::new().unwrap()).unwrap();
+        let held = Event::new().unwrap();
+        let mut p = start(m, hold_condition, (c.clone(), held.clone()));
+        assert!(held.wait(Some(LONG)));
+        kill_and_join(&mut p);
+        let r = c.lock();
+        assert!(matches!(r, Err(Error::OwnerDied)), "lock gave {r:?}");
+        drop(r);
+        let ConditionLock::Lock(lock) = c.get_lock() else { unreachable!() };
+        let still_held = lock.locked();
+        if still_held {
+            lock.release().unwrap();
+        }
+        assert!(!still_held, "Condition::lock() gave Err(OwnerDied) and left the lock held");
+    }
+}
+
+start_methods_ignored! {
+    "bug: a party killed inside wait() still counts: two live parties pass a Barrier(3)";
+    /// Case 8: `Barrier(3)`; a child waits at it and is killed there; then the two live
+    /// parties (the parent and a thread) wait with a 0.2 s timeout. Only two of the three
+    /// parties are alive, so the barrier must not pass: `BrokenBarrier` after the timeout.
+    fn barrier_party_killed_then_two_wait(m) {
+        let b = Barrier::new(3).unwrap();
+        let mut p = start(m, wait_at_barrier, (b.clone(),));
+        assert!(eventually(|| b.n_waiting() == 1));
+        child_asleep(p.pid().unwrap());
+        kill_and_join(&mut p);
+        let other = {
+            let b = b.clone();
+            std::thread::spawn(move || timed(|| b.wait_timeout(T02)))
+        };
+        let (r, took) = timed(|| b.wait_timeout(T02));
+        let (r2, took2) = other.join().unwrap();
+        let (r, r2) = (format!("{r:?}"), format!("{r2:?}"));
+        // Free the barrier whatever happened, so nothing is left waiting.
+        b.abort();
+        assert_eq!((r.as_str(), r2.as_str()), ("Err(BrokenBarrier)", "Err(BrokenBarrier)"));
+        common::assert_timeout_elapsed(took, T02);
+        common::assert_timeout_elapsed(took2, T02);
+    }
+}
+
+start_methods_ignored! {
+    "bug: after reset() a barrier a party died in stays RESETTING: every wait hangs";
+    /// Case 8: after a party was killed inside `wait()` and the barrier broke, `reset()`
+    /// makes it usable again: three live parties pass it, with indices 0, 1 and 2.
+    fn barrier_reset_after_party_killed(m) {
+        let b = Barrier::new(3).unwrap();
+        let mut p = start(m, wait_at_barrier, (b.clone(),));
+        assert!(eventually(|| b.n_waiting() == 1));
+        child_asleep(p.pid().unwrap());
+        kill_and_join(&mut p);
+        assert!(matches!(b.wait_timeout(T02), Err(Error::BrokenBarrier)));
+        b.reset();
+        assert!(!b.broken());
+        let (tx, rx) = mpsc::channel();
+        let parties: Vec<_> = (0..3)
+            .map(|_| {
+                let (b, tx) = (b.clone(), tx.clone());
+                std::thread::spawn(move || tx.send(b.wait_timeout(Duration::from_secs(2))).unwrap())
+            })
+            .collect();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 3 {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(r) => got.push(format!("{r:?}")),
+                Err(_) => break,
+            }
+        }
+        // Free anyone stuck (a wait that ignores its timeout), so the threads can be joined.
+        b.abort();
+        for t in parties {
+            t.join().unwrap();
+        }
+        got.sort();
+        assert_eq!(got, ["Ok(0)", "Ok(1)", "Ok(2)"], "the reset barrier did not pass (a wait hung: {})", got.len() < 3);
+    }
+}
+
+start_methods_ignored! {
+    "bug: a killed Condition waiter's registration becomes a stray token: notify(1) wakes two";
+    /// Case 8: a killed waiter's registration must not turn into an extra wake-up later: after
+    /// a `notify(1)` with no live waiter, two threads wait and one `notify(1)` comes; exactly
+    /// one is notified (`true`), the other times out (`false`).
+    fn condition_waiter_killed_no_extra_wakeup(m) {
+        let c = Condition::new().unwrap();
+        let waiting = Event::new().unwrap();
+        let mut p = start(m, wait_on_condition, (c.clone(), waiting.clone()));
+        assert!(waiting.wait(Some(LONG)));
+        drop(c.lock().unwrap());
+        child_asleep(p.pid().unwrap());
+        kill_and_join(&mut p);
+        {
+            // No live waiter: CPython's notify does nothing here.
+            let _held = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (c, tx, ready_tx) = (c.clone(), tx.clone(), ready_tx.clone());
+                std::thread::spawn(move || {
+                    let held = c.lock().unwrap();
+                    ready_tx.send(()).unwrap();
+                    tx.send(c.wait(Some(Duration::from_millis(500))).unwrap()).unwrap();
+                    drop(held);
+                })
+            })
+            .collect();
+        ready_rx.recv().unwrap();
+        ready_rx.recv().unwrap();
+        {
+            // Granted once both sleep in wait().
+            let _held = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        let mut got: Vec<bool> = (0..2).map(|_| rx.recv_timeout(LONG).unwrap()).collect();
+        for t in waiters {
+            t.join().unwrap();
+        }
+        got.sort();
+        assert_eq!(got, [false, true], "notify(1) woke {} waiters", got.iter().filter(|&&x| x).count());
     }
 }
