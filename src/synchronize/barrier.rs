@@ -34,7 +34,6 @@ fn cpu_bit(cpu: u32) -> u64 {
 }
 
 #[repr(C)]
-#[derive(Default)]
 pub(crate) struct BarrierState {
     lock: RawMutex,
     /// Bumped at every change the waiters wait for.
@@ -48,7 +47,14 @@ pub(crate) struct BarrierState {
     /// that shares its CPU cannot arrive while it spins.
     cpus_now: AtomicU64,
     cpus_last: AtomicU64,
+    /// The pids of the parties inside `wait` (0: a free slot), so that one killed there is
+    /// found and taken out: otherwise the barrier would count it for ever (a pass it cannot
+    /// make, a drain or a reset that never ends). Parties beyond the slots go unwatched.
+    inside: [AtomicU32; SLOTS],
 }
+
+/// How many parties inside `wait` at once are watched for death.
+const SLOTS: usize = 64;
 
 // SAFETY: atomics only; zero is an empty, filling barrier with a free lock.
 unsafe impl SharedState for BarrierState {}
@@ -72,6 +78,11 @@ unsafe impl SharedState for BarrierState {}
 /// p.join()?;
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
+///
+/// A party killed inside `wait` is noticed by the others within about 20 ms: before the pass,
+/// the barrier breaks (`BrokenBarrier` for all) rather than wait for ever; after it, the dead
+/// party is counted out so the next pass can start. (Up to 64 parties inside `wait` at once
+/// are watched; CPython's barrier hangs in both cases.)
 #[derive(Clone)]
 pub struct Barrier {
     shared: Shared<BarrierState>,
@@ -192,14 +203,18 @@ impl Barrier {
         let deadline = Deadline::after(timeout);
         let s = self.state();
         let mut inside = self.enter();
-        // Wait while the previous pass drains or a reset completes.
+        // Wait while the previous pass drains or a reset completes (within our deadline).
         while matches!(s.state.load(Ordering::SeqCst), DRAINING | RESETTING) {
-            inside.wait_change(Deadline::NEVER);
+            if !inside.wait_change(deadline) && deadline.expired() {
+                inside.break_barrier();
+            }
         }
         if s.state.load(Ordering::SeqCst) == BROKEN {
             return Err(Error::BrokenBarrier);
         }
         let index = s.count.fetch_add(1, Ordering::SeqCst);
+        let me = proc::cached_pid() as u32;
+        let slot = s.inside.iter().position(|x| x.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok());
         s.cpus_now.fetch_or(cpu_bit(proc::current_cpu()), Ordering::Relaxed);
         let result = if index.saturating_add(1) >= self.parties {
             inside.pass().map(|()| index)
@@ -215,11 +230,12 @@ impl Barrier {
             }
             if s.state.load(Ordering::SeqCst) == DRAINING { Ok(index) } else { Err(Error::BrokenBarrier) }
         };
-        let left = s.count.load(Ordering::SeqCst).saturating_sub(1);
-        s.count.store(left, Ordering::SeqCst);
-        if left == 0 && matches!(s.state.load(Ordering::SeqCst), DRAINING | RESETTING) {
-            s.state.store(FILLING, Ordering::SeqCst);
-            inside.notify_all();
+        // Our slot may have been taken from us if another party wrongly found us dead (a
+        // recycled pid cannot be us while we run): only a slot still ours counts us out.
+        let counted =
+            slot.is_none_or(|i| s.inside[i].compare_exchange(me, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok());
+        if counted {
+            inside.leave_count();
         }
         result
     }
@@ -310,6 +326,44 @@ impl<'a> Inside<'a> {
         Ok(())
     }
 
+    /// One party fewer inside: the last one out ends a drain or a reset.
+    fn leave_count(&mut self) {
+        let s = self.state();
+        let left = s.count.load(Ordering::SeqCst).saturating_sub(1);
+        s.count.store(left, Ordering::SeqCst);
+        if left == 0 && matches!(s.state.load(Ordering::SeqCst), DRAINING | RESETTING) {
+            s.state.store(FILLING, Ordering::SeqCst);
+            self.notify_all();
+        }
+    }
+
+    /// Whether a watched party inside `wait` has died.
+    fn someone_died(&self) -> bool {
+        let me = proc::cached_pid() as u32;
+        self.state().inside.iter().any(|x| {
+            let pid = x.load(Ordering::SeqCst);
+            pid != 0 && pid != me && pidfd::process_gone(pid as i32)
+        })
+    }
+
+    /// Takes dead parties out (caller holds the lock): a barrier still filling is broken,
+    /// since the pass it waits for can no longer come; a drain or reset may end.
+    fn take_out_the_dead(&mut self) {
+        let me = proc::cached_pid() as u32;
+        for x in &self.state().inside {
+            let pid = x.load(Ordering::SeqCst);
+            if pid == 0 || pid == me || !pidfd::process_gone(pid as i32) {
+                continue;
+            }
+            if x.compare_exchange(pid, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                if self.state().state.load(Ordering::SeqCst) == FILLING {
+                    self.break_barrier();
+                }
+                self.leave_count();
+            }
+        }
+    }
+
     fn break_barrier(&mut self) {
         self.state().state.store(BROKEN, Ordering::SeqCst);
         self.notify_all();
@@ -332,6 +386,7 @@ impl<'a> Inside<'a> {
         let last = s.cpus_last.load(Ordering::Relaxed);
         let spin = last == 0 || last & !me != 0;
         let mut woke = spin && futex::spin_until(SPINS, changed);
+        let mut dead = false;
         if !woke {
             s.sleepers.fetch_add(1, Ordering::SeqCst);
             woke = loop {
@@ -344,8 +399,13 @@ impl<'a> Inside<'a> {
                         break changed();
                     }
                     // A slice without news: if a party died holding the internal lock, go
-                    // and take it over (which breaks the barrier for everyone).
+                    // and take it over (which breaks the barrier for everyone); if one died
+                    // inside `wait`, go and take it out.
                     if s.lock.holder().is_some_and(|pid| pidfd::process_gone(pid as i32)) {
+                        break true;
+                    }
+                    if self.someone_died() {
+                        dead = true;
                         break true;
                     }
                 }
@@ -353,6 +413,9 @@ impl<'a> Inside<'a> {
             s.sleepers.fetch_sub(1, Ordering::SeqCst);
         }
         self.lock();
+        if dead {
+            self.take_out_the_dead();
+        }
         woke
     }
 }

@@ -16,7 +16,7 @@
 //! would hang on a waiter that was killed; the rule here needs nobody to be alive.
 
 use super::mutex::Acquired;
-use super::{Lock, RLock};
+use super::{Lock, LockResult, OwnerDied, RLock};
 use crate::heap::{Shared, SharedState};
 use crate::sys::{Deadline, futex};
 use crate::{Error, Result};
@@ -164,6 +164,10 @@ impl ConditionLock {
 /// p.join()?;
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
+///
+/// A waiter killed inside `wait` leaves its registration behind: a later `notify` may count
+/// it, and one live waiter may then return `true` from a wait that was not meant for it (a
+/// spurious wake-up, which a `wait_for` loop absorbs). Nothing ever hangs on it.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Condition {
     shared: Shared<CondState>,
@@ -252,7 +256,9 @@ impl Condition {
         }
     }
 
-    /// Acquires the lock and returns a guard that releases it (Python's `with cond:`).
+    /// Acquires the lock and returns a guard that releases it (Python's `with cond:`). If the
+    /// previous holder died, the guard comes inside [`OwnerDied`](crate::OwnerDied), as from
+    /// [`Lock::lock`]; `?` releases the lock and gives [`Error::OwnerDied`].
     ///
     /// ```
     /// let c = multiprocess::Condition::new()?;
@@ -260,9 +266,10 @@ impl Condition {
     /// assert!(!c.wait(Some(std::time::Duration::from_millis(1)))?);
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
-    pub fn lock(&self) -> Result<ConditionGuard<'_>> {
-        self.acquire()?;
-        Ok(ConditionGuard { cond: self, _not_send: std::marker::PhantomData })
+    pub fn lock(&self) -> LockResult<ConditionGuard<'_>> {
+        let died = matches!(self.acquire(), Err(Error::OwnerDied));
+        let guard = ConditionGuard { cond: self, _not_send: std::marker::PhantomData };
+        if died { Err(OwnerDied::new(guard)) } else { Ok(guard) }
     }
 
     /// Releases the lock, waits to be notified or for `timeout` (`None`: no limit), and takes
