@@ -265,6 +265,12 @@ unsafe impl SharedState for RLockState {}
 
 impl RLockState {
     pub(crate) fn acquire(&self, deadline: Deadline) -> Result<bool> {
+        // Free: the common case, one compare-exchange (a free lock cannot be ours already).
+        if self.lock.mutex.try_lock_free() {
+            self.lock.owner_tid.store(proc::cached_tid() as u32, Ordering::Relaxed);
+            self.count.store(1, Ordering::Relaxed);
+            return Ok(true);
+        }
         if self.lock.is_mine() {
             let count = self.count.load(Ordering::Relaxed);
             let next = count.checked_add(1).ok_or_else(|| Error::InvalidArgument("RLock acquired too often".into()))?;

@@ -60,6 +60,13 @@ impl RawMutex {
         self.lock_contended(me, deadline)
     }
 
+    /// Acquires if free; nothing else (no waiting, no look at the holder).
+    #[inline]
+    pub(crate) fn try_lock_free(&self) -> bool {
+        let me = proc::cached_pid() as u32;
+        self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
     /// Acquires if free, or if its holder is dead; never waits.
     pub(crate) fn try_lock(&self) -> Acquired {
         let me = proc::cached_pid() as u32;
