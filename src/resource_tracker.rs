@@ -158,7 +158,7 @@ impl Client {
     /// `atfork` handler (forget it, do not close its number twice) and the parent's
     /// registrations are the parent's tracker's business.
     fn adopt(&mut self) {
-        let me = proc::getpid();
+        let me = proc::cached_pid();
         if self.owner != me {
             std::mem::forget(self.socket.take());
             self.registered.clear();
@@ -273,7 +273,7 @@ impl ForkSafeLock<Client> {
 
 impl<T> ForkSafeLock<T> {
     fn lock(&self) -> Guard<'_, T> {
-        let me = proc::getpid() as u32;
+        let me = proc::cached_pid() as u32;
         loop {
             let held = self.word.load(Ordering::Relaxed);
             if held == me {
