@@ -1642,3 +1642,52 @@ start_methods! {
         check_invariant(&cond);
     }
 }
+
+/// How many turns each party of the ring below takes.
+const TURNS: u32 = 300;
+
+/// One party of a ring on a Condition: waits for its turn (`turn.get_value() % parties ==
+/// me`), takes it (`+= 1`), notifies everyone, and at once waits for its next turn, as a
+/// `wait_for` loop does. A lost wake-up would stop the ring: each wait has a long timeout,
+/// and running out of it fails the party.
+fn ring_party(cond: Condition, turn: Semaphore, parties: u32, me: u32) -> Result<()> {
+    let mut held = cond.lock()?;
+    for _ in 0..TURNS {
+        let mine = cond.wait_for(|| turn.get_value() % parties == me, Some(LONG))?;
+        assert!(mine, "party {me} waited {LONG:?} for its turn at {}", turn.get_value());
+        turn.release()?;
+        cond.notify_all()?;
+        // Let go now and then, so that the lock also changes hands outside `wait`.
+        if turn.get_value().is_multiple_of(7) {
+            drop(held);
+            held = cond.lock()?;
+        }
+    }
+    drop(held);
+    Ok(())
+}
+
+start_methods! {
+    /// Two processes and two threads take turns round a Condition, each notifying and then
+    /// waiting again at once, 300 turns each: no wake-up is lost, and the count is exact.
+    fn cond_ring_of_threads_and_processes(m) {
+        let cond = Condition::new().unwrap();
+        let turn = Semaphore::new(0).unwrap();
+        let mut children: Vec<Process> =
+            (0..2).map(|me| start(m, ring_party, (cond.clone(), turn.clone(), 4, me))).collect();
+        let threads: Vec<_> = (2..4)
+            .map(|me| {
+                let (cond, turn) = (cond.clone(), turn.clone());
+                std::thread::spawn(move || ring_party(cond, turn, 4, me))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        for p in &mut children {
+            join_ok(p);
+        }
+        assert_eq!(turn.get_value(), 4 * TURNS);
+        check_invariant(&cond);
+    }
+}
