@@ -4,7 +4,7 @@
 use super::{cvt, retry};
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
 
 /// `fork(2)`. Returns 0 in the child and the child's pid in the parent.
 ///
@@ -40,15 +40,27 @@ pub(crate) fn cached_pid() -> libc::pid_t {
 
 static CACHED_PID: AtomicI32 = AtomicI32::new(0);
 
+/// Whether the fork handler is registered: 0 not yet, 1 being registered, 2 registered.
+/// Not a `Once`: a fork child inherits a `Once` that another thread of its parent was running
+/// as running for ever, and its first `cached_pid` would wait on it for ever (a lock in a
+/// fork child hung so, when a thread of the parent took its first lock during the fork).
+static AT_FORK: AtomicU8 = AtomicU8::new(0);
+
 #[cold]
 fn init_cached_pid() -> libc::pid_t {
-    static AT_FORK: std::sync::Once = std::sync::Once::new();
-    AT_FORK.call_once(|| {
-        // SAFETY: registers a plain extern "C" function with no arguments for the child side.
-        unsafe { libc::pthread_atfork(None, None, Some(refresh_cached_pid)) };
-    });
     let pid = getpid();
-    CACHED_PID.store(pid, Ordering::Relaxed);
+    match AT_FORK.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            // SAFETY: registers a plain extern "C" function with no arguments for the child.
+            unsafe { libc::pthread_atfork(None, None, Some(refresh_cached_pid)) };
+            AT_FORK.store(2, Ordering::Release);
+        }
+        // Another thread is registering it: cache nothing until it has, or a fork in between
+        // could give a child this pid with no handler to correct it.
+        Err(1) => return pid,
+        Err(_) => {}
+    }
+    CACHED_PID.store(pid, Ordering::SeqCst);
     pid
 }
 
