@@ -12,7 +12,7 @@ use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Once, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// Locks `m`, ignoring poisoning: our state stays consistent across a panic elsewhere, and no
@@ -514,11 +514,13 @@ impl Child {
 static CHILDREN: Mutex<Vec<Arc<Child>>> = Mutex::new(Vec::new());
 
 fn register(child: Arc<Child>) {
-    static AT_EXIT: Once = Once::new();
-    AT_EXIT.call_once(|| {
+    // Not a `Once`: a fork child would inherit one that another thread was running as
+    // running for ever, and its first `start` would wait on it for ever.
+    static AT_EXIT: AtomicBool = AtomicBool::new(false);
+    if !AT_EXIT.swap(true, Ordering::AcqRel) {
         // SAFETY: registers a plain extern "C" function with no arguments.
         unsafe { libc::atexit(at_exit) };
-    });
+    }
     lock(&CHILDREN).push(child);
 }
 

@@ -230,11 +230,13 @@ fn reap(first: &Pidfd) {
 }
 
 fn install_atfork_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
+    // Not a `Once`: a fork child would inherit one that another thread was running as
+    // running for ever, and wait on it for ever.
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !DONE.swap(true, Ordering::AcqRel) {
         // SAFETY: registers a plain extern "C" function with no arguments for the child side.
         unsafe { libc::pthread_atfork(None, None, Some(close_in_fork_child)) };
-    });
+    }
 }
 
 /// Runs in every fork child: closes the child's copy of the parent's tracker socket, so that
