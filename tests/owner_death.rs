@@ -9,6 +9,7 @@
 //! printed with `eprintln!` (`owner-death latency: ...`); the assertions allow 1 s, since the
 //! machine is a loaded 2-core VM.
 mod common;
+use common::{join_ok, start, timed};
 use multiprocess::*;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -45,35 +46,11 @@ macro_rules! start_methods_ignored {
     };
 }
 
-/// Starts `target(args)` under `m`.
-fn start<F, A>(m: StartMethod, target: F, args: A) -> Process
-where
-    F: Target<A>,
-    A: Args,
-{
-    let mut p = get_context(m).process(target, args);
-    p.start().unwrap();
-    p
-}
-
 /// SIGKILLs `p`, joins it and checks that it died of the signal.
 fn kill_and_join(p: &mut Process) {
     p.kill().unwrap();
     p.join().unwrap();
     assert_eq!(p.exitcode(), Some(-libc::SIGKILL), "child {} was not killed", p.name());
-}
-
-/// Joins `p` and asserts that it exited 0.
-fn join_ok(p: &mut Process) {
-    p.join().unwrap();
-    assert_eq!(p.exitcode(), Some(0), "child {} failed", p.name());
-}
-
-/// Times `f`.
-fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
-    let t = Instant::now();
-    let r = f();
-    (r, t.elapsed())
 }
 
 /// Prints an owner-death latency (collected from the test output) and asserts the bound.

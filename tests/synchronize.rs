@@ -11,6 +11,7 @@
 //! ported with the plain objects, since there is no manager yet: what is left of each case is
 //! "the object works the same in a child and in the parent".
 mod common;
+use common::{join_ok, start, timed};
 use multiprocess::synchronize::SEM_VALUE_MAX;
 use multiprocess::*;
 use std::cell::RefCell;
@@ -39,13 +40,6 @@ fn assert_took(elapsed: Duration, t: Duration) {
     assert!(elapsed <= t + Duration::from_millis(800), "returned after {elapsed:?}, far past the timeout {t:?}");
 }
 
-/// Times `f`.
-fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
-    let t = Instant::now();
-    let r = f();
-    (r, t.elapsed())
-}
-
 /// Polls `f` until it is true, for [`LONG`] at most (CPython's `assertReachesEventually`).
 fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + LONG;
@@ -56,23 +50,6 @@ fn eventually(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     f()
-}
-
-/// Starts `target(args)` under `m`.
-fn start<F, A>(m: StartMethod, target: F, args: A) -> Process
-where
-    F: Target<A>,
-    A: Args,
-{
-    let mut p = get_context(m).process(target, args);
-    p.start().unwrap();
-    p
-}
-
-/// Joins `p` and asserts that it exited 0.
-fn join_ok(p: &mut Process) {
-    p.join().unwrap();
-    assert_eq!(p.exitcode(), Some(0), "child {} failed", p.name());
 }
 
 /// How the calling thread is named in a lock's repr when it holds it: CPython's

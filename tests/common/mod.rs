@@ -194,3 +194,27 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// Starts `target(args)` under `m`.
+pub fn start<F, A>(m: multiprocess::StartMethod, target: F, args: A) -> multiprocess::Process
+where
+    F: multiprocess::Target<A>,
+    A: multiprocess::Args,
+{
+    let mut p = multiprocess::get_context(m).process(target, args);
+    p.start().unwrap();
+    p
+}
+
+/// Joins `p` and asserts that it exited 0.
+pub fn join_ok(p: &mut multiprocess::Process) {
+    p.join().unwrap();
+    assert_eq!(p.exitcode(), Some(0), "child {} failed", p.name());
+}
+
+/// Times `f`.
+pub fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed())
+}
