@@ -60,6 +60,11 @@ pub enum Error {
     /// The object was closed (`ValueError('Queue ... is closed')`).
     #[error("object is closed")]
     Closed,
+
+    /// `JoinableQueue::task_done` called more times than items were put (`ValueError`).
+    #[error("task_done() called too many times")]
+    TaskDoneTooManyTimes,
+
     /// The HMAC handshake failed (`multiprocessing.AuthenticationError`).
     #[error("authentication failed: {0}")]
     Authentication(String),

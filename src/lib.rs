@@ -48,6 +48,7 @@ mod error;
 mod heap;
 mod popen;
 mod process;
+pub mod queues;
 mod reduction;
 mod resource_tracker;
 pub mod shared_memory;
@@ -63,6 +64,7 @@ pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
     getpid, getppid, parent_process, process_cpu_count,
 };
+pub use queues::{JoinableQueue, PutError, Queue, SimpleQueue};
 pub use shared_memory::{ShareableList, SharedMemory};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};
 pub use synchronize::{

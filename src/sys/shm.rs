@@ -152,3 +152,15 @@ pub(crate) fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok((st.st_dev, st.st_ino))
 }
+
+/// Gives the pages of `[offset, offset + len)` of a segment's mapping back to the kernel:
+/// they read as zeros afterwards and hold no memory until written again. Both ends must be
+/// page-aligned. The caller makes sure nobody uses those bytes meanwhile.
+pub(crate) fn discard(segment: &Segment, offset: usize, len: usize) -> io::Result<()> {
+    if offset.checked_add(len).is_none_or(|end| end > segment.len()) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: the range lies within our mapping (checked above); MADV_REMOVE frees the shmem
+    // pages behind it, which the caller says nobody is using, and later reads see zeros.
+    cvt(unsafe { libc::madvise(segment.as_ptr().add(offset).cast(), len, libc::MADV_REMOVE) }).map(drop)
+}

@@ -1,0 +1,435 @@
+//! Queues between processes (Python's `multiprocessing.queues`): [`Queue`], [`SimpleQueue`]
+//! and [`JoinableQueue`].
+//!
+//! All three are a ring in shared memory (see `ring.rs`), not a pipe and a feeder thread as
+//! in CPython. That changes three things a Python user may rely on, each for the better:
+//!
+//! - **A `put` is done when it returns.** The item is in shared memory, so it is delivered
+//!   even if its producer exits or is killed right after (CPython loses what its feeder thread
+//!   had not yet written). `qsize()` and `empty()` see it at once: no need to sleep first.
+//! - **An unbounded queue never makes `put` wait** for its consumers: the ring grows into
+//!   reserved address space (up to 4 GiB of items waiting) instead of blocking on a full
+//!   pipe. A bounded queue (`with_maxsize`) waits, or times out, as in Python.
+//! - **An item that cannot be encoded is refused by `put`** (with the item), instead of
+//!   being dropped later by the feeder thread.
+//!
+//! A process killed in the middle of a `put` or `get` does not wedge or corrupt the queue for
+//! the others: the next one to use it takes over. At most the one item the killed process
+//! had in its hands is lost: the item a killed `put` had not finished putting, or the item a
+//! killed `get` had taken but not yet returned.
+//!
+//! Items are serde values, encoded with postcard; a `Vec<u8>` travels as its bytes, at
+//! memory speed. One item may be up to 2 GiB encoded. Handles (connections, locks, queues)
+//! cannot be put in a queue; pass them to a child in its `args` instead.
+
+mod codec;
+mod err;
+mod joinable;
+pub(crate) mod ring;
+mod simple;
+
+pub use err::PutError;
+pub use joinable::JoinableQueue;
+pub use simple::SimpleQueue;
+
+use crate::heap::Shared;
+use crate::sys::Deadline;
+use crate::{Error, Result};
+use ring::{GetFail, PutFail, Ring};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// What the three queue types share: this process's handle on the ring, and whether this
+/// process closed it. Clones within a process share one `Core`, as Python objects do.
+struct Core {
+    ring: Ring,
+    closed: AtomicBool,
+}
+
+/// A typed handle on a [`Core`].
+struct Handle<T> {
+    core: Arc<Core>,
+    _item: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        Handle { core: self.core.clone(), _item: PhantomData }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
+    fn new(maxsize: usize) -> Result<Handle<T>> {
+        if maxsize as u64 > ring::MAX_ITEMS {
+            return Err(Error::InvalidArgument(format!("maxsize {maxsize} is above {}", ring::MAX_ITEMS)));
+        }
+        let ring = Ring::new(maxsize as u64, codec::type_tag::<T>())?;
+        Ok(Handle::from_ring(ring))
+    }
+
+    fn from_ring(ring: Ring) -> Handle<T> {
+        Handle { core: Arc::new(Core { ring, closed: AtomicBool::new(false) }), _item: PhantomData }
+    }
+
+    fn ring(&self) -> &Ring {
+        &self.core.ring
+    }
+
+    fn is_closed(&self) -> bool {
+        self.core.closed.load(Ordering::Relaxed)
+    }
+
+    fn put(&self, item: T, deadline: Deadline) -> std::result::Result<(), PutError<T>> {
+        if self.is_closed() {
+            return Err(PutError::Closed(item));
+        }
+        let ring = self.ring();
+        let sent = codec::with_scratch(|scratch| {
+            let payload = codec::encode(&item, scratch)?;
+            ring.put(payload, deadline).map_err(|e| match e {
+                PutFail::Full => Error::Full,
+                PutFail::TooLarge => Error::InvalidArgument(format!(
+                    "an item of {} bytes encoded is larger than a queue takes ({} bytes)",
+                    payload.len(),
+                    ring.max_payload()
+                )),
+            })
+        });
+        match sent {
+            Ok(()) => Ok(()),
+            Err(Error::Full) => Err(PutError::Full(item)),
+            Err(e) => Err(PutError::Failed(item, e)),
+        }
+    }
+
+    fn get(&self, deadline: Deadline) -> Result<T> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let ring = self.ring();
+        let take = |out: &mut Vec<u8>| {
+            ring.get(out, deadline).map_err(|e| match e {
+                GetFail::Empty => Error::Empty,
+                GetFail::Corrupt(what) => Error::Codec(format!("queue corrupted: {what}")),
+            })
+        };
+        if codec::is_bytes::<T>() {
+            let mut bytes = Vec::new();
+            take(&mut bytes)?;
+            return codec::decode_bytes(bytes);
+        }
+        codec::with_scratch(|scratch| {
+            take(scratch)?;
+            codec::decode(scratch)
+        })
+    }
+
+    fn qsize(&self) -> usize {
+        self.ring().len() as usize
+    }
+
+    fn empty(&self) -> bool {
+        self.ring().is_empty()
+    }
+
+    fn full(&self) -> bool {
+        let max = self.ring().maxsize();
+        max > 0 && self.ring().len() >= max
+    }
+
+    fn close(&self) {
+        self.core.closed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl<T> Serialize for Handle<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.core.ring.shared().serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for Handle<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Handle<T>, D::Error> {
+        use serde::de::Error as _;
+        let shared = Shared::deserialize(d)?;
+        let ring = Ring::attach(shared, codec::type_tag::<T>()).map_err(D::Error::custom)?;
+        Ok(Handle::from_ring(ring))
+    }
+}
+
+/// A FIFO queue between processes and threads (Python's `multiprocessing.Queue`).
+///
+/// Any number of processes and threads may put and get at once; each item goes to exactly
+/// one getter, in the order the puts returned. Pass a queue to a child in its `args` (under
+/// every start method), or capture it in a `from_closure` child; clones within a process are
+/// the same queue.
+///
+/// `put` returns the item inside [`PutError`] when it cannot put it (full, closed, or not
+/// encodable), so nothing is lost; `?` turns that into an [`Error`] where the item is not
+/// wanted back. `get` gives [`Error::Empty`] when nothing came in time, and
+/// [`Error::Closed`] after [`close`](Queue::close).
+///
+/// ```
+/// use multiprocess::{Process, Queue};
+/// fn child(q: Queue<Vec<Option<String>>>) -> multiprocess::Result<()> {
+///     q.put(vec![Some("42".into()), None, Some("hello".into())])?;
+///     Ok(())
+/// }
+/// let q = Queue::new()?;
+/// let mut p = Process::new(child, (q.clone(),));
+/// p.start()?;
+/// assert_eq!(q.get()?, vec![Some("42".to_string()), None, Some("hello".to_string())]);
+/// p.join()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct Queue<T> {
+    handle: Handle<T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue { handle: self.handle.clone() }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
+    /// An unbounded queue (`Queue()`, `Queue(0)`): `put` never waits for room.
+    ///
+    /// ```
+    /// let q = multiprocess::Queue::new()?;
+    /// for i in 0..100 {
+    ///     q.put(i)?;
+    /// }
+    /// assert_eq!(q.qsize(), 100);
+    /// assert!(!q.full());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn new() -> Result<Queue<T>> {
+        Queue::with_maxsize(0)
+    }
+
+    /// A queue of at most `maxsize` items (`Queue(maxsize)`); 0 means unbounded. A `put` on
+    /// a full queue waits for room ([`put`](Queue::put)), or gives up
+    /// ([`put_timeout`](Queue::put_timeout), [`put_nowait`](Queue::put_nowait)).
+    ///
+    /// ```
+    /// use multiprocess::{PutError, Queue};
+    /// let q = Queue::with_maxsize(1)?;
+    /// q.put(1)?;
+    /// assert!(q.full());
+    /// assert!(matches!(q.put_nowait(2), Err(PutError::Full(2))));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn with_maxsize(maxsize: usize) -> Result<Queue<T>> {
+        Ok(Queue { handle: Handle::new(maxsize)? })
+    }
+
+    /// Puts `item` at the end, waiting for room if the queue is bounded and full
+    /// (`put(obj)`). When it returns `Ok`, the item is in the queue and survives this
+    /// process.
+    ///
+    /// ```
+    /// let q = multiprocess::Queue::new()?;
+    /// q.put("hello".to_string())?;
+    /// assert_eq!(q.get()?, "hello");
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.handle.put(item, Deadline::NEVER)
+    }
+
+    /// Puts `item`, waiting at most `timeout` for room (`put(obj, True, timeout)`):
+    /// `Err(PutError::Full(item))` if none came.
+    ///
+    /// ```
+    /// use multiprocess::{PutError, Queue};
+    /// use std::time::Duration;
+    /// let q = Queue::with_maxsize(1)?;
+    /// q.put_timeout(1, Duration::from_millis(10))?;
+    /// assert!(matches!(q.put_timeout(2, Duration::from_millis(10)), Err(PutError::Full(2))));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> std::result::Result<(), PutError<T>> {
+        self.handle.put(item, Deadline::after(Some(timeout)))
+    }
+
+    /// Puts `item` only if there is room now (`put_nowait(obj)`, `put(obj, False)`):
+    /// otherwise `Err(PutError::Full(item))`, and the item stays with the caller.
+    ///
+    /// ```
+    /// use multiprocess::{PutError, Queue};
+    /// let q = Queue::with_maxsize(1)?;
+    /// q.put_nowait(vec![1u8])?;
+    /// match q.put_nowait(vec![2u8]) {
+    ///     Err(PutError::Full(item)) => assert_eq!(item, vec![2u8]),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn put_nowait(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.handle.put(item, Deadline::after(Some(Duration::ZERO)))
+    }
+
+    /// Takes the oldest item, waiting for one (`get()`).
+    ///
+    /// ```
+    /// let q = multiprocess::Queue::new()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert_eq!((q.get()?, q.get()?), (1, 2));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<T> {
+        self.handle.get(Deadline::NEVER)
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (`get(True, timeout)`):
+    /// `Err(Error::Empty)` if none came.
+    ///
+    /// ```
+    /// use multiprocess::{Error, Queue};
+    /// use std::time::Duration;
+    /// let q = Queue::<i32>::new()?;
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(Error::Empty)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.handle.get(Deadline::after(Some(timeout)))
+    }
+
+    /// Takes the oldest item if there is one now (`get_nowait()`, `get(False)`):
+    /// otherwise `Err(Error::Empty)`.
+    ///
+    /// ```
+    /// use multiprocess::{Error, Queue};
+    /// let q = Queue::new()?;
+    /// assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    /// q.put(7u8)?;
+    /// assert_eq!(q.get_nowait()?, 7);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get_nowait(&self) -> Result<T> {
+        self.handle.get(Deadline::after(Some(Duration::ZERO)))
+    }
+
+    /// How many items the queue holds (`qsize()`). Exact when it is read: a `put` counts as
+    /// soon as it returns (no feeder thread lags behind, as in CPython).
+    ///
+    /// ```
+    /// let q = multiprocess::Queue::new()?;
+    /// q.put(())?;
+    /// assert_eq!(q.qsize(), 1);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn qsize(&self) -> usize {
+        self.handle.qsize()
+    }
+
+    /// Whether the queue holds nothing (`empty()`).
+    ///
+    /// ```
+    /// let q = multiprocess::Queue::<u8>::new()?;
+    /// assert!(q.empty());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn empty(&self) -> bool {
+        self.handle.empty()
+    }
+
+    /// Whether a bounded queue holds `maxsize` items (`full()`); never for an unbounded one.
+    ///
+    /// ```
+    /// let q = multiprocess::Queue::with_maxsize(2)?;
+    /// q.put(1)?;
+    /// assert!(!q.full());
+    /// q.put(2)?;
+    /// assert!(q.full());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn full(&self) -> bool {
+        self.handle.full()
+    }
+
+    /// The bound given to [`with_maxsize`](Queue::with_maxsize); `None` for an unbounded
+    /// queue (Python's `_maxsize`).
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::Queue::<u8>::with_maxsize(6)?.maxsize(), Some(6));
+    /// assert_eq!(multiprocess::Queue::<u8>::new()?.maxsize(), None);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn maxsize(&self) -> Option<usize> {
+        match self.ring().maxsize() {
+            0 => None,
+            n => Some(n as usize),
+        }
+    }
+
+    /// Closes this process's handle (`close()`): its later puts and gets (and its clones')
+    /// give [`Error::Closed`]. Other processes' handles are untouched, and items already put
+    /// stay in the queue for them. There is no feeder thread to flush, so Python's
+    /// `join_thread()` and `cancel_join_thread()` have nothing to do and do not exist here.
+    ///
+    /// ```
+    /// use multiprocess::{Error, PutError, Queue};
+    /// let q = Queue::new()?;
+    /// q.close();
+    /// assert!(matches!(q.put(1), Err(PutError::Closed(1))));
+    /// assert!(matches!(q.get(), Err(Error::Closed)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.handle.close()
+    }
+
+    /// Whether [`close`](Queue::close) was called on this handle or a clone of it.
+    ///
+    /// ```
+    /// let q = multiprocess::Queue::<u8>::new()?;
+    /// assert!(!q.is_closed());
+    /// q.clone().close();
+    /// assert!(q.is_closed());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+}
+
+impl<T> Queue<T> {
+    fn ring(&self) -> &Ring {
+        &self.handle.core.ring
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_queue(f, "Queue", &self.handle.core)
+    }
+}
+
+fn debug_queue(f: &mut fmt::Formatter<'_>, name: &str, core: &Core) -> fmt::Result {
+    let mut d = f.debug_struct(name);
+    d.field("qsize", &core.ring.len());
+    if core.ring.maxsize() > 0 {
+        d.field("maxsize", &core.ring.maxsize());
+    }
+    d.field("closed", &core.closed.load(Ordering::Relaxed)).finish()
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.handle.serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Queue<T>, D::Error> {
+        Ok(Queue { handle: Handle::deserialize(d)? })
+    }
+}

@@ -1,0 +1,553 @@
+//! The shared-memory ring every queue is built on.
+//!
+//! One memfd segment holds a small state and a byte ring of 4 GiB of *address space*, of
+//! which only the pages in use hold memory. Records are `[len: u32][kind: u32][payload]`,
+//! padded to 8 bytes. Producers take turns under the put lock, consumers under the get lock;
+//! a producer and a consumer never wait for each other except when the ring is empty (or the
+//! queue full).
+//!
+//! **Positions.** The producers' `tail` and the consumers' `head` are each one 64-bit word
+//! packing a byte counter (33 bits) and an item counter (31 bits), both counting since the
+//! queue was made, modulo their width. A record is published by one store of `tail`, and
+//! consumed by one store of `head`: a process killed anywhere in a `put` or `get` leaves
+//! either the whole record or none of it, never half. (The item counters make `qsize` and a
+//! `JoinableQueue`'s unfinished count exact for the same reason: they move in the same store.)
+//!
+//! **Growing without moving.** Records normally cycle through the first `soft` bytes (1 MiB),
+//! whose pages stay mapped and warm. When a record does not fit before `soft` the producer
+//! goes back to byte 0 (leaving a pad record) if the consumers have freed enough there, and
+//! otherwise carries on past `soft` into untouched address space: an unbounded queue never
+//! makes a `put` wait for its consumers, and a record larger than the warm part (64 MiB, say)
+//! simply lies further out. Once the queue is found empty, the pages past `soft + KEEP` are
+//! given back to the kernel.
+//!
+//! **Crashes.** Both locks know their holder (see `synchronize::mutex`): a process killed
+//! holding one is noticed by the next taker, which goes on from the last published position.
+//! What the dead producer had half-written lies beyond `tail` and is overwritten; what the
+//! dead consumer was reading is still before `head` and goes to the next consumer. Only the
+//! record a consumer had taken (`head` stored) but not yet returned is lost with it.
+
+use crate::heap::{Shared, SharedState};
+use crate::synchronize::mutex::{Acquired, RawMutex};
+use crate::sys::{Deadline, futex, shm};
+use std::io;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+
+/// Address space of a ring: records of up to almost this size pass.
+pub(crate) const RING_LEN: u64 = 1 << 32;
+/// The warm part that records cycle through while the consumers keep up.
+pub(crate) const SOFT_LEN: u64 = 1 << 20;
+/// How much of the space past `soft` stays mapped after the queue drains: enough for a few
+/// large records in flight, so that a stream of them does not fault pages in each time.
+const KEEP: u64 = 8 << 20;
+
+/// Bits of a position's byte counter: one more than the ring needs, so that a full ring and
+/// an empty one differ.
+const BYTE_BITS: u32 = 33;
+const BYTE_MASK: u64 = (1 << BYTE_BITS) - 1;
+const ITEM_MASK: u64 = (1 << (64 - BYTE_BITS)) - 1;
+/// The most items a queue holds (and the most unfinished tasks a `JoinableQueue` counts):
+/// well below the item counter's wrap.
+pub(crate) const MAX_ITEMS: u64 = (1 << 30) - 1;
+
+const HEADER: u64 = 8;
+const KIND_DATA: u32 = 0x7175_6401; // "qud\x01"
+const KIND_PAD: u32 = 0x7175_6402;
+const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
+
+/// Spins before sleeping: a producer on another core usually comes within a few µs.
+const SPINS: u32 = 400;
+
+/// A position: bytes and items put (or taken) so far, modulo their widths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pos(u64);
+
+impl Pos {
+    fn bytes(self) -> u64 {
+        self.0 & BYTE_MASK
+    }
+    fn items(self) -> u64 {
+        self.0 >> BYTE_BITS
+    }
+    fn advance(self, bytes: u64, items: u64) -> Pos {
+        let b = self.bytes().wrapping_add(bytes) & BYTE_MASK;
+        let i = self.items().wrapping_add(items) & ITEM_MASK;
+        Pos(i << BYTE_BITS | b)
+    }
+    /// Bytes from `self` to `later`.
+    fn bytes_to(self, later: Pos) -> u64 {
+        later.bytes().wrapping_sub(self.bytes()) & BYTE_MASK
+    }
+    /// Items from `self` to `later`.
+    fn items_to(self, later: Pos) -> u64 {
+        later.items().wrapping_sub(self.items()) & ITEM_MASK
+    }
+}
+
+/// Fixed when the queue is made; checked by every process that attaches.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Config {
+    magic: AtomicU64,
+    ring_len: AtomicU64,
+    soft_len: AtomicU64,
+    maxsize: AtomicU64,
+    type_tag: AtomicU64,
+}
+
+/// The producers' line.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct PutSide {
+    lock: RawMutex,
+    tail: AtomicU64,
+    /// The furthest byte ever written past `soft + KEEP` (0 if none since the last trim).
+    extent: AtomicU64,
+}
+
+/// The consumers' line.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct GetSide {
+    lock: RawMutex,
+    head: AtomicU64,
+}
+
+/// A futex word to sleep on, and how many may be asleep on it, so that a waker who finds no
+/// sleeper makes no system call.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Signal {
+    word: AtomicU32,
+    sleepers: AtomicU32,
+}
+
+impl Signal {
+    /// Wakes up to `n` sleepers if there may be any. The fence orders the caller's publishing
+    /// store before the look at `sleepers` (a sleeper counts itself before it looks at what
+    /// it waits for), so either the sleeper sees the news or we see the sleeper.
+    #[inline]
+    fn notify(&self, n: u32) {
+        fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::Relaxed) != 0 {
+            self.word.fetch_add(1, Ordering::SeqCst);
+            futex::wake(&self.word, n);
+        }
+    }
+
+    /// Sleeps until `ready()` or `deadline`; returns `ready()`'s last answer.
+    fn sleep_until(&self, deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let done = loop {
+            let seen = self.word.load(Ordering::SeqCst);
+            if ready() {
+                break true;
+            }
+            if !futex::wait(&self.word, seen, deadline) {
+                break ready();
+            }
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        done
+    }
+}
+
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Tasks {
+    /// `task_done` calls so far, modulo the item counter's width.
+    done: AtomicU64,
+}
+
+/// The shared state in front of the ring bytes.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct RingState {
+    config: Config,
+    put: PutSide,
+    get: GetSide,
+    /// Consumers wait here for records.
+    data: Signal,
+    /// Producers wait here for room.
+    space: Signal,
+    tasks: Tasks,
+    /// `JoinableQueue::join` waits here for the unfinished count to reach zero.
+    joined: Signal,
+}
+
+// SAFETY: atomics only (the locks are atomic words too). Any content is a valid value: every
+// position and length read from it is validated before it is used.
+unsafe impl SharedState for RingState {}
+
+/// Why a `put` did not happen.
+#[derive(Debug)]
+pub(crate) enum PutFail {
+    /// The queue held `maxsize` items, or the ring had no room, until the deadline.
+    Full,
+    /// The record can never fit.
+    TooLarge,
+}
+
+/// Why a `get` gave nothing.
+#[derive(Debug)]
+pub(crate) enum GetFail {
+    /// Nothing came before the deadline.
+    Empty,
+    /// What the ring holds is not a record: another process wrote into it.
+    Corrupt(&'static str),
+}
+
+/// This process's handle on a ring: the mapping and the geometry it checked when it made or
+/// attached it (kept here, so that a later scribble on the shared copy changes nothing).
+pub(crate) struct Ring {
+    shared: Shared<RingState>,
+    base: *mut u8,
+    ring_len: u64,
+    soft_len: u64,
+    maxsize: u64,
+}
+
+// SAFETY: `base` points into the mapping that `shared` keeps alive; the ring's bytes are only
+// touched under the put lock (free space) or the get lock (published records), which is what
+// the protocol below is about, so the handle can be shared and sent between threads.
+unsafe impl Send for Ring {}
+// SAFETY: as above.
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    /// A new empty ring; `maxsize` 0 means unbounded.
+    pub(crate) fn new(maxsize: u64, type_tag: u64) -> io::Result<Ring> {
+        Ring::with_geometry(maxsize, type_tag, RING_LEN, SOFT_LEN)
+    }
+
+    /// A ring of another size, for tests of the wrap-around logic.
+    pub(crate) fn with_geometry(maxsize: u64, type_tag: u64, ring_len: u64, soft_len: u64) -> io::Result<Ring> {
+        let extra = usize::try_from(ring_len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let shared = Shared::<RingState>::new(c"multiprocess-queue", extra)?;
+        let config = &shared.state().config;
+        config.ring_len.store(ring_len, Ordering::Relaxed);
+        config.soft_len.store(soft_len, Ordering::Relaxed);
+        config.maxsize.store(maxsize, Ordering::Relaxed);
+        config.type_tag.store(type_tag, Ordering::Relaxed);
+        config.magic.store(MAGIC, Ordering::Release);
+        Ring::attach(shared, type_tag)
+    }
+
+    /// Checks a ring received from another process and makes a handle on it.
+    pub(crate) fn attach(shared: Shared<RingState>, type_tag: u64) -> io::Result<Ring> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("not a queue: {what}"));
+        let config = &shared.state().config;
+        if config.magic.load(Ordering::Acquire) != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        if config.type_tag.load(Ordering::Relaxed) != type_tag {
+            return Err(bad("it carries another item type"));
+        }
+        let ring_len = config.ring_len.load(Ordering::Relaxed);
+        let soft_len = config.soft_len.load(Ordering::Relaxed);
+        let maxsize = config.maxsize.load(Ordering::Relaxed);
+        let (base, room) = shared.tail();
+        let page = 4096;
+        if !ring_len.is_power_of_two()
+            || !(page..=RING_LEN).contains(&ring_len)
+            || ring_len > room as u64
+            || soft_len > ring_len
+            || !soft_len.is_multiple_of(page)
+            || maxsize > MAX_ITEMS
+            || !(base as usize).is_multiple_of(HEADER as usize)
+        {
+            return Err(bad("bad geometry"));
+        }
+        Ok(Ring { shared, base, ring_len, soft_len, maxsize })
+    }
+
+    pub(crate) fn shared(&self) -> &Shared<RingState> {
+        &self.shared
+    }
+
+    fn state(&self) -> &RingState {
+        self.shared.state()
+    }
+
+    /// `maxsize`, 0 for unbounded.
+    pub(crate) fn maxsize(&self) -> u64 {
+        self.maxsize
+    }
+
+    fn tail(&self) -> Pos {
+        Pos(self.state().put.tail.load(Ordering::Acquire))
+    }
+
+    fn head(&self) -> Pos {
+        Pos(self.state().get.head.load(Ordering::Acquire))
+    }
+
+    /// Items in the queue now (may be stale by the time it is read, as in CPython).
+    pub(crate) fn len(&self) -> u64 {
+        let (head, tail) = (self.head(), self.tail());
+        head.items_to(tail).min(MAX_ITEMS)
+    }
+
+    /// Whether the queue holds nothing now.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head().bytes() == self.tail().bytes()
+    }
+
+    /// The most payload bytes one record can carry: half the ring, so that a record always
+    /// fits somewhere once the ring is empty (before the end, or after going back to 0).
+    pub(crate) fn max_payload(&self) -> u64 {
+        self.ring_len / 2 - HEADER
+    }
+
+    /// A pointer to ring byte `at` (`at < ring_len`).
+    fn at(&self, at: u64) -> *mut u8 {
+        debug_assert!(at < self.ring_len);
+        // SAFETY: `at < ring_len <= room`, checked in `attach`, so the result stays inside the
+        // mapping.
+        unsafe { self.base.add(at as usize) }
+    }
+
+    /// The 32-bit word at ring byte `at` (8-aligned, `at + 8 <= ring_len`).
+    fn word(&self, at: u64) -> &AtomicU32 {
+        // SAFETY: `at` is 8-aligned and at most `ring_len - 8` (checked by every caller), so
+        // the word lies in the mapping, aligned; the mapping lives as long as `self`.
+        unsafe { AtomicU32::from_ptr(self.at(at).cast()) }
+    }
+
+    fn write_header(&self, at: u64, len: u32, kind: u32) {
+        self.word(at).store(len, Ordering::Relaxed);
+        self.word(at + 4).store(kind, Ordering::Relaxed);
+    }
+
+    /// Appends one record holding `payload`, waiting for room until `deadline`.
+    pub(crate) fn put(&self, payload: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+        let len = payload.len() as u64;
+        if len > self.max_payload() {
+            return Err(PutFail::TooLarge);
+        }
+        let size = (HEADER + len).next_multiple_of(HEADER);
+        let state = self.state();
+        match state.put.lock.lock(deadline) {
+            Acquired::No => return Err(PutFail::Full),
+            // The dead producer may have counted itself asleep: only the holder sleeps there.
+            Acquired::OwnerDied => state.space.sleepers.store(0, Ordering::Relaxed),
+            Acquired::Yes => {}
+        }
+        let placed = self.place(size, deadline);
+        let result = match placed {
+            Some((tail, at, skip)) => {
+                if skip > 0 {
+                    self.write_header(tail.bytes() & (self.ring_len - 1), (skip - HEADER) as u32, KIND_PAD);
+                }
+                self.write_header(at, len as u32, KIND_DATA);
+                // SAFETY: `place` found `[at, at + size)` free and inside the ring: no
+                // consumer reads it until `tail` moves past it, and we hold the put lock, so
+                // no other producer writes it; `payload` is our own memory.
+                unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), self.at(at + HEADER), payload.len()) };
+                let end = at + size;
+                if end > self.soft_len + KEEP && end > state.put.extent.load(Ordering::Relaxed) {
+                    state.put.extent.store(end, Ordering::Relaxed);
+                }
+                state.put.tail.store(tail.advance(skip + size, 1).0, Ordering::Release);
+                Ok(())
+            }
+            None => Err(PutFail::Full),
+        };
+        state.put.lock.unlock();
+        if result.is_ok() {
+            state.data.notify(1);
+        }
+        result
+    }
+
+    /// Under the put lock: where a record of `size` bytes goes, waiting for room (or for the
+    /// item count to drop below `maxsize`) until `deadline`. Returns the tail, the ring
+    /// offset, and how many bytes are skipped (a pad record) before it.
+    fn place(&self, size: u64, deadline: Deadline) -> Option<(Pos, u64, u64)> {
+        let state = self.state();
+        let tail = Pos(state.put.tail.load(Ordering::Relaxed));
+        let fits = || {
+            let head = self.head();
+            let used = head.bytes_to(tail);
+            if used > self.ring_len {
+                // Not a state this protocol makes; treat the ring as full rather than
+                // overwrite what may be records.
+                return None;
+            }
+            if self.maxsize > 0 && head.items_to(tail) >= self.maxsize {
+                return None;
+            }
+            if head.items_to(tail) >= MAX_ITEMS {
+                return None;
+            }
+            let free = self.ring_len - used;
+            let at = tail.bytes() & (self.ring_len - 1);
+            if at + size <= self.soft_len || (at == 0 && size <= free) {
+                return (size <= free).then_some((tail, at, 0));
+            }
+            // Past the warm part: back to the start if the consumers have freed it...
+            let skip = self.ring_len - at;
+            if skip + size <= free {
+                return Some((tail, 0, skip));
+            }
+            // ...or on into fresh address space.
+            (at + size <= self.ring_len && size <= free).then_some((tail, at, 0))
+        };
+        if let Some(p) = fits() {
+            return Some(p);
+        }
+        let mut placed = None;
+        let spun = futex::spin_until(if deadline.expired() { 0 } else { SPINS }, || {
+            placed = fits();
+            placed.is_some()
+        });
+        if spun {
+            return placed;
+        }
+        state.space.sleep_until(deadline, || {
+            placed = fits();
+            placed.is_some()
+        });
+        placed
+    }
+
+    /// Takes the oldest record into `out` (cleared first), waiting until `deadline`.
+    pub(crate) fn get(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), GetFail> {
+        let state = self.state();
+        match state.get.lock.lock(deadline) {
+            Acquired::No => return Err(GetFail::Empty),
+            Acquired::OwnerDied => state.data.sleepers.store(0, Ordering::Relaxed),
+            Acquired::Yes => {}
+        }
+        let result = self.take(out, deadline);
+        let drained = result.is_ok() && self.is_empty();
+        if drained {
+            self.trim();
+        }
+        state.get.lock.unlock();
+        if result.is_ok() {
+            state.space.notify(1);
+        }
+        result
+    }
+
+    /// Under the get lock: waits for a record and copies its payload out.
+    fn take(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), GetFail> {
+        let state = self.state();
+        let mut head = Pos(state.get.head.load(Ordering::Relaxed));
+        loop {
+            let mut tail = self.tail();
+            if tail.bytes() == head.bytes() {
+                let waited = futex::spin_until(if deadline.expired() { 0 } else { SPINS }, || {
+                    tail = self.tail();
+                    tail.bytes() != head.bytes()
+                }) || state.data.sleep_until(deadline, || {
+                    tail = self.tail();
+                    tail.bytes() != head.bytes()
+                });
+                if !waited {
+                    return Err(GetFail::Empty);
+                }
+            }
+            let avail = head.bytes_to(tail);
+            let at = head.bytes() & (self.ring_len - 1);
+            if avail > self.ring_len || avail < HEADER || at + HEADER > self.ring_len {
+                return Err(GetFail::Corrupt("positions out of range"));
+            }
+            let len = self.word(at).load(Ordering::Relaxed) as u64;
+            let kind = self.word(at + 4).load(Ordering::Relaxed);
+            match kind {
+                KIND_PAD => {
+                    let skip = HEADER + len;
+                    if at + skip != self.ring_len || skip > avail {
+                        return Err(GetFail::Corrupt("bad pad record"));
+                    }
+                    head = head.advance(skip, 0);
+                }
+                KIND_DATA => {
+                    let size = (HEADER + len).next_multiple_of(HEADER);
+                    if size > avail || at + size > self.ring_len {
+                        return Err(GetFail::Corrupt("record longer than what was published"));
+                    }
+                    out.clear();
+                    out.reserve_exact(len as usize);
+                    // SAFETY: `[at + 8, at + 8 + len)` lies in the ring (checked above) and in
+                    // the published part, which producers do not write until `head` passes it
+                    // and which no other consumer reads while we hold the get lock; `out` has
+                    // room for `len` bytes, which the copy initialises before `set_len`.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(self.at(at + HEADER), out.as_mut_ptr(), len as usize);
+                        out.set_len(len as usize);
+                    }
+                    state.get.head.store(head.advance(size, 1).0, Ordering::Release);
+                    return Ok(());
+                }
+                _ => return Err(GetFail::Corrupt("unknown record kind")),
+            }
+        }
+    }
+
+    /// Under the get lock, the queue just found empty: gives back the pages past
+    /// `soft + KEEP` if producers went there. Needs the put lock too (so that no producer
+    /// writes meanwhile); if a producer holds it, some later drain will do it.
+    fn trim(&self) {
+        let state = self.state();
+        let extent = state.put.extent.load(Ordering::Relaxed);
+        let from = self.soft_len + KEEP;
+        if extent <= from {
+            return;
+        }
+        match state.put.lock.try_lock() {
+            Acquired::No => return,
+            Acquired::OwnerDied => state.space.sleepers.store(0, Ordering::Relaxed),
+            Acquired::Yes => {}
+        }
+        let extent = state.put.extent.load(Ordering::Relaxed).min(self.ring_len);
+        if self.is_empty() && extent > from {
+            let page = 4096;
+            let offset = self.at(0) as usize - self.shared.segment().as_ptr() as usize + from as usize;
+            let len = (extent.next_multiple_of(page) - from) as usize;
+            // Failure only leaves the memory in use: nothing to undo.
+            if shm::discard(self.shared.segment(), offset, len).is_ok() {
+                state.put.extent.store(0, Ordering::Relaxed);
+            }
+        }
+        state.put.lock.unlock();
+    }
+
+    /// `JoinableQueue`: items put but not yet marked done.
+    pub(crate) fn unfinished(&self) -> u64 {
+        let done = self.state().tasks.done.load(Ordering::Acquire) & ITEM_MASK;
+        self.tail().items().wrapping_sub(done) & ITEM_MASK
+    }
+
+    /// `JoinableQueue::task_done`: false if every item put is already done.
+    pub(crate) fn task_done(&self) -> bool {
+        let tasks = &self.state().tasks.done;
+        let mut done = tasks.load(Ordering::Relaxed);
+        loop {
+            let unfinished = self.tail().items().wrapping_sub(done) & ITEM_MASK;
+            if unfinished == 0 || unfinished > MAX_ITEMS {
+                return false;
+            }
+            match tasks.compare_exchange_weak(done, (done + 1) & ITEM_MASK, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => done = now,
+            }
+        }
+        if self.unfinished() == 0 {
+            let joined = &self.state().joined;
+            fence(Ordering::SeqCst);
+            if joined.sleepers.load(Ordering::Relaxed) != 0 {
+                joined.word.fetch_add(1, Ordering::SeqCst);
+                futex::wake_all(&joined.word);
+            }
+        }
+        true
+    }
+
+    /// `JoinableQueue::join`: waits until every item put is done, or `deadline`.
+    pub(crate) fn join(&self, deadline: Deadline) -> bool {
+        self.unfinished() == 0 || self.state().joined.sleep_until(deadline, || self.unfinished() == 0)
+    }
+}
