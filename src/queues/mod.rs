@@ -26,6 +26,8 @@ mod codec;
 mod err;
 mod joinable;
 pub(crate) mod ring;
+#[cfg(test)]
+mod ring_tests;
 mod simple;
 
 pub use err::PutError;

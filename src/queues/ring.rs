@@ -51,12 +51,44 @@ const ITEM_MASK: u64 = (1 << (64 - BYTE_BITS)) - 1;
 pub(crate) const MAX_ITEMS: u64 = (1 << 30) - 1;
 
 const HEADER: u64 = 8;
+const PAGE: u64 = 4096;
 const KIND_DATA: u32 = 0x7175_6401; // "qud\x01"
 const KIND_PAD: u32 = 0x7175_6402;
 const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
 
-/// Spins before sleeping: a producer on another core usually comes within a few µs.
-const SPINS: u32 = 400;
+/// Looks before yielding (with backoff, some 2,000 pauses in all): a producer on another
+/// core usually comes within a few µs.
+const SPINS: u32 = 64;
+/// Then yields of the CPU before sleeping.
+const YIELDS: u32 = 16;
+
+/// Waits a little without sleeping: spins, then gives the CPU away a few times (when there
+/// are more busy processes than cores, the one we wait for may be waiting for ours), and
+/// says whether `ready()` came true. A sleep would cost the other side a system call to wake
+/// us, on every record.
+fn patiently(deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
+    if deadline.expired() {
+        return false;
+    }
+    // Backing off (1, 2, 4 ... 32 pauses between looks) lets records pile up a little while
+    // we wait, so that we then take several per cache line instead of fighting the producer
+    // for each line as it is written.
+    for round in 0..SPINS {
+        for _ in 0..1u32 << round.min(5) {
+            std::hint::spin_loop();
+        }
+        if ready() {
+            return true;
+        }
+    }
+    for _ in 0..YIELDS {
+        std::thread::yield_now();
+        if ready() {
+            return true;
+        }
+    }
+    false
+}
 
 /// A position: bytes and items put (or taken) so far, modulo their widths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,22 +127,39 @@ struct Config {
     type_tag: AtomicU64,
 }
 
-/// The producers' line.
+/// The producers' lock, and what only its holder uses.
 #[repr(C, align(64))]
 #[derive(Default)]
 struct PutSide {
     lock: RawMutex,
-    tail: AtomicU64,
-    /// The furthest byte ever written past `soft + KEEP` (0 if none since the last trim).
-    extent: AtomicU64,
+    /// `head` as the holder last read it: the consumers have taken at least this much, so
+    /// the holder reads the consumers' line only when this says the ring is full.
+    head_seen: AtomicU64,
 }
 
-/// The consumers' line.
+/// The consumers' lock, and what only its holder uses.
 #[repr(C, align(64))]
 #[derive(Default)]
 struct GetSide {
     lock: RawMutex,
-    head: AtomicU64,
+    /// `tail` as the holder last read it: at least this much is published.
+    tail_seen: AtomicU64,
+}
+
+/// A position on a cache line of its own: written once per record by its side, read by
+/// the other, and by nothing else that is written as often.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Position {
+    pos: AtomicU64,
+}
+
+/// Rarely written: how far past `soft + KEEP` producers went.
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Extent {
+    /// The furthest byte ever written past `soft + KEEP` (0 if none since the last trim).
+    end: AtomicU64,
 }
 
 /// A futex word to sleep on, and how many may be asleep on it, so that a waker who finds no
@@ -166,6 +215,9 @@ pub(crate) struct RingState {
     config: Config,
     put: PutSide,
     get: GetSide,
+    tail: Position,
+    head: Position,
+    extent: Extent,
     /// Consumers wait here for records.
     data: Signal,
     /// Producers wait here for room.
@@ -204,6 +256,8 @@ pub(crate) struct Ring {
     base: *mut u8,
     ring_len: u64,
     soft_len: u64,
+    /// Where trimming starts: `soft_len + KEEP` (less in tests, so that they trim).
+    keep_end: u64,
     maxsize: u64,
 }
 
@@ -222,7 +276,10 @@ impl Ring {
 
     /// A ring of another size, for tests of the wrap-around logic.
     pub(crate) fn with_geometry(maxsize: u64, type_tag: u64, ring_len: u64, soft_len: u64) -> io::Result<Ring> {
-        let extra = usize::try_from(ring_len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let extra = usize::try_from(ring_len)
+            .ok()
+            .and_then(|len| len.checked_add(PAGE as usize))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
         let shared = Shared::<RingState>::new(c"multiprocess-queue", extra)?;
         let config = &shared.state().config;
         config.ring_len.store(ring_len, Ordering::Relaxed);
@@ -246,19 +303,23 @@ impl Ring {
         let ring_len = config.ring_len.load(Ordering::Relaxed);
         let soft_len = config.soft_len.load(Ordering::Relaxed);
         let maxsize = config.maxsize.load(Ordering::Relaxed);
-        let (base, room) = shared.tail();
-        let page = 4096;
+        // The ring starts at the first page boundary after the state, so that its pages are
+        // whole pages of the segment (and can be given back whole).
+        let (after_state, room) = shared.tail();
+        let pad = (after_state as usize).next_multiple_of(PAGE as usize) - after_state as usize;
         if !ring_len.is_power_of_two()
-            || !(page..=RING_LEN).contains(&ring_len)
-            || ring_len > room as u64
+            || !(2 * PAGE..=RING_LEN).contains(&ring_len)
+            || ring_len + pad as u64 > room as u64
             || soft_len > ring_len
-            || !soft_len.is_multiple_of(page)
+            || !soft_len.is_multiple_of(PAGE)
             || maxsize > MAX_ITEMS
-            || !(base as usize).is_multiple_of(HEADER as usize)
         {
             return Err(bad("bad geometry"));
         }
-        Ok(Ring { shared, base, ring_len, soft_len, maxsize })
+        // SAFETY: `pad + ring_len <= room` (checked above): the ring lies in the mapping.
+        let base = unsafe { after_state.add(pad) };
+        let keep_end = (soft_len + KEEP).min(ring_len / 2);
+        Ok(Ring { shared, base, ring_len, soft_len, keep_end, maxsize })
     }
 
     pub(crate) fn shared(&self) -> &Shared<RingState> {
@@ -275,11 +336,11 @@ impl Ring {
     }
 
     fn tail(&self) -> Pos {
-        Pos(self.state().put.tail.load(Ordering::Acquire))
+        Pos(self.state().tail.pos.load(Ordering::Acquire))
     }
 
     fn head(&self) -> Pos {
-        Pos(self.state().get.head.load(Ordering::Acquire))
+        Pos(self.state().head.pos.load(Ordering::Acquire))
     }
 
     /// Items in the queue now (may be stale by the time it is read, as in CPython).
@@ -345,10 +406,10 @@ impl Ring {
                 // no other producer writes it; `payload` is our own memory.
                 unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), self.at(at + HEADER), payload.len()) };
                 let end = at + size;
-                if end > self.soft_len + KEEP && end > state.put.extent.load(Ordering::Relaxed) {
-                    state.put.extent.store(end, Ordering::Relaxed);
+                if end > self.keep_end && end > state.extent.end.load(Ordering::Relaxed) {
+                    state.extent.end.store(end, Ordering::Relaxed);
                 }
-                state.put.tail.store(tail.advance(skip + size, 1).0, Ordering::Release);
+                state.tail.pos.store(tail.advance(skip + size, 1).0, Ordering::Release);
                 Ok(())
             }
             None => Err(PutFail::Full),
@@ -365,50 +426,52 @@ impl Ring {
     /// offset, and how many bytes are skipped (a pad record) before it.
     fn place(&self, size: u64, deadline: Deadline) -> Option<(Pos, u64, u64)> {
         let state = self.state();
-        let tail = Pos(state.put.tail.load(Ordering::Relaxed));
-        let fits = || {
-            let head = self.head();
-            let used = head.bytes_to(tail);
-            if used > self.ring_len {
-                // Not a state this protocol makes; treat the ring as full rather than
-                // overwrite what may be records.
-                return None;
-            }
-            if self.maxsize > 0 && head.items_to(tail) >= self.maxsize {
-                return None;
-            }
-            if head.items_to(tail) >= MAX_ITEMS {
-                return None;
-            }
-            let free = self.ring_len - used;
-            let at = tail.bytes() & (self.ring_len - 1);
-            if at + size <= self.soft_len || (at == 0 && size <= free) {
-                return (size <= free).then_some((tail, at, 0));
-            }
-            // Past the warm part: back to the start if the consumers have freed it...
-            let skip = self.ring_len - at;
-            if skip + size <= free {
-                return Some((tail, 0, skip));
-            }
-            // ...or on into fresh address space.
-            (at + size <= self.ring_len && size <= free).then_some((tail, at, 0))
-        };
-        if let Some(p) = fits() {
-            return Some(p);
+        let tail = Pos(state.tail.pos.load(Ordering::Relaxed));
+        // What the last producer saw of `head` is usually room enough: no need to read the
+        // consumers' line, which they write on every get.
+        // (Unless it says to go on past the warm part: a fresh look may find room back at 0.)
+        let seen = Pos(state.put.head_seen.load(Ordering::Relaxed));
+        if let Some((at, skip)) = self.fit(seen, tail, size)
+            && (at + size <= self.soft_len || skip > 0)
+        {
+            return Some((tail, at, skip));
         }
         let mut placed = None;
-        let spun = futex::spin_until(if deadline.expired() { 0 } else { SPINS }, || {
-            placed = fits();
+        let mut fresh = || {
+            let head = self.head();
+            state.put.head_seen.store(head.0, Ordering::Relaxed);
+            placed = self.fit(head, tail, size).map(|(at, skip)| (tail, at, skip));
             placed.is_some()
-        });
-        if spun {
+        };
+        if fresh() || patiently(deadline, &mut fresh) {
             return placed;
         }
-        state.space.sleep_until(deadline, || {
-            placed = fits();
-            placed.is_some()
-        });
+        state.space.sleep_until(deadline, fresh);
         placed
+    }
+
+    /// Where a record of `size` bytes goes with the consumers at `head`: the ring offset
+    /// and the bytes skipped (a pad record) before it; `None` if it does not fit now.
+    fn fit(&self, head: Pos, tail: Pos, size: u64) -> Option<(u64, u64)> {
+        let used = head.bytes_to(tail);
+        let items = head.items_to(tail);
+        // `used > ring_len` is not a state this protocol makes (a stale or scribbled
+        // `head`): treat the ring as full rather than overwrite what may be records.
+        if used > self.ring_len || items >= MAX_ITEMS || (self.maxsize > 0 && items >= self.maxsize) {
+            return None;
+        }
+        let free = self.ring_len - used;
+        let at = tail.bytes() & (self.ring_len - 1);
+        if at + size <= self.soft_len || at == 0 {
+            return (size <= free).then_some((at, 0));
+        }
+        // Past the warm part: back to the start if the consumers have freed it...
+        let skip = self.ring_len - at;
+        if skip + size <= free {
+            return Some((0, skip));
+        }
+        // ...or on into fresh address space.
+        (at + size <= self.ring_len && size <= free).then_some((at, 0))
     }
 
     /// Takes the oldest record into `out` (cleared first), waiting until `deadline`.
@@ -420,8 +483,7 @@ impl Ring {
             Acquired::Yes => {}
         }
         let result = self.take(out, deadline);
-        let drained = result.is_ok() && self.is_empty();
-        if drained {
+        if result.is_ok() && state.extent.end.load(Ordering::Relaxed) > self.keep_end && self.is_empty() {
             self.trim();
         }
         state.get.lock.unlock();
@@ -434,20 +496,21 @@ impl Ring {
     /// Under the get lock: waits for a record and copies its payload out.
     fn take(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), GetFail> {
         let state = self.state();
-        let mut head = Pos(state.get.head.load(Ordering::Relaxed));
+        let mut head = Pos(state.head.pos.load(Ordering::Relaxed));
+        // What the last consumer saw of `tail`: while records remain before it, no need to
+        // read the producers' line, which they write on every put.
+        let mut tail = Pos(state.get.tail_seen.load(Ordering::Relaxed));
         loop {
-            let mut tail = self.tail();
-            if tail.bytes() == head.bytes() {
-                let waited = futex::spin_until(if deadline.expired() { 0 } else { SPINS }, || {
+            if head.bytes_to(tail) == 0 || head.bytes_to(tail) > self.ring_len {
+                let mut fresh = || {
                     tail = self.tail();
                     tail.bytes() != head.bytes()
-                }) || state.data.sleep_until(deadline, || {
-                    tail = self.tail();
-                    tail.bytes() != head.bytes()
-                });
-                if !waited {
+                };
+                let arrived = fresh() || patiently(deadline, &mut fresh) || state.data.sleep_until(deadline, fresh);
+                if !arrived {
                     return Err(GetFail::Empty);
                 }
+                state.get.tail_seen.store(tail.0, Ordering::Relaxed);
             }
             let avail = head.bytes_to(tail);
             let at = head.bytes() & (self.ring_len - 1);
@@ -479,7 +542,7 @@ impl Ring {
                         std::ptr::copy_nonoverlapping(self.at(at + HEADER), out.as_mut_ptr(), len as usize);
                         out.set_len(len as usize);
                     }
-                    state.get.head.store(head.advance(size, 1).0, Ordering::Release);
+                    state.head.pos.store(head.advance(size, 1).0, Ordering::Release);
                     return Ok(());
                 }
                 _ => return Err(GetFail::Corrupt("unknown record kind")),
@@ -492,8 +555,8 @@ impl Ring {
     /// writes meanwhile); if a producer holds it, some later drain will do it.
     fn trim(&self) {
         let state = self.state();
-        let extent = state.put.extent.load(Ordering::Relaxed);
-        let from = self.soft_len + KEEP;
+        let extent = state.extent.end.load(Ordering::Relaxed);
+        let from = self.keep_end;
         if extent <= from {
             return;
         }
@@ -502,17 +565,24 @@ impl Ring {
             Acquired::OwnerDied => state.space.sleepers.store(0, Ordering::Relaxed),
             Acquired::Yes => {}
         }
-        let extent = state.put.extent.load(Ordering::Relaxed).min(self.ring_len);
+        let extent = state.extent.end.load(Ordering::Relaxed).min(self.ring_len);
         if self.is_empty() && extent > from {
-            let page = 4096;
-            let offset = self.at(0) as usize - self.shared.segment().as_ptr() as usize + from as usize;
-            let len = (extent.next_multiple_of(page) - from) as usize;
+            // Both ends are page boundaries: the ring starts on one, `from` is one (half the
+            // ring, or the warm part plus KEEP), and `extent` is rounded up within the ring.
+            let offset = self.base as usize - self.shared.segment().as_ptr() as usize + from as usize;
+            let len = (extent.next_multiple_of(PAGE) - from) as usize;
             // Failure only leaves the memory in use: nothing to undo.
             if shm::discard(self.shared.segment(), offset, len).is_ok() {
-                state.put.extent.store(0, Ordering::Relaxed);
+                state.extent.end.store(0, Ordering::Relaxed);
             }
         }
         state.put.lock.unlock();
+    }
+
+    /// How far producers went past the kept part, and the ring's first byte (for tests).
+    #[cfg(test)]
+    pub(crate) fn extent_and_base(&self) -> (u64, *mut u8) {
+        (self.state().extent.end.load(Ordering::Relaxed), self.base)
     }
 
     /// `JoinableQueue`: items put but not yet marked done.

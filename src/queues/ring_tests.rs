@@ -1,0 +1,250 @@
+//! The ring's protocol on small rings (16 KiB, a 4 KiB warm part), where every path runs
+//! thousands of times: going back to 0 with a pad record, going on past the warm part,
+//! records larger than the warm part, a full ring, many producers and consumers. Threads
+//! stand in for processes here (the ring is shared memory either way); the queue tests run
+//! the same with processes and kills.
+
+use super::ring::{GetFail, PutFail, Ring};
+use crate::sys::Deadline;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RING: u64 = 16 << 10;
+const SOFT: u64 = 4 << 10;
+
+fn small_ring(maxsize: u64) -> Arc<Ring> {
+    Arc::new(Ring::with_geometry(maxsize, 7, RING, SOFT).unwrap())
+}
+
+/// xorshift64*: deterministic sizes and contents.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A record: producer, sequence number, then `len - 16` bytes derived from both.
+fn record(producer: u64, seq: u64, len: usize) -> Vec<u8> {
+    let len = len.max(16);
+    let mut v = Vec::with_capacity(len);
+    v.extend_from_slice(&producer.to_le_bytes());
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((16..len).map(|i| (i as u64 ^ seq ^ producer.rotate_left(8)) as u8));
+    v
+}
+
+/// Checks a record's bytes and returns (producer, seq).
+fn check(v: &[u8]) -> (u64, u64) {
+    assert!(v.len() >= 16, "short record: {} bytes", v.len());
+    let producer = u64::from_le_bytes(v[..8].try_into().unwrap());
+    let seq = u64::from_le_bytes(v[8..16].try_into().unwrap());
+    assert!(v == record(producer, seq, v.len()), "record ({producer}, {seq}) corrupted");
+    (producer, seq)
+}
+
+fn forever() -> Deadline {
+    Deadline::after(Some(Duration::from_secs(60)))
+}
+
+#[test]
+fn one_producer_one_consumer_every_size() {
+    let ring = small_ring(0);
+    let n = 30_000;
+    let producer = {
+        let ring = ring.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng(42);
+            for seq in 0..n {
+                // Mostly small, sometimes larger than the warm part, up to the largest.
+                let len = match rng.below(10) {
+                    0 => rng.below(ring.max_payload() + 1),
+                    1..=3 => rng.below(2000),
+                    _ => rng.below(100),
+                };
+                ring.put(&record(0, seq, len as usize), forever()).unwrap();
+            }
+        })
+    };
+    let mut out = Vec::new();
+    for seq in 0..n {
+        ring.get(&mut out, forever()).unwrap();
+        assert_eq!(check(&out), (0, seq));
+    }
+    producer.join().unwrap();
+    assert!(ring.is_empty());
+    assert_eq!(ring.len(), 0);
+}
+
+#[test]
+fn many_producers_many_consumers() {
+    let ring = small_ring(0);
+    let (producers, per) = (3u64, 8_000u64);
+    let mut threads = Vec::new();
+    for p in 0..producers {
+        let ring = ring.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut rng = Rng(p + 1);
+            for seq in 0..per {
+                let bound = if rng.below(20) == 0 { 6000 } else { 300 };
+                let len = rng.below(bound);
+                ring.put(&record(p, seq, len as usize), forever()).unwrap();
+            }
+            Vec::new()
+        }));
+    }
+    for _ in 0..3 {
+        let ring = ring.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut out = Vec::new();
+            loop {
+                match ring.get(&mut out, Deadline::after(Some(Duration::from_millis(500)))) {
+                    Ok(()) => got.push(check(&out)),
+                    Err(GetFail::Empty) => return got,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+        }));
+    }
+    let mut last: HashMap<u64, Vec<u64>> = HashMap::new();
+    for t in threads {
+        let got = t.join().unwrap();
+        // One consumer sees each producer's records in the order they were put.
+        let mut seen: HashMap<u64, u64> = HashMap::new();
+        for &(p, seq) in &got {
+            if let Some(&prev) = seen.get(&p) {
+                assert!(seq > prev, "producer {p}: {seq} after {prev}");
+            }
+            seen.insert(p, seq);
+            last.entry(p).or_default().push(seq);
+        }
+    }
+    for p in 0..producers {
+        let mut all = last.remove(&p).unwrap();
+        all.sort_unstable();
+        assert_eq!(all, (0..per).collect::<Vec<_>>(), "producer {p}: an item lost or doubled");
+    }
+}
+
+#[test]
+fn bounded_ring_waits_and_times_out() {
+    let ring = small_ring(2);
+    ring.put(b"a", forever()).unwrap();
+    ring.put(b"b", forever()).unwrap();
+    let t = Instant::now();
+    assert!(matches!(ring.put(b"c", Deadline::after(Some(Duration::from_millis(200)))), Err(PutFail::Full)));
+    assert!(t.elapsed() >= Duration::from_millis(190), "{:?}", t.elapsed());
+    let consumer = {
+        let ring = ring.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            let mut out = Vec::new();
+            ring.get(&mut out, forever()).unwrap();
+            out
+        })
+    };
+    ring.put(b"c", forever()).unwrap(); // waits for the consumer's get
+    assert_eq!(consumer.join().unwrap(), b"a");
+    assert_eq!(ring.len(), 2);
+}
+
+#[test]
+fn a_full_ring_of_bytes_waits_for_room() {
+    // Unbounded in items, but the ring holds only 16 KiB: the fourth 5 KiB record waits.
+    let ring = small_ring(0);
+    let big = vec![9u8; 5000];
+    for _ in 0..3 {
+        ring.put(&big, Deadline::after(Some(Duration::ZERO))).unwrap();
+    }
+    assert!(matches!(ring.put(&big, Deadline::after(Some(Duration::from_millis(50)))), Err(PutFail::Full)));
+    let mut out = Vec::new();
+    ring.get(&mut out, forever()).unwrap();
+    ring.put(&big, Deadline::after(Some(Duration::ZERO))).unwrap();
+    assert_eq!(ring.len(), 3);
+}
+
+#[test]
+fn too_large_is_refused_at_once() {
+    let ring = small_ring(0);
+    let max = ring.max_payload() as usize;
+    assert!(matches!(ring.put(&vec![0; max + 1], forever()), Err(PutFail::TooLarge)));
+    ring.put(&vec![1; max], forever()).unwrap();
+    let mut out = Vec::new();
+    ring.get(&mut out, forever()).unwrap();
+    assert_eq!(out, vec![1; max]);
+}
+
+#[test]
+fn empty_get_times_out() {
+    let ring = small_ring(0);
+    let mut out = Vec::new();
+    let t = Instant::now();
+    assert!(matches!(ring.get(&mut out, Deadline::after(Some(Duration::from_millis(200)))), Err(GetFail::Empty)));
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(190) && took < Duration::from_secs(1), "{took:?}");
+    assert!(matches!(ring.get(&mut out, Deadline::after(Some(Duration::ZERO))), Err(GetFail::Empty)));
+}
+
+#[test]
+fn garbage_in_the_ring_is_an_error_not_a_panic() {
+    let mut rng = Rng(9);
+    for round in 0..200 {
+        let ring = small_ring(0);
+        for i in 0..(round % 7) {
+            ring.put(&record(0, i, 40), forever()).unwrap();
+        }
+        ring.put(&record(1, 0, 64), forever()).unwrap();
+        // Scribble over the ring's bytes where records are, as a hostile process could.
+        let (_, base) = ring.extent_and_base();
+        for _ in 0..8 {
+            let at = rng.below(2048) as usize;
+            // SAFETY: a test of what garbage does; `at` is inside the ring, and no other
+            // thread uses this ring.
+            unsafe { base.add(at).write_volatile(rng.next() as u8) };
+        }
+        let mut out = Vec::new();
+        for _ in 0..16 {
+            match ring.get(&mut out, Deadline::after(Some(Duration::ZERO))) {
+                Ok(()) => {}
+                Err(GetFail::Empty) | Err(GetFail::Corrupt(_)) => break,
+            }
+        }
+    }
+}
+
+#[test]
+fn pages_past_the_kept_part_are_given_back_once_drained() {
+    let ring = small_ring(0);
+    let big = vec![0xa5u8; 7000];
+    // The first record lies at 0; the second cannot go back to 0 (the first is still
+    // there), so it goes on past the warm part, up to byte 14016.
+    ring.put(&big, forever()).unwrap();
+    ring.put(&big, forever()).unwrap();
+    let (extent, base) = ring.extent_and_base();
+    assert_eq!(extent, 14016);
+    // SAFETY: byte 12000 is inside the ring; nothing else uses it now.
+    let probe = || unsafe { base.add(12000).read_volatile() };
+    assert_eq!(probe(), 0xa5);
+    let mut out = Vec::new();
+    ring.get(&mut out, forever()).unwrap();
+    assert_eq!(ring.extent_and_base().0, 14016, "not empty yet: nothing given back");
+    ring.get(&mut out, forever()).unwrap();
+    assert_eq!(out, big);
+    assert_eq!(ring.extent_and_base().0, 0, "drained: the pages past 8 KiB go back");
+    assert_eq!(probe(), 0, "a page given back reads as zeros");
+    // And the ring goes on working from where it was.
+    for i in 0..50u64 {
+        ring.put(&record(0, i, 5000), forever()).unwrap();
+        ring.get(&mut out, forever()).unwrap();
+        assert_eq!(check(&out), (0, i));
+    }
+}
