@@ -24,6 +24,8 @@ mod lock;
 mod pipe;
 #[path = "seeds/process.rs"]
 mod process;
+#[path = "seeds/queue.rs"]
+mod queue;
 #[path = "seeds/value_array.rs"]
 mod value_array;
 
@@ -77,6 +79,16 @@ const STEPS: &[Step] = &[
             "the workers once they end, as Python's does.",
         ],
         run: children_cpu_count::run,
+    },
+    Step {
+        example: "seed_queue",
+        python: "q = Queue(); q.put([42, None, 'hello']); q.get(block, timeout)",
+        about: &[
+            "Queue::<T>::new()? is typed: the notes' [42, None, 'hello'] is a tuple (i32, Option<i32>, String).",
+            "A child puts into the same queue; get_timeout(d) and get_nowait() give Err(Empty) as queue.Empty;",
+            "on a bounded queue put_timeout/put_nowait give Err(Full(item)), handing the item back.",
+        ],
+        run: queue::run,
     },
     Step {
         example: "seed_pipe",
