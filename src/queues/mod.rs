@@ -149,18 +149,34 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
     }
 }
 
+/// A handle as it travels to a child: the ring's segment, and whether this process closed
+/// it (so that a child gets a closed handle under every start method, as a fork child does).
+#[derive(Serialize)]
+struct WireOut<'a> {
+    ring: &'a Shared<ring::RingState>,
+    closed: bool,
+}
+
+#[derive(Deserialize)]
+struct WireIn {
+    ring: Shared<ring::RingState>,
+    closed: bool,
+}
+
 impl<T> Serialize for Handle<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.core.ring.shared().serialize(s)
+        WireOut { ring: self.core.ring.shared(), closed: self.core.closed.load(Ordering::Relaxed) }.serialize(s)
     }
 }
 
 impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for Handle<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Handle<T>, D::Error> {
         use serde::de::Error as _;
-        let shared = Shared::deserialize(d)?;
-        let ring = Ring::attach(shared, codec::type_tag::<T>()).map_err(D::Error::custom)?;
-        Ok(Handle::from_ring(ring))
+        let wire = WireIn::deserialize(d)?;
+        let ring = Ring::attach(wire.ring, codec::type_tag::<T>()).map_err(D::Error::custom)?;
+        let handle = Handle::from_ring(ring);
+        handle.core.closed.store(wire.closed, Ordering::Relaxed);
+        Ok(handle)
     }
 }
 

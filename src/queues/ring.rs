@@ -32,6 +32,7 @@ use crate::synchronize::mutex::{Acquired, RawMutex};
 use crate::sys::{Deadline, futex, shm};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::Duration;
 
 /// Address space of a ring: records of up to almost this size pass.
 pub(crate) const RING_LEN: u64 = 1 << 32;
@@ -40,20 +41,27 @@ pub(crate) const SOFT_LEN: u64 = 1 << 20;
 /// How much of the space past `soft` stays mapped after the queue drains: enough for a few
 /// large records in flight, so that a stream of them does not fault pages in each time.
 const KEEP: u64 = 8 << 20;
+/// The pages a consumer gives back at once behind itself, past the kept part.
+const RELEASE_CHUNK: u64 = 4 << 20;
 
-/// Bits of a position's byte counter: one more than the ring needs, so that a full ring and
-/// an empty one differ.
-const BYTE_BITS: u32 = 33;
+/// Bits of a position's byte counter: two more than the ring needs, so that the lap of a
+/// position is known modulo 4, and a producer one lap ahead of the consumers is told from one
+/// in the same lap.
+const BYTE_BITS: u32 = 34;
 const BYTE_MASK: u64 = (1 << BYTE_BITS) - 1;
 const ITEM_MASK: u64 = (1 << (64 - BYTE_BITS)) - 1;
 /// The most items a queue holds (and the most unfinished tasks a `JoinableQueue` counts):
 /// well below the item counter's wrap.
-pub(crate) const MAX_ITEMS: u64 = (1 << 30) - 1;
+pub(crate) const MAX_ITEMS: u64 = (1 << 29) - 1;
 
 const HEADER: u64 = 8;
 const PAGE: u64 = 4096;
 const KIND_DATA: u32 = 0x7175_6401; // "qud\x01"
+/// The lap ends here: the next record is at ring offset 0.
 const KIND_PAD: u32 = 0x7175_6402;
+/// The next record is `len` bytes further on in this lap (a producer that went back to 0
+/// with records still waiting, and caught up with them, jumps past them).
+const KIND_JUMP: u32 = 0x7175_6403;
 const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
 
 /// Looks before yielding (with backoff, some 2,000 pauses in all): a producer on another
@@ -135,6 +143,11 @@ struct PutSide {
     /// `head` as the holder last read it: the consumers have taken at least this much, so
     /// the holder reads the consumers' line only when this says the ring is full.
     head_seen: AtomicU64,
+    /// Ring offset of the pad record that ended the last lap: past it, that lap has nothing.
+    lap_end: AtomicU64,
+    /// Set while the holder waits for room: a `put_nowait` that finds the lock taken then
+    /// knows the queue is full, instead of waiting for the lock.
+    waiting_for_room: AtomicU32,
 }
 
 /// The consumers' lock, and what only its holder uses.
@@ -144,6 +157,9 @@ struct GetSide {
     lock: RawMutex,
     /// `tail` as the holder last read it: at least this much is published.
     tail_seen: AtomicU64,
+    /// Ring offset from which the pages behind the consumers were not yet given back (0:
+    /// from the end of the kept part).
+    released: AtomicU64,
 }
 
 /// A position on a cache line of its own: written once per record by its side, read by
@@ -230,6 +246,15 @@ pub(crate) struct RingState {
 // SAFETY: atomics only (the locks are atomic words too). Any content is a valid value: every
 // position and length read from it is validated before it is used.
 unsafe impl SharedState for RingState {}
+
+/// Where a record goes: ring offset `at`, after `skip` bytes taken by a `lead` record (a pad
+/// or a jump) at the tail, if `skip > 0`.
+#[derive(Clone, Copy, Debug)]
+struct Place {
+    at: u64,
+    skip: u64,
+    lead: u32,
+}
 
 /// Why a `put` did not happen.
 #[derive(Debug)]
@@ -388,17 +413,25 @@ impl Ring {
         }
         let size = (HEADER + len).next_multiple_of(HEADER);
         let state = self.state();
-        match state.put.lock.lock(deadline) {
+        match self.lock_put(deadline) {
             Acquired::No => return Err(PutFail::Full),
-            // The dead producer may have counted itself asleep: only the holder sleeps there.
-            Acquired::OwnerDied => state.space.sleepers.store(0, Ordering::Relaxed),
+            // The dead producer may have counted itself asleep, or left its flag: only the
+            // holder sleeps there.
+            Acquired::OwnerDied => {
+                state.space.sleepers.store(0, Ordering::Relaxed);
+                state.put.waiting_for_room.store(0, Ordering::Relaxed);
+            }
             Acquired::Yes => {}
         }
         let placed = self.place(size, deadline);
         let result = match placed {
-            Some((tail, at, skip)) => {
+            Some((tail, Place { at, skip, lead })) => {
                 if skip > 0 {
-                    self.write_header(tail.bytes() & (self.ring_len - 1), (skip - HEADER) as u32, KIND_PAD);
+                    let from = tail.bytes() & (self.ring_len - 1);
+                    self.write_header(from, (skip - HEADER) as u32, lead);
+                    if lead == KIND_PAD {
+                        state.put.lap_end.store(from, Ordering::Relaxed);
+                    }
                 }
                 self.write_header(at, len as u32, KIND_DATA);
                 // SAFETY: `place` found `[at, at + size)` free and inside the ring: no
@@ -421,57 +454,120 @@ impl Ring {
         result
     }
 
+    /// Takes the put lock. A call that does not wait (`put_nowait`) still waits for a holder
+    /// that is only copying its record in (a moment), but not for one that waits for room:
+    /// then the queue is full, and so is the answer.
+    fn lock_put(&self, deadline: Deadline) -> Acquired {
+        let put = &self.state().put;
+        if !deadline.expired() {
+            return put.lock.lock(deadline);
+        }
+        loop {
+            match put.lock.lock(Deadline::after(Some(Duration::from_millis(1)))) {
+                Acquired::No if put.waiting_for_room.load(Ordering::Relaxed) != 0 => return Acquired::No,
+                Acquired::No => {}
+                taken => return taken,
+            }
+        }
+    }
+
     /// Under the put lock: where a record of `size` bytes goes, waiting for room (or for the
-    /// item count to drop below `maxsize`) until `deadline`. Returns the tail, the ring
-    /// offset, and how many bytes are skipped (a pad record) before it.
-    fn place(&self, size: u64, deadline: Deadline) -> Option<(Pos, u64, u64)> {
+    /// item count to drop below `maxsize`) until `deadline`; with the tail it goes after.
+    fn place(&self, size: u64, deadline: Deadline) -> Option<(Pos, Place)> {
         let state = self.state();
         let tail = Pos(state.tail.pos.load(Ordering::Relaxed));
-        // What the last producer saw of `head` is usually room enough: no need to read the
-        // consumers' line, which they write on every get.
-        // (Unless it says to go on past the warm part: a fresh look may find room back at 0.)
+        // What the last producer saw of `head` is usually room enough for a record written
+        // where the tail is, in the warm part: no need to read the consumers' line, which
+        // they write on every get. Anything else is decided on a fresh look.
         let seen = Pos(state.put.head_seen.load(Ordering::Relaxed));
-        if let Some((at, skip)) = self.fit(seen, tail, size)
-            && (at + size <= self.soft_len || skip > 0)
+        if let Some(place) = self.fit(seen, tail, size)
+            && place.skip == 0
+            && place.at + size <= self.soft_len
         {
-            return Some((tail, at, skip));
+            return Some((tail, place));
         }
         let mut placed = None;
         let mut fresh = || {
             let head = self.head();
             state.put.head_seen.store(head.0, Ordering::Relaxed);
-            placed = self.fit(head, tail, size).map(|(at, skip)| (tail, at, skip));
+            placed = self.fit(head, tail, size).map(|place| (tail, place));
             placed.is_some()
         };
-        if fresh() || patiently(deadline, &mut fresh) {
+        if fresh() {
             return placed;
         }
-        state.space.sleep_until(deadline, fresh);
+        state.put.waiting_for_room.store(1, Ordering::Relaxed);
+        if !patiently(deadline, &mut fresh) {
+            state.space.sleep_until(deadline, fresh);
+        }
+        state.put.waiting_for_room.store(0, Ordering::Relaxed);
         placed
     }
 
-    /// Where a record of `size` bytes goes with the consumers at `head`: the ring offset
-    /// and the bytes skipped (a pad record) before it; `None` if it does not fit now.
-    fn fit(&self, head: Pos, tail: Pos, size: u64) -> Option<(u64, u64)> {
-        let used = head.bytes_to(tail);
+    /// The lap a position is in (modulo 4).
+    fn lap(&self, pos: Pos) -> u64 {
+        (pos.bytes() / self.ring_len) & 3
+    }
+
+    /// Where a record of `size` bytes goes with the consumers at `head`, or `None` if it
+    /// does not fit now. The producers are either in the consumers' lap, ahead of them, or
+    /// one lap ahead, behind them:
+    ///
+    /// - **Same lap.** Everything past the tail is free, and, in the next lap, everything
+    ///   before the head. A record goes where the tail is while it ends in the warm part;
+    ///   past that, back to 0 (a pad record ends the lap) if the queue is empty or the
+    ///   consumers have left the warm part, so that the warm pages are used again; otherwise
+    ///   on into fresh address space, up to the end of the ring, where the lap must end.
+    /// - **One lap ahead.** Free is what lies between the tail and the head, less room for a
+    ///   jump record. When that is not enough (the consumers stalled), the producers jump
+    ///   past the end of the consumers' lap, where that lap left nothing, and go on from
+    ///   there. So a stalled consumer never makes a producer wait: only the end of the
+    ///   ring's 4 GiB of address space does.
+    fn fit(&self, head: Pos, tail: Pos, size: u64) -> Option<Place> {
         let items = head.items_to(tail);
-        // `used > ring_len` is not a state this protocol makes (a stale or scribbled
-        // `head`): treat the ring as full rather than overwrite what may be records.
-        if used > self.ring_len || items >= MAX_ITEMS || (self.maxsize > 0 && items >= self.maxsize) {
+        if items >= MAX_ITEMS || (self.maxsize > 0 && items >= self.maxsize) {
             return None;
         }
-        let free = self.ring_len - used;
-        let at = tail.bytes() & (self.ring_len - 1);
-        if at + size <= self.soft_len || at == 0 {
-            return (size <= free).then_some((at, 0));
+        let len = self.ring_len;
+        let (h, t) = (head.bytes() & (len - 1), tail.bytes() & (len - 1));
+        let here = Place { at: t, skip: 0, lead: 0 };
+        match (self.lap(tail) + 4 - self.lap(head)) & 3 {
+            // Same lap: the tail is at or after the head (anything else is a scribbled head:
+            // wait rather than overwrite what may be records).
+            0 if t >= h => {
+                let empty = t == h;
+                // A record never ends a lap flush with the ring's end: a pad record does, so
+                // that `lap_end` always says where the consumers' lap ends.
+                let fits_here = t + size + HEADER <= len;
+                if t + size <= self.soft_len || t == 0 {
+                    return fits_here.then_some(here);
+                }
+                let back = Place { at: 0, skip: len - t, lead: KIND_PAD };
+                // Back at 0 the head is ahead of us: keep room for a jump before it.
+                let room_back = if empty { t } else { h };
+                if (empty || h >= self.soft_len) && size + HEADER <= room_back {
+                    return Some(back);
+                }
+                if fits_here {
+                    return Some(here);
+                }
+                (size + HEADER <= room_back).then_some(back)
+            }
+            // One lap ahead, before the head: between them, less room for a jump.
+            1 if t + HEADER <= h => {
+                if t + size + HEADER <= h {
+                    return Some(here);
+                }
+                let lap_end = self.state().put.lap_end.load(Ordering::Relaxed);
+                let to = lap_end.checked_add(HEADER)?;
+                let fits = lap_end >= h && lap_end % HEADER == 0 && to + size + HEADER <= len;
+                fits.then_some(Place { at: to, skip: to - t, lead: KIND_JUMP })
+            }
+            // One lap ahead, past the end of the consumers' lap (after a jump): free to the
+            // end of the ring; the lap can end only once the consumers are in this one.
+            1 if t > h => (t + size + HEADER <= len).then_some(here),
+            _ => None,
         }
-        // Past the warm part: back to the start if the consumers have freed it...
-        let skip = self.ring_len - at;
-        if skip + size <= free {
-            return Some((0, skip));
-        }
-        // ...or on into fresh address space.
-        (at + size <= self.ring_len && size <= free).then_some((at, 0))
     }
 
     /// Takes the oldest record into `out` (cleared first), waiting until `deadline`.
@@ -501,7 +597,7 @@ impl Ring {
         // read the producers' line, which they write on every put.
         let mut tail = Pos(state.get.tail_seen.load(Ordering::Relaxed));
         loop {
-            if head.bytes_to(tail) == 0 || head.bytes_to(tail) > self.ring_len {
+            if head.bytes_to(tail) == 0 || head.bytes_to(tail) >= 2 * self.ring_len {
                 let mut fresh = || {
                     tail = self.tail();
                     tail.bytes() != head.bytes()
@@ -514,7 +610,7 @@ impl Ring {
             }
             let avail = head.bytes_to(tail);
             let at = head.bytes() & (self.ring_len - 1);
-            if avail > self.ring_len || avail < HEADER || at + HEADER > self.ring_len {
+            if avail >= 2 * self.ring_len || avail < HEADER || at + HEADER > self.ring_len {
                 return Err(GetFail::Corrupt("positions out of range"));
             }
             let len = self.word(at).load(Ordering::Relaxed) as u64;
@@ -524,6 +620,15 @@ impl Ring {
                     let skip = HEADER + len;
                     if at + skip != self.ring_len || skip > avail {
                         return Err(GetFail::Corrupt("bad pad record"));
+                    }
+                    head = head.advance(skip, 0);
+                    // A new lap: what is left behind goes back when the queue drains.
+                    state.get.released.store(0, Ordering::Relaxed);
+                }
+                KIND_JUMP => {
+                    let skip = HEADER + len;
+                    if at + skip >= self.ring_len || skip > avail || skip % HEADER != 0 {
+                        return Err(GetFail::Corrupt("bad jump record"));
                     }
                     head = head.advance(skip, 0);
                 }
@@ -542,12 +647,42 @@ impl Ring {
                         std::ptr::copy_nonoverlapping(self.at(at + HEADER), out.as_mut_ptr(), len as usize);
                         out.set_len(len as usize);
                     }
+                    self.release_behind(at);
                     state.head.pos.store(head.advance(size, 1).0, Ordering::Release);
                     return Ok(());
                 }
                 _ => return Err(GetFail::Corrupt("unknown record kind")),
             }
         }
+    }
+
+    /// Under the get lock, before publishing a `head` past the record at ring offset `at`
+    /// (already copied out): a producer that ran on past the kept part while records waited
+    /// leaves a trail of pages behind the consumers; give them back, a chunk at a time.
+    /// Only with the put lock (no producer writing meanwhile), and only while the producers
+    /// are ahead in this lap, so that no record lies in the pages behind us.
+    fn release_behind(&self, at: u64) {
+        let state = self.state();
+        let from = state.get.released.load(Ordering::Relaxed).max(self.keep_end);
+        let to = at & !(PAGE - 1);
+        if to < from + RELEASE_CHUNK.min(self.ring_len / 4) || to > self.ring_len {
+            return;
+        }
+        match state.put.lock.try_lock() {
+            Acquired::No => return,
+            Acquired::OwnerDied => state.space.sleepers.store(0, Ordering::Relaxed),
+            Acquired::Yes => {}
+        }
+        let head = Pos(state.head.pos.load(Ordering::Relaxed));
+        let tail = self.tail();
+        let (head_at, tail_at) = (head.bytes() & (self.ring_len - 1), tail.bytes() & (self.ring_len - 1));
+        if self.lap(head) == self.lap(tail) && tail_at >= head_at && head_at >= to {
+            let offset = self.base as usize - self.shared.segment().as_ptr() as usize + from as usize;
+            if shm::discard(self.shared.segment(), offset, (to - from) as usize).is_ok() {
+                state.get.released.store(to, Ordering::Relaxed);
+            }
+        }
+        state.put.lock.unlock();
     }
 
     /// Under the get lock, the queue just found empty: gives back the pages past
@@ -574,9 +709,19 @@ impl Ring {
             // Failure only leaves the memory in use: nothing to undo.
             if shm::discard(self.shared.segment(), offset, len).is_ok() {
                 state.extent.end.store(0, Ordering::Relaxed);
+                state.get.released.store(0, Ordering::Relaxed);
             }
         }
         state.put.lock.unlock();
+    }
+
+    /// The positions, for a test's failure message.
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> String {
+        let (head, tail) = (self.head(), self.tail());
+        let lap_end = self.state().put.lap_end.load(Ordering::Relaxed);
+        let (h, t) = (head.bytes() & (self.ring_len - 1), tail.bytes() & (self.ring_len - 1));
+        format!("head lap {} at {h}, tail lap {} at {t}, lap_end {lap_end}, items {}", self.lap(head), self.lap(tail), head.items_to(tail))
     }
 
     /// How far producers went past the kept part, and the ring's first byte (for tests).
