@@ -807,12 +807,9 @@ fn zero_byte_items() {
 /// the ring: after one 600 KiB item is put and got, thirty 100 KiB puts with no reader
 /// running all go in (3 MiB: more than the warm part), and come back in order.
 ///
-/// Fails: the ring's head is then 600 KiB in; when a record no longer fits before the end
-/// of the warm part, `place` goes back to byte 0 because the record fits before the head,
-/// and from then on only `[tail, head)` is free: the ninth put waits for a consumer (here
-/// `put_timeout` gives `Full` on an unbounded queue; `put` would hang for ever).
+/// (This once failed: the ring went back to byte 0 behind the head, and then had only the
+/// space up to it; producers now jump past the consumers' lap instead.)
 #[test]
-#[ignore = "bug: an unbounded put waits for consumers once the ring went back to byte 0 behind the head"]
 fn unbounded_put_never_waits_after_a_get() {
     let q = Queue::new().unwrap();
     q.put(vec![0u8; 600 * 1024]).unwrap();
@@ -830,12 +827,9 @@ fn unbounded_put_never_waits_after_a_get() {
 /// Full only when `maxsize` items are in it): two threads doing 200 000 `put_nowait`s each
 /// put all 400 000.
 ///
-/// Fails (a few dozen `Full`s per run here): a zero deadline also bounds the wait for the
-/// put lock, so a `put_nowait` that finds another producer inside its `put` (copying, even a
-/// few bytes) gives `Full` with room to spare. The longer the other put holds the lock, the
-/// likelier: against a thread putting 16 MiB items, almost every `put_nowait` fails.
+/// (This once failed: a zero deadline also bounded the wait for the put lock, so a
+/// `put_nowait` that found another producer copying its record gave `Full`.)
 #[test]
-#[ignore = "bug: put_nowait on an unbounded queue gives Full when another producer holds the put lock"]
 fn put_nowait_on_unbounded_queue_never_full() {
     let q = Queue::<u64>::new().unwrap();
     let threads: Vec<_> = (0..2)
@@ -857,12 +851,10 @@ fn put_3_mib(q: Queue<Vec<u8>>) -> Result<()> {
     Ok(())
 }
 
-/// The same bug as CPython users meet it: a parent joins its child before reading what the
-/// child put (the pattern CPython's docs warn against, which a queue whose puts never wait
-/// makes safe). On a queue already used once, the child waits for a reader that waits for it.
-/// Fork only: the bug is in the ring, whatever the start method.
+/// A parent joins its child before reading what the child put (the pattern CPython's docs
+/// warn against, which a queue whose puts never wait makes safe), on a queue already used
+/// once. Fork only: what is checked is the ring, whatever the start method.
 #[test]
-#[ignore = "bug: an unbounded put waits for consumers once the ring went back to byte 0 behind the head"]
 fn join_child_before_reading_a_used_queue() {
     common::guarded(|| {
         let q = Queue::new().unwrap();
@@ -1156,16 +1148,11 @@ mod closed_handle_passed_to_child {
     fn fork() {
         crate::common::run_case(StartMethod::Fork, super::closed_handle_passed_to_child)
     }
-    /// Fails: the closed flag does not travel with the handle, so a spawn child's copy of a
-    /// closed handle is open (a fork child's is closed).
     #[test]
-    #[ignore = "bug: a closed handle arrives open in a spawn or forkserver child (closed in a fork child)"]
     fn spawn() {
         crate::common::run_case(StartMethod::Spawn, super::closed_handle_passed_to_child)
     }
-    /// Fails as `spawn` does.
     #[test]
-    #[ignore = "bug: a closed handle arrives open in a spawn or forkserver child (closed in a fork child)"]
     fn forkserver() {
         crate::common::run_case(StartMethod::ForkServer, super::closed_handle_passed_to_child)
     }
@@ -1240,12 +1227,8 @@ fn queue_rss_kb() -> u64 {
 /// the 8 MiB kept past it stay resident (the ring's documented trim). Measured only when the
 /// test has the process to itself; under plain `cargo test` other tests' queues count too.
 ///
-/// Fails: `Ring::trim` calls `madvise(MADV_REMOVE)` at the ring's base plus 9 MiB, and the
-/// ring's base is not page-aligned in its segment (it follows the segment header and the
-/// 512-byte ring state), so the call fails with EINVAL, which `trim` ignores: nothing is
-/// ever given back.
+/// (This once failed: the ring did not start on a page, so `madvise` refused the range.)
 #[test]
-#[ignore = "bug: Ring::trim's madvise(MADV_REMOVE) gets an address that is not page-aligned and fails (EINVAL)"]
 fn drained_queue_gives_memory_back() {
     let q = Queue::new().unwrap();
     for i in 0..48u64 {

@@ -560,7 +560,7 @@ impl Ring {
                 }
                 let lap_end = self.state().put.lap_end.load(Ordering::Relaxed);
                 let to = lap_end.checked_add(HEADER)?;
-                let fits = lap_end >= h && lap_end % HEADER == 0 && to + size + HEADER <= len;
+                let fits = lap_end >= h && lap_end.is_multiple_of(HEADER) && to + size + HEADER <= len;
                 fits.then_some(Place { at: to, skip: to - t, lead: KIND_JUMP })
             }
             // One lap ahead, past the end of the consumers' lap (after a jump): free to the
@@ -627,7 +627,7 @@ impl Ring {
                 }
                 KIND_JUMP => {
                     let skip = HEADER + len;
-                    if at + skip >= self.ring_len || skip > avail || skip % HEADER != 0 {
+                    if at + skip >= self.ring_len || skip > avail || !skip.is_multiple_of(HEADER) {
                         return Err(GetFail::Corrupt("bad jump record"));
                     }
                     head = head.advance(skip, 0);
@@ -721,7 +721,12 @@ impl Ring {
         let (head, tail) = (self.head(), self.tail());
         let lap_end = self.state().put.lap_end.load(Ordering::Relaxed);
         let (h, t) = (head.bytes() & (self.ring_len - 1), tail.bytes() & (self.ring_len - 1));
-        format!("head lap {} at {h}, tail lap {} at {t}, lap_end {lap_end}, items {}", self.lap(head), self.lap(tail), head.items_to(tail))
+        format!(
+            "head lap {} at {h}, tail lap {} at {t}, lap_end {lap_end}, items {}",
+            self.lap(head),
+            self.lap(tail),
+            head.items_to(tail)
+        )
     }
 
     /// How far producers went past the kept part, and the ring's first byte (for tests).
