@@ -469,20 +469,23 @@ impl Connection {
 }
 
 /// Reads a payload of `len` bytes into a new vector. Up to [`ALLOC_AHEAD`] bytes are
-/// allocated at once; past that the vector doubles as the bytes arrive, so a peer that
-/// announces more than it sends makes us hold little more than what it sent. A length the
-/// allocator refuses is an error, not an abort.
+/// reserved at once; past that the vector doubles as the bytes arrive, so a peer that
+/// announces more than it sends makes us hold little more than what it sent. The bytes are
+/// read straight into the reserved capacity, never zeroed first: memory a peer announced but
+/// did not fill is address space only. A length the allocator refuses is an error, not an
+/// abort.
 fn recv_vec(reader: &mut stream::Reader<'_>, len: u64, max: u64) -> Result<Vec<u8>> {
     let too_long = || Error::BadMessageLength { len, max };
     let len = usize::try_from(len).map_err(|_| too_long())?;
     let mut buf = Vec::new();
-    let mut filled = 0;
-    while filled < len {
+    while buf.len() < len {
+        let filled = buf.len();
         let target = if filled == 0 { len.min(ALLOC_AHEAD) } else { len.min(filled.saturating_mul(2)) };
         buf.try_reserve_exact(target - filled).map_err(|_| too_long())?;
-        buf.resize(target, 0);
-        reader.payload(&mut buf[filled..])?;
-        filled = target;
+        reader.payload_uninit(&mut buf.spare_capacity_mut()[..target - filled])?;
+        // SAFETY: `payload_uninit` returned Ok, so it wrote all `target - filled` bytes after
+        // the first `filled`, inside the capacity reserved above.
+        unsafe { buf.set_len(target) };
     }
     Ok(buf)
 }
