@@ -68,12 +68,8 @@ fn python_client_to_rust_listener() -> Result<()> {
     let listener = Listener::new(Some(AUTHKEY))?;
     let Address::Unix(path) = listener.address() else { unreachable!("Listener::new binds a Unix path") };
     println!("  listening at {}", path.display());
-    let mut python = Command::new("python3")
-        .args(["-c", PY_CLIENT])
-        .arg(path)
-        .arg(hex(AUTHKEY))
-        .stdin(Stdio::null())
-        .spawn()?;
+    let mut python =
+        Command::new("python3").args(["-c", PY_CLIENT]).arg(path).arg(hex(AUTHKEY)).stdin(Stdio::null()).spawn()?;
     let conn = listener.accept()?;
     println!("  Rust listener got: {}", show(&conn.recv_bytes()?));
     conn.send_bytes(b"hello back from the Rust listener")?;

@@ -337,7 +337,10 @@ struct Context<'a>(&'a str, u64, u64);
 impl Drop for Context<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{} failed at iteration {} of seed {}: replay with MP_FUZZ_SEED={}", self.0, self.2, self.1, self.1);
+            eprintln!(
+                "{} failed at iteration {} of seed {}: replay with MP_FUZZ_SEED={}",
+                self.0, self.2, self.1, self.1
+            );
         }
     }
 }
@@ -423,7 +426,11 @@ fn check_one(conn: &Connection, method: Method, item: &Item, cap: usize, ctx: im
         }
         Item::CutHeader => {
             let r = conn.recv_bytes();
-            assert!(matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof), "{}: {r:?}", ctx());
+            assert!(
+                matches!(&r, Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof),
+                "{}: {r:?}",
+                ctx()
+            );
             true
         }
         Item::NegativeLength => {
@@ -432,10 +439,9 @@ fn check_one(conn: &Connection, method: Method, item: &Item, cap: usize, ctx: im
             true
         }
         Item::Frame { len, payload } => {
-            let too_long = |e: Option<&Error>, max: usize| {
-                matches!(e, Some(Error::BadMessageLength { len: l, max: m }) if l == len && *m == max as u64)
-            };
-            let cut = |e: Option<&Error>| matches!(e, Some(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof);
+            let too_long = |e: Option<&Error>, max: usize| matches!(e, Some(Error::BadMessageLength { len: l, max: m }) if l == len && *m == max as u64);
+            let cut =
+                |e: Option<&Error>| matches!(e, Some(Error::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof);
             match method {
                 Method::RecvBytes | Method::RecvBytesMax(_) => {
                     let r = match method {
@@ -882,7 +888,11 @@ fn fuzz_client_handshake() {
         });
         assert!(!matches!(result, Err(Error::Timeout)), "the handshake hung");
         assert!(client_peak <= SLACK, "connect allocated {client_peak} bytes at once");
-        if result.is_ok() { ok += 1 } else { refused += 1 }
+        if result.is_ok() {
+            ok += 1
+        } else {
+            refused += 1
+        }
         check_outcome(result, honest);
     });
     drop(server);

@@ -604,8 +604,7 @@ fn lc_17_handshake_protocol() {
             let (s, _) = server.accept().unwrap();
             s.set_read_timeout(Some(LONG)).unwrap();
             let mut raw = Raw::Unix(s);
-            let message =
-                if modern { [b"{sha256}".as_slice(), &random_bytes(40)].concat() } else { random_bytes(20) };
+            let message = if modern { [b"{sha256}".as_slice(), &random_bytes(40)].concat() } else { random_bytes(20) };
             raw.send(&[b"#CHALLENGE#".as_slice(), &message].concat());
             let response = raw.recv();
             if modern {
@@ -675,7 +674,9 @@ fn message_cap_on_sockets() {
         let conn = l.accept().unwrap();
         assert_eq!(conn.max_message(), 1 << 30);
         raw.stream().write_all(&[[0xff; 4].as_slice(), &(1u64 << 62).to_be_bytes()].concat()).unwrap();
-        assert!(matches!(conn.recv_bytes(), Err(Error::BadMessageLength { len, max }) if len == 1 << 62 && max == 1 << 30));
+        assert!(
+            matches!(conn.recv_bytes(), Err(Error::BadMessageLength { len, max }) if len == 1 << 62 && max == 1 << 30)
+        );
 
         l.set_max_message(10);
         let c = Client::connect(l.address(), None).unwrap();

@@ -138,12 +138,7 @@ pub(crate) fn verify_challenge(authkey: &[u8], message: &[u8], response: &[u8]) 
     let digest = digest.unwrap_or(Digest::Md5);
     let expected = digest.mac(authkey, message);
     if expected.len() != mac.len() {
-        return Err(auth_error(format!(
-            "expected '{}' of length {} got {}",
-            digest.name(),
-            expected.len(),
-            mac.len()
-        )));
+        return Err(auth_error(format!("expected '{}' of length {} got {}", digest.name(), expected.len(), mac.len())));
     }
     if !constant_time_eq(&expected, mac) {
         return Err(auth_error("digest received was wrong"));
@@ -293,9 +288,7 @@ mod tests {
         assert!(matches!(e, Error::Authentication(_)));
         let Error::Authentication(m) = verify_challenge(key, &modern, &[0; 16]).unwrap_err() else { panic!() };
         assert_eq!(m, "digest received was wrong");
-        let Error::Authentication(m) = verify_challenge(key, &modern, b"{sha256}short").unwrap_err() else {
-            panic!()
-        };
+        let Error::Authentication(m) = verify_challenge(key, &modern, b"{sha256}short").unwrap_err() else { panic!() };
         assert_eq!(m, "expected 'sha256' of length 32 got 5");
         assert!(create_response(key, b"{sha3_256}0123456789012345678901").is_err());
         assert!(create_response(key, b"no prefix and not 16 or 20").is_err());

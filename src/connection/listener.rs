@@ -175,9 +175,8 @@ impl ListenerBuilder {
                 (Address::Unix(path), Some(dir))
             }
         };
-        let bound = check_family(&address).and_then(|()| {
-            socket::listen(&address, self.backlog).map_err(|e| socket_error(e, &address))
-        });
+        let bound = check_family(&address)
+            .and_then(|()| socket::listen(&address, self.backlog).map_err(|e| socket_error(e, &address)));
         let (socket, bound_address) = match bound {
             Ok(b) => b,
             Err(e) => {
@@ -534,7 +533,11 @@ impl Client {
     /// assert!(matches!(r, Err(Error::Timeout)));
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
-    pub fn connect_timeout(address: impl Into<Address>, authkey: Option<&[u8]>, timeout: Duration) -> Result<Connection> {
+    pub fn connect_timeout(
+        address: impl Into<Address>,
+        authkey: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Connection> {
         connect_by(address.into(), authkey, Deadline::after(Some(timeout)))
     }
 }

@@ -164,13 +164,7 @@ fn new_socket(domain: libc::c_int, flags: libc::c_int) -> io::Result<OwnedFd> {
 fn set_option<T>(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
     // SAFETY: `value` is a live `T` of the size passed; setsockopt only reads it.
     cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&value as *const T).cast(),
-            size_of::<T>() as libc::socklen_t,
-        )
+        libc::setsockopt(fd.as_raw_fd(), level, name, (&value as *const T).cast(), size_of::<T>() as libc::socklen_t)
     })?;
     Ok(())
 }
@@ -291,7 +285,13 @@ fn finish_interrupted_connect(fd: BorrowedFd<'_>, raw: &RawAddr, deadline: Deadl
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `err` is a live int of the length passed.
     cvt(unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, (&mut err as *mut libc::c_int).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut err as *mut libc::c_int).cast(),
+            &mut len,
+        )
     })?;
     if err == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(err)) }
 }
