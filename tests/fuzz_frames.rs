@@ -531,10 +531,10 @@ fn fuzz_frames() {
 #[test]
 fn hostile_lengths_fail_at_once() {
     for (cap, header) in [
-        (1usize << 30, long_frame(b"")[..4].iter().copied().chain((1u64 << 62).to_be_bytes()).collect::<Vec<u8>>()),
-        (1 << 30, [0xff; 4].iter().copied().chain(u64::MAX.to_be_bytes()).collect()),
-        (1 << 40, [0xff; 4].iter().copied().chain((1u64 << 62).to_be_bytes()).collect()),
-        (1 << 30, (i32::MAX).to_be_bytes().to_vec()),
+        (1usize << 30, [[0xff; 4].as_slice(), &(1u64 << 62).to_be_bytes()].concat()),
+        (1 << 30, [[0xff; 4].as_slice(), &u64::MAX.to_be_bytes()].concat()),
+        (1 << 40, [[0xff; 4].as_slice(), &(1u64 << 62).to_be_bytes()].concat()),
+        (1 << 30, i32::MAX.to_be_bytes().to_vec()),
     ] {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let mut conn = Connection::from_fd(ours.into());

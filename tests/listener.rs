@@ -170,6 +170,8 @@ fn lc_02_context() {
             let d = l.accept().unwrap();
             c.send(&1729).unwrap();
             assert_eq!(d.recv::<i32>().unwrap(), 1729);
+            // A Unix client that bound no name: CPython's `last_accepted` is `''`.
+            assert_eq!(l.last_accepted(), Some(Address::Unix(PathBuf::new())));
         }
         let Address::Unix(path) = l.address().clone() else { panic!("default family is AF_UNIX") };
         l.close();
@@ -715,6 +717,27 @@ fn fork_child_drop_keeps_socket_file() {
                 assert!(!path.exists());
             }
         }
+    });
+}
+
+/// IPv6 works as IPv4 does (`('::1', 0)` in Python); a machine without IPv6 refuses the
+/// address, which is an error, not a panic.
+#[test]
+fn ipv6_loopback() {
+    common::guarded(|| {
+        let l = match Listener::bind((std::net::Ipv6Addr::LOCALHOST, 0), Some(KEY)) {
+            Ok(l) => l,
+            Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return,
+            Err(e) => panic!("{e:?}"),
+        };
+        let Address::Tcp(a) = l.address() else { panic!() };
+        assert!(a.is_ipv6() && a.port() != 0);
+        let address = l.address().clone();
+        let t = std::thread::spawn(move || Client::connect(address, Some(KEY)).unwrap().recv_bytes().unwrap());
+        let d = l.accept_timeout(LONG).unwrap();
+        d.send_bytes(b"v6").unwrap();
+        assert_eq!(t.join().unwrap(), b"v6");
+        assert!(matches!(l.last_accepted(), Some(Address::Tcp(p)) if p.is_ipv6() && p.ip().is_loopback()));
     });
 }
 

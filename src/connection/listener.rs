@@ -160,7 +160,7 @@ impl ListenerBuilder {
         self
     }
 
-    /// Binds and listens.
+    /// Binds and listens: what calling Python's `Listener(...)` does.
     ///
     /// ```
     /// let listener = multiprocess::connection::Listener::builder().bind()?;
@@ -272,8 +272,8 @@ impl Listener {
         builder.bind()
     }
 
-    /// Settings beyond address and key: backlog, and the message cap of accepted
-    /// connections.
+    /// Settings beyond address and key (Python's `Listener` keyword arguments): backlog,
+    /// and the message cap of accepted connections.
     ///
     /// ```
     /// use multiprocess::connection::Listener;
@@ -385,7 +385,8 @@ impl Listener {
         self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// The longest message an accepted connection takes (default 1 GiB).
+    /// The longest message an accepted connection takes (default 1 GiB; Python has no such
+    /// limit).
     ///
     /// ```
     /// let listener = multiprocess::connection::Listener::new(None)?;
@@ -396,7 +397,8 @@ impl Listener {
         usize::try_from(self.max_message).unwrap_or(usize::MAX)
     }
 
-    /// Sets the longest message connections accepted from now on take.
+    /// Sets the longest message connections accepted from now on take (no Python
+    /// counterpart; see [`max_message`](Listener::max_message)).
     ///
     /// ```
     /// let mut listener = multiprocess::connection::Listener::new(None)?;
@@ -408,7 +410,8 @@ impl Listener {
         self.max_message = max as u64;
     }
 
-    /// Whether [`close`](Listener::close) was called.
+    /// Whether [`close`](Listener::close) was called (Python's listener has no such
+    /// property; CPython checks `_listener is None`).
     ///
     /// ```
     /// let mut listener = multiprocess::connection::Listener::new(None)?;

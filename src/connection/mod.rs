@@ -365,8 +365,9 @@ impl Connection {
 
     /// The longest message [`recv_bytes`](Connection::recv_bytes) and
     /// [`recv_bytes_into`](Connection::recv_bytes_into) take from this end: 1 TiB for a
-    /// pipe, 1 GiB for a connection a [`Listener`] accepted or a [`Client`] made (its peer may
-    /// be anyone who can reach the address). A longer message gives
+    /// pipe or a [`from_fd`](Connection::from_fd) socket, 1 GiB for a connection a
+    /// [`Listener`] accepted or a [`Client`] made (its peer may be anyone who can reach the
+    /// address). A longer message gives
     /// [`Error::BadMessageLength`]. Python has no such limit (its `recv_bytes(maxlength)` is
     /// per call, here [`recv_bytes_max`](Connection::recv_bytes_max)).
     ///
