@@ -867,10 +867,17 @@ fn fuzz_listener_handshake() {
 #[test]
 fn fuzz_client_handshake() {
     let budget = Budget::from_env();
-    let dir = std::env::temp_dir().join(format!("mp-fuzz-client-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
-    let path = dir.join("sock");
+    /// Removes the socket's directory however the test ends.
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = TempDir(std::env::temp_dir().join(format!("mp-fuzz-client-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir(&dir.0).unwrap();
+    let path = dir.0.join("sock");
     let server = UnixListener::bind(&path).unwrap();
     let (mut ok, mut refused) = (0, 0);
     budget.run("fuzz_client_handshake", |rng| {
@@ -896,7 +903,7 @@ fn fuzz_client_handshake() {
         check_outcome(result, honest);
     });
     drop(server);
-    std::fs::remove_dir_all(&dir).unwrap();
+    drop(dir);
     eprintln!("fuzz_client_handshake: {ok} connected, {refused} refused");
     assert!(ok > 0 || budget.iters.is_some_and(|n| n < 20), "no honest handshake in the whole run");
 }

@@ -596,9 +596,16 @@ fn lc_16_responses_by_digest() {
 #[test]
 fn lc_17_handshake_protocol() {
     common::guarded(|| {
-        let dir = std::env::temp_dir().join(unique("lc17"));
-        std::fs::create_dir(&dir).unwrap();
-        let path = dir.join("sock");
+        /// Removes the socket's directory however the test ends.
+        struct TempDir(PathBuf);
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+        let dir = TempDir(std::env::temp_dir().join(unique("lc17")));
+        std::fs::create_dir(&dir.0).unwrap();
+        let path = dir.0.join("sock");
         let server = UnixListener::bind(&path).unwrap();
         for (modern, right_answer) in [(false, true), (true, true), (false, false)] {
             let p = path.clone();
@@ -640,8 +647,7 @@ fn lc_17_handshake_protocol() {
         raw.recv();
         raw.send(b"#FAILURE#");
         assert_auth_error(client.join().unwrap(), "digest sent was rejected");
-        drop((raw, server));
-        std::fs::remove_dir_all(dir).unwrap();
+        drop((raw, server, dir));
     });
 }
 
