@@ -57,7 +57,7 @@ pub mod synchronize;
 mod sys;
 mod target;
 
-pub use connection::{Connection, pipe, pipe_simplex};
+pub use connection::{Address, Client, Connection, Listener, pipe, pipe_simplex};
 pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method};
 pub use error::{Error, Result};
 pub use process::{

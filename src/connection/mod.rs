@@ -1,11 +1,20 @@
 //! Connections and pipes (Python's `multiprocessing.connection`): `pipe`, `pipe_simplex`,
-//! `Connection`, and `wait`.
+//! `Connection`, `wait`, and sockets: [`Listener`], [`Client`] and their [`Address`]es.
 //!
 //! A message is framed as CPython frames it: a 4-byte big-endian signed length, then the
 //! payload; a payload of 2 GiB or more is announced by `-1` and an 8-byte length. Objects sent
-//! with [`Connection::send`] are encoded with postcard.
+//! with [`Connection::send`] are encoded with postcard. With the same framing and CPython's
+//! HMAC handshake, a Python `multiprocessing.connection.Client` or `Listener` can talk to a
+//! Rust one with `send_bytes`/`recv_bytes`.
 
+mod address;
+mod auth;
+mod listener;
 mod stream;
+
+pub use address::Address;
+pub use auth::{answer_challenge, deliver_challenge};
+pub use listener::{Client, Listener, ListenerBuilder};
 
 use crate::reduction::{RecvFd, SendFd};
 use crate::sys::{Deadline, fd};
@@ -19,9 +28,18 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Duration;
 use stream::{Fds, Stream};
 
-/// The largest message [`Connection::recv_bytes`] accepts by default: above this a length
-/// is taken to be garbage rather than a reason to allocate.
+/// The largest message [`Connection::recv_bytes`] accepts by default on a pipe: above this a
+/// length is taken to be garbage rather than a reason to allocate.
 const DEFAULT_MAX_MESSAGE: u64 = 1 << 40;
+
+/// The largest message a connection made by a [`Listener`] or a [`Client`] accepts by
+/// default: its peer may be anyone who can reach the address.
+pub(crate) const DEFAULT_SOCKET_MAX_MESSAGE: u64 = 1 << 30;
+
+/// How much of an announced payload is allocated before its bytes arrive; past this the
+/// buffer grows (doubling) only as they come, so that a peer must send what it announces
+/// before we hold more of it.
+const ALLOC_AHEAD: usize = 64 << 20;
 
 /// One end of a pipe (Python's `multiprocessing.connection.Connection`).
 ///
@@ -59,6 +77,8 @@ pub struct Connection {
     /// Cleared when a message too long to take was left in the pipe.
     readable: Cell<bool>,
     writable: bool,
+    /// The longest message `recv_bytes` and `recv_bytes_into` take.
+    max_message: u64,
     /// Not `Sync`: concurrent readers or writers would interleave frames.
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -106,7 +126,29 @@ impl Connection {
     }
 
     fn with_stream(stream: Stream, readable: bool, writable: bool) -> Connection {
-        Connection { stream: Some(stream), readable: Cell::new(readable), writable, _not_sync: PhantomData }
+        Connection {
+            stream: Some(stream),
+            readable: Cell::new(readable),
+            writable,
+            max_message: DEFAULT_MAX_MESSAGE,
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// A connection over a socket a [`Listener`] accepted or a [`Client`] connected.
+    pub(crate) fn from_socket(fd: OwnedFd, max_message: u64) -> Connection {
+        let mut conn = Connection::new(Fds::Socket(fd), true, true);
+        conn.max_message = max_message;
+        conn
+    }
+
+    /// Makes reads of a socket connection give up (`EAGAIN`) after `timeout` without data;
+    /// `None` waits for ever again. Pipes have no such setting: they are left alone.
+    pub(crate) fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        if let Fds::Socket(fd) = self.stream()?.fds() {
+            crate::sys::socket::set_recv_timeout(fd.as_fd(), timeout)?;
+        }
+        Ok(())
     }
 
     /// A connection over an open, connected stream socket (`Connection(handle)`).
@@ -233,7 +275,9 @@ impl Connection {
         // Two handles may read now: both read exact lengths, and share what this one had
         // read ahead, so that it goes to whichever reads next.
         let stream = self.stream()?.clone_with(fds);
-        Ok(Connection::with_stream(stream, self.readable.get(), self.writable))
+        let mut conn = Connection::with_stream(stream, self.readable.get(), self.writable);
+        conn.max_message = self.max_message;
+        Ok(conn)
     }
 
     /// Sends an object (`send(obj)`), encoded with postcard. An object that cannot be encoded
@@ -316,7 +360,39 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
-        self.recv_bytes_max(DEFAULT_MAX_MESSAGE as usize)
+        self.recv_bytes_max(usize::try_from(self.max_message).unwrap_or(usize::MAX))
+    }
+
+    /// The longest message [`recv_bytes`](Connection::recv_bytes) and
+    /// [`recv_bytes_into`](Connection::recv_bytes_into) take from this end: 1 TiB for a
+    /// pipe or a [`from_fd`](Connection::from_fd) socket, 1 GiB for a connection a
+    /// [`Listener`] accepted or a [`Client`] made (its peer may be anyone who can reach the
+    /// address). A longer message gives
+    /// [`Error::BadMessageLength`]. Python has no such limit (its `recv_bytes(maxlength)` is
+    /// per call, here [`recv_bytes_max`](Connection::recv_bytes_max)).
+    ///
+    /// ```
+    /// let (a, b) = multiprocess::pipe()?;
+    /// assert_eq!(b.max_message(), 1 << 40);
+    /// # drop(a);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn max_message(&self) -> usize {
+        usize::try_from(self.max_message).unwrap_or(usize::MAX)
+    }
+
+    /// Sets the longest message this end takes (see [`max_message`](Connection::max_message)).
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// let (a, mut b) = multiprocess::pipe()?;
+    /// b.set_max_message(4);
+    /// a.send_bytes(b"12345")?;
+    /// assert!(matches!(b.recv_bytes(), Err(Error::BadMessageLength { len: 5, max: 4 })));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn set_max_message(&mut self, max: usize) {
+        self.max_message = max as u64;
     }
 
     /// Receives one message of at most `maxlength` bytes (`recv_bytes(maxlength)`). A longer
@@ -338,7 +414,7 @@ impl Connection {
             self.readable.set(false);
             return Err(Error::BadMessageLength { len, max: maxlength as u64 });
         }
-        recv_vec(&mut reader, len)
+        recv_vec(&mut reader, len, maxlength as u64)
     }
 
     /// Receives one message into `buf` (`recv_bytes_into(buf)`) and returns its length. A
@@ -363,11 +439,11 @@ impl Connection {
         let mut reader = stream.reader(fd);
         let len = reader.header()?.ok_or(Error::Eof)?;
         if len > buf.len() as u64 {
-            if len > DEFAULT_MAX_MESSAGE {
+            if len > self.max_message {
                 self.readable.set(false);
-                return Err(Error::BadMessageLength { len, max: DEFAULT_MAX_MESSAGE });
+                return Err(Error::BadMessageLength { len, max: self.max_message });
             }
-            return Err(Error::BufferTooShort(recv_vec(&mut reader, len)?));
+            return Err(Error::BufferTooShort(recv_vec(&mut reader, len, self.max_message)?));
         }
         let len = len as usize;
         reader.payload(&mut buf[..len])?;
@@ -393,15 +469,25 @@ impl Connection {
     }
 }
 
-/// Reads a payload of `len` bytes into a new vector; a length the allocator refuses is an
-/// error, not an abort.
-fn recv_vec(reader: &mut stream::Reader<'_>, len: u64) -> Result<Vec<u8>> {
-    let too_long = || Error::BadMessageLength { len, max: DEFAULT_MAX_MESSAGE };
+/// Reads a payload of `len` bytes into a new vector. Up to [`ALLOC_AHEAD`] bytes are
+/// reserved at once; past that the vector doubles as the bytes arrive, so a peer that
+/// announces more than it sends makes us hold little more than what it sent. The bytes are
+/// read straight into the reserved capacity, never zeroed first: memory a peer announced but
+/// did not fill is address space only. A length the allocator refuses is an error, not an
+/// abort.
+fn recv_vec(reader: &mut stream::Reader<'_>, len: u64, max: u64) -> Result<Vec<u8>> {
+    let too_long = || Error::BadMessageLength { len, max };
     let len = usize::try_from(len).map_err(|_| too_long())?;
     let mut buf = Vec::new();
-    buf.try_reserve_exact(len).map_err(|_| too_long())?;
-    buf.resize(len, 0);
-    reader.payload(&mut buf)?;
+    while buf.len() < len {
+        let filled = buf.len();
+        let target = if filled == 0 { len.min(ALLOC_AHEAD) } else { len.min(filled.saturating_mul(2)) };
+        buf.try_reserve_exact(target - filled).map_err(|_| too_long())?;
+        reader.payload_uninit(&mut buf.spare_capacity_mut()[..target - filled])?;
+        // SAFETY: `payload_uninit` returned Ok, so it wrote all `target - filled` bytes after
+        // the first `filled`, inside the capacity reserved above.
+        unsafe { buf.set_len(target) };
+    }
     Ok(buf)
 }
 
@@ -425,6 +511,7 @@ struct Wire<F> {
     write: Option<F>,
     readable: bool,
     writable: bool,
+    max_message: u64,
     pending: Vec<u8>,
 }
 
@@ -439,8 +526,17 @@ impl Serialize for Connection {
         };
         let shared = stream.shared();
         let pending = stream.pending_for_transfer();
-        Wire { socket, shared, read, write, readable: self.readable.get(), writable: self.writable, pending }
-            .serialize(s)
+        Wire {
+            socket,
+            shared,
+            read,
+            write,
+            readable: self.readable.get(),
+            writable: self.writable,
+            max_message: self.max_message,
+            pending,
+        }
+        .serialize(s)
     }
 }
 
@@ -452,7 +548,9 @@ impl<'de> Deserialize<'de> for Connection {
             (true, None) => return Err(serde::de::Error::custom("a socket connection without its socket")),
             (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0) },
         };
-        Ok(Connection::with_stream(Stream::new(fds, w.pending, w.shared), w.readable, w.writable))
+        let mut conn = Connection::with_stream(Stream::new(fds, w.pending, w.shared), w.readable, w.writable);
+        conn.max_message = w.max_message;
+        Ok(conn)
     }
 }
 

@@ -16,6 +16,7 @@
 use crate::sys::{Deadline, fd, proc};
 use crate::{Error, Result};
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -228,6 +229,22 @@ impl Reader<'_> {
         buf.consume(have);
         let rest = &mut dst[have..];
         if !rest.is_empty() && !fd::recv_exact(self.fd, rest)? {
+            return Err(cut_short());
+        }
+        Ok(())
+    }
+
+    /// [`payload`](Reader::payload) into uninitialised memory (a vector's spare capacity):
+    /// on `Ok` every byte of `dst` is written.
+    pub(crate) fn payload_uninit(&mut self, dst: &mut [MaybeUninit<u8>]) -> Result<()> {
+        let buf = &mut *self.buf;
+        let have = buf.buffered().len().min(dst.len());
+        for (d, s) in dst[..have].iter_mut().zip(buf.buffered()) {
+            d.write(*s);
+        }
+        buf.consume(have);
+        let rest = &mut dst[have..];
+        if !rest.is_empty() && !fd::recv_exact_uninit(self.fd, rest)? {
             return Err(cut_short());
         }
         Ok(())

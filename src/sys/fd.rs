@@ -3,6 +3,7 @@
 
 use super::{Deadline, cvt, retry};
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// The kernel's limit on descriptors in one `SCM_RIGHTS` message.
@@ -72,10 +73,20 @@ fn gather_all(bufs: &[&[u8]], mut write_once: impl FnMut(&[IoSlice<'_>]) -> io::
 /// Reads exactly `buf.len()` bytes. Returns `Ok(false)` if the peer closed before the first
 /// byte (a clean end of stream), and `UnexpectedEof` if it closed in the middle.
 pub(crate) fn recv_exact(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<bool> {
+    // SAFETY: initialised bytes are valid `MaybeUninit<u8>`s, and the callee only writes
+    // initialised bytes into them.
+    recv_exact_uninit(fd, unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) })
+}
+
+/// [`recv_exact`] into memory not yet initialised (a vector's spare capacity): on `Ok(true)`
+/// every byte of `buf` has been written. Nothing is zeroed first, so a length a peer
+/// announces but does not send costs address space, not memory.
+pub(crate) fn recv_exact_uninit(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>]) -> io::Result<bool> {
     let mut done = 0;
     while done < buf.len() {
         let rest = &mut buf[done..];
-        // SAFETY: `rest` is a live, writable buffer of the given length.
+        // SAFETY: `rest` is a live, writable buffer of the given length; read(2) only writes
+        // into it, and `MaybeUninit` needs no initialisation to be written.
         let n = retry(|| unsafe { libc::read(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len()) })?;
         if n == 0 {
             if done == 0 {

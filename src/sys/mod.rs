@@ -10,6 +10,7 @@ pub(crate) mod futex;
 pub(crate) mod pidfd;
 pub(crate) mod proc;
 pub(crate) mod shm;
+pub(crate) mod socket;
 
 pub(crate) use deadline::Deadline;
 
