@@ -7,19 +7,24 @@
 //! queue full).
 //!
 //! **Positions.** The producers' `tail` and the consumers' `head` are each one 64-bit word
-//! packing a byte counter (33 bits) and an item counter (31 bits), both counting since the
-//! queue was made, modulo their width. A record is published by one store of `tail`, and
-//! consumed by one store of `head`: a process killed anywhere in a `put` or `get` leaves
-//! either the whole record or none of it, never half. (The item counters make `qsize` and a
-//! `JoinableQueue`'s unfinished count exact for the same reason: they move in the same store.)
+//! packing a byte counter (34 bits) and an item counter (30 bits), both counting since the
+//! queue was made, modulo their width. A record's ring offset is its byte position modulo the
+//! ring's size, and the two bits above say which lap (modulo 4) it is in. A record is
+//! published by one store of `tail`, and consumed by one store of `head`: a process killed
+//! anywhere in a `put` or `get` leaves either the whole record or none of it, never half.
+//! (The item counters make `qsize` and a `JoinableQueue`'s unfinished count exact for the
+//! same reason: they move in the same store.)
 //!
 //! **Growing without moving.** Records normally cycle through the first `soft` bytes (1 MiB),
-//! whose pages stay mapped and warm. When a record does not fit before `soft` the producer
-//! goes back to byte 0 (leaving a pad record) if the consumers have freed enough there, and
-//! otherwise carries on past `soft` into untouched address space: an unbounded queue never
-//! makes a `put` wait for its consumers, and a record larger than the warm part (64 MiB, say)
-//! simply lies further out. Once the queue is found empty, the pages past `soft + KEEP` are
-//! given back to the kernel.
+//! whose pages stay mapped and warm: past them a producer ends the lap with a pad record and
+//! goes back to 0, if the queue is empty or the consumers have left the warm part too.
+//! Otherwise it carries on into untouched address space, so a record larger than the warm
+//! part (64 MiB, say) simply lies further out. A producer that went back to 0 and then
+//! catches up with consumers still in the last lap (they stalled) writes a jump record and
+//! goes on past the end of their lap, where that lap left nothing. So an unbounded queue
+//! never makes a `put` wait for its consumers: only 4 GiB of records waiting would. Pages
+//! past `soft + KEEP` go back to the kernel behind a consumer that lags a lap's producers,
+//! a chunk at a time, and all at once when the queue is found empty.
 //!
 //! **Crashes.** Both locks know their holder (see `synchronize::mutex`): a process killed
 //! holding one is noticed by the next taker, which goes on from the last published position.
