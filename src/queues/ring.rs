@@ -23,7 +23,7 @@
 //! catches up with consumers still in the last lap (they stalled) writes a jump record and
 //! goes on past the end of their lap, where that lap left nothing. So an unbounded queue
 //! never makes a `put` wait for its consumers: only 4 GiB of records waiting would. Pages
-//! past `soft + KEEP` go back to the kernel behind a consumer that lags a lap's producers,
+//! past `soft + KEEP` go back to the kernel behind a consumer that lags its producers,
 //! a chunk at a time, and all at once when the queue is found empty.
 //!
 //! **Crashes.** Both locks know their holder (see `synchronize::mutex`): a process killed
