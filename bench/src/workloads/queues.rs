@@ -252,10 +252,12 @@ fn ours<Q: BenchQueue>(payload: Payload, warmup: u32, n: u32, spread: &Spread) -
             let _ = p.kill();
         }
     }
-    let joined: Vec<Result<(), String>> = procs.iter_mut().map(join_ok).collect();
-    let elapsed = result?;
-    joined.into_iter().collect::<Result<(), String>>()?;
-    Ok(elapsed)
+    let joined = procs.iter_mut().map(join_ok).collect::<Vec<_>>().into_iter().collect::<Result<(), String>>();
+    match (result, joined) {
+        (Ok(elapsed), Ok(())) => Ok(elapsed),
+        (Err(e), Err(child)) => Err(format!("{e}; {child}")),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
+    }
 }
 
 /// Messages per second and GB/s of payload, for `messages` taken in `elapsed`.
