@@ -400,14 +400,16 @@ fn spec_rows(cfg: &Config, spec: &Spec) -> Vec<Row> {
         for (&(suffix, unit), (ours_m, limit_m)) in units.iter().zip(ours_m.into_iter().zip(limit_m)) {
             let id = format!("{name}/{who}{suffix}");
             let one = format!("{name}/1-producer{suffix}");
-            let goal = if producers > 1 {
-                Some(Goal::AtLeastTimesRow(static_id(&one), 1.0))
-            } else if !bytes {
-                Some(Goal::AtLeast(SMALL_TARGET))
-            } else if unit == Unit::GBPerSec && spec.payload.size() >= 1 << 20 {
-                Some(Goal::AtLeast(LARGE_TARGET_GBPS))
-            } else {
-                None
+            // Each run's targets go on its headline row only: GB/s for 1 MiB items, messages/s
+            // otherwise (the other row of the same run would show the same ratio twice).
+            let large = spec.payload.size() >= 1 << 20;
+            let headline = (unit == Unit::GBPerSec) == large;
+            let goal = match (headline, producers, large) {
+                (false, _, _) => None,
+                (true, 1, false) if !bytes => Some(Goal::AtLeast(SMALL_TARGET)),
+                (true, 1, true) => Some(Goal::AtLeast(LARGE_TARGET_GBPS)),
+                (true, 1, false) => None,
+                (true, _, _) => Some(Goal::AtLeastTimesRow(static_id(&one), 1.0)),
             };
             let note = (producers == 1 && suffix.is_empty()).then(|| note(spec));
             rows.push(Row {
