@@ -13,6 +13,8 @@ The harness (bench/src/main.rs) runs this once per round and cell:
     python3 cpython_side.py value_increment value ITERATIONS [--warmup W] [--cpu P --child-cpu C]
     python3 cpython_side.py array_fill_sum array LENGTH
     python3 cpython_side.py shared_memory cycle ITERATIONS [--warmup W]
+    python3 cpython_side.py {queue|simplequeue} {int|bytes} PER_PRODUCER [--warmup W]
+                            [--producers K] [--size BYTES] [--cpu P --child-cpus C1,C2,...]
 
 and reads one line of JSON from stdout: {"value": <value>, "unit": ..., ...}, the value in
 the row's unit: microseconds per process or round trip, nanoseconds per acquire + release,
@@ -20,7 +22,8 @@ operations per second (lock_contended, value_increment), barrier passes per seco
 (sync_pingpong barrier). Workloads timed in phases add one field per phase, which rows of
 their own read: array_fill_sum's value is ms for create + fill + sum, with create_us,
 fill_gbps and sum_gbps beside it; shared_memory's value is us per create, with attach_us,
-close_us and unlink_us.
+close_us and unlink_us. queue and simplequeue give messages per second (all producers
+together), and for bytes the payload's GB/s beside it (gbps).
 Times are taken with time.perf_counter around the measured loop only: interpreter start-up,
 imports and warm-up (which starts the fork server) are excluded.
 """
@@ -355,6 +358,71 @@ def sync_pingpong(kind, iterations, warmup, cpu, child_cpu):
     return elapsed / iterations * 1e6, "fork", "us"
 
 
+def queue_producer(q, payload, warmup, n, ready, go, cpu):
+    _pin(cpu)
+    put = q.put
+    if payload is None:
+        for i in range(warmup):
+            put(i)
+        ready.release()
+        go.wait()
+        for i in range(warmup, warmup + n):
+            put(i)
+    else:
+        for _ in range(warmup):
+            put(payload)
+        ready.release()
+        go.wait()
+        for _ in range(n):
+            put(payload)
+
+
+def queue_stream(kind, variant, n, warmup, producers, size, cpu, child_cpus):
+    """K producer children each put `warmup` items, wait for the start, then put `n` more
+    into a Queue() or SimpleQueue(): small ints (i) or one bytes object of `size` bytes;
+    the parent gets them all (summing the ints, checking each length). Timed from the start
+    (go.set()) to the last get: messages per second, and GB/s of payload."""
+    _pin(cpu)
+    ctx = multiprocessing.get_context("fork")  # how the producers start is not measured
+    q = ctx.SimpleQueue() if kind == "simplequeue" else ctx.Queue()
+    payload = None if variant == "int" else b"x" * size
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    cpus = child_cpus or [None]
+    procs = [
+        ctx.Process(target=queue_producer, args=(q, payload, warmup, n, ready, go, cpus[k % len(cpus)]))
+        for k in range(producers)
+    ]
+    for p in procs:
+        p.start()
+    get = q.get
+    for _ in range(producers * warmup):
+        get()
+    for _ in range(producers):
+        ready.acquire()
+    count = producers * n
+    t0 = time.perf_counter()
+    go.set()
+    if payload is None:
+        total = 0
+        for _ in range(count):
+            total += get()
+    else:
+        for _ in range(count):
+            if len(get()) != size:
+                raise SystemExit("an item came damaged")
+    elapsed = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise SystemExit(f"producer exited with {p.exitcode}")
+    if payload is None:
+        expected = producers * (warmup + n - 1 + warmup) * n // 2
+        if total != expected:
+            raise SystemExit(f"sum {total}, expected {expected}: items lost or repeated")
+    extra = {} if payload is None else {"gbps": count * size / elapsed / 1e9}
+    return count / elapsed, "fork", "messages/s", extra
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload")
@@ -363,6 +431,9 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--cpu", type=int)
     parser.add_argument("--child-cpu", type=int)
+    parser.add_argument("--child-cpus", type=lambda v: [int(c) for c in v.split(",") if c])
+    parser.add_argument("--producers", type=int, default=1)
+    parser.add_argument("--size", type=int, default=8)
     a = parser.parse_args()
 
     out = {"python": platform.python_version(), "implementation": platform.python_implementation()}
@@ -403,6 +474,14 @@ def main():
         if a.variant != "cycle":
             parser.error("shared_memory takes cycle")
         value, method, unit, phases = shared_memory_cycle(a.iterations, a.warmup)
+    elif a.workload in ("queue", "simplequeue"):
+        if a.variant not in ("int", "bytes"):
+            parser.error(f"{a.workload} takes int or bytes")
+        if a.producers < 1 or a.size < 1:
+            parser.error("--producers and --size must be positive")
+        value, method, unit, phases = queue_stream(
+            a.workload, a.variant, a.iterations, a.warmup, a.producers, a.size, a.cpu, a.child_cpus
+        )
     else:
         parser.error(f"unknown workload {a.workload!r}")
     out.update(value=value, unit=unit, iterations=a.iterations, start_method=method, **phases)

@@ -244,6 +244,7 @@ fn run(opts: &Options, args: &[String]) -> Result<bool, String> {
     for (row, res) in rows.iter().zip(results.iter_mut()) {
         res.finish(row.goal);
     }
+    report::resolve_row_goals(&mut results);
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let machine = machine::Machine {

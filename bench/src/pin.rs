@@ -92,3 +92,33 @@ impl Placement {
         }
     }
 }
+
+/// Where the processes of a queue workload run: the consumer (the bench process) and each
+/// producer child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Spread {
+    pub consumer: usize,
+    pub producers: Vec<usize>,
+}
+
+impl Spread {
+    /// `count` producers on the CPUs after the consumer's, taken in turn (all on the
+    /// consumer's CPU if there is only one). `None` if no CPU is known.
+    pub fn new(cpus: &[usize], count: usize) -> Option<Spread> {
+        let (&consumer, rest) = cpus.split_first()?;
+        let producers = (0..count).map(|i| if rest.is_empty() { consumer } else { rest[i % rest.len()] }).collect();
+        Some(Spread { consumer, producers })
+    }
+
+    /// The consumer's CPU and the first producer's, for the report.
+    pub fn placement(&self) -> Placement {
+        Placement { parent: self.consumer, child: self.producers.first().copied().unwrap_or(self.consumer) }
+    }
+
+    /// Text for the table: `consumer on CPU 0, producer on CPU 1`.
+    pub fn describe(&self) -> String {
+        let cpus: Vec<String> = self.producers.iter().map(|c| c.to_string()).collect();
+        let who = if self.producers.len() == 1 { "producer" } else { "producers" };
+        format!("consumer pinned to CPU {}, {who} to CPU {}", self.consumer, cpus.join(" and "))
+    }
+}

@@ -99,6 +99,20 @@ impl RowResult {
                         m.map(|s| s.median <= max),
                     )
                 }
+                Goal::AtLeast(min) => {
+                    let m = self.ours.as_ref().and_then(|c| c.summary);
+                    (
+                        format!("{} {}: multiprocess ≥ {} {unit}", self.workload, self.variant, num(min)),
+                        m.map_or("n/a".into(), |s| format!("{} {unit}", num(s.median))),
+                        m.map(|s| s.median >= min),
+                    )
+                }
+                Goal::AtLeastTimesRow(other, k) => (
+                    format!("{} {}: multiprocess ≥ {}× its value in {other}", self.workload, self.variant, ratio(k)),
+                    // Filled in by `resolve_row_goals`, which sees every row.
+                    "n/a (that row did not run)".into(),
+                    None,
+                ),
                 Goal::FasterThanCPython(k) => {
                     let r = self.speedup_over_cpython;
                     (
@@ -120,9 +134,38 @@ impl RowResult {
         });
     }
 
+    /// Ours in this row over ours in `other`, per round, as "how many times better".
+    fn better_than(&self, other: &RowResult) -> Option<Summary> {
+        let (a, b) = (self.ours.as_ref()?, other.ours.as_ref()?);
+        let r = if self.unit.lower_is_better() {
+            stats::paired_ratios(&b.samples, &a.samples)
+        } else {
+            stats::paired_ratios(&a.samples, &b.samples)
+        };
+        stats::summarize(&r)
+    }
+
     pub fn errors(&self) -> impl Iterator<Item = (&'static str, &String)> {
         let sides = [("multiprocess", &self.ours), ("CPython", &self.cpython), ("limit", &self.limit)];
         sides.into_iter().flat_map(|(name, c)| c.iter().flat_map(move |c| c.errors.iter().map(move |e| (name, e))))
+    }
+}
+
+/// Fills in the goals that compare a row with another ([`Goal::AtLeastTimesRow`]), once every
+/// row is finished. The rows of one round ran one after the other, so the ratio is per round.
+pub fn resolve_row_goals(rows: &mut [RowResult]) {
+    for i in 0..rows.len() {
+        let Some(GoalResult { goal: Goal::AtLeastTimesRow(other, k), .. }) = rows[i].goal else { continue };
+        let Some(j) = rows.iter().position(|r| r.id == other) else { continue };
+        let Some(r) = rows[i].better_than(&rows[j]) else { continue };
+        if let Some(g) = rows[i].goal.as_mut() {
+            g.measured = if r.n == 1 {
+                format!("{}× {other}", ratio(r.median))
+            } else {
+                format!("{}× ({}–{}) {other}", ratio(r.median), ratio(r.min), ratio(r.max))
+            };
+            g.met = Some(r.median >= k);
+        }
     }
 }
 

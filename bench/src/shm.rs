@@ -29,7 +29,17 @@ pub struct SharedMap<T: Zeroable> {
 
 impl<T: Zeroable> SharedMap<T> {
     pub fn new() -> io::Result<SharedMap<T>> {
-        let len = std::mem::size_of::<T>().max(1);
+        SharedMap::with_extra(0)
+    }
+
+    /// Where the extra bytes of [`with_extra`](SharedMap::with_extra) start, from the start
+    /// of the mapping: after the `T`, on a cache line of their own.
+    pub const EXTRA_OFFSET: usize = std::mem::size_of::<T>().next_multiple_of(64);
+
+    /// A zeroed `T` followed by `extra` zeroed bytes (at [`EXTRA_OFFSET`](Self::EXTRA_OFFSET)),
+    /// all in one anonymous `MAP_SHARED` mapping: a ring's control words and its slots.
+    pub fn with_extra(extra: usize) -> io::Result<SharedMap<T>> {
+        let len = (Self::EXTRA_OFFSET + extra).max(1);
         // SAFETY: a fresh anonymous mapping; nothing else is touched.
         let ptr = unsafe {
             libc::mmap(
@@ -51,6 +61,12 @@ impl<T: Zeroable> SharedMap<T> {
     /// The address, for a child started by fork (which sees the mapping at the same place).
     pub fn addr(&self) -> usize {
         self.ptr as usize
+    }
+
+    /// The first of the extra bytes.
+    pub fn extra(&self) -> *mut u8 {
+        // SAFETY: `EXTRA_OFFSET` is at most the mapping's length.
+        unsafe { self.ptr.cast::<u8>().add(Self::EXTRA_OFFSET) }
     }
 
     /// The `T` at `addr`, in a fork child of the process that made the mapping.

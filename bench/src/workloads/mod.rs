@@ -11,6 +11,7 @@ mod partner;
 mod phases;
 pub mod pipe_pingpong;
 pub mod process_start_join;
+pub mod queues;
 pub mod shared_memory;
 pub mod sync_pingpong;
 pub mod value_increment;
@@ -40,6 +41,8 @@ pub enum Unit {
     Micros,
     /// Gigabytes (10⁹ bytes) per second.
     GBPerSec,
+    /// Messages per second (all producers together).
+    MessagesPerSec,
 }
 
 impl Unit {
@@ -53,6 +56,7 @@ impl Unit {
             Unit::Millis => "ms",
             Unit::Micros => "µs",
             Unit::GBPerSec => "GB/s",
+            Unit::MessagesPerSec => "messages/s",
         }
     }
 
@@ -62,7 +66,7 @@ impl Unit {
             Unit::MicrosPerProcess | Unit::MicrosPerRoundTrip | Unit::NanosPerPair | Unit::Millis | Unit::Micros => {
                 true
             }
-            Unit::OpsPerSec | Unit::WaitsPerSec | Unit::GBPerSec => false,
+            Unit::OpsPerSec | Unit::WaitsPerSec | Unit::GBPerSec | Unit::MessagesPerSec => false,
         }
     }
 }
@@ -72,6 +76,12 @@ impl Unit {
 pub enum Goal {
     /// The library's median at most this many units.
     AtMost(f64),
+    /// The library's median at least this many units (for a rate).
+    AtLeast(f64),
+    /// The library's value at least this multiple of its value in another row (by id), per
+    /// round, in the row's sense of better (`queue_small`: two producers not slower than
+    /// one). Reported only when both rows ran.
+    AtLeastTimesRow(&'static str, f64),
     /// The library's median cost at most this multiple of the limit's.
     AtMostTimesLimit(f64),
     /// The median speed-up over CPython at least this: CPython's cost at least this many
@@ -178,6 +188,10 @@ pub const NAMES: &[&str] = &[
     value_increment::NAME,
     array_fill_sum::NAME,
     shared_memory::NAME,
+    queues::QUEUE_SMALL,
+    queues::QUEUE_1K,
+    queues::QUEUE_1M,
+    queues::SIMPLEQUEUE_SMALL,
 ];
 
 /// Every row of every workload, in table order.
@@ -190,5 +204,6 @@ pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.extend(value_increment::rows(cfg));
     rows.extend(array_fill_sum::rows(cfg));
     rows.extend(shared_memory::rows(cfg));
+    rows.extend(queues::rows(cfg));
     Ok(rows)
 }
