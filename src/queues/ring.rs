@@ -464,6 +464,12 @@ impl Ring {
     /// then the queue is full, and so is the answer.
     fn lock_put(&self, deadline: Deadline) -> Acquired {
         let put = &self.state().put;
+        // A holder is inside a put for well under a microsecond. Spinning (looking only)
+        // covers one on another CPU; yielding covers one preempted on ours, which could not
+        // let go while we spin, and which a sleep would cost a system call to wake us.
+        if put.lock.try_lock_free() || patiently(deadline, || put.lock.holder().is_none() && put.lock.try_lock_free()) {
+            return Acquired::Yes;
+        }
         if !deadline.expired() {
             return put.lock.lock(deadline);
         }
