@@ -36,7 +36,7 @@ use crate::heap::{Shared, SharedState};
 use crate::synchronize::mutex::{Acquired, RawMutex};
 use crate::sys::{Deadline, futex, shm};
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 /// Address space of a ring: records of up to almost this size pass.
@@ -198,7 +198,7 @@ impl Signal {
     /// it waits for), so either the sleeper sees the news or we see the sleeper.
     #[inline]
     fn notify(&self, n: u32) {
-        futex::full_barrier();
+        fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.word.fetch_add(1, Ordering::SeqCst);
             futex::wake(&self.word, n);
@@ -768,7 +768,7 @@ impl Ring {
         }
         if self.unfinished() == 0 {
             let joined = &self.state().joined;
-            futex::full_barrier();
+            fence(Ordering::SeqCst);
             if joined.sleepers.load(Ordering::Relaxed) != 0 {
                 joined.word.fetch_add(1, Ordering::SeqCst);
                 futex::wake_all(&joined.word);

@@ -106,21 +106,3 @@ pub(crate) fn park_until(
     sleepers.fetch_sub(1, Ordering::SeqCst);
     done
 }
-
-/// A full memory barrier between a waker's publishing store and its look at a sleeper
-/// count (the other half of a sleeper's count-then-look). On x86-64 a locked instruction on
-/// our own stack line does this for a fraction of an `mfence`'s cost (as Linux's `smp_mb`
-/// does); elsewhere it is a sequentially consistent fence.
-#[inline]
-pub(crate) fn full_barrier() {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a locked OR of zero into the word at the stack pointer changes nothing (the
-    // word is ours, below no live data of the caller that this could alter: OR with 0), and
-    // without `nomem` the compiler treats it as touching memory, so it is also a compiler
-    // barrier. Locked instructions are full barriers on x86-64.
-    unsafe {
-        std::arch::asm!("lock or dword ptr [rsp], 0", options(nostack))
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    std::sync::atomic::fence(Ordering::SeqCst);
-}
