@@ -21,6 +21,7 @@
 //! target; set alone, no time limit), `MP_FUZZ_SEED` (replay a run; the seed and iteration
 //! are printed with any failure).
 mod common;
+use common::{hmac_md5, hmac_sha256};
 use multiprocess::connection::{Address, Client, Listener};
 use multiprocess::{Connection, Error};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -564,20 +565,6 @@ const KEY: &[u8] = b"fuzz key";
 /// Long enough for any handshake, short enough that a hang fails the test quickly.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 
-fn hmac_md5(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut m = <Hmac<md5::Md5> as KeyInit>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    use hmac::{Hmac, KeyInit, Mac};
-    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
-
 /// The raw peer's side of one conversation: it sends frames, reads the other side's, and
 /// notes whether everything it sent was right.
 struct Peer {
@@ -761,14 +748,20 @@ fn client_script(rng: &mut Rng, sock: UnixStream) -> bool {
         }
         None => return p.finish(),
     }
+    challenge_our_side(rng, &mut p);
+    p.finish()
+}
+
+/// The raw peer's challenge to our side, honest or not, and its verdict on the answer;
+/// false if our side hung up first.
+fn challenge_our_side(rng: &mut Rng, p: &mut Peer) -> bool {
     let (mine, answer) = gen_challenge(rng, KEY);
-    let honest_challenge = answer.is_some() && mine.len() >= 20;
-    if honest_challenge {
+    if answer.is_some() && mine.len() >= 20 {
         p.send(rng, &[b"#CHALLENGE#".as_slice(), &mine].concat());
     } else {
         p.send_wrong(&[b"#CHALLENGE#".as_slice(), &mine].concat());
     }
-    let Some(response) = p.recv() else { return p.finish() };
+    let Some(response) = p.recv() else { return false };
     if answer.as_deref() == Some(response.as_slice()) {
         if rng.one_in(10) {
             p.send_wrong(b"#FAILURE#");
@@ -779,7 +772,7 @@ fn client_script(rng: &mut Rng, sock: UnixStream) -> bool {
         assert!(!p.honest, "a wrong answer {response:?} to an honest challenge {mine:?}");
         p.send(rng, b"#FAILURE#");
     }
-    p.finish()
+    true
 }
 
 /// A raw server against our Client: it challenges the client, then answers the client's
@@ -790,22 +783,8 @@ fn server_script(rng: &mut Rng, sock: UnixStream) -> bool {
         p.honest = false;
         return p.finish();
     }
-    let (mine, answer) = gen_challenge(rng, KEY);
-    if answer.is_some() && mine.len() >= 20 {
-        p.send(rng, &[b"#CHALLENGE#".as_slice(), &mine].concat());
-    } else {
-        p.send_wrong(&[b"#CHALLENGE#".as_slice(), &mine].concat());
-    }
-    let Some(response) = p.recv() else { return p.finish() };
-    if answer.as_deref() == Some(response.as_slice()) {
-        if rng.one_in(10) {
-            p.send_wrong(b"#FAILURE#");
-        } else {
-            p.send(rng, b"#WELCOME#");
-        }
-    } else {
-        assert!(!p.honest, "a wrong answer {response:?} to an honest challenge {mine:?}");
-        p.send(rng, b"#FAILURE#");
+    if !challenge_our_side(rng, &mut p) {
+        return p.finish();
     }
     let Some(challenge) = p.recv() else { return p.finish() };
     let message = challenge.strip_prefix(b"#CHALLENGE#").expect("our client sends a challenge").to_vec();

@@ -3,7 +3,7 @@
 //! through raw sockets, so that every byte CPython sends or expects is checked, with HMACs
 //! computed here independently of the crate.
 mod common;
-use hmac::{Hmac, KeyInit, Mac};
+use common::{hmac_md5, hmac_sha256};
 use multiprocess::connection::{Address, Client, Listener, Waitable, answer_challenge, deliver_challenge, wait};
 use multiprocess::*;
 use std::io::{Read, Write};
@@ -92,18 +92,6 @@ impl Raw {
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
-
-fn hmac_md5(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<md5::Md5> as KeyInit>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
-
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
-}
 
 fn random_bytes(n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];

@@ -445,7 +445,11 @@ fn put_1(q: Queue<i32>) -> Result<()> {
 /// Puts 2, then starts a grandchild (same start method) that puts 1 on the same queue.
 fn put_2_then_grandchild(m: StartMethod, q: Queue<i32>) -> Result<()> {
     q.put(2)?;
-    let mut p = get_context(m).process(put_1, (q.clone(),));
+    run_grandchild(get_context(m).process(put_1, (q.clone(),)))
+}
+
+/// Starts and joins a grandchild; an error unless it exited 0.
+fn run_grandchild(mut p: Process) -> Result<()> {
     p.start()?;
     p.join()?;
     match p.exitcode() {
@@ -479,13 +483,7 @@ fn get_nowait_expect_empty(q: Queue<i32>) -> Result<()> {
 /// Makes a queue and a child of its own that does `get(block=False)` on it.
 fn queue_in_child(m: StartMethod) -> Result<()> {
     let q = Queue::<i32>::new()?;
-    let mut p = get_context(m).process(get_nowait_expect_empty, (q,));
-    p.start()?;
-    p.join()?;
-    match p.exitcode() {
-        Some(0) => Ok(()),
-        code => fail(format!("grandchild exited {code:?}")),
-    }
+    run_grandchild(get_context(m).process(get_nowait_expect_empty, (q,)))
 }
 
 start_methods! {

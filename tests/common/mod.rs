@@ -218,3 +218,20 @@ pub fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
     let r = f();
     (r, t.elapsed())
 }
+
+/// HMAC-MD5, the digest of CPython's legacy (3.11 and older) handshake, computed here
+/// independently of the crate's code.
+pub fn hmac_md5(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut m = <Hmac<md5::Md5> as KeyInit>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// HMAC-SHA256, the digest of CPython 3.12's `{sha256}` handshake.
+pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut m = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).unwrap();
+    m.update(msg);
+    m.finalize().into_bytes().to_vec()
+}
