@@ -517,7 +517,9 @@ fn register(child: Arc<Child>) {
     // Not a `Once`: a fork child would inherit one that another thread was running as
     // running for ever, and its first `start` would wait on it for ever.
     static AT_EXIT: AtomicBool = AtomicBool::new(false);
-    if !AT_EXIT.swap(true, Ordering::AcqRel) {
+    // Loaded first: a swap writes even when the flag is set, and this page is shared with
+    // the child just forked.
+    if !AT_EXIT.load(Ordering::Acquire) && !AT_EXIT.swap(true, Ordering::AcqRel) {
         // SAFETY: registers a plain extern "C" function with no arguments.
         unsafe { libc::atexit(at_exit) };
     }

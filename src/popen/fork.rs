@@ -26,6 +26,10 @@ pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> R
         let Some(launch) = launch.as_mut() else { proc::exit_now(1) };
         bootstrap::run_and_exit(move || launch.run());
     }
+    // Let the child run first where it shares our CPU: each page either side writes while
+    // both share it costs a copy, and the child's first writes (its identity, its exit
+    // path) come soonest; ours (the child's record) can wait the moment it takes.
+    std::thread::yield_now();
     // Our unreaped child: its pid cannot be recycled before this.
     let pidfd = Pidfd::open(pid)?;
     Ok(Child::new(pid, spec, pidfd, None))
