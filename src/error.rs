@@ -111,6 +111,19 @@ pub enum Error {
         /// The worker's exit code (`-N` for signal N).
         exitcode: i32,
     },
+    /// The pool was closed or terminated (`ValueError('Pool not running')`).
+    #[error("Pool not running")]
+    PoolNotRunning,
+
+    /// `join()` on a pool that was neither closed nor terminated
+    /// (`ValueError('Pool is still running')`).
+    #[error("Pool is still running")]
+    PoolStillRunning,
+
+    /// `successful()` on a result not ready yet (`ValueError('... not ready')`).
+    #[error("result not ready")]
+    NotReady,
+
     /// The process has not been started (`ValueError('process not started')`,
     /// `AssertionError('can only join a started process')`).
     #[error("process not started")]

@@ -57,7 +57,17 @@ pub(crate) unsafe fn entry_at(offset: i64) -> Entry {
 
 /// A plain `fn()` as an offset from [`anchor`], to travel to a child (a barrier's action).
 pub(crate) fn fn_offset(f: fn()) -> i64 {
-    f as usize as i64 - (anchor as fn() -> usize) as usize as i64
+    fn_offset_of(f as usize)
+}
+
+/// A function's address as an offset from [`anchor`].
+pub(crate) fn fn_offset_of(address: usize) -> i64 {
+    address as i64 - (anchor as fn() -> usize) as usize as i64
+}
+
+/// The address at `offset` from [`anchor`] in this process.
+pub(crate) fn address_at(offset: i64) -> usize {
+    ((anchor as fn() -> usize) as usize as i64).wrapping_add(offset) as usize
 }
 
 /// The `fn()` at `offset` from the anchor.

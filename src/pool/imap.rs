@@ -1,0 +1,188 @@
+//! `imap` and `imap_unordered`: results as an iterator, the input pulled as they are taken,
+//! never more than a few chunks per worker ahead.
+
+use super::Pool;
+use super::result::{Slot, decode};
+use super::task::Runner;
+use crate::Result;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+
+/// Chunks in flight per worker.
+const AHEAD_PER_WORKER: usize = 4;
+
+/// The input side both iterators share: pulls the next chunk of arguments and submits it.
+struct Feed<'a, I> {
+    pool: &'a Pool,
+    runner: Runner,
+    items: I,
+    chunksize: usize,
+    exhausted: bool,
+    submitted: usize,
+    bound: usize,
+}
+
+impl<I: Iterator<Item = T>, T: Serialize> Feed<'_, I> {
+    /// Submits the next chunk, if the input has one: its slot.
+    fn next_chunk(&mut self, notify: Option<&Sender<usize>>) -> Option<Result<Arc<Slot>>> {
+        if self.exhausted {
+            return None;
+        }
+        let chunk: Vec<(T,)> = self.items.by_ref().take(self.chunksize).map(|x| (x,)).collect();
+        if chunk.is_empty() {
+            self.exhausted = true;
+            return None;
+        }
+        let index = self.submitted;
+        self.submitted += 1;
+        Some(self.pool.submit(self.runner, &chunk, chunk.len(), notify, index).map(|mut slots| slots.remove(0)))
+    }
+}
+
+/// The results of [`Pool::imap`], in input order (Python's `IMapIterator`).
+///
+/// ```
+/// fn double(x: i32) -> i32 { 2 * x }
+/// let pool = multiprocess::Pool::new(2)?;
+/// let mut it = pool.imap(double, [1, 2, 3])?;
+/// assert_eq!(it.next().transpose()?, Some(2));
+/// assert_eq!(it.collect::<Result<Vec<_>, _>>()?, vec![4, 6]);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct Imap<'a, R, I> {
+    feed: Feed<'a, I>,
+    window: VecDeque<Arc<Slot>>,
+    ready: VecDeque<Result<R>>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<'a, R, T, I> Imap<'a, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T>,
+{
+    pub(crate) fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<Imap<'a, R, I>> {
+        let chunksize = check_chunksize(pool, chunksize)?;
+        let bound = AHEAD_PER_WORKER * pool.processes();
+        let feed = Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound };
+        Ok(Imap { feed, window: VecDeque::new(), ready: VecDeque::new(), _result: PhantomData })
+    }
+}
+
+fn check_chunksize(pool: &Pool, chunksize: usize) -> Result<usize> {
+    if pool.state.load(std::sync::atomic::Ordering::Acquire) != super::RUNNING {
+        return Err(crate::Error::PoolNotRunning);
+    }
+    if chunksize == 0 {
+        return Err(crate::Error::InvalidArgument("chunksize must be at least 1".into()));
+    }
+    Ok(chunksize)
+}
+
+impl<R, T, I> Iterator for Imap<'_, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T>,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            while self.window.len() < self.feed.bound && !self.feed.exhausted {
+                match self.feed.next_chunk(None) {
+                    Some(Ok(slot)) => self.window.push_back(slot),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => break,
+                }
+            }
+            let slot = self.window.pop_front()?;
+            let outcome = slot.wait(None)?;
+            self.ready.extend(decode::<R>(outcome));
+        }
+    }
+}
+
+/// The results of [`Pool::imap_unordered`], in the order they finish (Python's
+/// `IMapUnorderedIterator`).
+///
+/// ```
+/// fn double(x: i32) -> i32 { 2 * x }
+/// let pool = multiprocess::Pool::new(2)?;
+/// let mut all: Vec<i32> = pool.imap_unordered(double, [1, 2, 3])?.collect::<Result<_, _>>()?;
+/// all.sort();
+/// assert_eq!(all, vec![2, 4, 6]);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct ImapUnordered<'a, R, I> {
+    feed: Feed<'a, I>,
+    in_flight: HashMap<usize, Arc<Slot>>,
+    done_tx: Sender<usize>,
+    done_rx: Receiver<usize>,
+    ready: VecDeque<Result<R>>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<'a, R, T, I> ImapUnordered<'a, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T>,
+{
+    pub(crate) fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<ImapUnordered<'a, R, I>> {
+        let chunksize = check_chunksize(pool, chunksize)?;
+        let bound = AHEAD_PER_WORKER * pool.processes();
+        let feed = Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound };
+        let (done_tx, done_rx) = mpsc::channel();
+        Ok(ImapUnordered {
+            feed,
+            in_flight: HashMap::new(),
+            done_tx,
+            done_rx,
+            ready: VecDeque::new(),
+            _result: PhantomData,
+        })
+    }
+}
+
+impl<R, T, I> Iterator for ImapUnordered<'_, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T>,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            while self.in_flight.len() < self.feed.bound && !self.feed.exhausted {
+                let index = self.feed.submitted;
+                match self.feed.next_chunk(Some(&self.done_tx)) {
+                    Some(Ok(slot)) => {
+                        self.in_flight.insert(index, slot);
+                    }
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => break,
+                }
+            }
+            if self.in_flight.is_empty() {
+                return None;
+            }
+            let index = self.done_rx.recv().ok()?;
+            let Some(slot) = self.in_flight.remove(&index) else { continue };
+            let outcome = slot.wait(None)?;
+            self.ready.extend(decode::<R>(outcome));
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! The pool's manager: one thread in the parent that owns the workers. It hands each
+//! worker a few chunks at a time, files the results, and watches the workers: one that dies
+//! or overruns the task timeout fails only the chunk it was running, and is replaced.
+//! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
+
+use super::result::{Failure, Slot};
+use super::worker::{self, Init, Order, Report};
+use crate::queues::{Queue, SimpleQueue};
+use crate::{Process, StartMethod, get_context};
+use std::collections::VecDeque;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Chunks a worker holds at once: one running, one waiting, so that it never waits for the
+/// manager between two.
+const IN_FLIGHT: usize = 2;
+/// How often the workers are checked for life when nothing else happens.
+const CHECK: Duration = Duration::from_millis(10);
+
+/// A chunk to run, and where its results go.
+pub(crate) struct Job {
+    pub(crate) task: u64,
+    pub(crate) runner: i64,
+    pub(crate) chunk: Vec<u8>,
+    pub(crate) slot: Arc<Slot>,
+}
+
+/// What the pool tells its manager.
+pub(crate) enum Command {
+    Submit(Job),
+    /// No more tasks: finish those there are, stop the workers, and end.
+    Close,
+    /// Kill the workers now; what is not done fails.
+    Terminate,
+}
+
+/// The pool's fixed settings.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) method: StartMethod,
+    pub(crate) init: Option<Init>,
+    pub(crate) max_tasks: u64,
+    pub(crate) task_timeout: Option<Duration>,
+}
+
+struct Worker {
+    id: u64,
+    process: Process,
+    orders: SimpleQueue<Vec<u8>>,
+    /// Chunks sent, oldest (running) first.
+    held: VecDeque<Job>,
+    /// Chunks sent in all (a worker with `max_tasks` leaves after that many).
+    sent: u64,
+    /// When the oldest held chunk started (as far as we can tell: when the one before it
+    /// came back, or when it was sent to an idle worker).
+    since: Instant,
+}
+
+pub(crate) struct Manager {
+    config: Config,
+    reports: Queue<Vec<u8>>,
+    commands: Receiver<Command>,
+    workers: Vec<Worker>,
+    next_id: u64,
+    pending: VecDeque<Job>,
+    pids: Arc<Mutex<Vec<u32>>>,
+    closing: bool,
+    init_failed: Option<String>,
+}
+
+impl Manager {
+    /// Starts the first workers (from the caller's thread, so that a pool made in a
+    /// single-threaded program forks without the many-threads warning).
+    pub(crate) fn new(
+        config: Config,
+        reports: Queue<Vec<u8>>,
+        commands: Receiver<Command>,
+        pids: Arc<Mutex<Vec<u32>>>,
+    ) -> crate::Result<Manager> {
+        let mut manager = Manager {
+            config,
+            reports,
+            commands,
+            workers: Vec::new(),
+            next_id: 1,
+            pending: VecDeque::new(),
+            pids,
+            closing: false,
+            init_failed: None,
+        };
+        for _ in 0..manager.config.processes {
+            if let Err(e) = manager.spawn() {
+                manager.kill_all();
+                return Err(e);
+            }
+        }
+        manager.publish_pids();
+        Ok(manager)
+    }
+
+    fn spawn(&mut self) -> crate::Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let orders = SimpleQueue::new()?;
+        let name = match self.config.method {
+            StartMethod::Fork => "ForkPoolWorker",
+            StartMethod::Spawn => "SpawnPoolWorker",
+            StartMethod::ForkServer => "ForkServerPoolWorker",
+        };
+        let mut process = get_context(self.config.method)
+            .process(
+                worker::main,
+                (orders.clone(), self.reports.clone(), id, self.config.init.clone(), self.config.max_tasks),
+            )
+            .with_name(format!("{name}-{id}"))
+            .with_daemon(true);
+        process.start()?;
+        self.workers.push(Worker { id, process, orders, held: VecDeque::new(), sent: 0, since: Instant::now() });
+        Ok(())
+    }
+
+    fn publish_pids(&self) {
+        let pids = self.workers.iter().filter_map(|w| w.process.pid()).collect();
+        *self.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
+    }
+
+    /// The manager's loop; returns when the pool is closed and done, or terminated.
+    pub(crate) fn run(mut self) {
+        let mut checked = Instant::now();
+        loop {
+            loop {
+                match self.commands.try_recv() {
+                    Ok(Command::Submit(job)) => match &self.init_failed {
+                        Some(message) => job.slot.fill(Err(Failure::InitFailed(message.clone()))),
+                        None => self.pending.push_back(job),
+                    },
+                    Ok(Command::Close) => self.closing = true,
+                    Ok(Command::Terminate) | Err(TryRecvError::Disconnected) => return self.terminate(),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
+            self.dispatch();
+            if self.closing && self.pending.is_empty() && self.workers.iter().all(|w| w.held.is_empty()) {
+                return self.finish();
+            }
+            let wait = self.next_deadline().map_or(CHECK, |at| at.saturating_duration_since(Instant::now()).min(CHECK));
+            if let Ok(bytes) = self.reports.get_timeout(wait) {
+                self.file(&bytes);
+            }
+            if checked.elapsed() >= CHECK || self.next_deadline().is_some_and(|at| at <= Instant::now()) {
+                self.check_workers();
+                checked = Instant::now();
+            }
+        }
+    }
+
+    /// Sends pending chunks to workers with room, one at a time round the workers.
+    fn dispatch(&mut self) {
+        let max_tasks = self.config.max_tasks;
+        while !self.pending.is_empty() {
+            let mut sent_any = false;
+            for w in &mut self.workers {
+                if w.held.len() >= IN_FLIGHT || (max_tasks > 0 && w.sent >= max_tasks) {
+                    continue;
+                }
+                let Some(job) = self.pending.pop_front() else { break };
+                let order = Order::Run { task: job.task, runner: job.runner, chunk: job.chunk.clone() };
+                let sent = postcard::to_allocvec(&order).map_err(crate::Error::from).and_then(|bytes| {
+                    w.orders.put(bytes)?;
+                    Ok(())
+                });
+                if sent.is_err() {
+                    // The worker's queue refused it (closed): keep the chunk for another.
+                    self.pending.push_front(job);
+                    continue;
+                }
+                if w.held.is_empty() {
+                    w.since = Instant::now();
+                }
+                w.held.push_back(job);
+                w.sent += 1;
+                sent_any = true;
+            }
+            if !sent_any {
+                break;
+            }
+        }
+    }
+
+    /// Files one report.
+    fn file(&mut self, bytes: &[u8]) {
+        match postcard::from_bytes::<Report>(bytes) {
+            Ok(Report::Done { worker, task, results }) => {
+                let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
+                if w.held.front().is_some_and(|j| j.task == task) {
+                    let job = w.held.pop_front().expect("checked above");
+                    w.since = Instant::now();
+                    job.slot.fill(Ok(results));
+                }
+            }
+            Ok(Report::InitFailed { message, .. }) => {
+                if self.init_failed.is_none() {
+                    self.init_failed = Some(message.clone());
+                    let failure = Failure::InitFailed(message);
+                    for job in self.pending.drain(..) {
+                        job.slot.fill(Err(failure.clone()));
+                    }
+                    for w in &mut self.workers {
+                        for job in w.held.drain(..) {
+                            job.slot.fill(Err(failure.clone()));
+                        }
+                    }
+                }
+            }
+            Ok(Report::Wake) | Err(_) => {}
+        }
+    }
+
+    /// When the oldest running chunk overruns the task timeout, if there is a timeout.
+    fn next_deadline(&self) -> Option<Instant> {
+        let timeout = self.config.task_timeout?;
+        self.workers.iter().filter(|w| !w.held.is_empty()).map(|w| w.since + timeout).min()
+    }
+
+    /// Replaces workers that died or overran the task timeout, failing only the chunk each
+    /// was running; the chunks waiting behind it go to other workers.
+    fn check_workers(&mut self) {
+        // Results a worker put just before it died are delivered first.
+        while let Ok(bytes) = self.reports.get_nowait() {
+            self.file(&bytes);
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.workers.len() {
+            let w = &self.workers[i];
+            let overran = self.config.task_timeout.is_some_and(|t| !w.held.is_empty() && now >= w.since + t);
+            if w.process.is_alive() && !overran {
+                i += 1;
+                continue;
+            }
+            let mut w = self.workers.swap_remove(i);
+            if overran {
+                let _ = w.process.kill();
+            }
+            let _ = w.process.join();
+            let exitcode = w.process.exitcode().unwrap_or(-libc::SIGKILL);
+            if let Some(job) = w.held.pop_front() {
+                job.slot.fill(Err(if overran { Failure::Timeout } else { Failure::WorkerDied(exitcode) }));
+            }
+            while let Some(job) = w.held.pop_back() {
+                self.pending.push_front(job);
+            }
+            if self.init_failed.is_none() && !(self.closing && self.pending.is_empty()) {
+                // A failed start leaves one worker fewer; the next check tries again.
+                let _ = self.spawn();
+            }
+        }
+        while self.workers.len() < self.config.processes && self.init_failed.is_none() && !self.closing {
+            if self.spawn().is_err() {
+                break;
+            }
+        }
+        self.publish_pids();
+    }
+
+    /// Closed and done: each worker gets a stop order and is joined.
+    fn finish(mut self) {
+        for w in &self.workers {
+            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
+                let _ = w.orders.put(bytes);
+            }
+        }
+        for w in &mut self.workers {
+            if w.process.join_timeout(Duration::from_secs(5)).is_err() || w.process.is_alive() {
+                let _ = w.process.kill();
+                let _ = w.process.join();
+            }
+        }
+        self.workers.clear();
+        self.publish_pids();
+    }
+
+    /// Kills every worker; what is not done fails.
+    fn terminate(mut self) {
+        self.kill_all();
+        for job in self.pending.drain(..) {
+            job.slot.fill(Err(Failure::Terminated));
+        }
+        self.publish_pids();
+    }
+
+    fn kill_all(&mut self) {
+        for w in &self.workers {
+            let _ = w.process.kill();
+        }
+        for mut w in self.workers.drain(..) {
+            let _ = w.process.join();
+            for job in w.held.drain(..) {
+                job.slot.fill(Err(Failure::Terminated));
+            }
+        }
+    }
+}

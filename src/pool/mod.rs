@@ -1,0 +1,645 @@
+//! A pool of worker processes (Python's `multiprocessing.pool.Pool`).
+//!
+//! Tasks are fn items (or closures that capture nothing) of serde arguments that return a
+//! serde value: a worker started by any start method finds the same function in the same
+//! binary. The parent keeps one manager thread that hands each worker a couple of chunks at
+//! a time over the worker's own queue and files the results from one shared queue.
+//!
+//! Failures fail one task, never the pool: a panic fails its task with
+//! [`Error::TaskPanicked`] (message and location); a worker that dies (killed, aborted,
+//! exited) fails only the chunk it was running, with [`Error::WorkerDied`], and is replaced;
+//! the chunks queued behind it go to other workers. With a task timeout, a chunk that runs
+//! longer is killed with its worker and fails with [`Error::Timeout`]. CPython's Pool waits
+//! for ever on a task whose worker died.
+//!
+//! The queues between the parent and its workers are trusted: a worker calls the function
+//! its pool names by address. They are shared with the pool's workers only.
+
+mod imap;
+mod manager;
+mod result;
+mod task;
+mod worker;
+
+pub use imap::{Imap, ImapUnordered};
+pub use result::{AsyncResult, MapResult};
+pub use task::Task;
+
+use crate::queues::Queue;
+use crate::{Error, Result, StartMethod, get_start_method};
+use manager::{Command, Config, Job, Manager};
+use result::Slot;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const RUNNING: u8 = 0;
+const CLOSED: u8 = 1;
+const TERMINATED: u8 = 2;
+
+/// A pool of worker processes (Python's `multiprocessing.Pool`).
+///
+/// ```
+/// use multiprocess::Pool;
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 0..10)?, vec![0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+/// assert_eq!(pool.apply(square, (12,))?, 144);
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct Pool {
+    commands: Mutex<Sender<Command>>,
+    reports: Queue<Vec<u8>>,
+    manager: Mutex<Option<JoinHandle<()>>>,
+    state: AtomicU8,
+    next_task: AtomicU64,
+    processes: usize,
+    pids: Arc<Mutex<Vec<u32>>>,
+}
+
+/// How to build a [`Pool`] (Python's `Pool(processes, initializer, initargs,
+/// maxtasksperchild)` keywords, and the start method of `get_context(m).Pool()`).
+///
+/// ```
+/// use multiprocess::{Pool, StartMethod};
+/// use std::time::Duration;
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = Pool::builder()
+///     .processes(2)
+///     .maxtasksperchild(100)
+///     .start_method(StartMethod::Spawn)
+///     .task_timeout(Duration::from_secs(60))
+///     .build()?;
+/// assert_eq!(pool.map(square, [3, 4])?, vec![9, 16]);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+#[must_use]
+pub struct PoolBuilder {
+    processes: Option<usize>,
+    method: Option<StartMethod>,
+    init: Option<std::result::Result<worker::Init, String>>,
+    max_tasks: u64,
+    task_timeout: Option<Duration>,
+}
+
+impl PoolBuilder {
+    /// The number of workers (`processes`); [`cpu_count`](crate::cpu_count) if not given.
+    /// Zero is an error when the pool is built.
+    ///
+    /// ```
+    /// let pool = multiprocess::Pool::builder().processes(3).build()?;
+    /// assert_eq!(pool.processes(), 3);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn processes(mut self, n: usize) -> PoolBuilder {
+        self.processes = Some(n);
+        self
+    }
+
+    /// The start method of the workers; the default start method if not given.
+    ///
+    /// ```
+    /// use multiprocess::{Pool, StartMethod};
+    /// fn one() -> u8 { 1 }
+    /// let pool = Pool::builder().processes(1).start_method(StartMethod::Fork).build()?;
+    /// assert_eq!(pool.apply(one, ())?, 1);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> PoolBuilder {
+        self.method = Some(method);
+        self
+    }
+
+    /// A function each worker runs once before its first task (`initializer`, `initargs`).
+    /// If it panics, the pool reports it on every task instead of starting workers for ever.
+    ///
+    /// ```
+    /// fn setup(level: u32) {
+    ///     assert!(level > 0);
+    /// }
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiprocess::Pool::builder().processes(1).initializer(setup, (3,)).build()?;
+    /// assert_eq!(pool.apply(one, ())?, 1);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> PoolBuilder
+    where
+        F: Task<A, Output = ()>,
+        A: Serialize + DeserializeOwned,
+    {
+        // The function has no bytes (a fn item): the worker finds it by its type's runner.
+        let _ = f;
+        let runner = task::runner_offset(task::runner::<F, A>());
+        self.init = Some(
+            postcard::to_allocvec(&[args][..])
+                .map(|args| worker::Init { runner, args })
+                .map_err(|e| format!("cannot encode the initializer's arguments: {e}")),
+        );
+        self
+    }
+
+    /// Replace each worker after this many chunks (`maxtasksperchild`); 0 is an error when
+    /// the pool is built. Not set: workers live as long as the pool.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// assert!(matches!(multiprocess::Pool::builder().maxtasksperchild(0).build(), Err(Error::InvalidArgument(_))));
+    /// ```
+    pub fn maxtasksperchild(mut self, n: u64) -> PoolBuilder {
+        self.max_tasks = if n == 0 { u64::MAX } else { n };
+        self
+    }
+
+    /// Kill a worker whose chunk runs longer than `timeout`, fail that chunk with
+    /// [`Error::Timeout`], and replace the worker. Python has no such setting.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
+    /// let pool = multiprocess::Pool::builder().processes(1).task_timeout(Duration::from_millis(200)).build()?;
+    /// assert!(matches!(pool.apply(nap, (5_000,)), Err(Error::Timeout)));
+    /// pool.apply(nap, (1,))?; // a new worker took over
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn task_timeout(mut self, timeout: Duration) -> PoolBuilder {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the workers (`Pool(...)`).
+    ///
+    /// ```
+    /// use multiprocess::{Error, Pool};
+    /// assert!(matches!(Pool::builder().processes(0).build(), Err(Error::InvalidArgument(_))));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn build(self) -> Result<Pool> {
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 {
+            return Err(Error::InvalidArgument("Number of processes must be at least 1".into()));
+        }
+        if self.max_tasks == u64::MAX {
+            return Err(Error::InvalidArgument("maxtasksperchild must be a positive int or None".into()));
+        }
+        let init = self.init.transpose().map_err(Error::Codec)?;
+        let method = self.method.unwrap_or_else(get_start_method);
+        let config = Config { processes, method, init, max_tasks: self.max_tasks, task_timeout: self.task_timeout };
+        let reports = Queue::new()?;
+        let (tx, rx) = mpsc::channel();
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let manager = Manager::new(config, reports.clone(), rx, pids.clone())?;
+        let handle = std::thread::Builder::new()
+            .name("multiprocess-pool".into())
+            .spawn(move || manager.run())
+            .map_err(Error::Io)?;
+        Ok(Pool {
+            commands: Mutex::new(tx),
+            reports,
+            manager: Mutex::new(Some(handle)),
+            state: AtomicU8::new(RUNNING),
+            next_task: AtomicU64::new(1),
+            processes,
+            pids,
+        })
+    }
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("processes", &self.processes)
+            .field("start_method", &self.method)
+            .field("initializer", &self.init.is_some())
+            .field("maxtasksperchild", &self.max_tasks)
+            .field("task_timeout", &self.task_timeout)
+            .finish()
+    }
+}
+
+/// CPython's default chunk size for `map`: `ceil(n / (4 × workers))`.
+fn default_chunksize(n: usize, processes: usize) -> usize {
+    n.div_ceil(4 * processes).max(1)
+}
+
+impl Pool {
+    /// A pool of `processes` workers under the default start method (`Pool(processes)`).
+    ///
+    /// ```
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// assert_eq!(pool.processes(), 2);
+    /// assert!(multiprocess::Pool::new(0).is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn new(processes: usize) -> Result<Pool> {
+        Pool::builder().processes(processes).build()
+    }
+
+    /// A builder for the other settings.
+    ///
+    /// ```
+    /// let pool = multiprocess::Pool::builder().processes(1).build()?;
+    /// assert_eq!(pool.processes(), 1);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder { processes: None, method: None, init: None, max_tasks: 0, task_timeout: None }
+    }
+
+    /// The number of workers (Python's `_processes`).
+    ///
+    /// ```
+    /// assert_eq!(multiprocess::Pool::new(2)?.processes(), 2);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The pids of the workers now (Python's `[p.pid for p in pool._pool]`).
+    ///
+    /// ```
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// assert_eq!(pool.worker_pids().len(), 2);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn send(&self, command: Command) -> Result<()> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).send(command).map_err(|_| Error::PoolNotRunning)?;
+        // Wakes the manager if it waits for results.
+        worker::send(&self.reports, &worker::Report::Wake)
+    }
+
+    /// Submits `items` in chunks of `chunksize`; one slot per chunk.
+    fn submit<A: Serialize>(
+        &self,
+        runner: task::Runner,
+        items: &[A],
+        chunksize: usize,
+        notify: Option<&Sender<usize>>,
+        first_index: usize,
+    ) -> Result<Vec<Arc<Slot>>> {
+        if self.state.load(Ordering::Acquire) != RUNNING {
+            return Err(Error::PoolNotRunning);
+        }
+        let runner = task::runner_offset(runner);
+        let mut slots = Vec::new();
+        for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
+            let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
+            let task = self.next_task.fetch_add(1, Ordering::Relaxed);
+            let chunk = postcard::to_allocvec(chunk)?;
+            self.send(Command::Submit(Job { task, runner, chunk, slot: slot.clone() }))?;
+            slots.push(slot);
+        }
+        Ok(slots)
+    }
+
+    /// Runs `f(args)` in a worker and waits for its value (`apply(f, args)`).
+    ///
+    /// ```
+    /// fn add(a: u32, b: u32) -> u32 { a + b }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// assert_eq!(pool.apply(add, (2, 3))?, 5);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn apply<F, A>(&self, f: F, args: A) -> Result<F::Output>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Runs `f(args)` in a worker in the background (`apply_async(f, args)`).
+    ///
+    /// ```
+    /// fn add(a: u32, b: u32) -> u32 { a + b }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let results: Vec<_> = (0..4).map(|i| pool.apply_async(add, (i, 10))).collect::<Result<_, _>>()?;
+    /// let sums: Vec<u32> = results.iter().map(|r| r.get()).collect::<Result<_, _>>()?;
+    /// assert_eq!(sums, vec![10, 11, 12, 13]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn apply_async<F, A>(&self, f: F, args: A) -> Result<AsyncResult<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        let _ = f;
+        let mut slots = self.submit(task::runner::<F, A>(), &[args], 1, None, 0)?;
+        Ok(AsyncResult::new(slots.remove(0)))
+    }
+
+    /// `f(x)` for every `x` of `items`, in order (`map(f, iterable)`), in chunks of CPython's
+    /// default size; the first task's error if any fails.
+    ///
+    /// ```
+    /// fn square(x: i64) -> i64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// assert_eq!(pool.map(square, [1, 2, 3])?, vec![1, 4, 9]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn map<F, T>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<Vec<F::Output>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// As [`map`](Pool::map), in chunks of `chunksize` items (`map(f, iterable, chunksize)`).
+    ///
+    /// ```
+    /// fn square(x: i64) -> i64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// assert_eq!(pool.map_chunked(square, 0..100, 20)?.len(), 100);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn map_chunked<F, T>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<Vec<F::Output>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+    {
+        self.map_async_chunked(f, items, chunksize)?.get()
+    }
+
+    /// [`map`](Pool::map) in the background (`map_async(f, iterable)`).
+    ///
+    /// ```
+    /// fn square(x: i64) -> i64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let r = pool.map_async(square, 0..4)?;
+    /// assert_eq!(r.get()?, vec![0, 1, 4, 9]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn map_async<F, T>(&self, f: F, items: impl IntoIterator<Item = T>) -> Result<MapResult<F::Output>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+    {
+        let items: Vec<(T,)> = items.into_iter().map(|x| (x,)).collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.starmap_async_chunked(f, items, chunksize)
+    }
+
+    /// [`map_chunked`](Pool::map_chunked) in the background.
+    ///
+    /// ```
+    /// fn square(x: i64) -> i64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// assert_eq!(pool.map_async_chunked(square, 0..3, 1)?.get()?, vec![0, 1, 4]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn map_async_chunked<F, T>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = T>,
+        chunksize: usize,
+    ) -> Result<MapResult<F::Output>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+    {
+        self.starmap_async_chunked(f, items.into_iter().map(|x| (x,)), chunksize)
+    }
+
+    /// `f(a, b, ..)` for every argument tuple of `items`, in order (`starmap(f, iterable)`).
+    ///
+    /// ```
+    /// fn mul(a: i32, b: i32) -> i32 { a * b }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// assert_eq!(pool.starmap(mul, [(1, 2), (3, 4)])?, vec![2, 12]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn starmap<F, A>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`starmap`](Pool::starmap) in the background (`starmap_async`).
+    ///
+    /// ```
+    /// fn mul(a: i32, b: i32) -> i32 { a * b }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// assert_eq!(pool.starmap_async(mul, [(5, 6)])?.get()?, vec![30]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn starmap_async<F, A>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<MapResult<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes);
+        self.starmap_async_chunked(f, items, chunksize)
+    }
+
+    /// [`starmap_async`](Pool::starmap_async) in chunks of `chunksize`.
+    ///
+    /// ```
+    /// fn mul(a: i32, b: i32) -> i32 { a * b }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let r = pool.starmap_async_chunked(mul, (0..100).map(|i| (i, 2)), 20)?;
+    /// assert_eq!(r.get()?[99], 198);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn starmap_async_chunked<F, A>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<MapResult<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        let _ = f;
+        if chunksize == 0 {
+            return Err(Error::InvalidArgument("chunksize must be at least 1".into()));
+        }
+        let items: Vec<A> = items.into_iter().collect();
+        Ok(MapResult::new(self.submit(task::runner::<F, A>(), &items, chunksize, None, 0)?))
+    }
+
+    /// `f(x)` for every `x` of `items`, lazily and in order (`imap(f, iterable)`): an
+    /// iterator of results that pulls `items` as it goes, with a bound on what is in flight,
+    /// so an endless input works. One item per chunk, as in Python.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let first: Vec<u64> = pool.imap(square, 0..)?.take(5).collect::<Result<_, _>>()?;
+    /// assert_eq!(first, vec![0, 1, 4, 9, 16]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn imap<F, T, I>(&self, f: F, items: I) -> Result<Imap<'_, F::Output, I::IntoIter>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_chunked(f, items, 1)
+    }
+
+    /// [`imap`](Pool::imap) in chunks of `chunksize` items (`imap(f, iterable, chunksize)`).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let all: Vec<u64> = pool.imap_chunked(square, 0..1000, 100)?.collect::<Result<_, _>>()?;
+    /// assert_eq!(all[999], 998_001);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn imap_chunked<F, T, I>(&self, f: F, items: I, chunksize: usize) -> Result<Imap<'_, F::Output, I::IntoIter>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        let _ = f;
+        Imap::new(self, task::runner::<F, (T,)>(), items.into_iter(), chunksize)
+    }
+
+    /// As [`imap`](Pool::imap), with the results in the order they finish
+    /// (`imap_unordered(f, iterable)`).
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let mut all: Vec<u64> = pool.imap_unordered(square, 0..10)?.collect::<Result<_, _>>()?;
+    /// all.sort();
+    /// assert_eq!(all, (0..10).map(|x| x * x).collect::<Vec<_>>());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn imap_unordered<F, T, I>(&self, f: F, items: I) -> Result<ImapUnordered<'_, F::Output, I::IntoIter>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        self.imap_unordered_chunked(f, items, 1)
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) in chunks of `chunksize` items.
+    ///
+    /// ```
+    /// fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let n = pool.imap_unordered_chunked(square, 0..1000, 100)?.count();
+    /// assert_eq!(n, 1000);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn imap_unordered_chunked<F, T, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> Result<ImapUnordered<'_, F::Output, I::IntoIter>>
+    where
+        F: Task<(T,)>,
+        T: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = T>,
+    {
+        let _ = f;
+        ImapUnordered::new(self, task::runner::<F, (T,)>(), items.into_iter(), chunksize)
+    }
+
+    /// No more tasks (`close()`): those submitted still run, then the workers exit.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// pool.close();
+    /// assert!(matches!(pool.apply(one, ()), Err(Error::PoolNotRunning)));
+    /// pool.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn close(&self) {
+        if self.state.compare_exchange(RUNNING, CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            let _ = self.send(Command::Close);
+        }
+    }
+
+    /// Kills the workers now (`terminate()`); tasks not done fail with
+    /// [`Error::PoolNotRunning`]. Dropping a running pool does this.
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_secs(30)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, ())?;
+    /// pool.terminate()?;
+    /// assert!(r.get().is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn terminate(&self) -> Result<()> {
+        if self.state.swap(TERMINATED, Ordering::AcqRel) != TERMINATED {
+            let _ = self.send(Command::Terminate);
+        }
+        self.wait_manager();
+        Ok(())
+    }
+
+    /// Waits for the workers to exit (`join()`), after [`close`](Pool::close) or
+    /// [`terminate`](Pool::terminate); before either, `Err(Error::PoolStillRunning)`.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// assert!(matches!(pool.join(), Err(Error::PoolStillRunning)));
+    /// pool.close();
+    /// pool.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn join(&self) -> Result<()> {
+        if self.state.load(Ordering::Acquire) == RUNNING {
+            return Err(Error::PoolStillRunning);
+        }
+        self.wait_manager();
+        Ok(())
+    }
+
+    fn wait_manager(&self) {
+        let handle = self.manager.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state.load(Ordering::Relaxed) {
+            RUNNING => "RUN",
+            CLOSED => "CLOSE",
+            _ => "TERMINATE",
+        };
+        f.debug_struct("Pool").field("state", &state).field("pool_size", &self.processes).finish()
+    }
+}

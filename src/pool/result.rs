@@ -1,0 +1,356 @@
+//! Where a task's result waits for its caller: a slot per chunk, and `AsyncResult`.
+
+use crate::{Error, Result};
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a chunk has no results.
+#[derive(Clone, Debug)]
+pub(crate) enum Failure {
+    /// Its worker died while it held the chunk.
+    WorkerDied(i32),
+    /// It ran past the pool's task timeout; its worker was killed.
+    Timeout,
+    /// The pool was terminated first.
+    Terminated,
+    /// The initializer failed, so no worker can run anything.
+    InitFailed(String),
+}
+
+impl Failure {
+    fn error(&self) -> Error {
+        match self {
+            Failure::WorkerDied(exitcode) => Error::WorkerDied { exitcode: *exitcode },
+            Failure::Timeout => Error::Timeout,
+            Failure::Terminated => Error::PoolNotRunning,
+            Failure::InitFailed(message) => Error::TaskPanicked { message: format!("initializer: {message}") },
+        }
+    }
+}
+
+/// One chunk's outcome: the encoded `Vec<Result<Output, String>>`, or why there is none.
+pub(crate) type Outcome = std::result::Result<Vec<u8>, Failure>;
+
+/// A chunk's outcome, filled once by the pool's manager.
+pub(crate) struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    filled: Condvar,
+    /// Told the slot's index when it is filled (for `imap_unordered`).
+    notify: Option<(Sender<usize>, usize)>,
+}
+
+impl Slot {
+    pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
+        Arc::new(Slot { outcome: Mutex::new(None), filled: Condvar::new(), notify })
+    }
+
+    pub(crate) fn fill(&self, outcome: Outcome) {
+        let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(outcome);
+            self.filled.notify_all();
+            if let Some((tx, index)) = &self.notify {
+                let _ = tx.send(*index);
+            }
+        }
+    }
+
+    pub(crate) fn is_filled(&self) -> bool {
+        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Waits until filled or `deadline`; returns the outcome if filled.
+    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<Outcome> {
+        let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(outcome) = slot.as_ref() {
+                return Some(outcome.clone());
+            }
+            slot = match deadline {
+                None => self.filled.wait(slot).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.filled.wait_timeout(slot, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+}
+
+/// Decodes a chunk's outcome into its results, one per task of the chunk.
+pub(crate) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Vec<Result<R>> {
+    match outcome {
+        Ok(bytes) => match postcard::from_bytes::<Vec<std::result::Result<R, String>>>(&bytes) {
+            Ok(results) => results.into_iter().map(|r| r.map_err(|message| Error::TaskPanicked { message })).collect(),
+            Err(e) => vec![Err(Error::Codec(format!("cannot decode a task's result: {e}")))],
+        },
+        Err(failure) => vec![Err(failure.error())],
+    }
+}
+
+/// The slots a background call waits on.
+struct Pending {
+    slots: Vec<Arc<Slot>>,
+}
+
+impl Pending {
+    fn ready(&self) -> bool {
+        self.slots.iter().all(|s| s.is_filled())
+    }
+
+    fn wait(&self, deadline: Option<Instant>) -> bool {
+        self.slots.iter().all(|s| s.wait(deadline).is_some())
+    }
+
+    /// Every result, in order, or the first error; `Timeout` if `deadline` passes first.
+    fn collect<R: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<Vec<R>> {
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let outcome = slot.wait(deadline).ok_or(Error::Timeout)?;
+            for r in decode::<R>(outcome) {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn successful<R: DeserializeOwned>(&self) -> Result<bool> {
+        if !self.ready() {
+            return Err(Error::NotReady);
+        }
+        Ok(self.collect::<R>(None).is_ok())
+    }
+}
+
+fn deadline(timeout: Duration) -> Option<Instant> {
+    Instant::now().checked_add(timeout)
+}
+
+/// The result of [`Pool::apply_async`](crate::Pool::apply_async), a task running in the
+/// background (Python's `multiprocessing.pool.AsyncResult`).
+///
+/// ```
+/// use multiprocess::Pool;
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// let pool = Pool::new(2)?;
+/// let r = pool.apply_async(square, (7,))?;
+/// r.wait();
+/// assert!(r.ready());
+/// assert_eq!(r.get()?, 49);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct AsyncResult<R> {
+    pending: Pending,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    pub(crate) fn new(slot: Arc<Slot>) -> AsyncResult<R> {
+        AsyncResult { pending: Pending { slots: vec![slot] }, _result: PhantomData }
+    }
+
+    /// Waits for the result and returns it (`get()`): the task's value, or why there is none:
+    /// [`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Timeout`] (past the pool's task
+    /// timeout). It may be called again: the result is kept.
+    ///
+    /// ```
+    /// fn double(x: i32) -> i32 { 2 * x }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.apply_async(double, (21,))?;
+    /// assert_eq!(r.get()?, 42);
+    /// assert_eq!(r.get()?, 42);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<R> {
+        self.first(None)
+    }
+
+    /// As [`get`](AsyncResult::get), waiting at most `timeout`: `Err(Error::Timeout)` if the
+    /// task is still running (Python's `multiprocessing.TimeoutError`); it goes on running.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// use std::time::Duration;
+    /// fn nap() { std::thread::sleep(Duration::from_millis(500)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, ())?;
+    /// assert!(matches!(r.get_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.first(deadline(timeout))
+    }
+
+    fn first(&self, deadline: Option<Instant>) -> Result<R> {
+        self.pending.collect::<R>(deadline)?.into_iter().next().ok_or(Error::Codec("no result".into()))
+    }
+
+    /// Whether the task has finished, one way or another (`ready()`).
+    ///
+    /// ```
+    /// fn nap() { std::thread::sleep(std::time::Duration::from_millis(300)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, ())?;
+    /// assert!(!r.ready());
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.pending.ready()
+    }
+
+    /// Waits until the task has finished (`wait()`).
+    ///
+    /// ```
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.apply_async(one, ())?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait(&self) {
+        self.pending.wait(None);
+    }
+
+    /// Waits at most `timeout`; returns whether the task has finished (`wait(timeout)`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap() { std::thread::sleep(Duration::from_millis(500)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, ())?;
+    /// assert!(!r.wait_timeout(Duration::from_millis(50)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.pending.wait(deadline(timeout))
+    }
+
+    /// Whether the task succeeded (`successful()`); `Err(Error::NotReady)` before it
+    /// finished, where Python raises `ValueError`.
+    ///
+    /// ```
+    /// fn fail() -> u8 { panic!("no") }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.apply_async(fail, ())?;
+    /// r.wait();
+    /// assert!(!r.successful()?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn successful(&self) -> Result<bool> {
+        self.pending.successful::<R>()
+    }
+}
+
+/// The result of [`Pool::map_async`](crate::Pool::map_async) and
+/// [`starmap_async`](crate::Pool::starmap_async): a list computed in the background (Python's
+/// `multiprocessing.pool.MapResult`).
+///
+/// ```
+/// fn square(x: u32) -> u32 { x * x }
+/// let pool = multiprocess::Pool::new(2)?;
+/// let r = pool.map_async(square, 0..5)?;
+/// assert_eq!(r.get()?, vec![0, 1, 4, 9, 16]);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct MapResult<R> {
+    pending: Pending,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> MapResult<R> {
+    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> MapResult<R> {
+        MapResult { pending: Pending { slots }, _result: PhantomData }
+    }
+
+    /// The whole list, in order, or the first task's error (`get()`).
+    ///
+    /// ```
+    /// fn inc(x: u8) -> u8 { x + 1 }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// assert_eq!(pool.map_async(inc, [1, 2])?.get()?, vec![2, 3]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get(&self) -> Result<Vec<R>> {
+        self.pending.collect(None)
+    }
+
+    /// As [`get`](MapResult::get), waiting at most `timeout` (`Err(Error::Timeout)`).
+    ///
+    /// ```
+    /// fn square(x: u32) -> u32 { x * x }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.map_async(square, Vec::new())?;
+    /// assert_eq!(r.get_timeout(std::time::Duration::from_millis(100))?, Vec::<u32>::new());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>> {
+        self.pending.collect(deadline(timeout))
+    }
+
+    /// Whether every task has finished (`ready()`).
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.map_async(id, [1])?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn ready(&self) -> bool {
+        self.pending.ready()
+    }
+
+    /// Waits until every task has finished (`wait()`).
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.map_async(id, [1, 2, 3])?;
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait(&self) {
+        self.pending.wait(None);
+    }
+
+    /// Waits at most `timeout`; returns whether every task has finished.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.map_async(nap, [500])?;
+    /// assert!(!r.wait_timeout(Duration::from_millis(50)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.pending.wait(deadline(timeout))
+    }
+
+    /// Whether every task succeeded (`successful()`); `Err(Error::NotReady)` before then.
+    ///
+    /// ```
+    /// fn id(x: u8) -> u8 { x }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.map_async(id, [1])?;
+    /// r.wait();
+    /// assert!(r.successful()?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn successful(&self) -> Result<bool> {
+        self.pending.successful::<R>()
+    }
+}

@@ -1,0 +1,165 @@
+//! Pool failures fail one task, never the pool: a panic, a worker killed (by a signal from
+//! outside, by itself, by `exit`), a task past the timeout, a failing initializer. CPython's
+//! Pool hangs for ever on a task whose worker died (POOL-38); ours reports it and goes on.
+mod common;
+use common::timed;
+use multiprocess::*;
+use std::time::Duration;
+
+/// How long a test waits for what should come at once before calling it a hang.
+const LONG: Duration = Duration::from_secs(20);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn panics_on_three(x: u64) -> u64 {
+    if x == 3 {
+        panic!("three is right out");
+    }
+    x
+}
+
+/// Kills its own worker with SIGKILL.
+fn kill_self() -> u32 {
+    // SAFETY: kill(2) on our own pid with a plain signal number.
+    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    unreachable!()
+}
+
+/// Exits its worker with code 7.
+fn exit_seven() -> u32 {
+    multiprocess::exit(7)
+}
+
+/// Aborts its worker.
+fn abort() -> u32 {
+    std::process::abort()
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+fn failing_init() {
+    panic!("no database");
+}
+
+fn pool(m: StartMethod, n: usize) -> Pool {
+    Pool::builder().processes(n).start_method(m).build().unwrap()
+}
+
+start_methods! {
+    /// A panic fails only its task, with its message and location; the pool goes on.
+    fn panic_fails_only_its_task(m) {
+        let p = pool(m, 2);
+        match p.apply(panics_on_three, (3,)) {
+            Err(Error::TaskPanicked { message }) => {
+                assert!(message.contains("three is right out"), "{message}");
+                assert!(message.contains("pool_failures.rs"), "no location in {message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.apply(square, (4,)).unwrap(), 16);
+        // In a map, the first failure is the map's (POOL-36).
+        assert!(matches!(p.map(panics_on_three, 0..10), Err(Error::TaskPanicked { .. })));
+        let results: Vec<Result<u64>> = p.imap(panics_on_three, 0..6).unwrap().collect();
+        assert!(matches!(results[3], Err(Error::TaskPanicked { .. })));
+        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 5);
+        p.close();
+        p.join().unwrap();
+    }
+
+    /// A task that SIGKILLs its own worker fails with WorkerDied(-9); the worker is replaced,
+    /// and the pool still has its two workers (CPython hangs: POOL-38).
+    fn worker_killed_by_its_task(m) {
+        let p = pool(m, 2);
+        let before = p.worker_pids();
+        let (r, took) = timed(|| p.apply(kill_self, ()));
+        assert!(matches!(r, Err(Error::WorkerDied { exitcode: -9 })), "{r:?}");
+        assert!(took < LONG);
+        assert_eq!(p.map(square, 0..20).unwrap()[19], 361);
+        let after = p.worker_pids();
+        assert_eq!(after.len(), 2);
+        assert_ne!(before, after, "the dead worker was replaced");
+        p.close();
+        p.join().unwrap();
+    }
+
+    /// A worker that exits, or aborts, fails only its task, with its exit code.
+    fn worker_exit_and_abort(m) {
+        let p = pool(m, 1);
+        assert!(matches!(p.apply(exit_seven, ()), Err(Error::WorkerDied { exitcode: 7 })));
+        assert!(matches!(p.apply(abort, ()), Err(Error::WorkerDied { exitcode: -6 })));
+        assert_eq!(p.apply(square, (9,)).unwrap(), 81);
+    }
+
+    /// A worker SIGKILLed from outside while it runs a long task: that task fails, the
+    /// others (queued behind it on the same worker) still complete.
+    fn worker_killed_from_outside(m) {
+        let p = pool(m, 1);
+        let long = p.apply_async(nap, (10_000,)).unwrap();
+        let queued: Vec<_> = (0..3).map(|i| p.apply_async(square, (i,)).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let victim = p.worker_pids()[0];
+        // SAFETY: kill(2) with a plain signal on the pool's own worker, alive (its task naps).
+        assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+        let (r, took) = timed(|| long.get_timeout(LONG));
+        assert!(matches!(r, Err(Error::WorkerDied { exitcode: -9 })), "{r:?}");
+        assert!(took < Duration::from_secs(2), "noticed after {took:?}");
+        let squares: Vec<u64> = queued.iter().map(|r| r.get_timeout(LONG).unwrap()).collect();
+        assert_eq!(squares, vec![0, 1, 4]);
+        assert_ne!(p.worker_pids(), vec![victim]);
+    }
+
+    /// A task past the pool's timeout is killed with its worker and fails with Timeout
+    /// (after at least the timeout, within a second of it); a new worker takes over.
+    fn task_timeout_kills_and_replaces(m) {
+        let p = Pool::builder().processes(1).start_method(m).task_timeout(Duration::from_millis(300)).build().unwrap();
+        let before = p.worker_pids();
+        let (r, took) = timed(|| p.apply(nap, (10_000,)));
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1300), "{took:?}");
+        assert_eq!(p.apply(nap, (10,)).unwrap(), 10);
+        assert_ne!(p.worker_pids(), before);
+    }
+
+    /// A failing initializer is reported on the tasks, not retried for ever.
+    fn failing_initializer_is_reported(m) {
+        let p = Pool::builder().processes(2).start_method(m).initializer(failing_init, ()).build().unwrap();
+        let (r, took) = timed(|| p.apply(square, (2,)));
+        match r {
+            Err(Error::TaskPanicked { message }) => assert!(message.contains("no database"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(took < LONG);
+        assert!(matches!(p.map(square, 0..3), Err(Error::TaskPanicked { .. })));
+    }
+
+    /// maxtasksperchild: each worker is replaced after its tasks (POOL-26, POOL-37).
+    fn maxtasksperchild_replaces_workers(m) {
+        let p = Pool::builder().processes(2).start_method(m).maxtasksperchild(1).build().unwrap();
+        let pids: Vec<u32> = (0..4).map(|_| p.apply(pid, ()).unwrap()).collect();
+        let distinct: std::collections::BTreeSet<_> = pids.iter().collect();
+        assert_eq!(distinct.len(), 4, "{pids:?}");
+        p.close();
+        p.join().unwrap();
+    }
+
+    /// terminate() kills busy workers at once; their tasks fail; join returns (POOL-15).
+    fn terminate_busy_pool(m) {
+        let p = pool(m, 2);
+        let r = p.map_async_chunked(nap, vec![300_000; 100], 1).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let (_, took) = timed(|| p.terminate().unwrap());
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        p.join().unwrap();
+        assert!(r.get_timeout(LONG).is_err());
+        assert!(p.worker_pids().is_empty());
+    }
+}
