@@ -163,3 +163,30 @@ start_methods! {
         assert!(p.worker_pids().is_empty());
     }
 }
+
+/// Makes a pool under `m`, reports its workers' pids, and waits to be interrupted.
+fn pool_owner(m: StartMethod, report: Connection) -> Result<()> {
+    let p = Pool::builder().processes(2).start_method(m).build()?;
+    report.send(&p.worker_pids())?;
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+start_methods! {
+    /// SIGINT to a process that owns a pool ends it and its workers: no orphans.
+    fn sigint_in_the_parent_leaves_no_workers(m) {
+        let (r, w) = pipe().unwrap();
+        let mut owner = common::start(m, pool_owner, (m, w));
+        let pids: Vec<u32> = r.recv().unwrap();
+        assert_eq!(pids.len(), 2);
+        assert!(pids.iter().all(|&pid| common::pid_alive(pid)));
+        owner.interrupt().unwrap();
+        owner.join().unwrap();
+        assert_eq!(owner.exitcode(), Some(-libc::SIGINT));
+        let t = std::time::Instant::now();
+        while pids.iter().any(|&pid| common::pid_alive(pid)) {
+            assert!(t.elapsed() < LONG, "workers {pids:?} outlived their pool's owner");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
