@@ -22,6 +22,8 @@ mod join_terminate;
 mod lock;
 #[path = "seeds/pipe.rs"]
 mod pipe;
+#[path = "seeds/pool.rs"]
+mod pool;
 #[path = "seeds/process.rs"]
 mod process;
 #[path = "seeds/queue.rs"]
@@ -79,6 +81,16 @@ const STEPS: &[Step] = &[
             "the workers once they end, as Python's does.",
         ],
         run: children_cpu_count::run,
+    },
+    Step {
+        example: "seed_pool",
+        python: "Pool(multiprocessing.cpu_count()).map(f, xs)  # as many workers as cores",
+        about: &[
+            "Pool::new(cpu_count())? starts one worker per CPU; map(f, xs)? runs f on every item, in order,",
+            "in chunks; apply_async returns an AsyncResult. A task that panics fails alone with",
+            "Err(TaskPanicked), and the pool goes on (a worker that dies is replaced, where CPython hangs).",
+        ],
+        run: pool::run,
     },
     Step {
         example: "seed_queue",

@@ -179,4 +179,18 @@ impl Context {
         p.set_method(self.method);
         p
     }
+
+    /// A [`Pool`](crate::Pool) of `processes` workers started with this context's method
+    /// (`ctx.Pool(processes)`); [`Pool::builder`](crate::Pool::builder) for the other settings.
+    ///
+    /// ```
+    /// use multiprocess::{StartMethod, get_context};
+    /// fn square(x: u32) -> u32 { x * x }
+    /// let pool = get_context(StartMethod::Spawn).pool(2)?;
+    /// assert_eq!(pool.map(square, [1, 2, 3])?, vec![1, 4, 9]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn pool(&self, processes: usize) -> crate::Result<crate::Pool> {
+        crate::Pool::builder().processes(processes).start_method(self.method).build()
+    }
 }

@@ -1,4 +1,4 @@
-//! Body of `seed_pipe` (and step 6 of the tour): the seed notes' `parent_conn, child_conn = Pipe()`.
+//! Body of `seed_pipe` (and step 7 of the tour): the seed notes' `parent_conn, child_conn = Pipe()`.
 
 use multiprocess::{Connection, Error, Process, pipe};
 

@@ -1,4 +1,4 @@
-//! Body of `seed_queue` (and step 5 of the tour): the seed notes' `q = Queue(); q.put(...);
+//! Body of `seed_queue` (and step 6 of the tour): the seed notes' `q = Queue(); q.put(...);
 //! q.get()`, with `get`'s and `put`'s block and timeout.
 
 use multiprocess::{Error, Process, PutError, Queue};

@@ -17,6 +17,8 @@
 
 mod imap;
 mod manager;
+#[cfg(feature = "progress")]
+mod progress;
 mod result;
 mod task;
 mod worker;
