@@ -26,6 +26,14 @@ pub(crate) struct Job {
     pub(crate) slot: Arc<Slot>,
 }
 
+/// A chunk dropped unrun (its pool terminated, or gone before its manager saw it) fails,
+/// so that nobody waits on it for ever.
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.slot.fill(Err(Failure::Terminated));
+    }
+}
+
 /// What the pool tells its manager.
 pub(crate) enum Command {
     Submit(Job),

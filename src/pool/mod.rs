@@ -12,6 +12,10 @@
 //! longer is killed with its worker and fails with [`Error::Timeout`]. CPython's Pool waits
 //! for ever on a task whose worker died.
 //!
+//! A capturing closure cannot be a task, even under fork: the workers were forked before it
+//! was made, so its captures are not in their memory. Pass what it would capture as an
+//! argument instead.
+//!
 //! The queues between the parent and its workers are trusted: a worker calls the function
 //! its pool names by address. They are shared with the pool's workers only.
 

@@ -1,0 +1,65 @@
+//! A pool shared by threads, an endless `imap`, and results outliving their pool: nothing
+//! hangs, nothing is lost.
+mod common;
+use multiprocess::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+start_methods! {
+    /// Four threads submit at once through one pool; every result is right.
+    fn threads_share_a_pool(m) {
+        let pool = Arc::new(Pool::builder().processes(2).start_method(m).build().unwrap());
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    let xs: Vec<u64> = (t * 1000..t * 1000 + 500).collect();
+                    let want: Vec<u64> = xs.iter().map(|x| x * x).collect();
+                    assert_eq!(pool.map(square, xs.clone()).unwrap(), want);
+                    let asyncs: Vec<_> = xs.iter().take(50).map(|&x| pool.apply_async(square, (x,)).unwrap()).collect();
+                    for (r, x) in asyncs.iter().zip(&xs) {
+                        assert_eq!(r.get_timeout(LONG).unwrap(), x * x);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    /// `imap` over an endless input takes only what is asked for, and the pool stays usable.
+    fn imap_of_an_endless_iterator(m) {
+        let pool = Pool::builder().processes(2).start_method(m).build().unwrap();
+        let first: Vec<u64> = pool.imap(square, 0u64..).unwrap().take(1000).map(|r| r.unwrap()).collect();
+        assert_eq!(first[999], 999 * 999);
+        let some: usize = pool.imap_unordered(square, 0u64..).unwrap().take(100).count();
+        assert_eq!(some, 100);
+        assert_eq!(pool.apply(square, (5,)).unwrap(), 25);
+    }
+
+    /// Results outlive a pool dropped while they ran: they fail, they do not hang.
+    fn results_of_a_dropped_pool_fail(m) {
+        let pool = Pool::builder().processes(1).start_method(m).build().unwrap();
+        let running = pool.apply_async(nap, (30_000,)).unwrap();
+        let queued: Vec<_> = (0..10).map(|_| pool.apply_async(nap, (1,)).unwrap()).collect();
+        let mapped = pool.map_async(square, 0..100).unwrap();
+        drop(pool);
+        assert!(matches!(running.get_timeout(LONG), Err(Error::PoolNotRunning)));
+        for r in &queued {
+            assert!(r.get_timeout(LONG).is_err());
+        }
+        assert!(mapped.get_timeout(LONG).is_err());
+    }
+}
