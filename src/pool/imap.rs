@@ -26,7 +26,18 @@ struct Feed<'a, I> {
     bound: usize,
 }
 
-impl<I: Iterator<Item = T>, T: Serialize> Feed<'_, I> {
+impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
+    fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<Feed<'a, I>> {
+        if pool.state.load(std::sync::atomic::Ordering::Acquire) != super::RUNNING {
+            return Err(crate::Error::PoolNotRunning);
+        }
+        if chunksize == 0 {
+            return Err(crate::Error::InvalidArgument("chunksize must be at least 1".into()));
+        }
+        let bound = AHEAD_PER_WORKER * pool.processes();
+        Ok(Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound })
+    }
+
     /// Submits the next chunk, if the input has one: its slot.
     fn next_chunk(&mut self, notify: Option<&Sender<usize>>) -> Option<Result<Arc<Slot>>> {
         if self.exhausted {
@@ -67,21 +78,9 @@ where
     I: Iterator<Item = T>,
 {
     pub(crate) fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<Imap<'a, R, I>> {
-        let chunksize = check_chunksize(pool, chunksize)?;
-        let bound = AHEAD_PER_WORKER * pool.processes();
-        let feed = Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound };
+        let feed = Feed::new(pool, runner, items, chunksize)?;
         Ok(Imap { feed, window: VecDeque::new(), ready: VecDeque::new(), _result: PhantomData })
     }
-}
-
-fn check_chunksize(pool: &Pool, chunksize: usize) -> Result<usize> {
-    if pool.state.load(std::sync::atomic::Ordering::Acquire) != super::RUNNING {
-        return Err(crate::Error::PoolNotRunning);
-    }
-    if chunksize == 0 {
-        return Err(crate::Error::InvalidArgument("chunksize must be at least 1".into()));
-    }
-    Ok(chunksize)
 }
 
 impl<R, T, I> Iterator for Imap<'_, R, I>
@@ -138,9 +137,7 @@ where
     I: Iterator<Item = T>,
 {
     pub(crate) fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<ImapUnordered<'a, R, I>> {
-        let chunksize = check_chunksize(pool, chunksize)?;
-        let bound = AHEAD_PER_WORKER * pool.processes();
-        let feed = Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound };
+        let feed = Feed::new(pool, runner, items, chunksize)?;
         let (done_tx, done_rx) = mpsc::channel();
         Ok(ImapUnordered {
             feed,
