@@ -63,3 +63,42 @@ start_methods! {
         assert!(mapped.get_timeout(LONG).is_err());
     }
 }
+
+fn to_int(s: String) -> i64 {
+    s.parse().expect("not a number")
+}
+
+start_methods! {
+    /// Callbacks (POOL-05, POOL-24, POOL-34): `then` gets the value, or the error, once; a
+    /// map's callback gets the whole list once.
+    fn callbacks_get_the_result_once(m) {
+        use std::sync::mpsc;
+        let pool = Pool::builder().processes(2).start_method(m).build().unwrap();
+        let (tx, rx) = mpsc::channel();
+        pool.apply_async(square, (3,)).unwrap().then(move |r| tx.send(r).unwrap());
+        assert_eq!(rx.recv_timeout(LONG).unwrap().unwrap(), 9);
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "called twice");
+
+        let (tx, rx) = mpsc::channel();
+        pool.apply_async(to_int, ("x".to_string(),)).unwrap().then(move |r| tx.send(r).unwrap());
+        match rx.recv_timeout(LONG).unwrap() {
+            Err(Error::TaskPanicked { message }) => assert!(message.contains("not a number"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+
+        let (tx, rx) = mpsc::channel();
+        pool.map_async(to_int, vec!["1".to_string()]).unwrap().then(move |r| tx.send(r).unwrap());
+        assert_eq!(rx.recv_timeout(LONG).unwrap().unwrap(), vec![1]);
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "called twice");
+
+        let (tx, rx) = mpsc::channel();
+        let r = pool.map_async_chunked(square, 0..50, 3).unwrap();
+        r.wait();
+        r.then(move |all| tx.send(all).unwrap()); // already done: runs here
+        assert_eq!(rx.try_recv().unwrap().unwrap().len(), 50);
+
+        let (tx, rx) = mpsc::channel();
+        pool.map_async(to_int, vec!["a".to_string()]).unwrap().then(move |r| tx.send(r.is_err()).unwrap());
+        assert!(rx.recv_timeout(LONG).unwrap());
+    }
+}

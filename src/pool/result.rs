@@ -40,21 +40,44 @@ pub(crate) struct Slot {
     filled: Condvar,
     /// Told the slot's index when it is filled (for `imap_unordered`).
     notify: Option<(Sender<usize>, usize)>,
+    /// Called once, after the slot is filled (a result's callback).
+    on_fill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Slot {
     pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
-        Arc::new(Slot { outcome: Mutex::new(None), filled: Condvar::new(), notify })
+        Arc::new(Slot { outcome: Mutex::new(None), filled: Condvar::new(), notify, on_fill: Mutex::new(None) })
     }
 
     pub(crate) fn fill(&self, outcome: Outcome) {
-        let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.is_none() {
+        {
+            let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_some() {
+                return;
+            }
             *slot = Some(outcome);
             self.filled.notify_all();
             if let Some((tx, index)) = &self.notify {
                 let _ = tx.send(*index);
             }
+        }
+        self.run_callback();
+    }
+
+    /// Sets the callback: it runs when the slot is filled, or now if it already is.
+    fn set_callback(&self, callback: Box<dyn FnOnce() + Send>) {
+        *self.on_fill.lock().unwrap_or_else(|e| e.into_inner()) = Some(callback);
+        if self.is_filled() {
+            self.run_callback();
+        }
+    }
+
+    /// Runs the callback once (it is taken out first). A panic in it is caught: it runs on
+    /// the pool's manager thread, which must go on.
+    fn run_callback(&self) {
+        let callback = self.on_fill.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(callback) = callback {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
         }
     }
 
@@ -193,6 +216,40 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         self.pending.collect::<R>(deadline)?.into_iter().next().ok_or(Error::Codec("no result".into()))
     }
 
+    /// Calls `callback` with the result once it is there (Python's `callback` and
+    /// `error_callback` of `apply_async`, in one: it gets `Ok(value)` or `Err(error)`). It runs
+    /// on the pool's manager thread, as Python's run on its result-handler thread, so it
+    /// should be quick; if the result is already there, it runs now, on this thread.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// fn square(x: u32) -> u32 { x * x }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// pool.apply_async(square, (3,))?.then(move |r| tx.send(r.unwrap()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), 9);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn then(&self, callback: impl FnOnce(Result<R>) + Send + 'static)
+    where
+        R: 'static,
+    {
+        // The callback holds the slot it sits in: the cycle ends when it runs, and it runs
+        // once the slot is filled, which every slot is in the end (a chunk dropped unrun
+        // fills its slot with a failure).
+        let slot = self.pending.slots[0].clone();
+        let me = slot.clone();
+        slot.set_callback(Box::new(move || {
+            let result = match me.wait(Some(Instant::now())) {
+                Some(outcome) => {
+                    decode::<R>(outcome).into_iter().next().unwrap_or(Err(Error::Codec("no result".into())))
+                }
+                None => Err(Error::PoolNotRunning),
+            };
+            callback(result);
+        }));
+    }
+
     /// Whether the task has finished, one way or another (`ready()`).
     ///
     /// ```
@@ -296,6 +353,46 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>> {
         self.pending.collect(deadline(timeout))
+    }
+
+    /// Calls `callback` once with the whole list, or the first error, when every task has
+    /// finished (Python's `callback` and `error_callback` of `map_async`: the callback gets
+    /// the whole list, once). It runs on the pool's manager thread, or now, on this thread,
+    /// if everything is already done.
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// fn square(x: u32) -> u32 { x * x }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// pool.map_async(square, 0..4)?.then(move |r| tx.send(r.unwrap()).unwrap());
+    /// assert_eq!(rx.recv().unwrap(), vec![0, 1, 4, 9]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn then(&self, callback: impl FnOnce(Result<Vec<R>>) + Send + 'static)
+    where
+        R: 'static,
+    {
+        let slots = self.pending.slots.clone();
+        if slots.is_empty() {
+            return callback(Ok(Vec::new()));
+        }
+        // The last slot to be filled runs the callback, with every slot's results.
+        let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(slots.len()));
+        let callback = Arc::new(Mutex::new(Some(callback)));
+        // Each callback holds the slots (see `AsyncResult::then` on why the cycles end).
+        for slot in &slots {
+            let (remaining, callback, all) = (remaining.clone(), callback.clone(), slots.clone());
+            slot.set_callback(Box::new(move || {
+                if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
+                    return;
+                }
+                let result = Pending { slots: all }.collect::<R>(Some(Instant::now()));
+                if let Some(callback) = callback.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    callback(result);
+                }
+            }));
+        }
     }
 
     /// Whether every task has finished (`ready()`).
