@@ -283,9 +283,12 @@ impl Pool {
     }
 
     fn send(&self, command: Command) -> Result<()> {
-        self.commands.lock().unwrap_or_else(|e| e.into_inner()).send(command).map_err(|_| Error::PoolNotRunning)?;
-        // Wakes the manager if it waits for results.
-        worker::send(&self.reports, &worker::Report::Wake)
+        self.commands.lock().unwrap_or_else(|e| e.into_inner()).send(command).map_err(|_| Error::PoolNotRunning)
+    }
+
+    /// Wakes the manager if it waits for results: it has commands to read.
+    fn wake(&self) {
+        let _ = worker::send(&self.reports, &worker::Report::Wake);
     }
 
     /// Submits `items` in chunks of `chunksize`; one slot per chunk.
@@ -309,6 +312,8 @@ impl Pool {
             self.send(Command::Submit(Job { task, runner, chunk, slot: slot.clone() }))?;
             slots.push(slot);
         }
+        // One wake-up for the whole batch.
+        self.wake();
         Ok(slots)
     }
 
@@ -584,6 +589,7 @@ impl Pool {
     pub fn close(&self) {
         if self.state.compare_exchange(RUNNING, CLOSED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             let _ = self.send(Command::Close);
+            self.wake();
         }
     }
 
@@ -601,6 +607,7 @@ impl Pool {
     pub fn terminate(&self) -> Result<()> {
         if self.state.swap(TERMINATED, Ordering::AcqRel) != TERMINATED {
             let _ = self.send(Command::Terminate);
+            self.wake();
         }
         self.wait_manager();
         Ok(())

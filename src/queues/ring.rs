@@ -86,12 +86,21 @@ fn patiently(deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
     // Backing off (1, 2, 4 ... 32 pauses between looks) lets records pile up a little while
     // we wait, so that we then take several per cache line instead of fighting the producer
     // for each line as it is written.
+    // Every eighth look the CPU is given away once: if the process we wait for shares our
+    // CPU it runs then (spinning could not help it), and if it does not, the yield returns
+    // at once.
     for round in 0..SPINS {
         for _ in 0..1u32 << round.min(5) {
             std::hint::spin_loop();
         }
         if ready() {
             return true;
+        }
+        if round % 8 == 7 {
+            std::thread::yield_now();
+            if ready() {
+                return true;
+            }
         }
     }
     for _ in 0..YIELDS {
