@@ -21,9 +21,9 @@
 //! result of every timed run is checked in full after the clock.
 
 use super::{Config, Goal, PySide, Row, Side, Unit};
+use crate::limit::Spawnable;
 use crate::limit::pool as raw;
 use crate::limit::sync::{self as sync_raw, WaitPolicy};
-use crate::limit::Spawnable;
 use crate::pin::{PinGuard, Placement, pin_to};
 use crate::report::num;
 use multiprocess::{Pool, StartMethod, get_context, get_start_method};
@@ -139,10 +139,7 @@ fn startup_rows(cfg: &Config) -> Result<Vec<Row>, String> {
                 label: format!("Pool::builder().processes(2).start_method({method}).build(), close(), join()"),
                 measure: Box::new(move || startup_ours(method, ours_n)),
             }),
-            cpython: Some(PySide::new(
-                format!("{method}: get_context('{method}').Pool(2), close(), join()"),
-                args,
-            )),
+            cpython: Some(PySide::new(format!("{method}: get_context('{method}').Pool(2), close(), join()"), args)),
             limit: Some(limit),
             goal: (method == StartMethod::ForkServer).then_some(Goal::AtMost(STARTUP_FORKSERVER_MS)),
             note: (method == StartMethod::Fork).then(|| {
@@ -337,15 +334,10 @@ fn apply_rows(cfg: &Config) -> Vec<Row> {
             if let Some(p) = placement {
                 args.extend(["--cpu".into(), p.parent.to_string(), "--child-cpu".into(), p.child.to_string()]);
             }
-            // The raw ping-pong pins its two processes; unpinned, it runs where this thread may.
-            let limit_placement = placement.unwrap_or_else(|| {
-                let first = cfg.cpus.first().copied().unwrap_or(0);
-                Placement { parent: first, child: cfg.cpus.get(1).copied().unwrap_or(first) }
-            });
             let limit_label = format!(
                 "futex ping-pong in a MAP_SHARED page with a raw fork child ({}), {}",
                 WaitPolicy::SpinUnlessSameCpu.describe(),
-                if placement.is_none() { limit_placement.describe() } else { "placed the same".into() }
+                if placement.is_none() { "unpinned" } else { "placed the same" }
             );
             let pinned = if placement.is_some() { ", worker pinned by an initializer" } else { "" };
             Row {
@@ -365,18 +357,19 @@ fn apply_rows(cfg: &Config) -> Vec<Row> {
                 limit: Some(Side {
                     label: limit_label,
                     measure: Box::new(move || {
-                        sync_raw::futex_pingpong(WaitPolicy::SpinUnlessSameCpu, warmup, n, limit_placement)
+                        sync_raw::futex_pingpong_placed(WaitPolicy::SpinUnlessSameCpu, warmup, n, placement)
                     }),
                 }),
                 goal: placement.is_none().then_some(Goal::AtMost(APPLY_US)),
                 note: placement.is_none().then(|| {
                     format!(
                         "One apply: the caller hands the task to the pool's manager thread, which sends it to the \
-                         worker and files the result the worker sends back, for the caller to take (CPython: its \
-                         task and result handler threads and two pipes). Pool started and warmed up with {warmup} \
-                         applies before the clock. Target: ≤ {APPLY_US} µs (judged unpinned). The limit is a \
-                         two-process futex ping-pong (the unpinned row's is pinned to two CPUs: {}).",
-                        limit_placement.describe()
+                         worker over the worker's queue and files the result the worker puts on the result queue, \
+                         for the caller to take (CPython: its task and result handler threads and two pipes). Pool \
+                         started and warmed up with {warmup} applies before the clock. Target: ≤ {APPLY_US} µs \
+                         (judged unpinned). The limit is one two-process round trip of the mechanism the pool's \
+                         queues use, a futex ping-pong over shared memory that spins before it sleeps (placed as the \
+                         row says); a raw pipe round trip (pipe_pingpong/raw-pipe) costs more."
                     )
                 }),
             }
