@@ -15,6 +15,9 @@ The harness (bench/src/main.rs) runs this once per round and cell:
     python3 cpython_side.py shared_memory cycle ITERATIONS [--warmup W]
     python3 cpython_side.py {queue|simplequeue} {int|bytes} PER_PRODUCER [--warmup W]
                             [--producers K] [--size BYTES] [--cpu P --child-cpus C1,C2,...]
+    python3 cpython_side.py pool_startup_shutdown {fork|forkserver|spawn} ITERATIONS [--warmup W]
+    python3 cpython_side.py pool_map map ITEMS [--warmup WARM_ITEMS] [--repeat R] [--chunksize C]
+    python3 cpython_side.py pool_apply apply ITERATIONS [--warmup W] [--cpu P --child-cpu C]
 
 and reads one line of JSON from stdout: {"value": <value>, "unit": ..., ...}, the value in
 the row's unit: microseconds per process or round trip, nanoseconds per acquire + release,
@@ -23,7 +26,8 @@ operations per second (lock_contended, value_increment), barrier passes per seco
 their own read: array_fill_sum's value is ms for create + fill + sum, with create_us,
 fill_gbps and sum_gbps beside it; shared_memory's value is us per create, with attach_us,
 close_us and unlink_us. queue and simplequeue give messages per second (all producers
-together), and for bytes the payload's GB/s beside it (gbps).
+together), and for bytes the payload's GB/s beside it (gbps). pool_startup_shutdown gives ms
+per Pool(2) started, closed and joined; pool_map tasks per second; pool_apply us per apply.
 Times are taken with time.perf_counter around the measured loop only: interpreter start-up,
 imports and warm-up (which starts the fork server) are excluded.
 """
@@ -423,6 +427,77 @@ def queue_stream(kind, variant, n, warmup, producers, size, cpu, child_cpus):
     return count / elapsed, "fork", "messages/s", extra
 
 
+def square(x):
+    return x * x
+
+
+def pool_startup_shutdown(method, iterations, warmup):
+    """get_context(method).Pool(2), then close() + join(): ms per pool."""
+    ctx = multiprocessing.get_context(method)
+
+    def one():
+        pool = ctx.Pool(2)
+        pool.close()
+        pool.join()
+
+    for _ in range(warmup):  # starts the fork server, warms caches
+        one()
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        one()
+    return (time.perf_counter() - t0) / iterations * 1e3, method, "ms"
+
+
+def _check_squares(r, n):
+    if len(r) != n or any(v != i * i for i, v in enumerate(r)):
+        raise SystemExit("map gave a wrong result")
+
+
+def pool_map(items, warm_items, repeat, chunksize):
+    """multiprocessing.Pool(2) (default start method), started and warmed up with an untimed
+    map of warm_items; then `repeat` maps of square over range(items) on the clock, with the
+    default chunk size or `chunksize`. Tasks per second; the last result is checked after
+    the clock."""
+    pool = multiprocessing.Pool(2)
+    try:
+        _check_squares(pool.map(square, range(warm_items), chunksize), warm_items)
+        last = None
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            last = pool.map(square, range(items), chunksize)
+        elapsed = time.perf_counter() - t0
+        _check_squares(last, items)
+    finally:
+        pool.close()
+        pool.join()
+    return items * repeat / elapsed, multiprocessing.get_start_method(), "tasks/s"
+
+
+def pool_apply(iterations, warmup, cpu, child_cpu):
+    """A started multiprocessing.Pool(1) (default start method): `iterations` of
+    apply(square, (x,)) after `warmup` untimed ones, us per round trip. Pinned: this process
+    (and the pool's threads, made after) to `cpu`, the worker by its initializer to
+    `child_cpu`."""
+    _pin(cpu)
+    if child_cpu is not None:
+        pool = multiprocessing.Pool(1, initializer=_pin, initargs=(child_cpu,))
+    else:
+        pool = multiprocessing.Pool(1)
+    try:
+        for x in range(warmup):
+            if pool.apply(square, (x,)) != x * x:
+                raise SystemExit("apply gave a wrong result")
+        t0 = time.perf_counter()
+        for x in range(iterations):
+            if pool.apply(square, (x,)) != x * x:
+                raise SystemExit("apply gave a wrong result")
+        elapsed = time.perf_counter() - t0
+    finally:
+        pool.close()
+        pool.join()
+    return elapsed / iterations * 1e6, multiprocessing.get_start_method(), "us"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload")
@@ -434,6 +509,8 @@ def main():
     parser.add_argument("--child-cpus", type=lambda v: [int(c) for c in v.split(",") if c])
     parser.add_argument("--producers", type=int, default=1)
     parser.add_argument("--size", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--chunksize", type=int)
     a = parser.parse_args()
 
     out = {"python": platform.python_version(), "implementation": platform.python_implementation()}
@@ -482,6 +559,20 @@ def main():
         value, method, unit, phases = queue_stream(
             a.workload, a.variant, a.iterations, a.warmup, a.producers, a.size, a.cpu, a.child_cpus
         )
+    elif a.workload == "pool_startup_shutdown":
+        if a.variant not in ("fork", "forkserver", "spawn"):
+            parser.error("pool_startup_shutdown takes fork, forkserver or spawn")
+        value, method, unit = pool_startup_shutdown(a.variant, a.iterations, a.warmup)
+    elif a.workload == "pool_map":
+        if a.variant != "map":
+            parser.error("pool_map takes map")
+        if a.repeat < 1 or a.warmup < 1 or (a.chunksize is not None and a.chunksize < 1):
+            parser.error("--repeat, --warmup and --chunksize must be positive")
+        value, method, unit = pool_map(a.iterations, a.warmup, a.repeat, a.chunksize)
+    elif a.workload == "pool_apply":
+        if a.variant != "apply":
+            parser.error("pool_apply takes apply")
+        value, method, unit = pool_apply(a.iterations, a.warmup, a.cpu, a.child_cpu)
     else:
         parser.error(f"unknown workload {a.workload!r}")
     out.update(value=value, unit=unit, iterations=a.iterations, start_method=method, **phases)

@@ -5,6 +5,7 @@
 //! `close`, the raw `sched_setaffinity` syscall) and end with `_exit`.
 
 pub mod memory;
+pub mod pool;
 pub mod ring;
 pub mod sync;
 

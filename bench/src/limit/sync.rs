@@ -306,11 +306,22 @@ unsafe impl Zeroable for PingPong {}
 /// Round trips between this process and a raw fork child through two futex words in a
 /// `MAP_SHARED` page, waiting as `policy` says: µs per round trip.
 pub fn futex_pingpong(policy: WaitPolicy, warmup: u32, n: u32, placement: Placement) -> Result<f64, String> {
-    let _pin = PinGuard::pin(Some(placement.parent)).map_err(|e| format!("pin: {e}"))?;
+    futex_pingpong_placed(policy, warmup, n, Some(placement))
+}
+
+/// [`futex_pingpong`], with both processes left where the scheduler puts them if
+/// `placement` is `None`.
+pub fn futex_pingpong_placed(
+    policy: WaitPolicy,
+    warmup: u32,
+    n: u32,
+    placement: Option<Placement>,
+) -> Result<f64, String> {
+    let _pin = PinGuard::pin(placement.map(|p| p.parent)).map_err(|e| format!("pin: {e}"))?;
     let map = SharedMap::<PingPong>::new().map_err(|e| format!("mmap: {e}"))?;
     let page: &PingPong = &map;
     let total = warmup + n;
-    let pid = fork_child(Some(placement.child), || {
+    let pid = fork_child(placement.map(|p| p.child), || {
         for _ in 0..total {
             page.to_child.receive(policy);
             page.to_parent.send();

@@ -10,6 +10,7 @@ pub mod lock_uncontended;
 mod partner;
 mod phases;
 pub mod pipe_pingpong;
+pub mod pools;
 pub mod process_start_join;
 pub mod queues;
 pub mod shared_memory;
@@ -43,6 +44,8 @@ pub enum Unit {
     GBPerSec,
     /// Messages per second (all producers together).
     MessagesPerSec,
+    /// Pool tasks (function calls) per second.
+    TasksPerSec,
 }
 
 impl Unit {
@@ -57,6 +60,7 @@ impl Unit {
             Unit::Micros => "µs",
             Unit::GBPerSec => "GB/s",
             Unit::MessagesPerSec => "messages/s",
+            Unit::TasksPerSec => "tasks/s",
         }
     }
 
@@ -66,7 +70,7 @@ impl Unit {
             Unit::MicrosPerProcess | Unit::MicrosPerRoundTrip | Unit::NanosPerPair | Unit::Millis | Unit::Micros => {
                 true
             }
-            Unit::OpsPerSec | Unit::WaitsPerSec | Unit::GBPerSec | Unit::MessagesPerSec => false,
+            Unit::OpsPerSec | Unit::WaitsPerSec | Unit::GBPerSec | Unit::MessagesPerSec | Unit::TasksPerSec => false,
         }
     }
 }
@@ -192,6 +196,9 @@ pub const NAMES: &[&str] = &[
     queues::QUEUE_1K,
     queues::QUEUE_1M,
     queues::SIMPLEQUEUE_SMALL,
+    pools::POOL_STARTUP_SHUTDOWN,
+    pools::POOL_MAP,
+    pools::POOL_APPLY,
 ];
 
 /// Every row of every workload, in table order.
@@ -205,5 +212,6 @@ pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.extend(array_fill_sum::rows(cfg));
     rows.extend(shared_memory::rows(cfg));
     rows.extend(queues::rows(cfg));
+    rows.extend(pools::rows(cfg)?);
     Ok(rows)
 }
