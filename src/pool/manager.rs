@@ -111,7 +111,7 @@ impl Manager {
     fn spawn(&mut self) -> crate::Result<()> {
         let id = self.next_id;
         self.next_id += 1;
-        let orders = SimpleQueue::new()?;
+        let orders = SimpleQueue::for_pool()?;
         let name = match self.config.method {
             StartMethod::Fork => "ForkPoolWorker",
             StartMethod::Spawn => "SpawnPoolWorker",

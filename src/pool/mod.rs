@@ -200,7 +200,7 @@ impl PoolBuilder {
         let init = self.init.transpose().map_err(Error::Codec)?;
         let method = self.method.unwrap_or_else(get_start_method);
         let config = Config { processes, method, init, max_tasks: self.max_tasks, task_timeout: self.task_timeout };
-        let reports = Queue::new()?;
+        let reports = Queue::for_pool()?;
         let (tx, rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(Vec::new()));
         let manager = Manager::new(config, reports.clone(), rx, pids.clone())?;

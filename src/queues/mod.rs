@@ -67,10 +67,16 @@ impl<T> Clone for Handle<T> {
 
 impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
     fn new(maxsize: usize) -> Result<Handle<T>> {
+        Handle::with_waits(maxsize, false)
+    }
+
+    /// A new queue whose waits yield from the start (a pool's: see `ring::patiently`).
+    fn with_waits(maxsize: usize, eager_yield: bool) -> Result<Handle<T>> {
         if maxsize as u64 > ring::MAX_ITEMS {
             return Err(Error::InvalidArgument(format!("maxsize {maxsize} is above {}", ring::MAX_ITEMS)));
         }
-        let ring = Ring::new(maxsize as u64, codec::type_tag::<T>())?;
+        let mut ring = Ring::new(maxsize as u64, codec::type_tag::<T>())?;
+        ring.set_eager_yield(eager_yield);
         Ok(Handle::from_ring(ring))
     }
 
@@ -155,17 +161,25 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
 struct WireOut<'a> {
     ring: &'a Shared<ring::RingState>,
     closed: bool,
+    eager_yield: bool,
 }
 
 #[derive(Deserialize)]
 struct WireIn {
     ring: Shared<ring::RingState>,
     closed: bool,
+    eager_yield: bool,
 }
 
 impl<T> Serialize for Handle<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        WireOut { ring: self.core.ring.shared(), closed: self.core.closed.load(Ordering::Relaxed) }.serialize(s)
+        let core = &self.core;
+        WireOut {
+            ring: core.ring.shared(),
+            closed: core.closed.load(Ordering::Relaxed),
+            eager_yield: core.ring.eager_yield(),
+        }
+        .serialize(s)
     }
 }
 
@@ -173,7 +187,8 @@ impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for Handle
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Handle<T>, D::Error> {
         use serde::de::Error as _;
         let wire = WireIn::deserialize(d)?;
-        let ring = Ring::attach(wire.ring, codec::type_tag::<T>()).map_err(D::Error::custom)?;
+        let mut ring = Ring::attach(wire.ring, codec::type_tag::<T>()).map_err(D::Error::custom)?;
+        ring.set_eager_yield(wire.eager_yield);
         let handle = Handle::from_ring(ring);
         handle.core.closed.store(wire.closed, Ordering::Relaxed);
         Ok(handle)
@@ -245,6 +260,11 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// ```
     pub fn with_maxsize(maxsize: usize) -> Result<Queue<T>> {
         Ok(Queue { handle: Handle::new(maxsize)? })
+    }
+
+    /// An unbounded queue whose waits give the CPU away early: a pool's.
+    pub(crate) fn for_pool() -> Result<Queue<T>> {
+        Ok(Queue { handle: Handle::with_waits(0, true)? })
     }
 
     /// Puts `item` at the end, waiting for room if the queue is bounded and full

@@ -74,21 +74,26 @@ const MAGIC: u64 = 0x6d70_7175_6575_6531; // "mpqueue1"
 const SPINS: u32 = 64;
 /// Then yields of the CPU before sleeping.
 const YIELDS: u32 = 16;
+/// The spin round from which a plain queue's waits also yield (some microseconds in).
+const PLAIN_FIRST_YIELD: u32 = 16;
 
 /// Waits a little without sleeping: spins, then gives the CPU away a few times (when there
 /// are more busy processes than cores, the one we wait for may be waiting for ours), and
 /// says whether `ready()` came true. A sleep would cost the other side a system call to wake
 /// us, on every record.
-fn patiently(deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
+fn patiently(deadline: Deadline, first_yield: u32, mut ready: impl FnMut() -> bool) -> bool {
     if deadline.expired() {
         return false;
     }
     // Backing off (1, 2, 4 ... 32 pauses between looks) lets records pile up a little while
     // we wait, so that we then take several per cache line instead of fighting the producer
     // for each line as it is written.
-    // Every eighth look the CPU is given away once: if the process we wait for shares our
-    // CPU it runs then (spinning could not help it), and if it does not, the yield returns
-    // at once.
+    // From round `first_yield` on, the CPU is also given away every eighth look: if the
+    // process or thread we wait for shares our CPU it runs then (spinning could not help
+    // it), and if not, the yield returns at once. Not sooner for a plain queue: a record
+    // usually comes within a microsecond, and a system call in that time costs more than it
+    // saves. A pool's queues yield at once: there a wait is a task's round trip, and the
+    // pool's own threads may be what it waits for.
     for round in 0..SPINS {
         for _ in 0..1u32 << round.min(5) {
             std::hint::spin_loop();
@@ -96,7 +101,7 @@ fn patiently(deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
         if ready() {
             return true;
         }
-        if round % 8 == 7 {
+        if round >= first_yield && round % 8 == 7 {
             std::thread::yield_now();
             if ready() {
                 return true;
@@ -298,6 +303,8 @@ pub(crate) struct Ring {
     /// Where trimming starts: `soft_len + KEEP` (less in tests, so that they trim).
     keep_end: u64,
     maxsize: u64,
+    /// The spin round from which waits also yield (see `patiently`); this handle's choice.
+    first_yield: u32,
 }
 
 // SAFETY: `base` points into the mapping that `shared` keeps alive; the ring's bytes are only
@@ -358,7 +365,17 @@ impl Ring {
         // SAFETY: `pad + ring_len <= room` (checked above): the ring lies in the mapping.
         let base = unsafe { after_state.add(pad) };
         let keep_end = (soft_len + KEEP).min(ring_len / 2);
-        Ok(Ring { shared, base, ring_len, soft_len, keep_end, maxsize })
+        Ok(Ring { shared, base, ring_len, soft_len, keep_end, maxsize, first_yield: PLAIN_FIRST_YIELD })
+    }
+
+    /// Makes this handle's waits yield from the start (a pool's queues).
+    pub(crate) fn set_eager_yield(&mut self, eager: bool) {
+        self.first_yield = if eager { 0 } else { PLAIN_FIRST_YIELD };
+    }
+
+    /// Whether this handle's waits yield from the start.
+    pub(crate) fn eager_yield(&self) -> bool {
+        self.first_yield == 0
     }
 
     pub(crate) fn shared(&self) -> &Shared<RingState> {
@@ -476,7 +493,9 @@ impl Ring {
         // A holder is inside a put for well under a microsecond. Spinning (looking only)
         // covers one on another CPU; yielding covers one preempted on ours, which could not
         // let go while we spin, and which a sleep would cost a system call to wake us.
-        if put.lock.try_lock_free() || patiently(deadline, || put.lock.holder().is_none() && put.lock.try_lock_free()) {
+        if put.lock.try_lock_free()
+            || patiently(deadline, self.first_yield, || put.lock.holder().is_none() && put.lock.try_lock_free())
+        {
             return Acquired::Yes;
         }
         if !deadline.expired() {
@@ -517,7 +536,7 @@ impl Ring {
             return placed;
         }
         state.put.waiting_for_room.store(1, Ordering::Relaxed);
-        if !patiently(deadline, &mut fresh) {
+        if !patiently(deadline, self.first_yield, &mut fresh) {
             state.space.sleep_until(deadline, fresh);
         }
         state.put.waiting_for_room.store(0, Ordering::Relaxed);
@@ -622,7 +641,9 @@ impl Ring {
                     tail = self.tail();
                     tail.bytes() != head.bytes()
                 };
-                let arrived = fresh() || patiently(deadline, &mut fresh) || state.data.sleep_until(deadline, fresh);
+                let arrived = fresh()
+                    || patiently(deadline, self.first_yield, &mut fresh)
+                    || state.data.sleep_until(deadline, fresh);
                 if !arrived {
                     return Err(GetFail::Empty);
                 }

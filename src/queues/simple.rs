@@ -52,6 +52,11 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
         Ok(SimpleQueue { handle: Handle::new(0)? })
     }
 
+    /// A queue whose waits give the CPU away early: a pool worker's.
+    pub(crate) fn for_pool() -> Result<SimpleQueue<T>> {
+        Ok(SimpleQueue { handle: Handle::with_waits(0, true)? })
+    }
+
     /// Puts `item` at the end (`put(obj)`); never waits for room.
     ///
     /// ```
