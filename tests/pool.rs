@@ -691,7 +691,8 @@ start_methods! {
     /// is a compile error in Rust.)
     fn pool_29_initializer(m) {
         let file = TempFile::new("init");
-        let p = Pool::builder().processes(1).initializer(initializer, (file.0.clone(),)).start_method(m).build().unwrap();
+        let p =
+            Pool::builder().processes(1).initializer(initializer, (file.0.clone(),)).start_method(m).build().unwrap();
         close_join(&p);
         assert_eq!(std::fs::read_to_string(&file.0).unwrap(), "initialized\n");
     }
@@ -1156,6 +1157,13 @@ fn get_init_status(_x: u32) -> Option<String> {
     INITIALIZER_STATUS.lock().unwrap().clone()
 }
 
+/// This process's children other than its fork server and resource tracker: under fork and
+/// spawn, its pools' workers.
+fn worker_children() -> usize {
+    let others = [multiprocess::__private::forkserver_pid(), multiprocess::__private::tracker_pid()];
+    children_of(std::process::id()).into_iter().filter(|(pid, _)| !others.contains(&Some(*pid))).count()
+}
+
 /// Sends `signal` to `pid`.
 fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a plain signal on a worker of the test's own pool.
@@ -1209,7 +1217,9 @@ start_methods! {
         assert_eq!(it.next().unwrap().unwrap(), (0, 1));
         assert_eq!(it.next().unwrap().unwrap(), (0, 1));
         match it.next().unwrap() {
-            Err(Error::TaskPanicked { message }) => assert!(message.starts_with("attempt to divide by zero"), "{message}"),
+            Err(Error::TaskPanicked { message }) => {
+                assert!(message.starts_with("attempt to divide by zero"), "{message}")
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(it.next().unwrap().unwrap(), (0, 1));
@@ -1270,11 +1280,11 @@ start_methods! {
     fn ppe_10_saturation(m) {
         let p = pool(m, 3);
         let r = p.map_async_chunked(nap, vec![50; 45], 1).unwrap();
-        let mine = || children_of(std::process::id()).into_iter().filter(|(pid, _)| Some(*pid) != multiprocess::__private::forkserver_pid()).count();
         while !r.ready() {
             assert_eq!(p.worker_pids().len(), 3);
             if common::alone_in_process() && m != StartMethod::ForkServer {
-                assert!(mine() <= 3, "{} children", mine());
+                let children = worker_children();
+                assert!(children <= 3, "{children} children");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -1441,7 +1451,12 @@ start_methods! {
 
     /// PPE-23: `initializer=init, initargs=('initialized',)`: every task sees `'initialized'`.
     fn ppe_23_initializer(m) {
-        let p = Pool::builder().processes(2).initializer(init_global, ("initialized".to_string(),)).start_method(m).build().unwrap();
+        let p = Pool::builder()
+            .processes(2)
+            .initializer(init_global, ("initialized".to_string(),))
+            .start_method(m)
+            .build()
+            .unwrap();
         let seen = p.map_chunked(get_init_status, 0..20, 1).unwrap();
         assert_eq!(seen, vec![Some("initialized".to_string()); 20]);
         close_join(&p);
