@@ -382,11 +382,9 @@ fn pool_11_at_its_position(m: StartMethod) {
     }
 }
 
-/// POOL-11 as CPython has it. `Imap::next` fills its window (4 chunks per worker) from the
-/// input before it waits for the oldest result, so the input's panic comes out of the first
-/// `next()` that pulls the failing item, before the results that precede it.
+/// POOL-11 as CPython has it: the input's panic comes out after the results of the items
+/// before it. (It once came out of the first `next()` that pulled the failing item.)
 #[test]
-#[ignore = "bug: imap raises the input's panic from the next() that pulls it, ahead of the results before it"]
 fn pool_11_imap_input_panic_at_its_position() {
     for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
         common::run_case(m, pool_11_at_its_position);
@@ -866,15 +864,13 @@ fn pool_30_case(m: StartMethod) {
     assert_eq!(p.exitcode(), Some(0), "see the child's error above");
 }
 
-/// POOL-30 under each start method (by hand: the fork one is ignored).
+/// POOL-30 under each start method.
 mod pool_30_no_leak_on_failure {
     use super::*;
 
     /// `popen::fork::start` forks, then opens the child's pidfd; when that fails (`EMFILE`)
-    /// it returns the error and leaves the forked worker running, unknown to anyone (it
-    /// waits on its order queue until its parent exits).
+    /// the child is killed and reaped (it was once left running, unknown to anyone).
     #[test]
-    #[ignore = "bug: Process::start under fork leaves the forked child running when opening its pidfd fails"]
     fn fork() {
         common::run_case(StartMethod::Fork, pool_30_case)
     }
@@ -1478,37 +1474,12 @@ start_methods! {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found while porting: each test asserts what CPython does, and is ignored until the
-// bug is fixed.
+// Bugs found while porting (fixed since): each test asserts what CPython does.
 
-/// As `start_methods!`, with every generated test ignored for `reason`.
-macro_rules! start_methods_ignored {
-    ($reason:literal, $($(#[$attr:meta])* fn $name:ident($m:ident) $body:block)*) => {$(
-        $(#[$attr])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            #[allow(unused_variables)]
-            fn case($m: multiprocess::StartMethod) $body
-            #[test]
-            #[ignore = $reason]
-            fn fork() { $crate::common::run_case(multiprocess::StartMethod::Fork, case) }
-            #[test]
-            #[ignore = $reason]
-            fn spawn() { $crate::common::run_case(multiprocess::StartMethod::Spawn, case) }
-            #[test]
-            #[ignore = $reason]
-            fn forkserver() { $crate::common::run_case(multiprocess::StartMethod::ForkServer, case) }
-        }
-    )*};
-}
-
-start_methods_ignored! {
-    "bug: the manager gives a task to a busy worker (one chunk held, of two) while another is idle",
+start_methods! {
     /// CPython's workers take the next task from one shared queue when they are idle, so on
     /// a `Pool(2)` whose one worker runs a long task, a task submitted next runs at once on
-    /// the other. Ours waits behind the long task: `dispatch` goes round the workers in order
-    /// and gives the task to the first with fewer than two chunks held, the busy one.
+    /// the other. (Ours once gave it to the first worker with fewer than two chunks held.)
     fn idle_worker_takes_the_next_task(m) {
         let p = pool(m, 2);
         let _long = p.apply_async(nap, (3_000,)).unwrap();
@@ -1519,13 +1490,10 @@ start_methods_ignored! {
     }
 }
 
-start_methods_ignored! {
-    "bug: a worker leaving after maxtasksperchild can have its last task failed with WorkerDied(0)",
+start_methods! {
     /// POOL-27: `Pool(3, maxtasksperchild=1)`, 6 tasks of 0.3 s, `close()`, `join()`: join
     /// returns (the workers that left are replaced for the tasks still queued), and all six
-    /// results are right. Ignored: the three workers leave together, which hits the bug
-    /// `maxtasksperchild_last_results_arrive` shows (a result lost as `WorkerDied(0)`, about
-    /// one run in six under spawn).
+    /// results are right.
     fn pool_27_worker_lifetime_early_close(m) {
         let p = Pool::builder().processes(3).maxtasksperchild(1).start_method(m).build().unwrap();
         let results: Vec<_> = (0..6).map(|i| p.apply_async(sqr_wait, (i, 300)).unwrap()).collect();
@@ -1537,11 +1505,9 @@ start_methods_ignored! {
     }
 
     /// Workers that leave after `maxtasksperchild` tasks, several at once: every result
-    /// arrives (CPython's POOL-27 shape, repeated). Ours sometimes fails a task that was done
-    /// with `WorkerDied { exitcode: 0 }`: `check_workers` drains the result queue, *then*
-    /// looks at which workers are alive; a worker that puts its last result and exits between
-    /// the two (likelier while the manager starts a replacement for another one) is found dead
-    /// with its chunk still held, and the chunk is failed.
+    /// arrives (CPython's POOL-27 shape, repeated). (A finished task was once failed with
+    /// `WorkerDied { exitcode: 0 }` when its worker put its last result and exited between
+    /// the manager's drain of the results and its look at which workers were alive.)
     fn maxtasksperchild_last_results_arrive(m) {
         let p = Pool::builder().processes(3).maxtasksperchild(1).start_method(m).build().unwrap();
         for round in 0..20 {

@@ -24,6 +24,8 @@ struct Feed<'a, I> {
     exhausted: bool,
     submitted: usize,
     bound: usize,
+    /// A panic of the input iterator, raised again once the results before it are out.
+    panic: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
@@ -35,7 +37,7 @@ impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
             return Err(crate::Error::InvalidArgument("chunksize must be at least 1".into()));
         }
         let bound = AHEAD_PER_WORKER * pool.processes();
-        Ok(Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound })
+        Ok(Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound, panic: None })
     }
 
     /// Submits the next chunk, if the input has one: its slot.
@@ -43,7 +45,21 @@ impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
         if self.exhausted {
             return None;
         }
-        let chunk: Vec<(T,)> = self.items.by_ref().take(self.chunksize).map(|x| (x,)).collect();
+        // The input may panic (Python's iterable may raise): the panic is kept and raised
+        // where it came, after the results of the items before it; the items of its chunk
+        // that came before it are dropped with it, as in Python.
+        let (items, chunksize) = (&mut self.items, self.chunksize);
+        let pulled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            items.by_ref().take(chunksize).map(|x| (x,)).collect::<Vec<(T,)>>()
+        }));
+        let chunk = match pulled {
+            Ok(chunk) => chunk,
+            Err(panic) => {
+                self.panic = Some(panic);
+                self.exhausted = true;
+                return None;
+            }
+        };
         if chunk.is_empty() {
             self.exhausted = true;
             return None;
@@ -103,7 +119,9 @@ where
                     None => break,
                 }
             }
-            let slot = self.window.pop_front()?;
+            let Some(slot) = self.window.pop_front() else {
+                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
+            };
             let outcome = slot.wait(None)?;
             self.ready.extend(decode::<R>(outcome));
         }
@@ -174,7 +192,7 @@ where
                 }
             }
             if self.in_flight.is_empty() {
-                return None;
+                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
             }
             let index = self.done_rx.recv().ok()?;
             let Some(slot) = self.in_flight.remove(&index) else { continue };

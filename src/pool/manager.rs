@@ -164,13 +164,20 @@ impl Manager {
         }
     }
 
-    /// Sends pending chunks to workers with room, one at a time round the workers.
+    /// Sends pending chunks to workers with room: first one to each idle worker (so that a
+    /// task never waits behind another while a worker is free), then more, one at a time
+    /// round the workers, up to `IN_FLIGHT` each.
     fn dispatch(&mut self) {
+        self.dispatch_up_to(1);
+        self.dispatch_up_to(IN_FLIGHT);
+    }
+
+    fn dispatch_up_to(&mut self, limit: usize) {
         let max_tasks = self.config.max_tasks;
         while !self.pending.is_empty() {
             let mut sent_any = false;
             for w in &mut self.workers {
-                if w.held.len() >= IN_FLIGHT || (max_tasks > 0 && w.sent >= max_tasks) {
+                if w.held.len() >= limit || (max_tasks > 0 && w.sent >= max_tasks) {
                     continue;
                 }
                 let Some(job) = self.pending.pop_front() else { break };
@@ -235,7 +242,11 @@ impl Manager {
     /// Replaces workers that died or overran the task timeout, failing only the chunk each
     /// was running; the chunks waiting behind it go to other workers.
     fn check_workers(&mut self) {
-        // Results a worker put just before it died are delivered first.
+        // Which workers ended, first; then the results they put before they ended (a put is
+        // complete when it returns, so all of them are in the queue by now). In the other
+        // order a worker could put its last result and exit in between, and that chunk be
+        // failed though it was done.
+        let ended: Vec<u64> = self.workers.iter().filter(|w| !w.process.is_alive()).map(|w| w.id).collect();
         while let Ok(bytes) = self.reports.get_nowait() {
             self.file(&bytes);
         }
@@ -244,7 +255,7 @@ impl Manager {
         while i < self.workers.len() {
             let w = &self.workers[i];
             let overran = self.config.task_timeout.is_some_and(|t| !w.held.is_empty() && now >= w.since + t);
-            if w.process.is_alive() && !overran {
+            if !ended.contains(&w.id) && !overran {
                 i += 1;
                 continue;
             }

@@ -31,6 +31,13 @@ pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> R
     // path) come soonest; ours (the child's record) can wait the moment it takes.
     std::thread::yield_now();
     // Our unreaped child: its pid cannot be recycled before this.
-    let pidfd = Pidfd::open(pid)?;
+    let pidfd = match Pidfd::open(pid) {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            // Out of descriptors, say: the child must not be left running, unknown to all.
+            proc::kill_and_reap_unknown_child(pid);
+            return Err(e.into());
+        }
+    };
     Ok(Child::new(pid, spec, pidfd, None))
 }

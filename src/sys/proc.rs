@@ -289,3 +289,15 @@ impl Drop for SigpipeBlock {
         }
     }
 }
+
+/// Kills and reaps our own child `pid`, which nothing else knows of (its start failed half
+/// way). Safe from pid reuse: an unreaped child's pid cannot be recycled until we reap it.
+pub(crate) fn kill_and_reap_unknown_child(pid: libc::pid_t) {
+    // SAFETY: kill(2) with a plain signal on our own unreaped child.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let mut status = 0;
+    // SAFETY: waitpid(2) on our own child, into a local.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
+}
