@@ -706,11 +706,9 @@ fn pool_29_initializer_with_a_handle_case(m: StartMethod) {
     assert_eq!(v.get(), 1);
 }
 
-/// The initializer's arguments are encoded once, with plain postcard, when the builder gets
-/// them, outside the encoding of a child's arguments that passes descriptors: a handle in
-/// them cannot be encoded, so `build()` fails.
+/// Under every start method. (The arguments were once encoded apart from the worker's own,
+/// so a handle in them could not travel.)
 #[test]
-#[ignore = "bug: a handle (Value, Queue, Lock) in the initializer's arguments makes build() fail"]
 fn pool_29_initializer_with_a_handle() {
     for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
         common::run_case(m, pool_29_initializer_with_a_handle_case);

@@ -4,9 +4,9 @@
 //! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
 
 use super::result::{Failure, Slot};
-use super::worker::{self, Init, Order, Report};
+use super::worker::{Order, Report};
 use crate::queues::{Queue, SimpleQueue};
-use crate::{Process, StartMethod, get_context};
+use crate::{Process, StartMethod};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -43,12 +43,15 @@ pub(crate) enum Command {
     Terminate,
 }
 
+/// Makes (does not start) one worker process: its orders queue, the result queue, its id,
+/// and its `max_tasks`. Made by the builder, which knows the initializer's types.
+pub(crate) type Starter = Box<dyn Fn(SimpleQueue<Vec<u8>>, Queue<Vec<u8>>, u64, u64) -> Process + Send>;
+
 /// The pool's fixed settings.
-#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) processes: usize,
     pub(crate) method: StartMethod,
-    pub(crate) init: Option<Init>,
+    pub(crate) starter: Starter,
     pub(crate) max_tasks: u64,
     pub(crate) task_timeout: Option<Duration>,
 }
@@ -117,11 +120,7 @@ impl Manager {
             StartMethod::Spawn => "SpawnPoolWorker",
             StartMethod::ForkServer => "ForkServerPoolWorker",
         };
-        let mut process = get_context(self.config.method)
-            .process(
-                worker::main,
-                (orders.clone(), self.reports.clone(), id, self.config.init.clone(), self.config.max_tasks),
-            )
+        let mut process = (self.config.starter)(orders.clone(), self.reports.clone(), id, self.config.max_tasks)
             .with_name(format!("{name}-{id}"))
             .with_daemon(true);
         process.start()?;

@@ -32,7 +32,7 @@ pub use result::{AsyncResult, MapResult};
 pub use task::Task;
 
 use crate::queues::Queue;
-use crate::{Error, Result, StartMethod, get_start_method};
+use crate::{Error, Result, StartMethod, get_context, get_start_method};
 use manager::{Command, Config, Job, Manager};
 use result::Slot;
 use serde::Serialize;
@@ -92,7 +92,8 @@ pub struct Pool {
 pub struct PoolBuilder {
     processes: Option<usize>,
     method: Option<StartMethod>,
-    init: Option<std::result::Result<worker::Init, String>>,
+    /// Makes a worker process under a start method, with the initializer if there is one.
+    starter: Option<Box<dyn Fn(StartMethod) -> manager::Starter + Send>>,
     max_tasks: u64,
     task_timeout: Option<Duration>,
 }
@@ -126,30 +127,40 @@ impl PoolBuilder {
     }
 
     /// A function each worker runs once before its first task (`initializer`, `initargs`).
-    /// If it panics, the pool reports it on every task instead of starting workers for ever.
+    /// Its arguments travel with each worker's own, so they may hold handles (a `Value`, a
+    /// `Queue`, a `Lock`). If it panics, the pool reports it on every task instead of
+    /// starting workers for ever.
     ///
     /// ```
-    /// fn setup(level: u32) {
-    ///     assert!(level > 0);
+    /// use multiprocess::Value;
+    /// fn setup(started: Value<u32>) {
+    ///     *started.lock().unwrap() += 1;
     /// }
     /// fn one() -> u8 { 1 }
-    /// let pool = multiprocess::Pool::builder().processes(1).initializer(setup, (3,)).build()?;
+    /// let started = Value::new(0u32)?;
+    /// let pool = multiprocess::Pool::builder().processes(2).initializer(setup, (started.clone(),)).build()?;
     /// assert_eq!(pool.apply(one, ())?, 1);
+    /// pool.close();
+    /// pool.join()?;
+    /// assert_eq!(started.get(), 2);
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn initializer<F, A>(mut self, f: F, args: A) -> PoolBuilder
     where
         F: Task<A, Output = ()>,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + Clone + Send + 'static,
     {
-        // The function has no bytes (a fn item): the worker finds it by its type's runner.
+        // The function has no bytes (a fn item): each worker is started with its type, and
+        // with a copy of `args`, which travel in the worker's own arguments, so that handles
+        // in them (a `Value`, a `Queue`, a `Lock`) reach it under every start method.
         let _ = f;
-        let runner = task::runner_offset(task::runner::<F, A>());
-        self.init = Some(
-            postcard::to_allocvec(&[args][..])
-                .map(|args| worker::Init { runner, args })
-                .map_err(|e| format!("cannot encode the initializer's arguments: {e}")),
-        );
+        self.starter = Some(Box::new(move |method| {
+            let args = args.clone();
+            Box::new(move |orders, reports, id, max_tasks| {
+                get_context(method)
+                    .process(worker::main_with_init::<F, A>, (orders, reports, id, args.clone(), max_tasks))
+            })
+        }));
         self
     }
 
@@ -197,9 +208,14 @@ impl PoolBuilder {
         if self.max_tasks == u64::MAX {
             return Err(Error::InvalidArgument("maxtasksperchild must be a positive int or None".into()));
         }
-        let init = self.init.transpose().map_err(Error::Codec)?;
         let method = self.method.unwrap_or_else(get_start_method);
-        let config = Config { processes, method, init, max_tasks: self.max_tasks, task_timeout: self.task_timeout };
+        let starter: manager::Starter = match &self.starter {
+            Some(make) => make(method),
+            None => Box::new(move |orders, reports, id, max_tasks| {
+                get_context(method).process(worker::main, (orders, reports, id, max_tasks))
+            }),
+        };
+        let config = Config { processes, method, starter, max_tasks: self.max_tasks, task_timeout: self.task_timeout };
         let reports = Queue::for_pool()?;
         let (tx, rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(Vec::new()));
@@ -225,7 +241,7 @@ impl fmt::Debug for PoolBuilder {
         f.debug_struct("PoolBuilder")
             .field("processes", &self.processes)
             .field("start_method", &self.method)
-            .field("initializer", &self.init.is_some())
+            .field("initializer", &self.starter.is_some())
             .field("maxtasksperchild", &self.max_tasks)
             .field("task_timeout", &self.task_timeout)
             .finish()
@@ -258,7 +274,7 @@ impl Pool {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn builder() -> PoolBuilder {
-        PoolBuilder { processes: None, method: None, init: None, max_tasks: 0, task_timeout: None }
+        PoolBuilder { processes: None, method: None, starter: None, max_tasks: 0, task_timeout: None }
     }
 
     /// The number of workers (Python's `_processes`).

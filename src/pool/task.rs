@@ -126,6 +126,6 @@ pub(crate) fn record_panics() {
     }));
 }
 
-fn take_panic_message() -> String {
+pub(crate) fn take_panic_message() -> String {
     LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "panicked".into())
 }

@@ -1,7 +1,7 @@
 //! A pool worker: takes tasks from its own queue, runs them, and puts the results on the
 //! pool's shared result queue. Python's `multiprocessing.pool.worker`.
 
-use super::task::{self, Runner};
+use super::task::{self, Runner, Task};
 use crate::queues::{Queue, SimpleQueue};
 use serde::{Deserialize, Serialize};
 
@@ -25,31 +25,43 @@ pub(crate) enum Report {
     Wake,
 }
 
-/// The initializer a worker runs first: a runner and its encoded `Vec<Args>` of one.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct Init {
-    pub(crate) runner: i64,
-    pub(crate) args: Vec<u8>,
-}
-
-/// A worker's body, started as a process by the pool.
+/// A worker's body, started as a process by the pool, without an initializer.
 pub(crate) fn main(
     orders: SimpleQueue<Vec<u8>>,
     reports: Queue<Vec<u8>>,
     worker: u64,
-    init: Option<Init>,
     max_tasks: u64,
 ) -> crate::Result<()> {
     task::record_panics();
-    if let Some(init) = init {
-        // SAFETY: the offset came from this worker's pool, in the same binary.
-        let run: Runner = unsafe { task::runner_at(init.runner) };
-        let results: Vec<Result<(), String>> = postcard::from_bytes(&run(&init.args)).unwrap_or_default();
-        if let Some(Err(message)) = results.into_iter().next() {
-            send(&reports, &Report::InitFailed { worker, message })?;
-            return Ok(());
-        }
+    serve(&orders, &reports, worker, max_tasks)
+}
+
+/// A worker's body with an initializer `F` run first on `args` (which may hold handles:
+/// they came in this process's arguments, with their descriptors).
+pub(crate) fn main_with_init<F, A>(
+    orders: SimpleQueue<Vec<u8>>,
+    reports: Queue<Vec<u8>>,
+    worker: u64,
+    args: A,
+    max_tasks: u64,
+) -> crate::Result<()>
+where
+    F: Task<A, Output = ()>,
+{
+    task::record_panics();
+    const { assert!(std::mem::size_of::<F>() == 0, "an initializer must be a fn item or a closure that captures nothing") };
+    // SAFETY: `F` is zero-sized (asserted above): a fn item or a closure capturing nothing,
+    // with no bytes and no invariants, re-made here out of nothing.
+    let f: F = unsafe { std::mem::zeroed() };
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))).is_err() {
+        send(&reports, &Report::InitFailed { worker, message: task::take_panic_message() })?;
+        return Ok(());
     }
+    serve(&orders, &reports, worker, max_tasks)
+}
+
+/// Runs orders until told to stop, or `max_tasks` are done (0: no limit).
+fn serve(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, worker: u64, max_tasks: u64) -> crate::Result<()> {
     let mut done = 0u64;
     while max_tasks == 0 || done < max_tasks {
         let order: Order = postcard::from_bytes(&orders.get()?)?;
@@ -57,7 +69,7 @@ pub(crate) fn main(
             Order::Run { task, runner, chunk } => {
                 // SAFETY: the offset came from this worker's pool, in the same binary.
                 let run: Runner = unsafe { task::runner_at(runner) };
-                send(&reports, &Report::Done { worker, task, results: run(&chunk) })?;
+                send(reports, &Report::Done { worker, task, results: run(&chunk) })?;
                 done += 1;
             }
             Order::Stop => break,
