@@ -53,23 +53,9 @@ fn close_join(p: &Pool) {
     assert!(took < LONG, "join took {took:?}");
 }
 
-/// Asserts that a call with timeout `t` (0.2 s here) took at least `t - 10 ms` and at most
-/// `t + 0.8 s`: a 0.2 s timeout returns within 1 s.
-fn assert_took(elapsed: Duration, t: Duration) {
-    assert!(elapsed + Duration::from_millis(10) >= t, "returned after {elapsed:?}, before the timeout {t:?}");
-    assert!(elapsed <= t + Duration::from_millis(800), "returned after {elapsed:?}, far past the timeout {t:?}");
-}
-
 /// Polls `f` until it is true, for [`LONG`] at most.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + LONG;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
+fn eventually(f: impl FnMut() -> bool) -> bool {
+    common::eventually_within(LONG, f)
 }
 
 /// The squares of `0..n`.
@@ -412,7 +398,7 @@ start_methods! {
         let r = p.apply_async(sqr_wait, (6, 30_100)).unwrap();
         let (got, took) = timed(|| r.get_timeout(T02));
         assert!(matches!(got, Err(Error::Timeout)), "{got:?}");
-        assert_took(took, T02);
+        common::assert_took(took, T02);
         assert!(!r.ready());
     }
 
@@ -1467,7 +1453,7 @@ start_methods! {
         let r = p.apply_async(nap, (30_000,)).unwrap();
         let (got, took) = timed(|| r.get_timeout(T02));
         assert!(matches!(got, Err(Error::Timeout)), "{got:?}");
-        assert_took(took, T02);
+        common::assert_took(took, T02);
     }
 }
 

@@ -33,23 +33,9 @@ const N: u32 = 5;
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// Asserts that a call with timeout `t` took at least `t - 10 ms` and at most `t + 0.8 s`
-/// (so a 0.2 s timeout returns within 1 s).
-fn assert_took(elapsed: Duration, t: Duration) {
-    assert!(elapsed + Duration::from_millis(10) >= t, "returned after {elapsed:?}, before the timeout {t:?}");
-    assert!(elapsed <= t + Duration::from_millis(800), "returned after {elapsed:?}, far past the timeout {t:?}");
-}
-
-/// Polls `f` until it is true, for [`LONG`] at most (CPython's `assertReachesEventually`).
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + LONG;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    f()
+/// Polls `f` until it is true, for [`LONG`] at most.
+fn eventually(f: impl FnMut() -> bool) -> bool {
+    common::eventually_within(LONG, f)
 }
 
 /// How the calling thread is named in a lock's repr when it holds it: CPython's
@@ -224,12 +210,12 @@ fn lock_06_acquire_timeout_on_held_lock() {
     lock.acquire().unwrap();
     let (taken, elapsed) = timed(|| lock.acquire_timeout(T02));
     assert!(!taken.unwrap());
-    assert_took(elapsed, T02);
+    common::assert_took(elapsed, T02);
     // `acquire(True, 0.2)` is the same call; from another thread it is the same too.
     let other = lock.clone();
     let (taken, elapsed) = std::thread::spawn(move || timed(|| other.acquire_timeout(T02))).join().unwrap();
     assert!(!taken.unwrap());
-    assert_took(elapsed, T02);
+    common::assert_took(elapsed, T02);
     lock.release().unwrap();
 }
 
@@ -244,7 +230,7 @@ start_methods! {
         assert!(r.recv::<bool>().unwrap());
         let (taken, elapsed) = timed(|| lock.acquire_timeout(T02));
         assert!(!taken.unwrap());
-        assert_took(elapsed, T02);
+        common::assert_took(elapsed, T02);
         go.set();
         join_ok(&mut p);
 
@@ -255,7 +241,7 @@ start_methods! {
         assert!(r.recv::<bool>().unwrap());
         let (taken, elapsed) = timed(|| rlock.acquire_timeout(T02));
         assert!(!taken.unwrap());
-        assert_took(elapsed, T02);
+        common::assert_took(elapsed, T02);
         go.set();
         join_ok(&mut p);
     }
@@ -470,13 +456,13 @@ fn sem_04_acquire_timeout() {
     for t in [TIMEOUT2, T02] {
         let (taken, elapsed) = timed(|| sem.acquire_timeout(t));
         assert!(!taken);
-        assert_took(elapsed, t);
+        common::assert_took(elapsed, t);
     }
     let bounded = BoundedSemaphore::new(1).unwrap();
     bounded.acquire().unwrap();
     let (taken, elapsed) = timed(|| bounded.acquire_timeout(T02));
     assert!(!taken);
-    assert_took(elapsed, T02);
+    common::assert_took(elapsed, T02);
 }
 
 /// SEM-05: reprs `<Semaphore(value=3)>`, `<BoundedSemaphore(value=2, maxvalue=2)>`. A
@@ -710,10 +696,10 @@ fn cond_04_wait_timeout() {
         let _held = cond.lock().unwrap();
         let (notified, elapsed) = timed(|| cond.wait(Some(TIMEOUT1)));
         assert!(!notified.unwrap());
-        assert_took(elapsed, TIMEOUT1);
+        common::assert_took(elapsed, TIMEOUT1);
         let (notified, elapsed) = timed(|| cond.wait(Some(T02)));
         assert!(!notified.unwrap());
-        assert_took(elapsed, T02);
+        common::assert_took(elapsed, T02);
         match cond.get_lock() {
             ConditionLock::Lock(l) => assert!(l.locked()),
             ConditionLock::RLock(l) => assert_eq!(l.count(), 1),
@@ -788,7 +774,7 @@ start_methods! {
         let (result, elapsed) = r.recv::<(bool, Duration)>().unwrap();
         assert!(!result);
         assert!(elapsed >= Duration::from_millis(100) - CLOCK_RES);
-        assert_took(elapsed, Duration::from_millis(100));
+        common::assert_took(elapsed, Duration::from_millis(100));
         join_ok(&mut p);
     }
 }
@@ -833,7 +819,7 @@ start_methods! {
         common::assert_prompt(elapsed);
         let (notified, elapsed) = timed(|| cond.wait(Some(TIMEOUT1)));
         assert!(!notified.unwrap());
-        assert_took(elapsed, TIMEOUT1);
+        common::assert_took(elapsed, TIMEOUT1);
         let pid = std::process::id() as i32;
         // SAFETY: gettid cannot fail.
         let tid = unsafe { libc::gettid() };
@@ -844,7 +830,7 @@ start_methods! {
         let t = Duration::from_millis(500);
         let (notified, elapsed) = timed(|| cond.wait(Some(t)));
         assert!(!notified.unwrap(), "the signal made wait say it was notified");
-        assert_took(elapsed, t);
+        common::assert_took(elapsed, t);
         assert!(GOT_SIGINT.load(std::sync::atomic::Ordering::SeqCst), "the handler did not run");
         join_ok(&mut p);
     }
@@ -918,7 +904,7 @@ fn ev_01_fresh_event() {
     for t in [TIMEOUT1, T02] {
         let (set, elapsed) = timed(|| event.wait(Some(t)));
         assert!(!set);
-        assert_took(elapsed, t);
+        common::assert_took(elapsed, t);
     }
 }
 
@@ -1295,7 +1281,7 @@ fn bar_11_timeout_alone() {
     let barrier = Barrier::new(2).unwrap().with_timeout(T02);
     let (r, elapsed) = timed(|| barrier.wait());
     assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
-    assert_took(elapsed, T02);
+    common::assert_took(elapsed, T02);
     assert!(barrier.broken());
     let (r, elapsed) = timed(|| barrier.wait());
     assert!(matches!(r, Err(Error::BrokenBarrier)), "{r:?}");
@@ -1612,7 +1598,7 @@ start_methods! {
         cond.notify(1).unwrap();
         let (notified, elapsed) = timed(|| cond.wait(Some(T02)));
         assert!(!notified.unwrap(), "the notifier took the wake-up it gave");
-        assert_took(elapsed, T02);
+        common::assert_took(elapsed, T02);
         assert!(r.recv::<bool>().unwrap());
         drop(_held);
         join_ok(&mut p);

@@ -143,6 +143,25 @@ pub fn assert_timeout_elapsed(elapsed: Duration, t: Duration) {
     assert!(elapsed <= t + Duration::from_secs(1), "returned after {elapsed:?}, far past the timeout {t:?}");
 }
 
+/// Asserts that a call with timeout `t` (0.2 s in the cases) took at least `t - 10 ms` and at
+/// most `t + 0.8 s`: a 0.2 s timeout returns within 1 s.
+pub fn assert_took(elapsed: Duration, t: Duration) {
+    assert!(elapsed + Duration::from_millis(10) >= t, "returned after {elapsed:?}, before the timeout {t:?}");
+    assert!(elapsed <= t + Duration::from_millis(800), "returned after {elapsed:?}, far past the timeout {t:?}");
+}
+
+/// Polls `f` until it is true, for `limit` at most (CPython's `assertReachesEventually`).
+pub fn eventually_within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
 /// Asserts that a call that should not wait took under 0.5 s (a generous bound for a loaded
 /// machine; the point is that it did not block for its timeout).
 pub fn assert_prompt(elapsed: Duration) {
