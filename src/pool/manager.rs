@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 /// Chunks a worker holds at once: one running, one waiting, so that it never waits for the
 /// manager between two.
 const IN_FLIGHT: usize = 2;
+/// Chunks a worker whose chunks take under `QUICK` holds at once: tiny tasks (a chunk size
+/// of 1) would otherwise leave it waiting for the manager between two. A slow chunk puts it
+/// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free.
+const QUICK_IN_FLIGHT: usize = 16;
+const QUICK: Duration = Duration::from_micros(50);
 /// How often the workers are checked for life when nothing else happens.
 const CHECK: Duration = Duration::from_millis(10);
 
@@ -67,6 +72,9 @@ struct Worker {
     /// When the oldest held chunk started (as far as we can tell: when the one before it
     /// came back, or when it was sent to an idle worker).
     since: Instant,
+    /// Whether its last chunk took well under the manager's own turnaround: then it is given
+    /// more chunks at a time, or it would wait for each next one.
+    quick: bool,
 }
 
 pub(crate) struct Manager {
@@ -124,7 +132,15 @@ impl Manager {
             .with_name(format!("{name}-{id}"))
             .with_daemon(true);
         process.start()?;
-        self.workers.push(Worker { id, process, orders, held: VecDeque::new(), sent: 0, since: Instant::now() });
+        self.workers.push(Worker {
+            id,
+            process,
+            orders,
+            held: VecDeque::new(),
+            sent: 0,
+            since: Instant::now(),
+            quick: false,
+        });
         Ok(())
     }
 
@@ -176,6 +192,7 @@ impl Manager {
         while !self.pending.is_empty() {
             let mut sent_any = false;
             for w in &mut self.workers {
+                let limit = if w.quick { limit.max(QUICK_IN_FLIGHT) } else { limit };
                 if w.held.len() >= limit || (max_tasks > 0 && w.sent >= max_tasks) {
                     continue;
                 }
@@ -210,7 +227,9 @@ impl Manager {
                 let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
                 if w.held.front().is_some_and(|j| j.task == task) {
                     let job = w.held.pop_front().expect("checked above");
-                    w.since = Instant::now();
+                    let now = Instant::now();
+                    w.quick = now.duration_since(w.since) < QUICK;
+                    w.since = now;
                     job.slot.fill(Ok(results));
                 }
             }
