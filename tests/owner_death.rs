@@ -46,6 +46,18 @@ macro_rules! start_methods_ignored {
     };
 }
 
+/// Starts a child that takes hold of something and says so through `held`; returns once it
+/// has.
+fn holding<F, A>(m: StartMethod, target: F, args: A, held: &Event) -> Process
+where
+    F: Target<A>,
+    A: Args,
+{
+    let p = start(m, target, args);
+    assert!(held.wait(Some(LONG)), "the child never took hold");
+    p
+}
+
 /// SIGKILLs `p`, joins it and checks that it died of the signal.
 fn kill_and_join(p: &mut Process) {
     p.kill().unwrap();
@@ -205,8 +217,7 @@ start_methods! {
     fn lock_acquire_after_holder_killed(m) {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         assert!(lock.locked());
         assert!(!lock.try_acquire().unwrap(), "a live holder's lock was taken");
         kill_and_join(&mut p);
@@ -236,8 +247,7 @@ start_methods! {
     fn lock_waiter_asleep_before_holder_killed(m) {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         let (tx, rx) = mpsc::channel();
         let (tid_tx, tid_rx) = mpsc::channel();
         let waiter = {
@@ -270,8 +280,7 @@ start_methods! {
     fn lock_try_and_timeout_after_holder_killed(m) {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         kill_and_join(&mut p);
         let (r, took) = timed(|| lock.try_acquire());
         assert!(matches!(r, Err(Error::OwnerDied)), "try_acquire gave {r:?}");
@@ -282,8 +291,7 @@ start_methods! {
         lock.release().unwrap();
 
         held.clear();
-        let mut q = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut q = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         assert!(!lock.acquire_timeout(T02 / 4).unwrap(), "a live holder's lock was taken");
         kill_and_join(&mut q);
         let timeout = Duration::from_secs(1);
@@ -303,8 +311,7 @@ start_methods! {
     fn lock_guard_after_holder_killed(m) {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         kill_and_join(&mut p);
         let (r, took) = timed(|| lock.lock());
         latency("Lock::lock", m, took);
@@ -326,8 +333,7 @@ start_methods! {
             Ok(())
         }
         held.clear();
-        let mut q = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut q = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         kill_and_join(&mut q);
         let (r, took) = timed(|| take(&lock));
         latency("Lock::lock()?", m, took);
@@ -342,8 +348,7 @@ start_methods! {
     fn rlock_acquire_after_holder_killed(m) {
         let lock = RLock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_rlock_twice, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_rlock_twice, (lock.clone(), held.clone()), &held);
         assert_eq!(lock.count(), 2);
         assert!(!lock.try_acquire().unwrap(), "a live holder's rlock was taken");
         kill_and_join(&mut p);
@@ -365,8 +370,7 @@ start_methods! {
 
         // try_acquire and lock() on a second dead holder.
         held.clear();
-        let mut q = start(m, hold_rlock_twice, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut q = holding(m, hold_rlock_twice, (lock.clone(), held.clone()), &held);
         kill_and_join(&mut q);
         let (r, took) = timed(|| lock.try_acquire());
         assert!(matches!(r, Err(Error::OwnerDied)), "try_acquire gave {r:?}");
@@ -386,8 +390,7 @@ start_methods! {
     fn value_guard_after_holder_killed(m) {
         let v = Value::new(7i64).unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_value, (v.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_value, (v.clone(), held.clone()), &held);
         assert!(v.get_lock().locked());
         kill_and_join(&mut p);
 
@@ -416,8 +419,7 @@ start_methods! {
     fn value_get_after_holder_killed(m) {
         let v = Value::new(7i64).unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_value, (v.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_value, (v.clone(), held.clone()), &held);
         kill_and_join(&mut p);
         let (x, took) = timed(|| v.get());
         latency("Value::get", m, took);
@@ -432,8 +434,7 @@ start_methods! {
     fn condition_after_holder_killed(m) {
         let c = Condition::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_condition, (c.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_condition, (c.clone(), held.clone()), &held);
         kill_and_join(&mut p);
         let (r, took) = timed(|| c.acquire());
         assert!(matches!(r, Err(Error::OwnerDied)), "acquire gave {r:?}");
@@ -473,8 +474,7 @@ start_methods! {
     fn lock_two_waiters_race_after_holder_killed(m) {
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         kill_and_join(&mut p);
         let go = std::sync::Barrier::new(2);
         let results: Vec<(Result<()>, Instant, Instant)> = std::thread::scope(|s| {
@@ -516,8 +516,7 @@ start_methods! {
         }
         let lock = Lock::new().unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_lock, (lock.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_lock, (lock.clone(), held.clone()), &held);
         kill_and_join(&mut p);
         let (died, ok, go) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap(), Event::new().unwrap());
         let mut racers: Vec<Process> =
@@ -711,8 +710,7 @@ start_methods! {
     fn condition_lock_after_holder_killed(m) {
         let c = Condition::with_lock(Lock::new().unwrap()).unwrap();
         let held = Event::new().unwrap();
-        let mut p = start(m, hold_condition, (c.clone(), held.clone()));
-        assert!(held.wait(Some(LONG)));
+        let mut p = holding(m, hold_condition, (c.clone(), held.clone()), &held);
         kill_and_join(&mut p);
         let guard = match c.lock() {
             Ok(_) => panic!("the holder's death was not reported"),

@@ -1336,19 +1336,36 @@ fn semaphore_waiter(sem: Semaphore, waiting: Semaphore, woken: Semaphore) -> Res
     woken.release()
 }
 
+/// Runs `f(args)` in two child processes and two threads of this one, all at once.
+fn two_processes_two_threads<F, X, Y, Z>(
+    m: StartMethod,
+    f: F,
+    args: (X, Y, Z),
+) -> (Vec<Process>, Vec<std::thread::JoinHandle<Result<()>>>)
+where
+    F: Fn(X, Y, Z) -> Result<()> + Target<(X, Y, Z)>,
+    X: Clone + Send + 'static,
+    Y: Clone + Send + 'static,
+    Z: Clone + Send + 'static,
+    (X, Y, Z): Args + Clone,
+{
+    let children = (0..2).map(|_| start(m, f, args.clone())).collect();
+    let threads = (0..2)
+        .map(|_| {
+            let (x, y, z) = args.clone();
+            std::thread::spawn(move || f(x, y, z))
+        })
+        .collect();
+    (children, threads)
+}
+
 start_methods! {
     /// Two processes and two threads wait on one Event: none wakes before `set()`, all four
     /// after it.
     fn mixed_waiters_event(m) {
         let (event, waiting, woken) = (Event::new().unwrap(), Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
         let args = (event.clone(), waiting.clone(), woken.clone());
-        let mut children: Vec<Process> = (0..2).map(|_| start(m, event_waiter, args.clone())).collect();
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let (e, w, k) = args.clone();
-                std::thread::spawn(move || event_waiter(e, w, k))
-            })
-            .collect();
+        let (mut children, threads) = two_processes_two_threads(m, event_waiter, args);
         for _ in 0..4 {
             assert!(waiting.acquire_timeout(LONG));
         }
@@ -1369,13 +1386,7 @@ start_methods! {
     fn mixed_waiters_semaphore(m) {
         let (sem, waiting, woken) = (Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap(), Semaphore::new(0).unwrap());
         let args = (sem.clone(), waiting.clone(), woken.clone());
-        let mut children: Vec<Process> = (0..2).map(|_| start(m, semaphore_waiter, args.clone())).collect();
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let (s, w, k) = args.clone();
-                std::thread::spawn(move || semaphore_waiter(s, w, k))
-            })
-            .collect();
+        let (mut children, threads) = two_processes_two_threads(m, semaphore_waiter, args);
         for _ in 0..4 {
             assert!(waiting.acquire_timeout(LONG));
         }
