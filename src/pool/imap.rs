@@ -2,7 +2,7 @@
 //! never more than a few chunks per worker ahead.
 
 use super::Pool;
-use super::result::{Slot, decode};
+use super::result::{Slot, Spin, decode};
 use super::task::Runner;
 use crate::Result;
 use serde::Serialize;
@@ -122,7 +122,7 @@ where
             let Some(slot) = self.window.pop_front() else {
                 return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
             };
-            let outcome = slot.wait(None)?;
+            let outcome = slot.wait(None, Spin::Yes)?;
             self.ready.extend(decode::<R>(outcome));
         }
     }
@@ -196,7 +196,7 @@ where
             }
             let index = self.done_rx.recv().ok()?;
             let Some(slot) = self.in_flight.remove(&index) else { continue };
-            let outcome = slot.wait(None)?;
+            let outcome = slot.wait(None, Spin::Yes)?;
             self.ready.extend(decode::<R>(outcome));
         }
     }

@@ -36,7 +36,7 @@ pub(crate) type Outcome = std::result::Result<Vec<u8>, Failure>;
 
 /// A chunk's outcome, filled once by the pool's manager.
 pub(crate) struct Slot {
-    outcome: Mutex<Option<Outcome>>,
+    state: Mutex<State>,
     filled: Condvar,
     /// Told the slot's index when it is filled (for `imap_unordered`).
     notify: Option<(Sender<usize>, usize)>,
@@ -49,10 +49,27 @@ pub(crate) struct Slot {
 /// Looks at `done` before a waiter sleeps (with a yield every 256).
 const SPINS: u32 = 4000;
 
+/// What the slot's lock guards.
+struct State {
+    outcome: Option<Outcome>,
+    /// Waiters asleep on `filled`: the manager wakes them only if there are any, as a
+    /// wake-up is a system call even with nobody to wake.
+    sleepers: usize,
+}
+
+/// Whether a waiter spins before it sleeps.
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Spin {
+    /// It expects the outcome within microseconds: it spins, then sleeps.
+    Yes,
+    /// It expects to wait: it sleeps at once, leaving the CPU to the workers and the manager.
+    No,
+}
+
 impl Slot {
     pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
         Arc::new(Slot {
-            outcome: Mutex::new(None),
+            state: Mutex::new(State { outcome: None, sleepers: 0 }),
             filled: Condvar::new(),
             notify,
             on_fill: Mutex::new(None),
@@ -62,13 +79,15 @@ impl Slot {
 
     pub(crate) fn fill(&self, outcome: Outcome) {
         {
-            let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.is_some() {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if state.outcome.is_some() {
                 return;
             }
-            *slot = Some(outcome);
+            state.outcome = Some(outcome);
             self.done.store(true, std::sync::atomic::Ordering::Release);
-            self.filled.notify_all();
+            if state.sleepers > 0 {
+                self.filled.notify_all();
+            }
             if let Some((tx, index)) = &self.notify {
                 let _ = tx.send(*index);
             }
@@ -94,14 +113,14 @@ impl Slot {
     }
 
     pub(crate) fn is_filled(&self) -> bool {
-        self.outcome.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.done.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Waits until filled or `deadline`; returns the outcome if filled. Looks a little
-    /// before it sleeps: a result usually comes within microseconds, and waking a sleeper on
-    /// a condition variable costs ten or more.
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Option<Outcome> {
-        if deadline.is_none_or(|at| at > Instant::now()) {
+    /// Waits until filled or `deadline`; returns the outcome if filled. With `Spin::Yes`
+    /// it looks a little before it sleeps: a result usually comes within microseconds, and
+    /// waking a sleeper on a condition variable costs ten or more.
+    pub(crate) fn wait(&self, deadline: Option<Instant>, spin: Spin) -> Option<Outcome> {
+        if spin == Spin::Yes && deadline.is_none_or(|at| at > Instant::now()) {
             for round in 0..SPINS {
                 if self.done.load(std::sync::atomic::Ordering::Acquire) {
                     break;
@@ -112,21 +131,24 @@ impl Slot {
                 }
             }
         }
-        let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some(outcome) = slot.as_ref() {
+            if let Some(outcome) = state.outcome.as_ref() {
                 return Some(outcome.clone());
             }
-            slot = match deadline {
-                None => self.filled.wait(slot).unwrap_or_else(|e| e.into_inner()),
-                Some(at) => {
-                    let left = at.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    self.filled.wait_timeout(slot, left).unwrap_or_else(|e| e.into_inner()).0
-                }
+            let left = match deadline {
+                None => None,
+                Some(at) => match at.saturating_duration_since(Instant::now()) {
+                    left if left.is_zero() => return None,
+                    left => Some(left),
+                },
             };
+            state.sleepers += 1;
+            state = match left {
+                None => self.filled.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => self.filled.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0,
+            };
+            state.sleepers -= 1;
         }
     }
 }
@@ -153,14 +175,27 @@ impl Pending {
     }
 
     fn wait(&self, deadline: Option<Instant>) -> bool {
-        self.slots.iter().all(|s| s.wait(deadline).is_some())
+        self.wait_last(deadline) && self.slots.iter().all(|s| s.wait(deadline, Spin::Yes).is_some())
+    }
+
+    /// With many chunks, waits for the last one first, asleep: the chunks finish roughly in
+    /// order, so when it is done the others nearly all are, and the caller neither spins on
+    /// each (taking a CPU from the workers) nor is woken for each.
+    fn wait_last(&self, deadline: Option<Instant>) -> bool {
+        match self.slots.as_slice() {
+            [_, .., last] => last.wait(deadline, Spin::No).is_some(),
+            _ => true,
+        }
     }
 
     /// Every result, in order, or the first error; `Timeout` if `deadline` passes first.
     fn collect<R: DeserializeOwned>(&self, deadline: Option<Instant>) -> Result<Vec<R>> {
+        if !self.wait_last(deadline) {
+            return Err(Error::Timeout);
+        }
         let mut out = Vec::new();
         for slot in &self.slots {
-            let outcome = slot.wait(deadline).ok_or(Error::Timeout)?;
+            let outcome = slot.wait(deadline, Spin::Yes).ok_or(Error::Timeout)?;
             for r in decode::<R>(outcome) {
                 out.push(r?);
             }
@@ -265,7 +300,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         let slot = self.pending.slots[0].clone();
         let me = slot.clone();
         slot.set_callback(Box::new(move || {
-            let result = match me.wait(Some(Instant::now())) {
+            let result = match me.wait(Some(Instant::now()), Spin::No) {
                 Some(outcome) => {
                     decode::<R>(outcome).into_iter().next().unwrap_or(Err(Error::Codec("no result".into())))
                 }
