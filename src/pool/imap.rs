@@ -3,7 +3,7 @@
 
 use super::Pool;
 use super::result::{Slot, Spin, decode};
-use super::task::Runner;
+use super::task::Func;
 use crate::Result;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -18,7 +18,7 @@ const AHEAD_PER_WORKER: usize = 4;
 /// The input side both iterators share: pulls the next chunk of arguments and submits it.
 struct Feed<'a, I> {
     pool: &'a Pool,
-    runner: Runner,
+    func: Func,
     items: I,
     chunksize: usize,
     exhausted: bool,
@@ -29,7 +29,7 @@ struct Feed<'a, I> {
 }
 
 impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
-    fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<Feed<'a, I>> {
+    fn new(pool: &'a Pool, func: Func, items: I, chunksize: usize) -> Result<Feed<'a, I>> {
         if pool.state.load(std::sync::atomic::Ordering::Acquire) != super::RUNNING {
             return Err(crate::Error::PoolNotRunning);
         }
@@ -37,7 +37,7 @@ impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
             return Err(crate::Error::InvalidArgument("chunksize must be at least 1".into()));
         }
         let bound = AHEAD_PER_WORKER * pool.processes();
-        Ok(Feed { pool, runner, items, chunksize, exhausted: false, submitted: 0, bound, panic: None })
+        Ok(Feed { pool, func, items, chunksize, exhausted: false, submitted: 0, bound, panic: None })
     }
 
     /// Submits the next chunk, if the input has one: its slot.
@@ -66,7 +66,7 @@ impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
         }
         let index = self.submitted;
         self.submitted += 1;
-        Some(self.pool.submit(self.runner, &chunk, chunk.len(), notify, index).map(|mut slots| slots.remove(0)))
+        Some(self.pool.submit(&self.func, &chunk, chunk.len(), notify, index).map(|mut slots| slots.remove(0)))
     }
 }
 
@@ -93,8 +93,8 @@ where
     T: Serialize,
     I: Iterator<Item = T>,
 {
-    pub(crate) fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<Imap<'a, R, I>> {
-        let feed = Feed::new(pool, runner, items, chunksize)?;
+    pub(crate) fn new(pool: &'a Pool, func: Func, items: I, chunksize: usize) -> Result<Imap<'a, R, I>> {
+        let feed = Feed::new(pool, func, items, chunksize)?;
         Ok(Imap { feed, window: VecDeque::new(), ready: VecDeque::new(), _result: PhantomData })
     }
 }
@@ -154,8 +154,8 @@ where
     T: Serialize,
     I: Iterator<Item = T>,
 {
-    pub(crate) fn new(pool: &'a Pool, runner: Runner, items: I, chunksize: usize) -> Result<ImapUnordered<'a, R, I>> {
-        let feed = Feed::new(pool, runner, items, chunksize)?;
+    pub(crate) fn new(pool: &'a Pool, func: Func, items: I, chunksize: usize) -> Result<ImapUnordered<'a, R, I>> {
+        let feed = Feed::new(pool, func, items, chunksize)?;
         let (done_tx, done_rx) = mpsc::channel();
         Ok(ImapUnordered {
             feed,

@@ -4,6 +4,7 @@
 //! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
 
 use super::result::{Failure, Slot};
+use super::task::{self, Closure};
 use super::worker::{Order, Report};
 use crate::queues::{Queue, SimpleQueue};
 use crate::{Process, StartMethod};
@@ -26,9 +27,20 @@ const CHECK: Duration = Duration::from_millis(10);
 /// A chunk to run, and where its results go.
 pub(crate) struct Job {
     pub(crate) task: u64,
+    /// The runner's offset in the binary.
     pub(crate) runner: i64,
+    /// The capturing closure it runs, if it is one.
+    pub(crate) closure: Option<Closure>,
     pub(crate) chunk: Vec<u8>,
     pub(crate) slot: Arc<Slot>,
+}
+
+impl Job {
+    /// The number of closures a worker must have been forked after to run this: 0 for a
+    /// stateless function.
+    fn needs(&self) -> u64 {
+        self.closure.as_ref().map_or(0, |c| c.number)
+    }
 }
 
 /// A chunk dropped unrun (its pool terminated, or gone before its manager saw it) fails,
@@ -75,6 +87,8 @@ struct Worker {
     /// Whether its last chunk took well under the manager's own turnaround: then it is given
     /// more chunks at a time, or it would wait for each next one.
     quick: bool,
+    /// The closures made before it was started: it can run those (under fork).
+    knows: u64,
 }
 
 pub(crate) struct Manager {
@@ -84,6 +98,8 @@ pub(crate) struct Manager {
     workers: Vec<Worker>,
     next_id: u64,
     pending: VecDeque<Job>,
+    /// Workers told to stop to make room for ones that know a newer closure, until reaped.
+    retired: Vec<Process>,
     pids: Arc<Mutex<Vec<u32>>>,
     closing: bool,
     init_failed: Option<String>,
@@ -105,6 +121,7 @@ impl Manager {
             workers: Vec::new(),
             next_id: 1,
             pending: VecDeque::new(),
+            retired: Vec::new(),
             pids,
             closing: false,
             init_failed: None,
@@ -128,6 +145,8 @@ impl Manager {
             StartMethod::Spawn => "SpawnPoolWorker",
             StartMethod::ForkServer => "ForkServerPoolWorker",
         };
+        // Read before the fork: every closure counted by then is in the child's memory.
+        let knows = task::closures_made();
         let mut process = (self.config.starter)(orders.clone(), self.reports.clone(), id, self.config.max_tasks)
             .with_name(format!("{name}-{id}"))
             .with_daemon(true);
@@ -140,6 +159,7 @@ impl Manager {
             sent: 0,
             since: Instant::now(),
             quick: false,
+            knows,
         });
         Ok(())
     }
@@ -183,6 +203,7 @@ impl Manager {
     /// task never waits behind another while a worker is free), then more, one at a time
     /// round the workers, up to `IN_FLIGHT` each.
     fn dispatch(&mut self) {
+        self.retire_outdated();
         self.dispatch_up_to(1);
         self.dispatch_up_to(IN_FLIGHT);
     }
@@ -196,8 +217,12 @@ impl Manager {
                 if w.held.len() >= limit || (max_tasks > 0 && w.sent >= max_tasks) {
                     continue;
                 }
+                if self.pending.front().is_some_and(|job| job.needs() > w.knows) {
+                    continue;
+                }
                 let Some(job) = self.pending.pop_front() else { break };
-                let order = Order::Run { task: job.task, runner: job.runner, chunk: job.chunk.clone() };
+                let closure = job.closure.as_ref().map_or(0, |c| c.address as u64);
+                let order = Order::Run { task: job.task, runner: job.runner, closure, chunk: job.chunk.clone() };
                 let sent = postcard::to_allocvec(&order).map_err(crate::Error::from).and_then(|bytes| {
                     w.orders.put(bytes)?;
                     Ok(())
@@ -218,6 +243,32 @@ impl Manager {
                 break;
             }
         }
+    }
+
+    /// When the next chunk is of a closure that some idle workers were forked before, those
+    /// workers are stopped and replaced by new ones, forked now, with the closure in their
+    /// memory. Busy ones are replaced when they become idle, so a running chunk is never cut.
+    fn retire_outdated(&mut self) {
+        let Some(needs) = self.pending.front().map(Job::needs) else { return };
+        if needs == 0 || self.closing {
+            return;
+        }
+        let mut i = 0;
+        while i < self.workers.len() {
+            let w = &self.workers[i];
+            if w.knows >= needs || !w.held.is_empty() {
+                i += 1;
+                continue;
+            }
+            let w = self.workers.swap_remove(i);
+            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
+                let _ = w.orders.put(bytes);
+            }
+            self.retired.push(w.process);
+            // A failed start leaves one worker fewer; the next check tries again.
+            let _ = self.spawn();
+        }
+        self.publish_pids();
     }
 
     /// Files one report.
@@ -265,6 +316,7 @@ impl Manager {
         // order a worker could put its last result and exit in between, and that chunk be
         // failed though it was done.
         let ended: Vec<u64> = self.workers.iter().filter(|w| !w.process.is_alive()).map(|w| w.id).collect();
+        self.retired.retain_mut(|p| p.is_alive() || p.join().is_err());
         while let Ok(bytes) = self.reports.get_nowait() {
             self.file(&bytes);
         }
@@ -315,6 +367,13 @@ impl Manager {
                 let _ = w.process.join();
             }
         }
+        for p in &mut self.retired {
+            if p.join_timeout(Duration::from_secs(5)).is_err() || p.is_alive() {
+                let _ = p.kill();
+                let _ = p.join();
+            }
+        }
+        self.retired.clear();
         self.workers.clear();
         self.publish_pids();
     }
@@ -331,6 +390,10 @@ impl Manager {
     fn kill_all(&mut self) {
         for w in &self.workers {
             let _ = w.process.kill();
+        }
+        for mut p in self.retired.drain(..) {
+            let _ = p.kill();
+            let _ = p.join();
         }
         for mut w in self.workers.drain(..) {
             let _ = w.process.join();

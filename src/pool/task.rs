@@ -4,14 +4,21 @@
 use crate::popen;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::any::Any;
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A function a pool can run on arguments `Args` (a tuple of 0 to 8 serde values): a fn
-/// item or a closure that captures nothing, returning a serde value.
+/// A function a pool can run on arguments `Args` (a tuple of 0 to 8 serde values),
+/// returning a serde value: a fn item or a closure that captures nothing, under every start
+/// method; under fork, any closure.
 ///
-/// Such functions have no state, so a worker started by any start method finds the same
-/// function by its address in the same binary.
+/// A function with no state is found by its address in the same binary, so a worker
+/// started by any start method runs it. A closure that captures values runs only in a
+/// process forked after it was made: a fork pool starts fresh workers for it (see
+/// [`Pool`](crate::Pool)). Under spawn and forkserver, the pool refuses it with
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
 ///
 /// Python counterpart: the `func` of `Pool.apply(func, args)`.
 ///
@@ -24,23 +31,23 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 /// assert_eq!(pool.apply(add, (2, 3))?, 5);
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
-pub trait Task<Args>: Copy + Send + 'static {
+pub trait Task<Args>: Send + Sync + 'static {
     /// What the function returns.
     type Output: Serialize + DeserializeOwned + Send + 'static;
     /// Calls the function.
-    fn call(self, args: Args) -> Self::Output;
+    fn call(&self, args: Args) -> Self::Output;
 }
 
 macro_rules! impl_task {
     ($($a:ident),*) => {
         impl<Func, Ret, $($a),*> Task<($($a,)*)> for Func
         where
-            Func: Fn($($a),*) -> Ret + Copy + Send + 'static,
+            Func: Fn($($a),*) -> Ret + Send + Sync + 'static,
             Ret: Serialize + DeserializeOwned + Send + 'static,
         {
             type Output = Ret;
             #[allow(non_snake_case)]
-            fn call(self, ($($a,)*): ($($a,)*)) -> Ret {
+            fn call(&self, ($($a,)*): ($($a,)*)) -> Ret {
                 self($($a),*)
             }
         }
@@ -56,27 +63,84 @@ impl_task!(A1, A2, A3, A4, A5, A6);
 impl_task!(A1, A2, A3, A4, A5, A6, A7);
 impl_task!(A1, A2, A3, A4, A5, A6, A7, A8);
 
-/// The worker-side runner of one task type: decodes a chunk (`Vec<Args>`), calls the
-/// function on each, and encodes `Vec<Result<Output, String>>` (a panic's message).
+/// The worker-side runner of a stateless task type: decodes a chunk (`Vec<Args>`), calls
+/// the function on each, and encodes `Vec<Result<Output, String>>` (a panic's message).
 pub(crate) type Runner = fn(&[u8]) -> Vec<u8>;
 
-/// The runner for `F` on `A`.
-pub(crate) fn runner<F: Task<A>, A: DeserializeOwned>() -> Runner {
-    const { assert!(std::mem::size_of::<F>() == 0, "a pool task must be a fn item or a closure that captures nothing") };
-    run_chunk::<F, A>
+/// The worker-side runner of a closure type: as [`Runner`], with the closure's address.
+///
+/// # Safety
+/// The address must be that of a live closure of the runner's type in this process's
+/// memory: one made before this process was forked from the pool's parent.
+pub(crate) type ClosureRunner = unsafe fn(usize, &[u8]) -> Vec<u8>;
+
+/// How many capturing closures have been given to fork pools in this process: a closure
+/// numbered `n` is in the memory of every process forked after the count reached `n`.
+static CLOSURES: AtomicU64 = AtomicU64::new(0);
+
+/// The closures made so far: a worker forked now can run each of them.
+pub(crate) fn closures_made() -> u64 {
+    CLOSURES.load(Ordering::SeqCst)
 }
 
-fn run_chunk<F: Task<A>, A: DeserializeOwned>(payload: &[u8]) -> Vec<u8> {
+/// A task as the pool sends it.
+#[derive(Clone)]
+pub(crate) enum Func {
+    /// A fn item or a closure with no captures: any worker runs it.
+    Plain(Runner),
+    /// A capturing closure: only workers forked after it was made can run it.
+    Closure(Closure),
+}
+
+/// A capturing closure, kept alive in the parent while chunks of it are queued or running.
+#[derive(Clone)]
+pub(crate) struct Closure {
+    pub(crate) runner: ClosureRunner,
+    /// The closure's address, the same in every process forked after `number`.
+    pub(crate) address: usize,
+    /// Its number in [`CLOSURES`]: a worker forked when the count was at least this runs it.
+    pub(crate) number: u64,
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
+/// `f` as the pool sends it.
+pub(crate) fn func<F: Task<A>, A: DeserializeOwned>(f: F) -> Func {
+    if std::mem::size_of::<F>() == 0 {
+        // Nothing to keep: the worker re-makes it out of nothing.
+        std::mem::forget(f);
+        return Func::Plain(run_stateless::<F, A>);
+    }
+    let keep = Arc::new(f);
+    let address = Arc::as_ptr(&keep) as usize;
+    // Counted after it was made: a worker forked once the count is at least `number` was
+    // forked after this closure was in memory.
+    let number = CLOSURES.fetch_add(1, Ordering::SeqCst) + 1;
+    Func::Closure(Closure { runner: run_closure::<F, A>, address, number, _keep: keep })
+}
+
+fn run_stateless<F: Task<A>, A: DeserializeOwned>(payload: &[u8]) -> Vec<u8> {
+    // SAFETY: `F` is zero-sized (checked in `func`, the only maker of this runner): a fn
+    // item or a closure capturing nothing, with no bytes and no invariants, so the value
+    // the pool was given in the parent is re-made here out of nothing. It is not dropped, as
+    // the parent's was not.
+    let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
+    run_chunk::<F, A>(&f, payload)
+}
+
+/// # Safety
+/// As [`ClosureRunner`]: `address` is an `F` made before this process was forked.
+unsafe fn run_closure<F: Task<A>, A: DeserializeOwned>(address: usize, payload: &[u8]) -> Vec<u8> {
+    // SAFETY: by the contract, the parent held this `F` in an `Arc` at `address` when it
+    // forked us, and our copy of it is never freed (the parent's `Arc` was not ours to drop).
+    let f: &F = unsafe { &*(address as *const F) };
+    run_chunk::<F, A>(f, payload)
+}
+
+fn run_chunk<F: Task<A>, A: DeserializeOwned>(f: &F, payload: &[u8]) -> Vec<u8> {
     let results: Vec<Result<F::Output, String>> = match postcard::from_bytes::<Vec<A>>(payload) {
         Ok(chunk) => chunk
             .into_iter()
-            .map(|args| {
-                // SAFETY: `F` is zero-sized (asserted in `runner`): a fn item or a closure
-                // capturing nothing, with no bytes and no invariants, so the value the pool
-                // was given in the parent is re-made here out of nothing.
-                let f: F = unsafe { std::mem::zeroed() };
-                catch_unwind(AssertUnwindSafe(|| f.call(args))).map_err(|_| take_panic_message())
-            })
+            .map(|args| catch_unwind(AssertUnwindSafe(|| f.call(args))).map_err(|_| take_panic_message()))
             .collect(),
         Err(e) => vec![Err(format!("cannot decode the task's arguments: {e}"))],
     };
@@ -87,19 +151,28 @@ fn run_chunk<F: Task<A>, A: DeserializeOwned>(payload: &[u8]) -> Vec<u8> {
     })
 }
 
-/// The runner as an offset in this binary, to travel to a worker.
-pub(crate) fn runner_offset(runner: Runner) -> i64 {
-    popen::fn_offset_of(runner as usize)
+/// A function of this binary as an offset, to travel to a worker.
+pub(crate) fn offset_of(address: usize) -> i64 {
+    popen::fn_offset_of(address)
 }
 
-/// The runner at `offset`.
+/// The stateless runner at `offset`.
 ///
 /// # Safety
-/// `offset` must come from [`runner_offset`] in a process running this binary: the pool's
-/// own parent, over the pool's own queue.
+/// `offset` must come from [`offset_of`] of a [`Runner`] in a process running this binary:
+/// the pool's own parent, over the pool's own queue.
 pub(crate) unsafe fn runner_at(offset: i64) -> Runner {
     // SAFETY: by the contract, the address is a `Runner` in this binary.
     unsafe { std::mem::transmute::<usize, Runner>(popen::address_at(offset)) }
+}
+
+/// The closure runner at `offset`.
+///
+/// # Safety
+/// As [`runner_at`], for a [`ClosureRunner`].
+pub(crate) unsafe fn closure_runner_at(offset: i64) -> ClosureRunner {
+    // SAFETY: by the contract, the address is a `ClosureRunner` in this binary.
+    unsafe { std::mem::transmute::<usize, ClosureRunner>(popen::address_at(offset)) }
 }
 
 thread_local! {

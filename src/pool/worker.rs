@@ -1,15 +1,16 @@
 //! A pool worker: takes tasks from its own queue, runs them, and puts the results on the
 //! pool's shared result queue. Python's `multiprocessing.pool.worker`.
 
-use super::task::{self, Runner, Task};
+use super::task::{self, ClosureRunner, Runner, Task};
 use crate::queues::{Queue, SimpleQueue};
 use serde::{Deserialize, Serialize};
 
 /// What the pool sends a worker.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Order {
-    /// Run a chunk: the runner's offset in the binary, and the encoded `Vec<Args>`.
-    Run { task: u64, runner: i64, chunk: Vec<u8> },
+    /// Run a chunk: the runner's offset in the binary, the address of the closure it runs
+    /// (0 for a stateless function), and the encoded `Vec<Args>`.
+    Run { task: u64, runner: i64, closure: u64, chunk: Vec<u8> },
     /// Finish: exit once the orders before this one are done.
     Stop,
 }
@@ -52,7 +53,7 @@ where
     const { assert!(std::mem::size_of::<F>() == 0, "an initializer must be a fn item or a closure that captures nothing") };
     // SAFETY: `F` is zero-sized (asserted above): a fn item or a closure capturing nothing,
     // with no bytes and no invariants, re-made here out of nothing.
-    let f: F = unsafe { std::mem::zeroed() };
+    let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))).is_err() {
         send(&reports, &Report::InitFailed { worker, message: task::take_panic_message() })?;
         return Ok(());
@@ -66,10 +67,20 @@ fn serve(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, worker: u64, m
     while max_tasks == 0 || done < max_tasks {
         let order: Order = postcard::from_bytes(&orders.get()?)?;
         match order {
-            Order::Run { task, runner, chunk } => {
+            Order::Run { task, runner, closure: 0, chunk } => {
                 // SAFETY: the offset came from this worker's pool, in the same binary.
                 let run: Runner = unsafe { task::runner_at(runner) };
                 send(reports, &Report::Done { worker, task, results: run(&chunk) })?;
+                done += 1;
+            }
+            Order::Run { task, runner, closure, chunk } => {
+                // SAFETY: the offset and the address came from this worker's pool, which
+                // sends a closure only to workers it forked after the closure was made.
+                let results = unsafe {
+                    let run: ClosureRunner = task::closure_runner_at(runner);
+                    run(closure as usize, &chunk)
+                };
+                send(reports, &Report::Done { worker, task, results })?;
                 done += 1;
             }
             Order::Stop => break,
