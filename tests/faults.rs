@@ -17,11 +17,12 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use common::{guarded, join_ok, run_case, start};
+use common::{Cleanup, assert_prompt, guarded, join_ok, run_case, start, timed};
 use faults::*;
 use multiprocess::*;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How long a kill or a clean-up may take to show on a loaded machine.
@@ -495,4 +496,167 @@ start_methods! {
         assert!(jq.join_timeout(t));
         assert!(matches!(q.get_nowait(), Err(Error::Empty)));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A full /dev/shm.
+
+fn unique(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!("mpf_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+fn shm_exists(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name).exists()
+}
+
+/// The bytes free in the file system at `path`, as `statvfs` reports them to us.
+fn free_bytes(path: &str) -> u64 {
+    let path = std::ffi::CString::new(path).unwrap();
+    // SAFETY: `statvfs` is plain data that statvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs reads a NUL-terminated path and writes into `st`.
+    assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
+    st.f_bavail * st.f_frsize
+}
+
+/// Asserts that `r` is the clear error for a segment of `size` bytes that `/dev/shm` has no
+/// room for.
+fn assert_no_room(r: Result<SharedMemory>, size: usize) {
+    match r {
+        Err(Error::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+            let text = e.to_string();
+            assert!(text.contains("/dev/shm is full") && text.contains(&format!("{size} bytes")), "unclear: {text}");
+        }
+        other => panic!("a segment of {size} bytes with no room for it: {other:?}"),
+    }
+}
+
+/// A segment larger than what `/dev/shm` has free is refused at once with a clear error
+/// (`ErrorKind::StorageFull`, saying that /dev/shm is full and the size), not created sparse
+/// to die of SIGBUS at the first write past the free space; nothing is left in `/dev/shm`,
+/// and the next creation works. No memory is used on the way (the check comes first).
+#[test]
+fn shm_larger_than_free_space_is_refused() {
+    guarded(|| {
+        let mut cleanup = Cleanup::new();
+        let size = (free_bytes("/dev/shm") + (1 << 20)) as usize;
+        let generated = cleanup.add(unique("gen"));
+        __private::force_shm_names(vec![generated.clone()]);
+        let (r, took) = timed(|| SharedMemory::create(size));
+        assert_no_room(r, size);
+        assert_prompt(took);
+        assert!(!shm_exists(&generated));
+        let named = cleanup.add(unique("named"));
+        assert_no_room(SharedMemory::create_named(&named, size), size);
+        assert_no_room(SharedMemory::builder().track(false).create_named(&named, size), size);
+        assert!(!shm_exists(&named));
+        let shm = SharedMemory::create_named(&named, 4096).unwrap();
+        shm.write_at(4095, &[1]).unwrap();
+        shm.unlink().unwrap();
+    });
+}
+
+/// In a mount namespace of its own, with a 1 MiB tmpfs on /dev/shm: `Ok(true)`, or
+/// `Ok(false)` if this process may not make one (neither root nor user namespaces).
+fn private_small_dev_shm() -> std::result::Result<bool, String> {
+    let os = |what: &str| format!("{what}: {}", std::io::Error::last_os_error());
+    // SAFETY: unshare, mount and the writes below change only this process's view of the
+    // file systems; it is a spawn child with one thread, as CLONE_NEWUSER requires.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            let (uid, gid) = (libc::getuid(), libc::getgid());
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Ok(false);
+            }
+            std::fs::write("/proc/self/setgroups", "deny").map_err(|e| e.to_string())?;
+            std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).map_err(|e| e.to_string())?;
+            std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).map_err(|e| e.to_string())?;
+        }
+        // Nothing mounted here may reach the namespace we came from.
+        if libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(os("making / private"));
+        }
+        if libc::mount(c"tmpfs".as_ptr(), c"/dev/shm".as_ptr(), c"tmpfs".as_ptr(), 0, c"size=1m".as_ptr().cast()) != 0 {
+            return Err(os("mounting a tmpfs on /dev/shm"));
+        }
+    }
+    Ok(true)
+}
+
+/// Fills a 1 MiB /dev/shm with 64 KiB segments, writing every byte of each.
+fn fill_small_dev_shm(conn: Connection) -> std::result::Result<(), String> {
+    if !private_small_dev_shm()? {
+        return conn.send(&"skipped").map_err(|e| e.to_string());
+    }
+    const SIZE: usize = 64 << 10;
+    let mut made = Vec::new();
+    let refused = loop {
+        match SharedMemory::create(SIZE) {
+            Ok(shm) => {
+                shm.write_at(0, &[0xab; SIZE]).map_err(|e| e.to_string())?;
+                made.push(shm);
+            }
+            Err(e) => break e,
+        }
+        if made.len() > 64 {
+            return Err("a 1 MiB tmpfs took more than 64 segments of 64 KiB".into());
+        }
+    };
+    let text = refused.to_string();
+    if !matches!(&refused, Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull)
+        || !text.contains("/dev/shm is full")
+    {
+        return Err(format!("unclear error when full: {refused:?}"));
+    }
+    if made.len() != 16 {
+        return Err(format!("{} segments of 64 KiB in 1 MiB", made.len()));
+    }
+    let entries = std::fs::read_dir("/dev/shm").map_err(|e| e.to_string())?.count();
+    if entries != made.len() {
+        return Err(format!("{entries} entries in /dev/shm for {} segments: a refused one was left", made.len()));
+    }
+    for shm in &made {
+        let mut buf = vec![0u8; SIZE];
+        shm.read_at(0, &mut buf).map_err(|e| e.to_string())?;
+        if buf.iter().any(|&b| b != 0xab) {
+            return Err("a segment lost its bytes".into());
+        }
+    }
+    // Room again once one is unlinked.
+    made.pop().unwrap().unlink().map_err(|e| e.to_string())?;
+    let again = SharedMemory::create(SIZE).map_err(|e| format!("after an unlink: {e}"))?;
+    again.write_at(SIZE - 1, &[1]).map_err(|e| e.to_string())?;
+    again.unlink().map_err(|e| e.to_string())?;
+    for shm in made {
+        shm.unlink().map_err(|e| e.to_string())?;
+    }
+    conn.send(&"filled").map_err(|e| e.to_string())
+}
+
+/// A really full tmpfs: a private 1 MiB /dev/shm (a mount namespace of a spawn child, so
+/// nothing else sees it) takes exactly 16 segments of 64 KiB, each written whole with no
+/// SIGBUS; the 17th is refused with the clear error and leaves no entry; after an unlink
+/// there is room again. Skipped (said on stderr) where this user can make no mount namespace.
+#[test]
+fn shm_full_tmpfs() {
+    guarded(|| {
+        let (ours, theirs) = pipe().unwrap();
+        let mut p = start(StartMethod::Spawn, fill_small_dev_shm, (theirs,));
+        p.join_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(p.exitcode(), Some(0), "the child failed (its stderr says why)");
+        match ours.recv::<String>().unwrap().as_str() {
+            "filled" => {}
+            "skipped" => eprintln!("shm_full_tmpfs: skipped, no mount namespace for this user"),
+            other => panic!("{other}"),
+        }
+    });
 }
