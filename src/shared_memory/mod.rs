@@ -51,6 +51,14 @@
 //! [`Lock`](crate::Lock) or an [`Event`](crate::Event) to see whole updates. A
 //! [`ShareableList`] has a lock of its own in the segment, and each `get` or `set` is whole.
 //!
+//! # A full `/dev/shm`
+//!
+//! A segment's memory is allocated when it is created, so a segment that does not fit is an
+//! error then ([`std::io::ErrorKind::StorageFull`]), never a `SIGBUS` at a later write, as it
+//! is in CPython and in C with `ftruncate` alone. The price is that creating a segment costs
+//! what first writing all of it would (about 0.2 ms per MiB), and a segment holds all its
+//! memory from the start even if little of it is ever written.
+//!
 //! # One hazard left to the user
 //!
 //! A named segment is a file anyone with access may truncate. If another process shrinks a
@@ -198,6 +206,11 @@ impl SharedMemory {
     /// this process ends without unlinking it.
     ///
     /// A `size` of 0 is [`Error::InvalidArgument`].
+    ///
+    /// The memory is allocated in `/dev/shm` now, not page by page as it is first written:
+    /// a segment that does not fit is `Err(Io)` with [`std::io::ErrorKind::StorageFull`]
+    /// ("/dev/shm is full: ..."), where CPython creates it and the first write past the
+    /// free space kills the process with `SIGBUS` (CPython issue 114390).
     ///
     /// ```
     /// use multiprocess::SharedMemory;
@@ -572,7 +585,25 @@ fn create_exact(name: &str, size: usize, track: bool) -> Result<SharedMemory> {
     let path = path_of(name)?;
     let fd = shm::shm_open(&path, true).map_err(|e| open_error(e, name))?;
     let made = (|| -> Result<SharedMemory> {
+        // A size past the free space is refused before anything is allocated (allocating
+        // first would take all that is free, for a moment, from everyone).
+        if let Some((free, total)) = shm::room(fd.as_fd())?
+            && size as u64 > free
+        {
+            return Err(no_room(name, size, &format!("{free} bytes free of {total}")));
+        }
         shm::set_len(fd.as_fd(), size)?;
+        // Taken now, so that no write can find the memory missing later: a sparse segment on
+        // a full tmpfs raises SIGBUS at the first write past the free space. (Another process
+        // may have taken the free space since we looked.)
+        shm::allocate(fd.as_fd(), size).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => no_room(name, size, "taken by others meanwhile"),
+            Some(libc::ENOMEM) => Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("out of memory for the {size} bytes of shared memory {name:?}"),
+            )),
+            _ => Error::Io(e),
+        })?;
         let id = shm::file_id(fd.as_fd())?;
         let segment = Segment::map(fd, size)?;
         let shm = SharedMemory::attached(name.to_string(), segment, id);
@@ -585,6 +616,14 @@ fn create_exact(name: &str, size: usize, track: bool) -> Result<SharedMemory> {
         let _ = shm::shm_unlink(&path);
     }
     made
+}
+
+/// The error for a segment `/dev/shm` has no room for.
+fn no_room(name: &str, size: usize, why: &str) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!("/dev/shm is full: no room for the {size} bytes of shared memory {name:?} ({why})"),
+    ))
 }
 
 thread_local! {
