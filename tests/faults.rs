@@ -660,3 +660,249 @@ fn shm_full_tmpfs() {
         }
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// RLIMIT_NOFILE reached.
+
+/// What an attempt that failed must leave as it found: descriptors (other than the crate's
+/// persistent ones), children (other than the fork server), the fork server's children,
+/// `/dev/shm` entries and files in the temporary directory.
+#[derive(Debug, PartialEq)]
+struct Footprint {
+    fds: Vec<i32>,
+    children: Vec<u32>,
+    server_children: Vec<u32>,
+    shm: Vec<String>,
+    tmp: Vec<String>,
+}
+
+fn footprint(shm_prefix: &str, tmp: &std::path::Path) -> Footprint {
+    let persistent = __private::persistent_fds();
+    let names = |dir: &std::path::Path, prefix: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.starts_with(prefix)).collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    Footprint {
+        fds: __private::open_fds().unwrap().into_iter().filter(|fd| !persistent.contains(fd)).collect(),
+        children: common::stray_children().into_iter().map(|(pid, _)| pid).collect(),
+        server_children: __private::forkserver_pid()
+            .map(|s| common::children_of(s).into_iter().map(|(pid, _)| pid).collect())
+            .unwrap_or_default(),
+        shm: names(std::path::Path::new("/dev/shm"), shm_prefix),
+        tmp: names(tmp, ""),
+    }
+}
+
+fn add(a: u32, b: u32) -> u32 {
+    a + b
+}
+
+type Check = Box<dyn FnOnce() -> std::result::Result<(), String>>;
+
+/// Makes the thing `op` names (the shared memory name `shm_name` if it makes one) and returns
+/// what checks that it works and then gets rid of it.
+fn make(op: &str, shm_name: String, tmp: &std::path::Path) -> Result<Check> {
+    fn s(e: impl std::fmt::Debug) -> String {
+        format!("{e:?}")
+    }
+    fn expect(ok: bool, what: &str) -> std::result::Result<(), String> {
+        if ok { Ok(()) } else { Err(format!("{what} does not work")) }
+    }
+    let (kind, method) = op.split_once(':').unwrap_or((op, "fork"));
+    let m: StartMethod = method.parse().unwrap();
+    Ok(match kind {
+        "pipe" => {
+            let (a, b) = pipe()?;
+            Box::new(move || {
+                a.send(&7u8).map_err(s)?;
+                expect(b.recv::<u8>().map_err(s)? == 7, "a pipe")
+            })
+        }
+        "queue" => {
+            let q = Queue::<u32>::new()?;
+            Box::new(move || {
+                q.put(7).map_err(s)?;
+                expect(q.get().map_err(s)? == 7, "a queue")
+            })
+        }
+        "lock" => {
+            let lock = Lock::new()?;
+            Box::new(move || {
+                lock.acquire().map_err(s)?;
+                lock.release().map_err(s)
+            })
+        }
+        "value" => {
+            let v = Value::new(5i64)?;
+            Box::new(move || expect(v.get() == 5, "a value"))
+        }
+        "shm" => {
+            __private::force_shm_names(vec![shm_name]);
+            let shm = SharedMemory::create(4096)?;
+            Box::new(move || {
+                shm.write_at(4095, &[1]).map_err(s)?;
+                shm.unlink().map_err(s)
+            })
+        }
+        "start" => {
+            let mut p = get_context(m).process(exit_zero, ());
+            p.start()?;
+            Box::new(move || {
+                p.join().map_err(s)?;
+                expect(p.exitcode() == Some(0), "a process")
+            })
+        }
+        "listener" => {
+            let listener = connection::Listener::new(None)?;
+            Box::new(move || {
+                let client = connection::Client::connect(listener.address().clone(), None).map_err(s)?;
+                let server = listener.accept().map_err(s)?;
+                server.send(&1u8).map_err(s)?;
+                expect(client.recv::<u8>().map_err(s)? == 1, "a listener")
+            })
+        }
+        "listener_at" => {
+            let listener = connection::Listener::bind(tmp.join("socket"), None)?;
+            Box::new(move || {
+                drop(listener);
+                Ok(())
+            })
+        }
+        "pool" => {
+            let pool = Pool::builder().processes(2).start_method(m).build()?;
+            Box::new(move || {
+                expect(pool.apply(add, (1, 2)).map_err(s)? == 3, "a pool")?;
+                pool.close();
+                pool.join().map_err(s)
+            })
+        }
+        _ => panic!("unknown op {op}"),
+    })
+}
+
+/// In a spawn child, so that the test's own limit is untouched: with the soft
+/// `RLIMIT_NOFILE` set to 0, 1, 2, ... descriptors above the highest open one, makes the
+/// thing `op` names until it works. Each failure must be `Error::Io(EMFILE)` and leave the
+/// footprint as it was (no descriptor, child, segment or file); at least one must fail (the
+/// limit was really reached). The one that works must work, and leave nothing once dropped;
+/// with the limit back where it was, the same works again.
+fn emfile_sweep(op: String) -> std::result::Result<(), String> {
+    let tmp = TempDir::new("emfile");
+    // SAFETY: a spawn child running only this target has one thread.
+    unsafe { std::env::set_var("TMPDIR", &tmp.0) };
+    let prefix = format!("mpf_emfile_{}_", std::process::id());
+    let (soft, _) = nofile();
+    let base = *__private::open_fds().unwrap().last().unwrap() as u64 + 1;
+    let mut failures = Vec::new();
+    for k in 0..400u64 {
+        let before = footprint(&prefix, &tmp.0);
+        set_nofile_soft(base + k);
+        let made = make(&op, format!("{prefix}{k}"), &tmp.0);
+        set_nofile_soft(soft);
+        match made {
+            Err(Error::Io(e)) if e.raw_os_error() == Some(libc::EMFILE) => {
+                let mut now = footprint(&prefix, &tmp.0);
+                if !common::eventually_within(SETTLE, || {
+                    now = footprint(&prefix, &tmp.0);
+                    now == before
+                }) {
+                    return Err(format!("{op}: a failure at limit {} left {now:?}, was {before:?}", base + k));
+                }
+                failures.push(base + k);
+            }
+            Err(e) => return Err(format!("{op}: at limit {}: {e:?}, not EMFILE", base + k)),
+            Ok(check) => {
+                check().map_err(|e| format!("{op}: made at limit {}, then: {e}", base + k))?;
+                let mut now = footprint(&prefix, &tmp.0);
+                if !common::eventually_within(SETTLE, || {
+                    now = footprint(&prefix, &tmp.0);
+                    now == before
+                }) {
+                    return Err(format!("{op}: made and dropped, left {now:?}, was {before:?}"));
+                }
+                if failures.is_empty() {
+                    return Err(format!("{op}: worked at once, at limit {}: the limit was never reached", base + k));
+                }
+                let again = make(&op, format!("{prefix}again"), &tmp.0).map_err(|e| format!("{op}: after: {e:?}"))?;
+                again().map_err(|e| format!("{op}: after: {e}"))?;
+                eprintln!("{op}: EMFILE at limits {failures:?}, works from {}", base + k);
+                return Ok(());
+            }
+        }
+    }
+    Err(format!("{op}: never worked"))
+}
+
+fn emfile_case(op: &str) {
+    guarded(|| {
+        let mut p = get_context(StartMethod::Spawn).process(emfile_sweep, (op.to_string(),));
+        p.start().unwrap();
+        p.join_timeout(Duration::from_secs(100)).unwrap();
+        assert_eq!(p.exitcode(), Some(0), "{op}: the sweep failed (its stderr says why)");
+    });
+}
+
+/// `RLIMIT_NOFILE` reached: every kind of object, and a process under each start method and
+/// a pool under each, gives `Err(Io(EMFILE))` and leaves nothing half-made, then works once
+/// descriptors are there (see [`emfile_sweep`]).
+mod emfile {
+    use super::emfile_case;
+
+    #[test]
+    fn pipe() {
+        emfile_case("pipe")
+    }
+    #[test]
+    fn queue() {
+        emfile_case("queue")
+    }
+    #[test]
+    fn lock() {
+        emfile_case("lock")
+    }
+    #[test]
+    fn value() {
+        emfile_case("value")
+    }
+    #[test]
+    fn shared_memory() {
+        emfile_case("shm")
+    }
+    #[test]
+    fn listener() {
+        emfile_case("listener")
+    }
+    #[test]
+    fn listener_at_a_path() {
+        emfile_case("listener_at")
+    }
+    #[test]
+    fn process_fork() {
+        emfile_case("start:fork")
+    }
+    #[test]
+    fn process_spawn() {
+        emfile_case("start:spawn")
+    }
+    #[test]
+    fn process_forkserver() {
+        emfile_case("start:forkserver")
+    }
+    #[test]
+    fn pool_fork() {
+        emfile_case("pool:fork")
+    }
+    #[test]
+    fn pool_spawn() {
+        emfile_case("pool:spawn")
+    }
+    #[test]
+    fn pool_forkserver() {
+        emfile_case("pool:forkserver")
+    }
+}
