@@ -17,7 +17,7 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use common::{Cleanup, assert_prompt, guarded, join_ok, run_case, start, timed};
+use common::{Cleanup, assert_prompt, guarded, join_ok, pid_alive, run_case, start, timed};
 use faults::*;
 use multiprocess::*;
 use serde::de::Error as _;
@@ -905,4 +905,70 @@ mod emfile {
     fn pool_forkserver() {
         emfile_case("pool:forkserver")
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MISC-07: the resource tracker under signals.
+
+/// Creates `first`, reports its tracker, waits for the parent's go, creates `second`, reports
+/// its tracker again, then waits to be killed.
+fn create_report_create(first: String, second: String, conn: Connection) -> Result<()> {
+    let _a = SharedMemory::create_named(&first, 64)?;
+    conn.send(&__private::tracker_pid())?;
+    conn.recv::<()>()?;
+    let _b = SharedMemory::create_named(&second, 64)?;
+    conn.send(&__private::tracker_pid())?;
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+start_methods! {
+    /// MISC-07: the tracker ignores SIGINT, SIGTERM and SIGHUP (it outlives a Ctrl-C to the
+    /// program); SIGKILLed from outside, it is replaced by the next creation, and the new one
+    /// is told what the old one knew: both segments are unlinked when their creator is then
+    /// killed. (No warning is printed, deliberately; each process has its own tracker, see
+    /// tests/resource_tracker.rs.)
+    fn misc_07_tracker_ignores_signals_and_restarts_after_sigkill(m) {
+        let mut cleanup = Cleanup::new();
+        let first = cleanup.add(unique("t1"));
+        let second = cleanup.add(unique("t2"));
+        let (ours, theirs) = pipe().unwrap();
+        let mut p = start(m, create_report_create, (first.clone(), second.clone(), theirs));
+        let old = ours.recv::<Option<u32>>().unwrap().expect("the child started a tracker");
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            signal(old, sig);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(pid_alive(old), "a signal other than SIGKILL ended the tracker");
+        signal(old, libc::SIGKILL);
+        assert!(common::eventually_within(SETTLE, || !pid_alive(old)), "the tracker survived SIGKILL");
+        ours.send(&()).unwrap();
+        let new = ours.recv::<Option<u32>>().unwrap().expect("a new tracker");
+        assert_ne!(new, old);
+        assert!(pid_alive(new));
+        assert!(shm_exists(&first) && shm_exists(&second));
+        p.kill().unwrap();
+        p.join_timeout(SETTLE).unwrap();
+        assert_eq!(p.exitcode(), Some(-libc::SIGKILL));
+        assert!(common::eventually_within(SETTLE, || !shm_exists(&first) && !shm_exists(&second)), "segments left behind");
+        assert!(common::eventually_within(SETTLE, || !pid_alive(new)), "the new tracker did not exit");
+    }
+}
+
+/// MISC-07's too-long name: CPython refuses a name that makes a tracker message longer than
+/// 512 bytes (`ValueError`); here a name is at most 255 bytes (a file name in /dev/shm), and
+/// every name that long still fits a tracker message: 255 bytes is created, tracked and
+/// unlinked, 256 is `InvalidArgument`.
+#[test]
+fn misc_07_longest_names() {
+    guarded(|| {
+        let mut cleanup = Cleanup::new();
+        let stem = unique("long");
+        let longest = cleanup.add(format!("{stem}{}", "x".repeat(255 - stem.len())));
+        let shm = SharedMemory::create_named(&longest, 8).unwrap();
+        assert!(shm_exists(&longest));
+        shm.unlink().unwrap();
+        let too_long = cleanup.add(format!("{longest}y"));
+        assert!(matches!(SharedMemory::create_named(&too_long, 8), Err(Error::InvalidArgument(_))));
+    });
 }
