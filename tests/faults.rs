@@ -28,6 +28,53 @@ use std::time::Duration;
 /// How long a kill or a clean-up may take to show on a loaded machine.
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// Set in a run of this test binary made by [`isolated`]: the test it names runs its body.
+const ISOLATED_ENV: &str = "MULTIPROCESS_FAULTS_ISOLATED";
+
+/// Runs `body` in a process of its own, with its own fork server: these tests kill the fork
+/// server, or watch its children, which under plain `cargo test` would disturb (or be
+/// disturbed by) the tests running beside them in the same process. Under nextest each test
+/// has its process already; otherwise this test binary runs again with only the test
+/// `name`, with the leak check on (it is alone there).
+fn isolated(name: &str, body: impl FnOnce()) {
+    if common::alone_in_process() || std::env::var(ISOLATED_ENV).is_ok_and(|v| v == name) {
+        return body();
+    }
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(ISOLATED_ENV, name)
+        .env("MULTIPROCESS_LEAK_CHECK", "1")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{name}, run alone, failed: {status}");
+}
+
+/// `start_methods!` with each test [`isolated`].
+macro_rules! isolated_start_methods {
+    ($($(#[$attr:meta])* fn $name:ident($m:ident) $body:block)*) => {$(
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_variables)]
+            fn case($m: StartMethod) $body
+            #[test]
+            fn fork() {
+                isolated(concat!(stringify!($name), "::fork"), || run_case(StartMethod::Fork, case))
+            }
+            #[test]
+            fn spawn() {
+                isolated(concat!(stringify!($name), "::spawn"), || run_case(StartMethod::Spawn, case))
+            }
+            #[test]
+            fn forkserver() {
+                isolated(concat!(stringify!($name), "::forkserver"), || run_case(StartMethod::ForkServer, case))
+            }
+        }
+    )*};
+}
+
 /// A value whose encoding its own decoding refuses when odd: bytes that arrive whole and
 /// well-formed but do not decode as the type asked for (CPython: an object whose unpickling
 /// raises).
@@ -152,16 +199,20 @@ mod startup_death_before_handshake {
 
     #[test]
     fn spawn() {
-        run_case(StartMethod::Spawn, startup_death_before_handshake_case)
+        isolated("startup_death_before_handshake::spawn", || {
+            run_case(StartMethod::Spawn, startup_death_before_handshake_case)
+        })
     }
 
     #[test]
     fn forkserver() {
-        run_case(StartMethod::ForkServer, startup_death_before_handshake_case)
+        isolated("startup_death_before_handshake::forkserver", || {
+            run_case(StartMethod::ForkServer, startup_death_before_handshake_case)
+        })
     }
 }
 
-start_methods! {
+isolated_start_methods! {
     /// A child killed at once after `start()` (reading its orders, setting up, or already in
     /// its target, wherever it is): `join` gives -9 every time, and nothing leaks.
     fn startup_kill_right_after_start(m) {
@@ -253,42 +304,44 @@ fn kill_server() -> u32 {
 /// daemonic child ends with the server (its parent-death signal) and also gives 255. Twice.
 #[test]
 fn forkserver_sigkill_restarts() {
-    guarded(|| {
-        let m = StartMethod::ForkServer;
-        let mut warm = start(m, exit_zero, ());
-        join_ok(&mut warm);
-        for _ in 0..2 {
-            let (plain_conn, theirs) = pipe().unwrap();
-            let mut plain = start(m, echo_next, (theirs,));
-            let (daemon_conn, theirs) = pipe().unwrap();
-            let mut daemon = get_context(m).process(echo_next, (theirs,)).with_daemon(true);
-            daemon.start().unwrap();
-            plain_conn.send(&1u32).unwrap();
-            assert_eq!(plain_conn.recv::<u32>().unwrap(), 2);
-            daemon_conn.send(&1u32).unwrap();
-            assert_eq!(daemon_conn.recv::<u32>().unwrap(), 2);
+    isolated("forkserver_sigkill_restarts", || {
+        guarded(|| {
+            let m = StartMethod::ForkServer;
+            let mut warm = start(m, exit_zero, ());
+            join_ok(&mut warm);
+            for _ in 0..2 {
+                let (plain_conn, theirs) = pipe().unwrap();
+                let mut plain = start(m, echo_next, (theirs,));
+                let (daemon_conn, theirs) = pipe().unwrap();
+                let mut daemon = get_context(m).process(echo_next, (theirs,)).with_daemon(true);
+                daemon.start().unwrap();
+                plain_conn.send(&1u32).unwrap();
+                assert_eq!(plain_conn.recv::<u32>().unwrap(), 2);
+                daemon_conn.send(&1u32).unwrap();
+                assert_eq!(daemon_conn.recv::<u32>().unwrap(), 2);
 
-            let old = kill_server();
-            assert!(plain.is_alive());
-            let mut next = start(m, exit_zero, ());
-            join_ok(&mut next);
-            let new = __private::forkserver_pid().unwrap();
-            assert_ne!(new, old);
-            assert!(
-                !common::children_of(std::process::id()).iter().any(|(pid, _)| *pid == old),
-                "old server not reaped"
-            );
+                let old = kill_server();
+                assert!(plain.is_alive());
+                let mut next = start(m, exit_zero, ());
+                join_ok(&mut next);
+                let new = __private::forkserver_pid().unwrap();
+                assert_ne!(new, old);
+                assert!(
+                    !common::children_of(std::process::id()).iter().any(|(pid, _)| *pid == old),
+                    "old server not reaped"
+                );
 
-            plain_conn.send(&41u32).unwrap();
-            assert_eq!(plain_conn.recv::<u32>().unwrap(), 42, "a child of the dead server stopped working");
-            drop(plain_conn);
-            plain.join_timeout(SETTLE).unwrap();
-            assert_eq!(plain.exitcode(), Some(255));
+                plain_conn.send(&41u32).unwrap();
+                assert_eq!(plain_conn.recv::<u32>().unwrap(), 42, "a child of the dead server stopped working");
+                drop(plain_conn);
+                plain.join_timeout(SETTLE).unwrap();
+                assert_eq!(plain.exitcode(), Some(255));
 
-            daemon.join_timeout(SETTLE).unwrap();
-            assert_eq!(daemon.exitcode(), Some(255));
-            assert!(matches!(daemon_conn.recv::<u32>(), Err(Error::Eof)));
-        }
+                daemon.join_timeout(SETTLE).unwrap();
+                assert_eq!(daemon.exitcode(), Some(255));
+                assert!(matches!(daemon_conn.recv::<u32>(), Err(Error::Eof)));
+            }
+        })
     });
 }
 
@@ -296,20 +349,22 @@ fn forkserver_sigkill_restarts() {
 /// the start still works (the request finds the server gone and asks a new one).
 #[test]
 fn forkserver_sigkill_then_start_at_once() {
-    guarded(|| {
-        let m = StartMethod::ForkServer;
-        for _ in 0..5 {
-            let mut warm = start(m, exit_zero, ());
-            join_ok(&mut warm);
-            let old = __private::forkserver_pid().unwrap();
-            signal(old, libc::SIGKILL);
-            let (ours, theirs) = pipe().unwrap();
-            let mut p = start(m, started_then_wait, (theirs,));
-            assert_eq!(ours.recv::<String>().unwrap(), "started");
-            drop(ours);
-            join_ok(&mut p);
-            assert_ne!(__private::forkserver_pid(), Some(old));
-        }
+    isolated("forkserver_sigkill_then_start_at_once", || {
+        guarded(|| {
+            let m = StartMethod::ForkServer;
+            for _ in 0..5 {
+                let mut warm = start(m, exit_zero, ());
+                join_ok(&mut warm);
+                let old = __private::forkserver_pid().unwrap();
+                signal(old, libc::SIGKILL);
+                let (ours, theirs) = pipe().unwrap();
+                let mut p = start(m, started_then_wait, (theirs,));
+                assert_eq!(ours.recv::<String>().unwrap(), "started");
+                drop(ours);
+                join_ok(&mut p);
+                assert_ne!(__private::forkserver_pid(), Some(old));
+            }
+        })
     });
 }
 
@@ -510,14 +565,14 @@ fn shm_exists(name: &str) -> bool {
     std::path::Path::new("/dev/shm").join(name).exists()
 }
 
-/// The bytes free in the file system at `path`, as `statvfs` reports them to us.
-fn free_bytes(path: &str) -> u64 {
+/// The size of the file system at `path`, as `statvfs` reports it.
+fn fs_size(path: &str) -> u64 {
     let path = std::ffi::CString::new(path).unwrap();
     // SAFETY: `statvfs` is plain data that statvfs fills.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: statvfs reads a NUL-terminated path and writes into `st`.
     assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut st) }, 0);
-    st.f_bavail * st.f_frsize
+    st.f_blocks * st.f_frsize
 }
 
 /// Asserts that `r` is the clear error for a segment of `size` bytes that `/dev/shm` has no
@@ -536,12 +591,14 @@ fn assert_no_room(r: Result<SharedMemory>, size: usize) {
 /// A segment larger than what `/dev/shm` has free is refused at once with a clear error
 /// (`ErrorKind::StorageFull`, saying that /dev/shm is full and the size), not created sparse
 /// to die of SIGBUS at the first write past the free space; nothing is left in `/dev/shm`,
-/// and the next creation works. No memory is used on the way (the check comes first).
+/// and the next creation works. No memory is used on the way (the check comes first). The
+/// size is more than the whole of /dev/shm, so that it is more than what is free however
+/// others use /dev/shm meanwhile (the machine's; this test does not fill it).
 #[test]
 fn shm_larger_than_free_space_is_refused() {
     guarded(|| {
         let mut cleanup = Cleanup::new();
-        let size = (free_bytes("/dev/shm") + (1 << 20)) as usize;
+        let size = (fs_size("/dev/shm") + (1 << 20)) as usize;
         let generated = cleanup.add(unique("gen"));
         __private::force_shm_names(vec![generated.clone()]);
         let (r, took) = timed(|| SharedMemory::create(size));
@@ -971,4 +1028,38 @@ fn misc_07_longest_names() {
         let too_long = cleanup.add(format!("{longest}y"));
         assert!(matches!(SharedMemory::create_named(&too_long, 8), Err(Error::InvalidArgument(_))));
     });
+}
+
+/// A pool under forkserver whose server is killed: its workers (daemonic children of the
+/// server) end with it, and the pool replaces them through a new server; work submitted
+/// afterwards is done.
+#[test]
+fn forkserver_sigkill_under_a_pool() {
+    isolated("forkserver_sigkill_under_a_pool", || {
+        guarded(|| {
+            let pool = Pool::builder().processes(2).start_method(StartMethod::ForkServer).build().unwrap();
+            assert_eq!(pool.apply(add, (1, 2)).unwrap(), 3);
+            let workers = pool.worker_pids();
+            let old = kill_server();
+            assert!(
+                common::eventually_within(SETTLE, || workers.iter().all(|&w| !pid_alive(w))),
+                "workers outlived their server"
+            );
+            let replaced = || {
+                let now = pool.worker_pids();
+                now.len() == 2 && now.iter().all(|w| !workers.contains(w) && pid_alive(*w))
+            };
+            assert!(common::eventually_within(SETTLE, replaced), "the pool did not replace its workers");
+            let r = pool.map_async(add_one, 0..100u32).unwrap();
+            assert_eq!(r.get().unwrap(), (1..101).collect::<Vec<u32>>());
+            assert_ne!(__private::forkserver_pid(), Some(old));
+            assert!(pool.worker_pids().iter().all(|w| !workers.contains(w)));
+            pool.close();
+            pool.join().unwrap();
+        })
+    });
+}
+
+fn add_one(x: u32) -> u32 {
+    x + 1
 }
