@@ -688,6 +688,22 @@ fn fill_small_dev_shm(conn: Connection) -> std::result::Result<(), String> {
             return Err("a segment lost its bytes".into());
         }
     }
+    // The crate's anonymous objects are memfds, on the kernel's own unlimited mount: a full
+    // /dev/shm does not stop them, and a queue still carries 8 MiB.
+    let q = Queue::<Vec<u8>>::new().map_err(|e| format!("a queue with /dev/shm full: {e}"))?;
+    let lock = Lock::new().map_err(|e| format!("a lock with /dev/shm full: {e}"))?;
+    let value = Value::new(1u64).map_err(|e| format!("a value with /dev/shm full: {e}"))?;
+    for i in 0..8u8 {
+        q.put(vec![i; 1 << 20]).map_err(|e| e.to_string())?;
+    }
+    for i in 0..8u8 {
+        if q.get().map_err(|e| e.to_string())? != vec![i; 1 << 20] {
+            return Err("a queue item changed".into());
+        }
+    }
+    lock.acquire().map_err(|e| e.to_string())?;
+    lock.release().map_err(|e| e.to_string())?;
+    value.set(2);
     // Room again once one is unlinked.
     made.pop().unwrap().unlink().map_err(|e| e.to_string())?;
     let again = SharedMemory::create(SIZE).map_err(|e| format!("after an unlink: {e}"))?;
@@ -701,8 +717,8 @@ fn fill_small_dev_shm(conn: Connection) -> std::result::Result<(), String> {
 
 /// A really full tmpfs: a private 1 MiB /dev/shm (a mount namespace of a spawn child, so
 /// nothing else sees it) takes exactly 16 segments of 64 KiB, each written whole with no
-/// SIGBUS; the 17th is refused with the clear error and leaves no entry; after an unlink
-/// there is room again. Skipped (said on stderr) where this user can make no mount namespace.
+/// SIGBUS; the 17th is refused with the clear error and leaves no entry; queues, locks and
+/// values (memfds, not in /dev/shm) still work; after an unlink there is room again. Skipped (said on stderr) where this user can make no mount namespace.
 #[test]
 fn shm_full_tmpfs() {
     guarded(|| {
