@@ -422,7 +422,11 @@ fn replaced_binary_helper() {
 fn replaced_binary_case(m: StartMethod, delete: bool) {
     let dir = TempDir::new("exe");
     let copy = dir.0.join("faults-copy");
-    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    // Copied by `cp`, so that the descriptor it is written through is never ours: a fork
+    // child of a test beside this one would inherit it, and the copy could not be run
+    // ("text file busy") until that child ended.
+    let copied = std::process::Command::new("cp").arg(std::env::current_exe().unwrap()).arg(&copy).status().unwrap();
+    assert!(copied.success());
     let mut helper = Helper::start(&copy, "replaced_binary_helper", &[(REPLACED_ENV, m.to_string())]);
     let ready = helper.report();
     assert!(ready.starts_with("ready (Some(0),"), "{ready}");

@@ -105,7 +105,18 @@ impl Helper {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
+        // A file just written can be "busy" for a moment, if a fork child of another test
+        // running beside this one (plain `cargo test`) holds the descriptor it was written
+        // through.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                other => break other.unwrap(),
+            }
+        };
         let stdin = child.stdin.take();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
         Helper { child, stdin, lines }
