@@ -16,8 +16,9 @@
 //! Faults. A server that dies is replaced by the next start, as CPython's is; the children it
 //! had started run on, and their exit status, which only it knew, is 255 (CPython's value).
 //! A child that dies before reading its orders is told apart from a dead server by the pid:
-//! the server sends it before the child can die, so a request answered with a pid started a
-//! child, whatever happens next, and a request answered with nothing started none.
+//! the server sends it before it can reap the child (it is single-threaded), so a request
+//! answered with a pid started a child, whatever happens next, and a request answered with
+//! nothing started none.
 
 use super::Payload;
 use super::spawn::exec_self;
