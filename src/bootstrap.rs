@@ -119,7 +119,10 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Boot, Vec<OwnedFd>)> {
     while got < len.len() {
         let (n, more) = fd::recv_with_fds(channel, &mut len[got..])?;
         if n == 0 {
-            return Err(Error::Eof);
+            if got == 0 {
+                return Err(Error::Eof);
+            }
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
         got += n;
         fds.extend(more);
@@ -130,7 +133,7 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Boot, Vec<OwnedFd>)> {
     }
     let mut body = vec![0u8; len];
     if !fd::recv_exact(channel, &mut body)? {
-        return Err(Error::Eof);
+        return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
     }
     Ok((postcard::from_bytes(&body)?, fds))
 }
@@ -143,6 +146,9 @@ pub(crate) fn child_main(channel: OwnedFd, method: StartMethod, server: Option<i
     sys::proc::ignore_signal(libc::SIGPIPE);
     let (boot, mut fds) = match recv_boot(channel.as_fd()) {
         Ok(b) => b,
+        // The parent closed the channel before sending a byte: it gave up on this start (its
+        // `start()` returned the error) and this child has nothing to run nor to say.
+        Err(Error::Eof) => sys::proc::exit_now(1),
         Err(e) => fail(&format!("cannot read the start-up message from the parent: {e}")),
     };
     drop(channel);

@@ -6,12 +6,16 @@ use crate::Result;
 use crate::bootstrap;
 use crate::process::{self, Child, ChildSpec, ForkIdentity};
 use crate::sys::pidfd::Pidfd;
-use crate::sys::proc;
+use crate::sys::{fd, proc};
+use std::os::fd::AsFd;
 
 /// Forks a child that runs `launch` (taken out of the option in the child only).
 pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> Result<Child> {
     let parent = proc::getpid();
     let identity = ForkIdentity::new(spec);
+    // A descriptor slot held for the child's pidfd: out of descriptors, we fail here, before
+    // there is a child, rather than after, with a child already running the target.
+    let spare = fd::dup(process::self_pidfd()?.as_fd())?;
     // SAFETY: the child runs only the target and the exit path. `fork_locked` holds this
     // crate's own locks across the fork so that none is left locked by another thread.
     let pid = unsafe {
@@ -23,6 +27,7 @@ pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> R
         })?
     };
     if pid == 0 {
+        drop(spare);
         let Some(launch) = launch.as_mut() else { proc::exit_now(1) };
         bootstrap::run_and_exit(move || launch.run());
     }
@@ -30,11 +35,13 @@ pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> R
     // both share it costs a copy, and the child's first writes (its identity, its exit
     // path) come soonest; ours (the child's record) can wait the moment it takes.
     std::thread::yield_now();
+    drop(spare);
     // Our unreaped child: its pid cannot be recycled before this.
     let pidfd = match Pidfd::open(pid) {
         Ok(pidfd) => pidfd,
         Err(e) => {
-            // Out of descriptors, say: the child must not be left running, unknown to all.
+            // Another thread took the slot, say: the child must not be left running, unknown
+            // to all.
             proc::kill_and_reap_unknown_child(pid);
             return Err(e.into());
         }

@@ -4,17 +4,27 @@
 //! `forkserver.py`.
 //!
 //! Protocol. The client and the server share a sequenced-packet socket. For each child the
-//! client makes a stream socket pair and sends one end to the server. The server forks; the
-//! child reads its boot message from that end (exactly as a spawn child does), and the server
-//! answers on it with the child's pid and a pidfd, later with its exit status once reaped.
-//! When the client's end of the control socket closes (the client exited or was killed), the
-//! server exits, and its daemonic children get their parent-death signal.
+//! client makes a stream socket pair and sends one end to the server. The server forks and
+//! answers on that end with the child's pid and a pidfd (or, if it cannot fork, the error
+//! number, negated), later with the child's exit status once reaped. Only once the client
+//! has the pid and pidfd does it send the boot message, which the child reads from the same
+//! end (exactly as a spawn child does): a child the client could not watch reads end of file
+//! instead and exits without running its target. When the client's end of the control socket
+//! closes (the client exited or was killed), the server exits, and its daemonic children get
+//! their parent-death signal.
+//!
+//! Faults. A server that dies is replaced by the next start, as CPython's is; the children it
+//! had started run on, and their exit status, which only it knew, is 255 (CPython's value).
+//! A child that dies before reading its orders is told apart from a dead server by the pid:
+//! the server sends it before it can reap the child (it is single-threaded), so a request
+//! answered with a pid started a child, whatever happens next, and a request answered with
+//! nothing started none.
 
 use super::Payload;
 use super::spawn::exec_self;
 use crate::bootstrap::{self, Boot};
 use crate::context::StartMethod;
-use crate::process::{Child, ChildSpec, lock};
+use crate::process::{self, Child, ChildSpec, lock};
 use crate::sys::pidfd::Pidfd;
 use crate::sys::{Deadline, cvt, fd, proc};
 use crate::{Error, Result};
@@ -58,27 +68,34 @@ pub(crate) fn server_pid() -> Option<u32> {
 pub(crate) static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
 /// Starts a child through the fork server, starting or restarting the server as needed.
+///
+/// `Ok` once the server has forked the child and told us its pid: a child that dies after
+/// that, even before it has read its orders, is a started child whose death its exit code
+/// tells (as under fork). `Err` means that no child ran the target.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
     let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
+    // Made now, so that a lack of descriptors shows before any child exists.
+    process::self_pidfd()?;
     // A server that died (killed, or gone with a crash) is replaced once, as CPython does.
-    let mut last = None;
     for _ in 0..2 {
-        match request(spec, &boot, &payload.args.fds) {
-            Ok(child) => return Ok(child),
-            Err(e @ (Error::BrokenPipe | Error::Eof)) => {
-                *lock(&SERVER) = None;
-                last = Some(e);
-            }
-            Err(e) => return Err(e),
+        match request(spec, &boot, &payload.args.fds)? {
+            Requested::Started(child) => return Ok(child),
+            Requested::ServerGone => *lock(&SERVER) = None,
         }
     }
-    let why = last.map_or_else(String::new, |e| e.to_string());
-    Err(Error::StartMethod(format!("the fork server died while starting a child: {why}")))
+    Err(Error::StartMethod("the fork server died twice while starting a child".into()))
 }
 
-fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Child> {
+/// What one request to the server came to, short of an error.
+enum Requested {
+    Started(Child),
+    /// The server is dead: no child was made, and a new server may be asked.
+    ServerGone,
+}
+
+fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Requested> {
     let (ours, theirs) = fd::socketpair()?;
-    {
+    let server_pidfd = {
         let mut server = lock(&SERVER);
         if server.as_ref().is_some_and(|s| s.pidfd.has_exited().unwrap_or(true)) {
             *server = None;
@@ -86,21 +103,87 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Child> {
         if server.is_none() {
             *server = Some(launch_server()?);
         }
-        let control = server.as_ref().map(|s| s.control.as_fd()).ok_or(Error::BrokenPipe)?;
-        fd::send_with_fds(control, &[1], &[theirs.as_fd()]).map_err(Error::from_write)?;
-    }
+        let Some(s) = server.as_ref() else { return Ok(Requested::ServerGone) };
+        // Taken before the request goes: once it has gone, an error would leave a child.
+        let server_pidfd = fd::dup(s.pidfd.as_fd())?;
+        match fd::send_with_fds(s.control.as_fd(), &[1], &[theirs.as_fd()]) {
+            Ok(()) => {}
+            Err(e) if is_broken(&e) => return Ok(Requested::ServerGone),
+            Err(e) => return Err(e.into()),
+        }
+        server_pidfd
+    };
     drop(theirs);
-    bootstrap::send_boot(ours.as_fd(), boot, fds)?;
-    let mut pid = [0u8; 4];
-    let (n, mut handles) = fd::recv_with_fds(ours.as_fd(), &mut pid)?;
-    if n == 0 {
-        return Err(Error::Eof);
+    // The child waits for its orders until we have its pid and pidfd: a child we could not
+    // watch (its pidfd lost for want of a descriptor) reads end of file instead and exits
+    // without running the target, so that an error here never leaves a target running.
+    let pid = match recv_pid(&ours) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => {
+            // No child: the server died (it closes every socket before its pidfd turns
+            // readable, hence the wait), or it dropped the request.
+            let dead = Pidfd::from_owned(server_pidfd).wait_exited(Deadline::after(Some(SERVER_EXIT_WAIT)));
+            if dead.unwrap_or(true) {
+                return Ok(Requested::ServerGone);
+            }
+            return Err(Error::StartMethod("the fork server dropped the request to start a child".into()));
+        }
+        Err(e) => return Err(e),
+    };
+    let (pid, pidfd) = pid;
+    match bootstrap::send_boot(ours.as_fd(), boot, fds) {
+        // The child died before it had read its orders (the server closed its end of the
+        // channel when it reaped it): it was started, and its exit code tells how it ended.
+        Ok(()) | Err(Error::BrokenPipe) => Ok(Requested::Started(Child::new(pid, spec, pidfd, Some(ours)))),
+        Err(e) => {
+            // Half its orders: it must not run. The server reaps it.
+            let _ = pidfd.send_signal(libc::SIGKILL);
+            Err(e)
+        }
     }
-    if n < 4 && !fd::recv_exact(ours.as_fd(), &mut pid[n..])? {
-        return Err(Error::Eof);
+}
+
+/// How long a server whose socket closed may take to be seen as exited: it closes its
+/// descriptors a moment before it is reported dead.
+const SERVER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn is_broken(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN))
+}
+
+/// Reads the server's answer to a request: the child's pid and pidfd, `None` if the server
+/// closed the channel without answering, or the error the server sent instead.
+fn recv_pid(channel: &OwnedFd) -> Result<Option<(i32, Pidfd)>> {
+    let mut word = [0u8; 4];
+    let (n, mut handles) = match fd::recv_with_fds(channel.as_fd(), &mut word) {
+        Ok(got) => got,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            // The pidfd could not be installed here: this process is out of descriptors
+            // (or near enough that a probe says so).
+            return Err(match fd::dup(channel.as_fd()) {
+                Err(probe) => Error::Io(probe),
+                Ok(_) => Error::StartMethod("the child's pidfd was lost on its way from the fork server".into()),
+            });
+        }
+        // The server died with our request unread.
+        Err(e) if is_broken(&e) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    match fd::recv_exact(channel.as_fd(), &mut word[n..]) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) if is_broken(&e) || e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let value = i32::from_le_bytes(word);
+    if value < 0 {
+        return Err(Error::Io(std::io::Error::from_raw_os_error(-value)));
     }
     let pidfd = handles.pop().ok_or_else(|| Error::StartMethod("the fork server sent no pidfd".into()))?;
-    Ok(Child::new(i32::from_le_bytes(pid), spec, Pidfd::from_owned(pidfd), Some(ours)))
+    Ok(Some((value, Pidfd::from_owned(pidfd))))
 }
 
 fn launch_server() -> Result<Server> {
@@ -150,24 +233,33 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         if ready[0] {
             let mut byte = [0u8; 1];
             match fd::recv_with_fds(control.as_fd(), &mut byte) {
-                Ok((0, _)) | Err(_) => proc::exit_now(0),
+                Ok((0, _)) => proc::exit_now(0),
                 Ok((_, mut fds)) => {
                     if let Some(channel) = fds.pop() {
                         fork_child(channel, &mut channels);
                     }
                 }
+                // A channel that could not be installed here (out of descriptors) was closed
+                // by the kernel, which is the client's answer: a refused request.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                Err(_) => proc::exit_now(0),
             }
         }
     }
 }
 
-/// Forks one child that reads its orders from `channel`; tells the client its pid and pidfd.
+/// Forks one child that reads its orders from `channel`; tells the client its pid and pidfd,
+/// or, if it cannot, the error number, negated.
 fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
+    let refuse = |e: std::io::Error| {
+        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+        let _ = fd::send_all(channel.as_fd(), &[&(-errno).to_le_bytes()]);
+    };
     let server = proc::getpid();
     // SAFETY: the server is single-threaded, so the child inherits no lock held elsewhere.
     let pid = match unsafe { proc::fork() } {
         Ok(pid) => pid,
-        Err(_) => return, // the client sees its channel close: a failed start
+        Err(e) => return refuse(e),
     };
     if pid == 0 {
         restore_child_signals();
@@ -185,12 +277,15 @@ fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
         };
         bootstrap::child_main(channel, StartMethod::ForkServer, Some(server));
     }
-    let pidfd = match Pidfd::open(pid) {
-        Ok(p) => p,
-        Err(_) => return,
-    };
-    if fd::send_with_fds(channel.as_fd(), &pid.to_le_bytes(), &[pidfd.as_fd()]).is_ok() {
-        channels.insert(pid, channel);
+    match Pidfd::open(pid) {
+        // The child waits for orders the client will not send once refused: it reads end of
+        // file and exits, and is reaped as any other.
+        Err(e) => refuse(e),
+        Ok(pidfd) => {
+            if fd::send_with_fds(channel.as_fd(), &pid.to_le_bytes(), &[pidfd.as_fd()]).is_ok() {
+                channels.insert(pid, channel);
+            }
+        }
     }
 }
 

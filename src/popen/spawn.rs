@@ -4,7 +4,7 @@
 
 use super::Payload;
 use crate::bootstrap::{self, Boot, ROLE_VAR};
-use crate::process::{Child, ChildSpec};
+use crate::process::{self, Child, ChildSpec};
 use crate::sys::pidfd::Pidfd;
 use crate::sys::{fd, proc};
 use crate::{Error, Result};
@@ -48,7 +48,15 @@ pub(crate) fn exec_self(role: &str, channel: OwnedFd, pdeathsig: Option<libc::c_
     let handle = cmd.spawn()?;
     let pid = handle.id() as i32;
     // Our unreaped child: its pid cannot be recycled before this.
-    let pidfd = Pidfd::open(pid)?;
+    let pidfd = match Pidfd::open(pid) {
+        Ok(pidfd) => pidfd,
+        Err(e) => {
+            // Out of descriptors, say. The child waits for orders it will never get; it must
+            // not be left behind, unknown to all.
+            proc::kill_and_reap_unknown_child(pid);
+            return Err(e.into());
+        }
+    };
     drop(channel);
     Ok((pid, pidfd))
 }
@@ -64,19 +72,27 @@ fn mark_cloexec_except(keep: RawFd) {
 }
 
 /// Starts a spawn child running `payload`.
+///
+/// `Ok` once the child exists: if it dies before it has read its orders (killed, say), its
+/// exit code tells, as it would under fork or forkserver. Which of the two came first, its
+/// death or our sending, is an accident of timing that must not change what `start` returns.
+/// `Err` means that no child runs the target: nothing was started, or the child was killed
+/// and reaped before it could read whole orders.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
+    // Everything that can fail without a child is done before there is one.
+    let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
+    process::self_pidfd()?;
     let (ours, theirs) = fd::socketpair()?;
     let pdeathsig = spec.daemon.then_some(libc::SIGTERM);
     let (pid, pidfd) = exec_self("spawn", theirs, pdeathsig)?;
     let child = Child::new(pid, spec, pidfd, None);
-    let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
-    if let Err(e) = bootstrap::send_boot(ours.as_fd(), &boot, &payload.args.fds) {
-        // The child died before reading its orders: do not leave it behind.
-        child.kill_and_reap();
-        return Err(match e {
-            Error::BrokenPipe => Error::StartMethod("the spawned child exited during start-up".into()),
-            other => other,
-        });
+    match bootstrap::send_boot(ours.as_fd(), &boot, &payload.args.fds) {
+        // A broken pipe: the child closed its end, which it does only by reading its orders
+        // or by dying.
+        Ok(()) | Err(Error::BrokenPipe) => Ok(child),
+        Err(e) => {
+            child.kill_and_reap();
+            Err(e)
+        }
     }
-    Ok(child)
 }

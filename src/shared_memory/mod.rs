@@ -51,6 +51,14 @@
 //! [`Lock`](crate::Lock) or an [`Event`](crate::Event) to see whole updates. A
 //! [`ShareableList`] has a lock of its own in the segment, and each `get` or `set` is whole.
 //!
+//! # A full `/dev/shm`
+//!
+//! A segment's memory is allocated when it is created, so a segment that does not fit is an
+//! error then ([`std::io::ErrorKind::StorageFull`]), never a `SIGBUS` at a later write, as it
+//! is in CPython and in C with `ftruncate` alone. The price is that creating a segment costs
+//! what first writing all of it would (about 0.2 ms per MiB), and a segment holds all its
+//! memory from the start even if little of it is ever written.
+//!
 //! # One hazard left to the user
 //!
 //! A named segment is a file anyone with access may truncate. If another process shrinks a
@@ -76,6 +84,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The prefix of generated names, as CPython's (`psm_` and 8 hex digits: 13 characters with
 /// the leading `/`, within the 14 that BSDs allow).
@@ -189,6 +198,75 @@ impl SharedMemoryBuilder {
         check_size(size)?;
         create_exact(name, size, self.track)
     }
+
+    /// Attaches to the segment `name` if it exists, else creates it with `size` bytes (see
+    /// [`SharedMemory::open_or_create`]); `track` applies if this call creates it.
+    ///
+    /// ```
+    /// use multiprocess::SharedMemory;
+    /// let name = format!("doc_builder_oc_{}", std::process::id());
+    /// let shm = SharedMemory::builder().track(false).open_or_create(&name, 8)?;
+    /// assert_eq!(shm.size(), 8);
+    /// shm.unlink()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn open_or_create(self, name: &str, size: usize) -> Result<SharedMemory> {
+        let name = check_name(name)?;
+        check_size(size)?;
+        let deadline = Instant::now() + SIZING_WAIT;
+        let mut unlinked = 0;
+        loop {
+            match create_exact(name, size, self.track) {
+                Err(Error::AlreadyExists(_)) => {}
+                made => return made,
+            }
+            match attach(name)? {
+                Attached::Segment(shm) => return Ok(shm),
+                // Unlinked since: create it after all.
+                Attached::Missing if unlinked < NAME_TRIES => unlinked += 1,
+                Attached::Missing => {
+                    return Err(Error::Io(io::Error::other(format!(
+                        "shared memory {name:?} keeps being made and unlinked by others"
+                    ))));
+                }
+                // Its creator has not sized it yet (it does so at once after making it).
+                Attached::Empty if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Attached::Empty => {
+                    return Err(Error::InvalidArgument(format!(
+                        "shared memory {name:?} is empty: its creator never sized it"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// How long [`SharedMemoryBuilder::open_or_create`] waits for a segment another process has
+/// just made to be given its size.
+const SIZING_WAIT: Duration = Duration::from_secs(1);
+
+/// What attaching to an existing name found.
+enum Attached {
+    Segment(SharedMemory),
+    Missing,
+    Empty,
+}
+
+/// Attaches to `name` (no leading `/`).
+fn attach(name: &str) -> Result<Attached> {
+    let path = path_of(name)?;
+    let fd = match shm::shm_open(&path, false) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Attached::Missing),
+        Err(e) => return Err(open_error(e, name)),
+    };
+    let size = shm::size_of_fd(fd.as_fd())?;
+    if size == 0 {
+        return Ok(Attached::Empty);
+    }
+    let id = shm::file_id(fd.as_fd())?;
+    let segment = Segment::map(fd, size)?;
+    Ok(Attached::Segment(SharedMemory::attached(name.to_string(), segment, id)))
 }
 
 impl SharedMemory {
@@ -198,6 +276,11 @@ impl SharedMemory {
     /// this process ends without unlinking it.
     ///
     /// A `size` of 0 is [`Error::InvalidArgument`].
+    ///
+    /// The memory is allocated in `/dev/shm` now, not page by page as it is first written:
+    /// a segment that does not fit is `Err(Io)` with [`std::io::ErrorKind::StorageFull`]
+    /// ("/dev/shm is full: ..."), where CPython creates it and the first write past the
+    /// free space kills the process with `SIGBUS` (CPython issue 114390).
     ///
     /// ```
     /// use multiprocess::SharedMemory;
@@ -258,15 +341,40 @@ impl SharedMemory {
     /// ```
     pub fn open(name: &str) -> Result<SharedMemory> {
         let name = check_name(name)?;
-        let path = path_of(name)?;
-        let fd = shm::shm_open(&path, false).map_err(|e| open_error(e, name))?;
-        let size = shm::size_of_fd(fd.as_fd())?;
-        if size == 0 {
-            return Err(Error::InvalidArgument(format!("shared memory {name:?} is empty: nothing to map")));
+        match attach(name)? {
+            Attached::Segment(shm) => Ok(shm),
+            Attached::Missing => Err(Error::NotFound(name.to_string())),
+            Attached::Empty => Err(Error::InvalidArgument(format!("shared memory {name:?} is empty: nothing to map"))),
         }
-        let id = shm::file_id(fd.as_fd())?;
-        let segment = Segment::map(fd, size)?;
-        Ok(SharedMemory::attached(name.to_string(), segment, id))
+    }
+
+    /// Attaches to the segment `name` if it exists, with its size (whatever `size` says: it
+    /// is neither truncated nor grown); else creates it with `size` bytes, as
+    /// [`create_named`](SharedMemory::create_named) does, tracked. Several processes may
+    /// race to open-or-create one name: one creates it, the others attach to it. The one
+    /// that created it is its creator (its resource tracker unlinks it if it ends without
+    /// unlinking it); the others merely attached. To learn which you are, use
+    /// `create_named` and [`open`](SharedMemory::open) on [`Error::AlreadyExists`].
+    ///
+    /// Python counterpart: `SharedMemory(name)` on a subclass whose `_flags` are
+    /// `os.O_CREAT | os.O_RDWR` (CPython's test of this case; it has no public option).
+    ///
+    /// ```
+    /// use multiprocess::SharedMemory;
+    ///
+    /// let name = format!("doc_open_or_create_{}", std::process::id());
+    /// let first = SharedMemory::open_or_create(&name, 64)?; // creates
+    /// first.write_at(0, b"hi")?;
+    /// let second = SharedMemory::open_or_create(&name, 16)?; // attaches, size unchanged
+    /// assert_eq!(second.size(), 64);
+    /// let mut buf = [0u8; 2];
+    /// second.read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"hi");
+    /// first.unlink()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn open_or_create(name: &str, size: usize) -> Result<SharedMemory> {
+        SharedMemory::builder().open_or_create(name, size)
     }
 
     fn attached(name: String, segment: Segment, id: (u64, u64)) -> SharedMemory {
@@ -572,7 +680,25 @@ fn create_exact(name: &str, size: usize, track: bool) -> Result<SharedMemory> {
     let path = path_of(name)?;
     let fd = shm::shm_open(&path, true).map_err(|e| open_error(e, name))?;
     let made = (|| -> Result<SharedMemory> {
+        // A size past the free space is refused before anything is allocated (allocating
+        // first would take all that is free, for a moment, from everyone).
+        if let Some((free, total)) = shm::room(fd.as_fd())?
+            && size as u64 > free
+        {
+            return Err(no_room(name, size, &format!("{free} bytes free of {total}")));
+        }
         shm::set_len(fd.as_fd(), size)?;
+        // Taken now, so that no write can find the memory missing later: a sparse segment on
+        // a full tmpfs raises SIGBUS at the first write past the free space. (Another process
+        // may have taken the free space since we looked.)
+        shm::allocate(fd.as_fd(), size).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOSPC) => no_room(name, size, "taken by others meanwhile"),
+            Some(libc::ENOMEM) => Error::Io(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("out of memory for the {size} bytes of shared memory {name:?}"),
+            )),
+            _ => Error::Io(e),
+        })?;
         let id = shm::file_id(fd.as_fd())?;
         let segment = Segment::map(fd, size)?;
         let shm = SharedMemory::attached(name.to_string(), segment, id);
@@ -585,6 +711,14 @@ fn create_exact(name: &str, size: usize, track: bool) -> Result<SharedMemory> {
         let _ = shm::shm_unlink(&path);
     }
     made
+}
+
+/// The error for a segment `/dev/shm` has no room for.
+fn no_room(name: &str, size: usize, why: &str) -> Error {
+    Error::Io(io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!("/dev/shm is full: no room for the {size} bytes of shared memory {name:?} ({why})"),
+    ))
 }
 
 thread_local! {

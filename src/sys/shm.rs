@@ -5,7 +5,7 @@
 //! (`SharedMemory`) live in `/dev/shm` through `shm_open`. Either way a child gets the segment
 //! by inheriting or receiving the descriptor and mapping it itself.
 
-use super::cvt;
+use super::{cvt, retry};
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -117,6 +117,45 @@ pub(crate) fn set_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     // SAFETY: ftruncate on a descriptor we borrow.
     cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
 }
+
+/// The room left in the file system behind `fd`: `Some((free, total))` in bytes, or `None`
+/// if it has no limit (a tmpfs mounted with `size=0`, the kernel's own mount of memfds).
+pub(crate) fn room(fd: BorrowedFd<'_>) -> io::Result<Option<(u64, u64)>> {
+    // SAFETY: `statvfs` is plain data that fstatvfs fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatvfs writes into `st`, which lives for the call.
+    cvt(unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) })?;
+    if st.f_blocks == 0 {
+        return Ok(None);
+    }
+    let block = st.f_frsize.max(1);
+    Ok(Some((st.f_bavail.saturating_mul(block), st.f_blocks.saturating_mul(block))))
+}
+
+/// Allocates the first `len` bytes of the file behind `fd` now, so that touching them later
+/// cannot fail: on a full tmpfs, this fails with `ENOSPC` where a write to a sparse mapping
+/// would raise `SIGBUS`. `Ok(false)` if the file system cannot.
+///
+/// In steps of [`ALLOCATE_STEP`]: tmpfs gives up a whole call, undoing it, when a signal
+/// arrives, and a large segment in one call could then never finish under a periodic signal
+/// (a profiler's timer, say). A step that is interrupted is retried; the steps done are kept.
+pub(crate) fn allocate(fd: BorrowedFd<'_>, len: usize) -> io::Result<bool> {
+    let mut done = 0;
+    while done < len {
+        let step = (len - done).min(ALLOCATE_STEP);
+        let offset = libc::off_t::try_from(done).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: fallocate on a descriptor we borrow, with plain integer arguments.
+        match retry(|| unsafe { libc::fallocate(fd.as_raw_fd(), 0, offset, step as libc::off_t) }) {
+            Ok(_) => done += step,
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// How much [`allocate`] takes per call: about a millisecond of page clearing.
+const ALLOCATE_STEP: usize = 8 << 20;
 
 /// The size of the file behind `fd`.
 pub(crate) fn size_of_fd(fd: BorrowedFd<'_>) -> io::Result<usize> {
