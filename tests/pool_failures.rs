@@ -117,6 +117,27 @@ start_methods! {
         assert_ne!(p.worker_pids(), vec![victim]);
     }
 
+    /// Chunks sent to workers that had already died, before the pool noticed, were never
+    /// taken: they run on the replacements, and none fails. Only a chunk a worker had taken
+    /// dies with it.
+    fn chunks_sent_to_dead_workers_run_elsewhere(m) {
+        let p = pool(m, 2);
+        assert_eq!(p.map(square, 0..4u64).unwrap(), vec![0, 1, 4, 9]);
+        for _ in 0..3 {
+            let victims = p.worker_pids();
+            for &v in &victims {
+                // SAFETY: kill(2) with a plain signal on the pool's own idle worker.
+                assert_eq!(unsafe { libc::kill(v as i32, libc::SIGKILL) }, 0);
+            }
+            assert!(common::eventually_within(LONG, || victims.iter().all(|&v| !common::pid_alive(v))));
+            // Both are dead now; the pool checks its workers every 10 ms, so most of these
+            // chunks go to the dead ones first.
+            let r = p.map_async_chunked(square, 0..40u64, 1).unwrap();
+            assert_eq!(r.get_timeout(LONG).unwrap(), (0..40u64).map(|x| x * x).collect::<Vec<_>>());
+            assert!(p.worker_pids().iter().all(|w| !victims.contains(w)));
+        }
+    }
+
     /// A task past the pool's timeout is killed with its worker and fails with Timeout
     /// (after at least the timeout, within a second of it); a new worker takes over.
     fn task_timeout_kills_and_replaces(m) {

@@ -335,7 +335,19 @@ impl Manager {
             }
             let _ = w.process.join();
             let exitcode = w.process.exitcode().unwrap_or(-libc::SIGKILL);
-            if let Some(job) = w.held.pop_front() {
+            // Orders still in its queue were never taken (it died idle, or before it came to
+            // them): those chunks go to other workers whole. The ones it took and did not
+            // report on (one: it takes the next only after reporting) died with it.
+            let mut untaken = 0;
+            while w.orders.get_timeout(Duration::ZERO).is_ok() {
+                untaken += 1;
+            }
+            let mut taken = w.held.len().saturating_sub(untaken);
+            if overran {
+                // The chunk that overran was running, whatever the queue says.
+                taken = taken.max(1);
+            }
+            for job in w.held.drain(..taken.min(w.held.len())) {
                 job.slot.fill(Err(if overran { Failure::Timeout } else { Failure::WorkerDied(exitcode) }));
             }
             while let Some(job) = w.held.pop_back() {
