@@ -62,7 +62,7 @@ impl Run {
     /// Records a broken invariant, and stops the phase.
     pub fn fail(&self, invariant: &str, detail: impl fmt::Display) {
         let line = format!("{invariant}: {detail}");
-        eprintln!("soak: FAILED: {line}");
+        eprintln!("soak: broken, stopping the phase: {line}");
         self.failures.lock().unwrap().push(line);
         self.stop.store(true, Ordering::SeqCst);
     }

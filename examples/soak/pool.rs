@@ -168,8 +168,10 @@ pub fn run(m: StartMethod, run: &Run, seed: u64, stats: &mut Stats) {
                     continue;
                 }
                 let pid = pids[rng.below(pids.len() as u64) as usize];
-                // SAFETY: kill(2) with a plain signal on one of the pool's workers: it is a
-                // child of this process, alive or not yet reaped, so the pid is not reused.
+                // SAFETY: kill(2) touches no memory of ours. The pid was a worker's a moment
+                // ago; if that worker has been reaped since, its pid could name another
+                // process only after the kernel's pids wrapped around, and a child of the run
+                // killed that way would be reported as dying unexpectedly, not missed.
                 if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } == 0 {
                     kills.fetch_add(1, Ordering::Relaxed);
                 }
