@@ -1,5 +1,5 @@
 //! Pool: a pool of two workers runs batches of `apply_async` tasks and small chunked maps,
-//! each task busy for up to 1.5 ms, while a second supervisor thread SIGKILLs random worker
+//! each task up to 1.5 ms long, while a second supervisor thread SIGKILLs random worker
 //! pids (`Pool::worker_pids`).
 //!
 //! What must hold: every task ends as its correct value or `WorkerDied { exitcode: -9 }`; none
@@ -20,10 +20,16 @@ const CHUNK: usize = 4;
 /// How long a result may take before it counts as missing: far more than any task runs.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A task: busy for up to 1.5 ms (so that kills land mid-task), then a value the supervisor
-/// can check.
+/// A task: up to 1.5 ms long (so that kills land mid-task), asleep or, one in eight, busy;
+/// then a value the supervisor can check.
 fn task(x: u64) -> u64 {
-    spin_for(Duration::from_micros(mix(x) % 1500));
+    let h = mix(x);
+    let d = Duration::from_micros(h % 1500);
+    if (h >> 32).is_multiple_of(8) {
+        spin_for(d)
+    } else {
+        std::thread::sleep(d)
+    }
     expected(x)
 }
 

@@ -72,17 +72,21 @@ fn payload(stream: u32, seq: u64) -> Vec<u8> {
 fn producer(q: Queue<Item>, ctl: RawArray<u64>, slot: u64, stream: u32, seed: u64) -> multiprocess::Result<()> {
     let mut rng = Rng::new(seed);
     let acked = ACKED + slot as usize;
+    let mut burst = 0;
     for seq in 0.. {
         if ctl.get(STOP) != Some(0) {
             return Ok(());
         }
         q.put((stream, seq, payload(stream, seq)))?;
         ctl.set(acked, seq + 1)?;
-        // Bursts and pauses: the queue fills and empties, so kills find producers both busy
-        // copying and asleep waiting for room.
-        if rng.below(200) == 0 {
+        // Bursts of 1 to 64 items and short rests: some 20,000 items a second at most, a
+        // modest share of the machine, and the queue fills when a consumer pauses, so that
+        // kills find producers copying, resting and asleep waiting for room.
+        if burst == 0 {
             std::thread::sleep(rng.micros(200, 3000));
+            burst = 1 + rng.below(64);
         }
+        burst -= 1;
     }
     Ok(())
 }
@@ -134,6 +138,11 @@ pub struct Stats {
     /// Unacknowledged items of killed producers that arrived anyway.
     pub in_flight_delivered: u64,
     pub duplicates: u64,
+    /// Samples of the queue's fill (about one a millisecond), and how many found it full.
+    pub samples: u64,
+    pub full: u64,
+    /// The longest the queue held items while no consumer took one.
+    pub max_wait: Duration,
 }
 
 impl Stats {
@@ -145,6 +154,9 @@ impl Stats {
         self.lost += o.lost;
         self.in_flight_delivered += o.in_flight_delivered;
         self.duplicates += o.duplicates;
+        self.samples += o.samples;
+        self.full += o.full;
+        self.max_wait = self.max_wait.max(o.max_wait);
     }
 
     pub fn line(&self) -> String {
@@ -160,7 +172,8 @@ impl Stats {
     pub fn summary(&self) -> String {
         format!(
             "queues: {} items moved (64 KiB: {}), {} producer kills, {} consumer kills, lost in consumers' hands: {} \
-             (≤ {} allowed), in flight at a producer's kill and delivered: {}, duplicates {}",
+             (≤ {} allowed), in flight at a producer's kill and delivered: {}, duplicates {}, queue full {:.0}% of the \
+             time, longest wait with items queued and none taken {}",
             Thousands(self.items),
             Thousands(self.big),
             self.producer_kills,
@@ -168,7 +181,9 @@ impl Stats {
             self.lost,
             self.consumer_kills,
             self.in_flight_delivered,
-            self.duplicates
+            self.duplicates,
+            100.0 * self.full as f64 / self.samples.max(1) as f64,
+            super::ms(self.max_wait)
         )
     }
 }
@@ -260,24 +275,27 @@ impl Supervisor<'_> {
         self.ctl.get(ACKED + slot)
     }
 
-    /// Reads what consumer `i` logged since last time, checking each entry.
-    fn read_log(&mut self, i: usize) {
+    /// Reads what consumer `i` logged since last time, checking each entry; whether there was
+    /// anything.
+    fn read_log(&mut self, i: usize) -> bool {
         let c = &self.consumers[i];
         let count = c.log.get(COUNT).unwrap_or(0);
         fence(Ordering::Acquire); // the entries before the count that published them
         if count < c.read || count - c.read > LOG_LEN {
             let detail = format!("consumer {} logged {count} after {}", c.process.name(), c.read);
             self.run.fail("queues: consumer log sane", detail);
-            return;
+            return false;
         }
         let entries: Vec<u64> =
             (c.read..count).map(|n| c.log.get(RING + (n % LOG_LEN) as usize).unwrap_or(0)).collect();
         fence(Ordering::Release); // our reads of the slots before the consumer may reuse them
         let _ = c.log.set(READ, count);
         self.consumers[i].read = count;
+        let any = !entries.is_empty();
         for entry in entries {
             self.check_entry(i, entry);
         }
+        any
     }
 
     fn check_entry(&mut self, i: usize, entry: u64) {
@@ -359,10 +377,12 @@ impl Supervisor<'_> {
         Ok(())
     }
 
-    fn read_all_logs(&mut self) {
+    fn read_all_logs(&mut self) -> bool {
+        let mut any = false;
         for i in 0..self.consumers.len() {
-            self.read_log(i);
+            any |= self.read_log(i);
         }
+        any
     }
 
     /// The phase is over: stop the producers, let the consumers drain the queue, and check
@@ -475,9 +495,23 @@ fn run_inner(m: StartMethod, run: &Run, seed: u64, stats: &mut Stats) -> multipr
     }
     let mut next_kill = Instant::now() + sup.rng.millis(50, 300);
     let mut next_alive_check = Instant::now();
+    let mut taken_at = Instant::now();
     while !run.stopping() {
-        sup.read_all_logs();
+        let took = sup.read_all_logs();
         let now = Instant::now();
+        // Taken items, or none waiting: no wait. Else items wait (a consumer pauses, or was
+        // killed and its replacement starts, or the queue is wedged).
+        if took || sup.q.empty() {
+            taken_at = now;
+        }
+        let waited = now - taken_at;
+        sup.stats.max_wait = sup.stats.max_wait.max(waited);
+        if waited > LONG {
+            let detail = format!("{} items queued and none taken for {}", sup.q.qsize(), super::ms(waited));
+            run.fail("queues: not wedged", detail);
+        }
+        sup.stats.samples += 1;
+        sup.stats.full += u64::from(sup.q.full());
         if now >= next_alive_check {
             sup.check_alive();
             next_alive_check = now + Duration::from_millis(50);
