@@ -3,7 +3,7 @@
 //! the whole time:
 //!
 //! - **queues**: every acknowledged item (its `put` returned) is received exactly once, intact
-//!   and in order per producer, except at most one item per killed consumer (the one in its
+//!   and in order per producer (as each consumer sees them), except at most one item per killed consumer (the one in its
 //!   hands); a killed producer's one unacknowledged item may or may not arrive; nothing that
 //!   was never put arrives;
 //! - **locks**: a `Lock` or `RLock` whose holder is killed is taken by another process, told
@@ -19,10 +19,16 @@
 //! ```
 //!
 //! The default runs each start method in turn for a third of the time. The seed (printed)
-//! fixes every random choice of the supervisor and its children (which process to kill, when,
-//! item sizes), so a failing run can be replayed with `--seed`, although the interleavings
-//! the kills land on depend on timing. Exit code 0 only if every invariant held; otherwise 1,
-//! and each broken invariant on a line of its own (`soak: FAILED: ...`).
+//! drives every random choice of the supervisor and its children (which process to kill and
+//! when, pauses, item sizes); give it back with `--seed` to replay a failing run. Where each
+//! kill lands depends on timing too, so a replay retraces the run closely, not exactly. Exit
+//! code 0 only if every invariant held; otherwise 1, with each broken invariant on a line of
+//! its own (`soak: FAILED: <invariant>: <what was seen>`); 2 for bad arguments, 3 if the run
+//! hung (a watchdog ends it two minutes past its time).
+//!
+//! It keeps to about one core of the two and a few MiB: two producers, two consumers, four
+//! lock workers and two pool workers at a time, some 30,000 queue items and 2,000 pool tasks a
+//! second, and some 15 kills a second in all.
 
 #[path = "soak/end.rs"]
 mod end;

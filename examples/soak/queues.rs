@@ -111,7 +111,7 @@ fn consumer(q: Queue<Item>, ctl: RawArray<u64>, log: RawArray<u64>, seed: u64) -
         let entry =
             ((u64::from(stream) & STREAM_MASK) << SEQ_BITS) | (seq & SEQ_MASK) | if intact { 0 } else { CORRUPT };
         // Wait for room in the ring: the supervisor reads it every millisecond or so.
-        while count - log.get(READ).unwrap_or(0) >= LOG_LEN {
+        while count.saturating_sub(log.get(READ).unwrap_or(0)) >= LOG_LEN {
             std::thread::sleep(Duration::from_micros(200));
         }
         fence(Ordering::Acquire); // the supervisor's reads of the slot come before our write
