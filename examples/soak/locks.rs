@@ -10,7 +10,7 @@
 //! at least once per such kill and never more often than there were kills; no two processes
 //! ever hold the lock at once; an `RLock` taken twice counts 2.
 
-use super::{LONG, Rng, Run, join_stopped, kill_and_join, mono_ns, ms, start};
+use super::{LONG, Rng, Run, Thousands, join_stopped, kill_and_join, mono_ns, ms, start};
 use multiprocess::{Error, Lock, Process, RLock, RawArray, SharedMemory, StartMethod};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{Ordering, fence};
@@ -46,7 +46,10 @@ const KILL_NS: usize = 9;
 /// whether it was told `OwnerDied` (1) or not (2).
 const FIRST_NS: usize = 10;
 const FIRST_KIND: usize = 11;
-const BOARD: usize = 12;
+/// One word per worker slot: the pid of the worker in it once it runs (so that a kill is
+/// never timed against a replacement that is still starting).
+const READY: usize = 12;
+const BOARD: usize = READY + WORKERS;
 
 /// A lock of either kind, as a worker gets it.
 #[derive(Clone, Serialize, Deserialize)]
@@ -94,9 +97,10 @@ fn bump(board: &RawArray<u64>, i: usize) {
 
 /// A worker: takes the lock, notes it, holds it a moment, lets go, rests a moment; until told
 /// to stop (or killed). Asked to keep the lock, it does until killed.
-fn worker(lock: AnyLock, board: RawArray<u64>, shm_name: String, seed: u64) -> multiprocess::Result<()> {
+fn worker(lock: AnyLock, board: RawArray<u64>, slot: u64, shm_name: String, seed: u64) -> multiprocess::Result<()> {
     let mut rng = Rng::new(seed);
     let me = u64::from(std::process::id());
+    board.set(READY + slot as usize, me)?;
     while board.get(STOP) == Some(0) {
         let died = lock.take(&board)?;
         let now = mono_ns();
@@ -164,20 +168,25 @@ impl Stats {
     }
 
     pub fn line(&self) -> String {
-        format!("locks {} kills ({} holding), max stall {}", self.kills, self.holder_kills, ms(self.max_stall))
+        format!(
+            "locks {} kills ({} holding), max stall {}",
+            Thousands(self.kills),
+            Thousands(self.holder_kills),
+            ms(self.max_stall)
+        )
     }
 
     pub fn summary(&self) -> String {
         format!(
             "locks: {} kills ({} of a holder holding, {} at random), max stall after a kill {} (bound 1 s), \
              {} OwnerDied reported, {} acquisitions, {} segments of killed holders",
-            self.kills,
-            self.holder_kills,
-            self.kills - self.holder_kills,
+            Thousands(self.kills),
+            Thousands(self.holder_kills),
+            Thousands(self.kills - self.holder_kills),
             ms(self.max_stall),
-            self.owner_died,
-            super::Thousands(self.acquires),
-            self.shm_names.len()
+            Thousands(self.owner_died),
+            Thousands(self.acquires),
+            Thousands(self.shm_names.len() as u64)
         )
     }
 }
@@ -202,11 +211,12 @@ struct Supervisor<'a> {
 }
 
 impl Supervisor<'_> {
-    fn start_worker(&mut self, side: usize) -> multiprocess::Result<(Process, String)> {
+    fn start_worker(&mut self, side: usize, slot: usize) -> multiprocess::Result<(Process, String)> {
         self.serial += 1;
         let s = &self.sides[side];
         let shm_name = format!("psm_soak{}_{}_{}", std::process::id(), super::method_name(self.m), self.serial);
-        let args = (s.lock.clone(), s.board.clone(), shm_name.clone(), self.rng.fork());
+        s.board.set(READY + slot, 0)?;
+        let args = (s.lock.clone(), s.board.clone(), slot as u64, shm_name.clone(), self.rng.fork());
         let p = start(self.m, format!("{}-worker-{}", s.what, self.serial), worker, args)?;
         Ok((p, shm_name))
     }
@@ -238,6 +248,18 @@ impl Supervisor<'_> {
     fn kill_one(&mut self, side: usize, holding: bool) -> multiprocess::Result<()> {
         let board = self.sides[side].board.clone();
         let what = self.sides[side].what;
+        // Every worker runs its loop: the survivors of the kill are ready to take over.
+        let deadline = Instant::now() + LONG;
+        for (slot, (p, _)) in self.sides[side].workers.iter().enumerate() {
+            while board.get(READY + slot) != p.pid().map(u64::from) {
+                if Instant::now() > deadline {
+                    let detail = format!("{} did not start within {LONG:?}", p.name());
+                    self.run.fail("locks: children start", detail);
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         let victim = if holding {
             let with_shm = self.rng.below(3) == 0;
             board.set(HOLDING, 0)?;
@@ -282,7 +304,7 @@ impl Supervisor<'_> {
         }
         self.sides[side].kills += 1;
         self.sides[side].holder_kills += u64::from(holding);
-        self.sides[side].workers[victim] = self.start_worker(side)?;
+        self.sides[side].workers[victim] = self.start_worker(side, victim)?;
 
         let deadline = Instant::now() + LONG;
         let first = loop {
@@ -395,8 +417,8 @@ fn run_inner(m: StartMethod, run: &Run, seed: u64, stats: &mut Stats) -> multipr
         stats: Stats::default(),
     };
     for side in 0..sup.sides.len() {
-        for _ in 0..WORKERS {
-            let w = sup.start_worker(side)?;
+        for slot in 0..WORKERS {
+            let w = sup.start_worker(side, slot)?;
             sup.sides[side].workers.push(w);
         }
     }

@@ -70,8 +70,8 @@ impl Stats {
         format!(
             "pool {} tasks, {} WorkerDied, {} kills",
             Thousands(self.tasks()),
-            self.apply_died + self.maps_died,
-            self.kills
+            Thousands(self.apply_died + self.maps_died),
+            Thousands(self.kills)
         )
     }
 
@@ -83,11 +83,11 @@ impl Stats {
             Thousands(self.applies),
             Thousands(self.maps),
             Thousands(self.apply_values + self.map_values),
-            self.apply_died + self.maps_died,
-            self.apply_died,
-            self.maps_died,
-            self.missing,
-            self.kills
+            Thousands(self.apply_died + self.maps_died),
+            Thousands(self.apply_died),
+            Thousands(self.maps_died),
+            Thousands(self.missing),
+            Thousands(self.kills)
         )
     }
 }

@@ -163,9 +163,9 @@ impl Stats {
         format!(
             "queues {} items, {}+{} kills, {} lost",
             Thousands(self.items),
-            self.producer_kills,
-            self.consumer_kills,
-            self.lost
+            Thousands(self.producer_kills),
+            Thousands(self.consumer_kills),
+            Thousands(self.lost)
         )
     }
 
@@ -176,12 +176,12 @@ impl Stats {
              time, longest wait with items queued and none taken {}",
             Thousands(self.items),
             Thousands(self.big),
-            self.producer_kills,
-            self.consumer_kills,
-            self.lost,
-            self.consumer_kills,
-            self.in_flight_delivered,
-            self.duplicates,
+            Thousands(self.producer_kills),
+            Thousands(self.consumer_kills),
+            Thousands(self.lost),
+            Thousands(self.consumer_kills),
+            Thousands(self.in_flight_delivered),
+            Thousands(self.duplicates),
             100.0 * self.full as f64 / self.samples.max(1) as f64,
             super::ms(self.max_wait)
         )
