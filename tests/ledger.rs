@@ -155,3 +155,44 @@ fn every_catalogue_case_has_a_row() {
     }
     assert!(missing.is_empty(), "catalogue cases with no row in the ledger: {missing:?}");
 }
+
+/// The README's "Guarantees" section names tests: each exists, as a `fn` or a `mod` of the
+/// test files (or, for a `src/` path it names, of that file).
+#[test]
+fn guarantees_name_real_tests() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let start = readme.find("## Guarantees").expect("README has a Guarantees section");
+    let section = &readme[start..];
+    let section = &section[..section[2..].find("\n## ").map_or(section.len(), |e| e + 2)];
+    let mut sources = String::new();
+    for dir in ["tests", "src/queues"] {
+        for entry in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                sources.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for quoted in section.split('`').skip(1).step_by(2) {
+        let name = quoted.trim_end_matches("::*");
+        let is_test_name = name.contains('_')
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !name.starts_with('_');
+        // Names of the API the section quotes, not tests.
+        const API: [&str; 3] = ["is_alive", "wait_for", "task_timeout"];
+        if !is_test_name || API.contains(&name) {
+            continue;
+        }
+        named += 1;
+        let defined = [format!("fn {name}("), format!("fn {name} "), format!("mod {name} ")]
+            .iter()
+            .any(|def| sources.contains(def.as_str()));
+        if !defined {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(named >= 40, "the Guarantees section names only {named} tests");
+    assert!(missing.is_empty(), "the Guarantees section names tests that do not exist: {missing:?}");
+}
