@@ -177,3 +177,37 @@ fn shm_08_open_or_create_waits_for_a_creator_to_size() {
         SharedMemory::open(&name).unwrap().unlink().unwrap();
     });
 }
+
+/// The memory a segment holds in `/dev/shm` now, in bytes.
+fn allocated(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(std::path::Path::new("/dev/shm").join(name)).unwrap().blocks() * 512
+}
+
+/// A segment is allocated whole at creation by default; `sparse(true)` leaves its pages to
+/// be allocated as they are first written (CPython's way), yet still refuses a size past the
+/// free space at once.
+#[test]
+fn sparse_segments_allocate_as_written() {
+    guarded(|| {
+        let mut cleanup = Cleanup::new();
+        const SIZE: usize = 4 << 20;
+        let whole = cleanup.add(unique("whole"));
+        let shm = SharedMemory::builder().track(false).create_named(&whole, SIZE).unwrap();
+        assert!(allocated(&whole) >= SIZE as u64, "{} bytes allocated", allocated(&whole));
+        let sparse = cleanup.add(unique("sparse"));
+        let thin = SharedMemory::builder().track(false).sparse(true).create_named(&sparse, SIZE).unwrap();
+        assert_eq!(allocated(&sparse), 0);
+        thin.write_at(SIZE - 3, b"end").unwrap();
+        let used = allocated(&sparse);
+        assert!(used > 0 && used < SIZE as u64 / 2, "{used} bytes allocated after one write");
+        let mut end = [0u8; 3];
+        thin.read_at(SIZE - 3, &mut end).unwrap();
+        assert_eq!(&end, b"end");
+        let huge = usize::try_from(u64::MAX >> 2).unwrap();
+        let err = SharedMemory::builder().sparse(true).create(huge).unwrap_err();
+        assert!(matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::StorageFull), "{err:?}");
+        shm.unlink().unwrap();
+        thin.unlink().unwrap();
+    });
+}

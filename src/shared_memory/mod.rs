@@ -133,7 +133,8 @@ pub struct SharedMemory {
 }
 
 /// Options for making a segment: whether its creator's resource tracker unlinks it when the
-/// creator ends (Python's `track` argument). From [`SharedMemory::builder`].
+/// creator ends (Python's `track` argument), and whether its memory is allocated at creation
+/// or as it is first written (CPython's way). From [`SharedMemory::builder`].
 ///
 /// ```
 /// use multiprocess::SharedMemory;
@@ -146,6 +147,7 @@ pub struct SharedMemory {
 #[derive(Clone, Debug)]
 pub struct SharedMemoryBuilder {
     track: bool,
+    sparse: bool,
 }
 
 impl SharedMemoryBuilder {
@@ -163,6 +165,26 @@ impl SharedMemoryBuilder {
         self
     }
 
+    /// Whether a new segment's memory is left to be allocated page by page as it is first
+    /// written, as CPython does; `false` by default. Creating is then cheaper (no page is
+    /// cleared until used) and a large segment used sparsely costs only what it touches, but
+    /// the room is checked only when the segment is created: if `/dev/shm` fills up later,
+    /// a first write to an untouched page kills the process with `SIGBUS`. Not sparse, the
+    /// whole segment is allocated at creation (see [`SharedMemory::create`]).
+    ///
+    /// ```
+    /// use multiprocess::SharedMemory;
+    /// // 256 MiB, of which only the page written takes memory.
+    /// let shm = SharedMemory::builder().sparse(true).create(256 << 20)?;
+    /// shm.write_at((256 << 20) - 4, b"last")?;
+    /// shm.unlink()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn sparse(mut self, sparse: bool) -> SharedMemoryBuilder {
+        self.sparse = sparse;
+        self
+    }
+
     /// Creates a segment of `size` bytes with a generated name (see
     /// [`SharedMemory::create`]).
     ///
@@ -176,7 +198,7 @@ impl SharedMemoryBuilder {
         check_size(size)?;
         for _ in 0..NAME_TRIES {
             let name = generated_name()?;
-            match create_exact(check_name(&name)?, size, self.track) {
+            match create_exact(check_name(&name)?, size, &self) {
                 Err(Error::AlreadyExists(_)) => continue,
                 other => return other,
             }
@@ -196,7 +218,7 @@ impl SharedMemoryBuilder {
     pub fn create_named(self, name: &str, size: usize) -> Result<SharedMemory> {
         let name = check_name(name)?;
         check_size(size)?;
-        create_exact(name, size, self.track)
+        create_exact(name, size, &self)
     }
 
     /// Attaches to the segment `name` if it exists, else creates it with `size` bytes (see
@@ -216,7 +238,7 @@ impl SharedMemoryBuilder {
         let deadline = Instant::now() + SIZING_WAIT;
         let mut unlinked = 0;
         loop {
-            match create_exact(name, size, self.track) {
+            match create_exact(name, size, &self) {
                 Err(Error::AlreadyExists(_)) => {}
                 made => return made,
             }
@@ -280,7 +302,8 @@ impl SharedMemory {
     /// The memory is allocated in `/dev/shm` now, not page by page as it is first written:
     /// a segment that does not fit is `Err(Io)` with [`std::io::ErrorKind::StorageFull`]
     /// ("/dev/shm is full: ..."), where CPython creates it and the first write past the
-    /// free space kills the process with `SIGBUS` (CPython issue 114390).
+    /// free space kills the process with `SIGBUS` (CPython issue 114390). For CPython's way,
+    /// cheaper to create and to use sparsely, see [`SharedMemoryBuilder::sparse`].
     ///
     /// ```
     /// use multiprocess::SharedMemory;
@@ -322,7 +345,7 @@ impl SharedMemory {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn builder() -> SharedMemoryBuilder {
-        SharedMemoryBuilder { track: true }
+        SharedMemoryBuilder { track: true, sparse: false }
     }
 
     /// Attaches to the existing segment `name`, with or without its leading `/` (Python's
@@ -674,9 +697,9 @@ fn open_error(e: io::Error, name: &str) -> Error {
     }
 }
 
-/// Creates `name` exclusively, sizes and maps it, and registers it if `track`; on any failure
-/// the name is unlinked again.
-fn create_exact(name: &str, size: usize, track: bool) -> Result<SharedMemory> {
+/// Creates `name` exclusively, sizes, allocates (unless sparse) and maps it, and registers it
+/// if tracked; on any failure the name is unlinked again.
+fn create_exact(name: &str, size: usize, how: &SharedMemoryBuilder) -> Result<SharedMemory> {
     let path = path_of(name)?;
     let fd = shm::shm_open(&path, true).map_err(|e| open_error(e, name))?;
     let made = (|| -> Result<SharedMemory> {
@@ -691,18 +714,20 @@ fn create_exact(name: &str, size: usize, track: bool) -> Result<SharedMemory> {
         // Taken now, so that no write can find the memory missing later: a sparse segment on
         // a full tmpfs raises SIGBUS at the first write past the free space. (Another process
         // may have taken the free space since we looked.)
-        shm::allocate(fd.as_fd(), size).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOSPC) => no_room(name, size, "taken by others meanwhile"),
-            Some(libc::ENOMEM) => Error::Io(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!("out of memory for the {size} bytes of shared memory {name:?}"),
-            )),
-            _ => Error::Io(e),
-        })?;
+        if !how.sparse {
+            shm::allocate(fd.as_fd(), size).map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOSPC) => no_room(name, size, "taken by others meanwhile"),
+                Some(libc::ENOMEM) => Error::Io(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("out of memory for the {size} bytes of shared memory {name:?}"),
+                )),
+                _ => Error::Io(e),
+            })?;
+        }
         let id = shm::file_id(fd.as_fd())?;
         let segment = Segment::map(fd, size)?;
         let shm = SharedMemory::attached(name.to_string(), segment, id);
-        if track {
+        if how.track {
             resource_tracker::register(name, id)?;
         }
         Ok(shm)
