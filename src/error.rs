@@ -168,8 +168,33 @@ impl Error {
 
 impl From<postcard::Error> for Error {
     fn from(e: postcard::Error) -> Error {
+        if matches!(e, postcard::Error::SerdeDeCustom | postcard::Error::SerdeSerCustom)
+            && let Some(message) = CUSTOM.with(|c| c.borrow_mut().take())
+        {
+            return Error::Codec(message);
+        }
         Error::Codec(e.to_string())
     }
+}
+
+thread_local! {
+    /// The message of this crate's last custom serde error on this thread: postcard keeps
+    /// only that there was one, and the message says which handle or name failed.
+    static CUSTOM: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A custom decoding error whose message survives postcard (see [`CUSTOM`]).
+pub(crate) fn de_custom<E: serde::de::Error>(message: impl std::fmt::Display) -> E {
+    let message = message.to_string();
+    CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
+    E::custom(message)
+}
+
+/// A custom encoding error whose message survives postcard (see [`CUSTOM`]).
+pub(crate) fn ser_custom<E: serde::ser::Error>(message: impl std::fmt::Display) -> E {
+    let message = message.to_string();
+    CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
+    E::custom(message)
 }
 
 /// `std::result::Result` with this crate's [`Error`].

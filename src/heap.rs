@@ -122,16 +122,15 @@ impl<S: SharedState> Serialize for Shared<S> {
 
 impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shared<S>, D::Error> {
-        use serde::de::Error as _;
         let w = WireIn::deserialize(d)?;
-        let offset = usize::try_from(w.offset).map_err(D::Error::custom)?;
-        let segment = Segment::from_fd(w.fd.0, FIRST).map_err(D::Error::custom)?;
+        let offset = usize::try_from(w.offset).map_err(crate::error::de_custom)?;
+        let segment = Segment::from_fd(w.fd.0, FIRST).map_err(crate::error::de_custom)?;
         // SAFETY: the mapping is at least FIRST bytes (checked by from_fd) and page-aligned.
         let header = unsafe { &*segment.as_ptr().cast::<Header>() };
         if header.magic.load(Ordering::Relaxed) != MAGIC {
-            return Err(D::Error::custom("not a multiprocess shared object"));
+            return Err(crate::error::de_custom("not a multiprocess shared object"));
         }
-        Shared::<S>::check(&segment, offset).map_err(D::Error::custom)?;
+        Shared::<S>::check(&segment, offset).map_err(crate::error::de_custom)?;
         Ok(Shared { segment: Arc::new(segment), offset, _state: PhantomData })
     }
 }

@@ -6,8 +6,7 @@
 //! handle can never be turned into a meaningless number on the wire.
 
 use crate::{Error, Result};
-use serde::de::{DeserializeOwned, Error as _};
-use serde::ser::Error as _;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -43,6 +42,12 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     value.map_err(Error::from)
 }
 
+/// Whether descriptors can travel with what is being encoded now: in a child's arguments or
+/// a connection's message, not in a queue's item (shared memory carries bytes only).
+pub(crate) fn can_send_fds() -> bool {
+    OUTGOING.with(|o| o.borrow().is_some())
+}
+
 /// Serializes a descriptor as its index in the outgoing table (for `serialize_with`).
 pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::result::Result<S::Ok, S::Error> {
     let index = OUTGOING.with(|o| {
@@ -53,7 +58,7 @@ pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::resu
     });
     match index {
         Some(i) => i.serialize(s),
-        None => Err(S::Error::custom("a handle can only be sent to a child process, in its args")),
+        None => Err(crate::error::ser_custom("a handle can only be sent to a child process, in its args")),
     }
 }
 
@@ -62,12 +67,13 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> std::result::Re
     let index = u32::deserialize(d)? as usize;
     INCOMING.with(|i| {
         let mut table = i.borrow_mut();
-        let table =
-            table.as_mut().ok_or_else(|| D::Error::custom("a handle can only be received by a child process"))?;
+        let table = table
+            .as_mut()
+            .ok_or_else(|| crate::error::de_custom("a handle can only be received by a child process"))?;
         table
             .get_mut(index)
             .and_then(Option::take)
-            .ok_or_else(|| D::Error::custom(format!("handle {index} is missing or claimed twice")))
+            .ok_or_else(|| crate::error::de_custom(format!("handle {index} is missing or claimed twice")))
     })
 }
 

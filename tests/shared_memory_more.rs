@@ -211,3 +211,66 @@ fn sparse_segments_allocate_as_written() {
         thin.unlink().unwrap();
     });
 }
+
+fn read_then_write(q: Queue<SharedMemory>, lists: Queue<ShareableList>, conn: Connection) -> Result<()> {
+    let shm = q.get()?;
+    let mut hi = [0u8; 2];
+    shm.read_at(0, &mut hi)?;
+    assert_eq!(&hi, b"hi");
+    shm.write_at(0, b"yo")?;
+    let list = lists.get()?;
+    list.set(0, shared_memory::Item::Int(7))?;
+    let piped: SharedMemory = conn.recv()?;
+    piped.write_at(2, b"!")?;
+    conn.send(&"done".to_string())
+}
+
+start_methods! {
+    /// A `SharedMemory` or a `ShareableList` put in a queue, or sent over a connection,
+    /// travels as its name, as CPython pickles it: the receiver attaches to the same memory.
+    fn shared_memory_through_a_queue_and_a_pipe(m) {
+        let mut cleanup = Cleanup::new();
+        let shm = SharedMemory::create(64).unwrap();
+        cleanup.add(shm.name().to_string());
+        shm.write_at(0, b"hi").unwrap();
+        let list = ShareableList::new(vec![shared_memory::Item::Int(1)]).unwrap();
+        cleanup.add(list.shm().name().to_string());
+        let q = Queue::new().unwrap();
+        let lists = Queue::new().unwrap();
+        let (ours, theirs) = pipe().unwrap();
+        let mut p = get_context(m).process(read_then_write, (q.clone(), lists.clone(), theirs));
+        p.start().unwrap();
+        q.put(shm.clone()).unwrap();
+        lists.put(list.clone()).unwrap();
+        ours.send(&shm).unwrap();
+        assert_eq!(ours.recv::<String>().unwrap(), "done");
+        p.join().unwrap();
+        assert_eq!(p.exitcode(), Some(0));
+        let mut got = [0u8; 3];
+        shm.read_at(0, &mut got).unwrap();
+        assert_eq!(&got, b"yo!");
+        assert_eq!(list.get(0).unwrap(), shared_memory::Item::Int(7));
+        shm.unlink().unwrap();
+        list.shm().unlink().unwrap();
+    }
+}
+
+/// A segment unlinked before its name is taken from a queue cannot be attached: `get` is
+/// `Err(Codec)` naming it, and the queue goes on.
+#[test]
+fn shared_memory_unlinked_before_get() {
+    guarded(|| {
+        let q: Queue<SharedMemory> = Queue::new().unwrap();
+        let shm = SharedMemory::create(8).unwrap();
+        q.put(shm.clone()).unwrap();
+        shm.unlink().unwrap();
+        match q.get_timeout(Duration::from_secs(5)) {
+            Err(Error::Codec(message)) => assert!(message.contains(shm.name()), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        let again = SharedMemory::create(8).unwrap();
+        q.put(again.clone()).unwrap();
+        assert_eq!(q.get().unwrap().name(), again.name());
+        again.unlink().unwrap();
+    });
+}

@@ -517,7 +517,7 @@ struct Wire<F> {
 
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let stream = self.stream.as_ref().ok_or_else(|| serde::ser::Error::custom("handle is closed"))?;
+        let stream = self.stream.as_ref().ok_or_else(|| crate::error::ser_custom("handle is closed"))?;
         let (socket, read, write) = match stream.fds() {
             Fds::Socket(fd) => (true, Some(SendFd(fd.as_fd())), None),
             Fds::Pipes { read, write } => {
@@ -545,7 +545,7 @@ impl<'de> Deserialize<'de> for Connection {
         let w = Wire::<RecvFd>::deserialize(d)?;
         let fds = match (w.socket, w.read) {
             (true, Some(fd)) => Fds::Socket(fd.0),
-            (true, None) => return Err(serde::de::Error::custom("a socket connection without its socket")),
+            (true, None) => return Err(crate::error::de_custom("a socket connection without its socket")),
             (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0) },
         };
         let mut conn = Connection::with_stream(Stream::new(fds, w.pending, w.shared), w.readable, w.writable);

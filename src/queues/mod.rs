@@ -19,8 +19,10 @@
 //! killed `get` had taken but not yet returned.
 //!
 //! Items are serde values, encoded with postcard; a `Vec<u8>` travels as its bytes, at
-//! memory speed. One item may be up to 2 GiB encoded. Handles (connections, locks, queues)
-//! cannot be put in a queue; pass them to a child in its `args` instead.
+//! memory speed. One item may be up to 2 GiB encoded. A
+//! [`SharedMemory`](crate::SharedMemory) or [`ShareableList`](crate::ShareableList) travels
+//! as its name, as CPython pickles it. Other handles (connections, locks, queues) cannot be
+//! put in a queue; pass them to a child in its `args` instead.
 
 mod codec;
 mod err;
@@ -185,9 +187,8 @@ impl<T> Serialize for Handle<T> {
 
 impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for Handle<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Handle<T>, D::Error> {
-        use serde::de::Error as _;
         let wire = WireIn::deserialize(d)?;
-        let mut ring = Ring::attach(wire.ring, codec::type_tag::<T>()).map_err(D::Error::custom)?;
+        let mut ring = Ring::attach(wire.ring, codec::type_tag::<T>()).map_err(crate::error::de_custom)?;
         ring.set_eager_yield(wire.eager_yield);
         let handle = Handle::from_ring(ring);
         handle.core.closed.store(wire.closed, Ordering::Relaxed);

@@ -671,7 +671,6 @@ impl Serialize for ShareableList {
 
 impl<'de> Deserialize<'de> for ShareableList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<ShareableList, D::Error> {
-        use serde::de::Error as _;
-        ShareableList::attach(SharedMemory::deserialize(d)?).map_err(D::Error::custom)
+        ShareableList::attach(SharedMemory::deserialize(d)?).map_err(crate::error::de_custom)
     }
 }

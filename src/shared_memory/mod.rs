@@ -41,7 +41,9 @@
 //! A [`SharedMemory`] or [`ShareableList`] in a child's `args` travels as its descriptor (and
 //! its name), under every start method: the child maps the very same memory, even if the name
 //! was unlinked in between (CPython sends the name, and attaching after an unlink fails). It
-//! is an attachment in the child: it does not own the segment.
+//! is an attachment in the child: it does not own the segment. Put in a queue, which carries
+//! bytes only, a segment travels as its name, as CPython pickles it, and the receiver
+//! attaches by name: it must not have been unlinked meanwhile.
 //!
 //! # Concurrency
 //!
@@ -614,40 +616,57 @@ impl fmt::Debug for SharedMemory {
 }
 
 #[derive(Serialize)]
-struct WireOut<'a> {
-    fd: SendFd<'a>,
-    name: &'a str,
+enum WireOut<'a> {
+    Descriptor { fd: SendFd<'a>, name: &'a str },
+    Name(&'a str),
 }
 
 #[derive(Deserialize)]
-struct WireIn {
-    fd: RecvFd,
-    name: String,
+enum WireIn {
+    Descriptor { fd: RecvFd, name: String },
+    Name(String),
 }
 
-/// Sends the descriptor and the name: the child maps the same memory (see the
-/// [module docs](self)). A closed handle cannot be sent.
+/// Sends the descriptor and the name where descriptors can travel (a child's arguments, a
+/// connection): the receiver maps the same memory (see the [module docs](self)). In a queue
+/// item it sends the name only, as CPython pickles a `SharedMemory`, and the receiver
+/// attaches by name. A closed handle cannot be sent.
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let segment = self.segment.as_ref().ok_or_else(|| S::Error::custom("the shared memory handle is closed"))?;
-        WireOut { fd: SendFd(segment.fd()), name: &self.name }.serialize(s)
+        let segment =
+            self.segment.as_ref().ok_or_else(|| crate::error::ser_custom("the shared memory handle is closed"))?;
+        if crate::reduction::can_send_fds() {
+            WireOut::Descriptor { fd: SendFd(segment.fd()), name: &self.name }.serialize(s)
+        } else {
+            WireOut::Name(&self.name).serialize(s)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<SharedMemory, D::Error> {
-        use serde::de::Error as _;
-        let wire = WireIn::deserialize(d)?;
-        let name = check_name(&wire.name).map_err(D::Error::custom)?.to_string();
-        let id = shm::file_id(wire.fd.0.as_fd()).map_err(D::Error::custom)?;
+        let (fd, name) = match WireIn::deserialize(d)? {
+            WireIn::Descriptor { fd, name } => (fd, name),
+            WireIn::Name(name) => {
+                let bare = check_name(&name).map_err(crate::error::de_custom)?;
+                return match attach(bare).map_err(crate::error::de_custom)? {
+                    Attached::Segment(shm) => Ok(shm),
+                    Attached::Missing => {
+                        Err(crate::error::de_custom(format!("no shared memory named {bare:?} (unlinked?)")))
+                    }
+                    Attached::Empty => Err(crate::error::de_custom(format!("shared memory {bare:?} is empty"))),
+                };
+            }
+        };
+        let name = check_name(&name).map_err(crate::error::de_custom)?.to_string();
+        let id = shm::file_id(fd.0.as_fd()).map_err(crate::error::de_custom)?;
         // The size is the kernel's, never what the sender wrote. (A named segment cannot be
         // sealed against shrinking, as memfds are: like CPython's, it relies on its users.)
-        let size = shm::size_of_fd(wire.fd.0.as_fd()).map_err(D::Error::custom)?;
+        let size = shm::size_of_fd(fd.0.as_fd()).map_err(crate::error::de_custom)?;
         if size == 0 {
-            return Err(D::Error::custom("an empty shared memory segment"));
+            return Err(crate::error::de_custom("an empty shared memory segment"));
         }
-        let segment = Segment::map(wire.fd.0, size).map_err(D::Error::custom)?;
+        let segment = Segment::map(fd.0, size).map_err(crate::error::de_custom)?;
         Ok(SharedMemory::attached(name, segment, id))
     }
 }

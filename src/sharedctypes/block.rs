@@ -146,10 +146,9 @@ impl<S: SharedState, T: Pod> Block<S, T> {
 
     /// Receives the handle of an array, checking that the length it came with fits.
     pub(super) fn deserialize_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (shared, len) = <(Shared<S>, u64)>::deserialize(d)?;
-        let len = usize::try_from(len).map_err(D::Error::custom)?;
-        Self::attach(shared, len).map_err(D::Error::custom)
+        let len = usize::try_from(len).map_err(crate::error::de_custom)?;
+        Self::attach(shared, len).map_err(crate::error::de_custom)
     }
 }
 

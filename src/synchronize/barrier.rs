@@ -459,7 +459,7 @@ impl<'de> Deserialize<'de> for Barrier {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Barrier, D::Error> {
         let w = Wire::<Shared<BarrierState>>::deserialize(d)?;
         if w.parties == 0 {
-            return Err(serde::de::Error::custom("a barrier of zero parties"));
+            return Err(crate::error::de_custom("a barrier of zero parties"));
         }
         // SAFETY: the offset was made by `fn_offset` in the parent, which runs this same
         // binary: handles are only ever decoded from a child's start-up message, after the
