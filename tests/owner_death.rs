@@ -24,28 +24,6 @@ const T02: Duration = Duration::from_millis(200);
 // ---------------------------------------------------------------------------------------------
 // Helpers.
 
-/// As `start_methods!`, for a case that fails on a known bug: its three tests are
-/// `#[ignore = reason]` (run them with `--run-ignored all` / `--ignored`).
-macro_rules! start_methods_ignored {
-    ($reason:literal; $(#[$attr:meta])* fn $name:ident($m:ident) $body:block) => {
-        $(#[$attr])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-            fn case($m: StartMethod) $body
-            #[test]
-            #[ignore = $reason]
-            fn fork() { common::run_case(StartMethod::Fork, case) }
-            #[test]
-            #[ignore = $reason]
-            fn spawn() { common::run_case(StartMethod::Spawn, case) }
-            #[test]
-            #[ignore = $reason]
-            fn forkserver() { common::run_case(StartMethod::ForkServer, case) }
-        }
-    };
-}
-
 /// Starts a child that takes hold of something and says so through `held`; returns once it
 /// has.
 fn holding<F, A>(m: StartMethod, target: F, args: A, held: &Event) -> Process
@@ -799,8 +777,7 @@ start_methods! {
     }
 }
 
-start_methods_ignored! {
-    "known limitation (documented on Condition): a killed waiter's registration can become one spurious wake-up";
+start_methods! {
     /// Case 8: a killed waiter's registration must not turn into an extra wake-up later: after
     /// a `notify(1)` with no live waiter, two threads wait and one `notify(1)` comes; exactly
     /// one is notified (`true`), the other times out (`false`).
@@ -844,4 +821,115 @@ start_methods_ignored! {
         got.sort();
         assert_eq!(got, [false, true], "notify(1) woke {} waiters", got.iter().filter(|&&x| x).count());
     }
+}
+
+start_methods! {
+    /// Case 8, across processes: a waiter child is killed while a second child waits too.
+    /// One `notify(1)` goes to the live child (it returns `true` within 1 s), not to the dead
+    /// one's registration; then a third child waits and, with no notify, times out.
+    fn condition_notify_passes_over_a_killed_waiter(m) {
+        let c = Condition::new().unwrap();
+        let waiting = Event::new().unwrap();
+        let mut dead = start(m, wait_on_condition, (c.clone(), waiting.clone()));
+        assert!(waiting.wait(Some(LONG)));
+        drop(c.lock().unwrap());
+        child_asleep(dead.pid().unwrap());
+        waiting.clear();
+        let mut live = start(m, wait_to_be_notified, (c.clone(), waiting.clone()));
+        assert!(waiting.wait(Some(LONG)));
+        drop(c.lock().unwrap());
+        child_asleep(live.pid().unwrap());
+        kill_and_join(&mut dead);
+        {
+            let _held = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        live.join_timeout(Duration::from_secs(1)).unwrap();
+        assert_eq!(live.exitcode(), Some(0), "the live waiter was not notified within 1 s");
+        let _held = c.lock().unwrap();
+        assert!(!c.wait(Some(T02)).unwrap(), "a wake-up was left over");
+        assert_eq!(format!("{c:?}").rsplit(", ").next(), Some("0)>"), "{c:?}");
+    }
+
+    /// Eight waiter processes, two of them killed while they wait: `notify(1)` six times
+    /// wakes each live one exactly once (each exits 0), and nothing is left over.
+    fn condition_many_processes_some_killed(m) {
+        let c = Condition::new().unwrap();
+        let mut children = Vec::new();
+        for i in 0..8 {
+            let waiting = Event::new().unwrap();
+            let p = if i % 4 == 0 {
+                start(m, wait_on_condition, (c.clone(), waiting.clone()))
+            } else {
+                start(m, wait_to_be_notified, (c.clone(), waiting.clone()))
+            };
+            assert!(waiting.wait(Some(LONG)));
+            drop(c.lock().unwrap());
+            child_asleep(p.pid().unwrap());
+            children.push((i % 4 == 0, p));
+        }
+        for (doomed, p) in &mut children {
+            if *doomed {
+                kill_and_join(p);
+            }
+        }
+        for _ in 0..6 {
+            let _held = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        for (doomed, p) in &mut children {
+            if !*doomed {
+                p.join_timeout(LONG).unwrap();
+                assert_eq!(p.exitcode(), Some(0));
+            }
+        }
+        let _held = c.lock().unwrap();
+        assert!(!c.wait(Some(T02)).unwrap(), "a wake-up was left over");
+    }
+}
+
+/// Waits on the condition for 0.2 s and sends what `wait` gave.
+fn wait_and_report(c: Condition, conn: Connection) -> Result<()> {
+    let _held = c.lock()?;
+    let got = c.wait(Some(T02));
+    conn.send(&format!("{got:?}"))
+}
+
+/// A condition keeps 64 processes' waiters: a 65th process's `wait` is an error, not a
+/// hang or a lost registration; once the 64 are killed, their entries are taken over and a
+/// new waiter is notified normally. (Fork only: 64 waiters are cheapest to make that way.)
+#[test]
+fn condition_table_of_waiting_processes() {
+    common::run_case(StartMethod::Fork, |m| {
+        let c = Condition::new().unwrap();
+        let mut sleepers = Vec::new();
+        for _ in 0..64 {
+            let waiting = Event::new().unwrap();
+            let p = start(m, wait_on_condition, (c.clone(), waiting.clone()));
+            assert!(waiting.wait(Some(LONG)));
+            sleepers.push(p);
+        }
+        drop(c.lock().unwrap());
+        for p in &sleepers {
+            child_asleep(p.pid().unwrap());
+        }
+        let (ours, theirs) = pipe().unwrap();
+        let mut late = start(m, wait_and_report, (c.clone(), theirs));
+        let got: String = ours.recv().unwrap();
+        assert!(got.contains("more than 64 processes"), "{got}");
+        join_ok(&mut late);
+        for p in &mut sleepers {
+            kill_and_join(p);
+        }
+        let waiting = Event::new().unwrap();
+        let mut next = start(m, wait_to_be_notified, (c.clone(), waiting.clone()));
+        assert!(waiting.wait(Some(LONG)));
+        drop(c.lock().unwrap());
+        child_asleep(next.pid().unwrap());
+        {
+            let _held = c.lock().unwrap();
+            c.notify(1).unwrap();
+        }
+        join_ok(&mut next);
+    });
 }
