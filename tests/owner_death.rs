@@ -178,6 +178,18 @@ fn wait_to_be_notified(c: Condition, waiting: Event) -> Result<()> {
     Ok(())
 }
 
+/// Starts a child running `target(c, waiting)` (one of the waiters above) and returns once
+/// it sleeps inside `wait`: it said it holds the lock, we took the lock after it let go,
+/// and the kernel shows it asleep.
+fn waiting_child<F: Target<(Condition, Event)>>(m: StartMethod, target: F, c: &Condition) -> Process {
+    let waiting = Event::new().unwrap();
+    let p = start(m, target, (c.clone(), waiting.clone()));
+    assert!(waiting.wait(Some(LONG)), "the child never came to wait");
+    drop(c.lock().unwrap());
+    child_asleep(p.pid().unwrap());
+    p
+}
+
 /// Waits at the barrier until killed.
 fn wait_at_barrier(b: Barrier) -> Result<()> {
     b.wait()?;
@@ -783,11 +795,7 @@ start_methods! {
     /// one is notified (`true`), the other times out (`false`).
     fn condition_waiter_killed_no_extra_wakeup(m) {
         let c = Condition::new().unwrap();
-        let waiting = Event::new().unwrap();
-        let mut p = start(m, wait_on_condition, (c.clone(), waiting.clone()));
-        assert!(waiting.wait(Some(LONG)));
-        drop(c.lock().unwrap());
-        child_asleep(p.pid().unwrap());
+        let mut p = waiting_child(m, wait_on_condition, &c);
         kill_and_join(&mut p);
         {
             // No live waiter: CPython's notify does nothing here.
@@ -829,16 +837,8 @@ start_methods! {
     /// one's registration; then a third child waits and, with no notify, times out.
     fn condition_notify_passes_over_a_killed_waiter(m) {
         let c = Condition::new().unwrap();
-        let waiting = Event::new().unwrap();
-        let mut dead = start(m, wait_on_condition, (c.clone(), waiting.clone()));
-        assert!(waiting.wait(Some(LONG)));
-        drop(c.lock().unwrap());
-        child_asleep(dead.pid().unwrap());
-        waiting.clear();
-        let mut live = start(m, wait_to_be_notified, (c.clone(), waiting.clone()));
-        assert!(waiting.wait(Some(LONG)));
-        drop(c.lock().unwrap());
-        child_asleep(live.pid().unwrap());
+        let mut dead = waiting_child(m, wait_on_condition, &c);
+        let mut live = waiting_child(m, wait_to_be_notified, &c);
         kill_and_join(&mut dead);
         {
             let _held = c.lock().unwrap();
@@ -857,16 +857,9 @@ start_methods! {
         let c = Condition::new().unwrap();
         let mut children = Vec::new();
         for i in 0..8 {
-            let waiting = Event::new().unwrap();
-            let p = if i % 4 == 0 {
-                start(m, wait_on_condition, (c.clone(), waiting.clone()))
-            } else {
-                start(m, wait_to_be_notified, (c.clone(), waiting.clone()))
-            };
-            assert!(waiting.wait(Some(LONG)));
-            drop(c.lock().unwrap());
-            child_asleep(p.pid().unwrap());
-            children.push((i % 4 == 0, p));
+            let doomed = i % 4 == 0;
+            let p = if doomed { waiting_child(m, wait_on_condition, &c) } else { waiting_child(m, wait_to_be_notified, &c) };
+            children.push((doomed, p));
         }
         for (doomed, p) in &mut children {
             if *doomed {
@@ -921,11 +914,7 @@ fn condition_table_of_waiting_processes() {
         for p in &mut sleepers {
             kill_and_join(p);
         }
-        let waiting = Event::new().unwrap();
-        let mut next = start(m, wait_to_be_notified, (c.clone(), waiting.clone()));
-        assert!(waiting.wait(Some(LONG)));
-        drop(c.lock().unwrap());
-        child_asleep(next.pid().unwrap());
+        let mut next = waiting_child(m, wait_to_be_notified, &c);
         {
             let _held = c.lock().unwrap();
             c.notify(1).unwrap();
