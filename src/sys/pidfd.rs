@@ -95,3 +95,48 @@ pub(crate) fn process_gone(pid: i32) -> bool {
         Err(e) => matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)),
     }
 }
+
+/// Pidfds of the processes [`process_alive_recently_seen`] last found alive, so that asking
+/// again about the same process costs one `poll` instead of an open, a poll and a close.
+static RECENT: std::sync::Mutex<Vec<(i32, Pidfd)>> = std::sync::Mutex::new(Vec::new());
+/// How many processes [`RECENT`] remembers.
+const RECENT_MAX: usize = 8;
+
+/// As `!process_gone(pid)`, remembering the pidfd of a process found alive. A remembered
+/// pidfd names the process we saw: while that process lives its pid is its own, so "still
+/// alive" through it is exact; once it has ended, a fresh look decides, since the pid may
+/// name a new process by now. A lock taken by another thread (or held across a fork by a
+/// thread the child does not have) makes it take the fresh look without remembering.
+pub(crate) fn process_alive_recently_seen(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(mut recent) = RECENT.try_lock() else { return !process_gone(pid) };
+    if let Some(i) = recent.iter().position(|(p, _)| *p == pid) {
+        if matches!(recent[i].1.has_exited(), Ok(false)) {
+            return true;
+        }
+        recent.swap_remove(i);
+    }
+    match Pidfd::open(pid) {
+        Ok(p) => match p.has_exited() {
+            Ok(false) => {
+                if recent.len() >= RECENT_MAX {
+                    recent.remove(0);
+                }
+                recent.push((pid, p));
+                true
+            }
+            Ok(true) => false,
+            // Cannot tell: alive, as `process_gone` says.
+            Err(_) => true,
+        },
+        // Out of descriptors, say: alive, as `process_gone` says.
+        Err(e) => !matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)),
+    }
+}
+
+/// The descriptors [`RECENT`] holds (kept for the life of the process: not leaks).
+pub(crate) fn recent_fds() -> Vec<std::os::fd::RawFd> {
+    RECENT.try_lock().map(|r| r.iter().map(|(_, p)| p.0.as_raw_fd()).collect()).unwrap_or_default()
+}
