@@ -215,9 +215,16 @@ impl CondState {
         }
     }
 
-    /// The waiters registered, over all entries (for the repr).
+    /// The waiters registered by live processes, over all entries (for the repr: a dead
+    /// process's entry is cleared only when a notify or a registration comes to it).
     fn waiters(&self) -> u64 {
-        self.entries.iter().map(|e| waiters_of(e.word.load(Ordering::Relaxed))).sum()
+        let me = proc::cached_pid() as u32;
+        self.entries
+            .iter()
+            .map(|e| e.word.load(Ordering::Relaxed))
+            .filter(|&w| waiters_of(w) > 0 && (pid_of(w) == me || !pidfd::process_gone(pid_of(w) as i32)))
+            .map(waiters_of)
+            .sum()
     }
 }
 
