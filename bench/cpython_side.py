@@ -8,7 +8,7 @@ The harness (bench/src/main.rs) runs this once per round and cell:
                             [--cpu PARENT_CPU] [--child-cpu CHILD_CPU]
     python3 cpython_side.py lock_uncontended lock ITERATIONS [--warmup W]
     python3 cpython_side.py lock_contended lock ITERATIONS [--warmup W] [--cpu P --child-cpu C]
-    python3 cpython_side.py sync_pingpong {event|semaphore|barrier} ITERATIONS [--warmup W]
+    python3 cpython_side.py sync_pingpong {event|semaphore|barrier|condition} ITERATIONS [--warmup W]
                             [--cpu PARENT_CPU] [--child-cpu CHILD_CPU]
     python3 cpython_side.py value_increment value ITERATIONS [--warmup W] [--cpu P --child-cpu C]
     python3 cpython_side.py array_fill_sum array LENGTH
@@ -314,6 +314,15 @@ def semaphore_partner(ping, pong, n, cpu):
         pong.release()
 
 
+def condition_partner(cond, turn, n, cpu):
+    _pin(cpu)
+    with cond:
+        for i in range(n):
+            cond.wait_for(lambda: turn.value == 2 * i + 1)
+            turn.value = 2 * i + 2
+            cond.notify(1)
+
+
 def barrier_partner(barrier, n, cpu):
     _pin(cpu)
     for _ in range(n):
@@ -343,17 +352,32 @@ def sync_pingpong(kind, iterations, warmup, cpu, child_cpu):
         def exchange():
             ping.release()
             pong.acquire()
+    elif kind == "condition":
+        cond, turn = ctx.Condition(), ctx.RawValue("Q", 0)
+        p = ctx.Process(target=condition_partner, args=(cond, turn, total, child_cpu))
+        count = [0]
+
+        def exchange():
+            i = count[0]
+            turn.value = 2 * i + 1
+            cond.notify(1)
+            cond.wait_for(lambda: turn.value == 2 * i + 2)
+            count[0] = i + 1
     else:
         barrier = ctx.Barrier(2)
         p = ctx.Process(target=barrier_partner, args=(barrier, total, child_cpu))
         exchange = barrier.wait
     p.start()
+    if kind == "condition":
+        cond.acquire()
     for _ in range(warmup):
         exchange()
     t0 = time.perf_counter()
     for _ in range(iterations):
         exchange()
     elapsed = time.perf_counter() - t0
+    if kind == "condition":
+        cond.release()
     p.join()
     if p.exitcode != 0:
         raise SystemExit(f"partner child exited with {p.exitcode}")
@@ -536,8 +560,8 @@ def main():
             parser.error("lock_contended takes lock")
         value, method, unit = lock_contended(a.iterations, a.warmup, a.cpu, a.child_cpu)
     elif a.workload == "sync_pingpong":
-        if a.variant not in ("event", "semaphore", "barrier"):
-            parser.error("sync_pingpong takes event, semaphore or barrier")
+        if a.variant not in ("event", "semaphore", "barrier", "condition"):
+            parser.error("sync_pingpong takes event, semaphore, barrier or condition")
         value, method, unit = sync_pingpong(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
     elif a.workload == "value_increment":
         if a.variant != "value":

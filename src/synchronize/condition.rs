@@ -14,10 +14,13 @@
 //! killed waiter thus never takes a notification from a live one, and never turns into an
 //! extra wake-up later. CPython's condition miscounts for ever after such a death. The
 //! question costs a notify that hands tokens to another process one `poll` of a pidfd kept
-//! from the last time (the first time, an open and a close as well). A waiter on a machine
-//! with more than one CPU looks for its notify for a few microseconds before it sleeps.
-//! Measured on the 2-core machine, a notify-and-wait round trip between two processes takes
-//! 2.4 µs across CPUs (CPython 180 µs) and 31 µs on one CPU (CPython 19.5 µs).
+//! from the last time (the first time, an open and a close as well). A waiter looks for its
+//! notify for a few microseconds before it sleeps, unless the last notifier of its process's
+//! waiters ran on its own CPU.
+//!
+//! In the benchmark harness (`sync_pingpong/condition`), a notify-and-wait round trip
+//! between two processes takes about 3.6 µs across CPUs (CPython about 190 µs) and 31 µs on
+//! one CPU (CPython 29 µs).
 //!
 //! Tokens are not addressed to a thread, so a waiter may only take one issued after it
 //! registered: it notes its entry's sequence when it registers (holding the lock, as every
@@ -65,7 +68,9 @@ struct Entry {
     word: AtomicU64,
     /// Bumped by each notify that gives this entry tokens: its waiters sleep on it.
     seq: AtomicU32,
-    _pad: u32,
+    /// The CPU the last notify that gave this entry tokens ran on (as
+    /// [`proc::current_cpu`] gives it; 0 for none yet): where the next one likely runs.
+    notifier_cpu: AtomicU32,
 }
 
 #[repr(C)]
@@ -82,6 +87,7 @@ pub(crate) struct CondState {
 }
 
 // SAFETY: atomics (and padding that is never read); zero is a condition with no entry in use.
+// A `notifier_cpu` of any value only decides whether a waiter spins.
 unsafe impl SharedState for CondState {}
 
 impl Entry {
@@ -209,6 +215,7 @@ impl CondState {
             });
             if moved > 0 {
                 left -= moved;
+                entry.notifier_cpu.store(proc::current_cpu(), Ordering::Relaxed);
                 entry.seq.fetch_add(1, Ordering::SeqCst);
                 futex::wake(&entry.seq, moved as u32);
             }
@@ -449,10 +456,10 @@ impl Condition {
                 return Err(e);
             }
         };
-        // A notify often comes within microseconds (a ping-pong between two processes): on
-        // more than one CPU, looking for it a little is far cheaper than a sleep and a
-        // wake-up. On one CPU the notifier cannot run while we look, so we sleep at once.
-        let mut spin = proc::cpus_allowed() > 1;
+        // A notify often comes within microseconds (a ping-pong between two processes):
+        // looking for it a little is far cheaper than a sleep and a wake-up, unless the
+        // notifier last ran on our CPU, where it cannot run while we look.
+        let mut spin = futex::worth_spinning(proc::current_cpu(), entry.notifier_cpu.load(Ordering::Relaxed));
         let notified = loop {
             // The sequence is read before looking for a token: a notify in between changes
             // it, and the wait below then returns at once.

@@ -7,11 +7,15 @@
 //!   `ping.acquire(); pong.release()`. µs per round trip.
 //! - `barrier`: one `Barrier(2)`, both processes call `wait()` in a loop. Passes per second
 //!   (each process waits once per pass).
+//! - `condition`: one `Condition` and a `RawValue` turn counter; each side holds the lock
+//!   and, in its turn, moves the counter on, `notify(1)`s, and `wait_for`s the other's move.
+//!   µs per round trip.
 //!
-//! CPython does the same with `multiprocessing`'s `Event`, `Semaphore` and `Barrier`; the
+//! CPython does the same with `multiprocessing`'s `Event`, `Semaphore`, `Barrier` and
+//! `Condition` (with a `RawValue('Q')`); the
 //! partner is started by fork on both library sides (not timed). The limit is a raw fork
 //! child and futex words in a `MAP_SHARED` page: a one-way signal word per direction for the
-//! event and semaphore rows, a generation word for the barrier. Each wait spins and then
+//! event, semaphore and condition rows, a generation word for the barrier. Each wait spins and then
 //! sleeps, but skips the spin when the other process last ran on this CPU
 //! ([`WaitPolicy::SpinUnlessSameCpu`]): the best of both placements this machine allows. A
 //! reference row gives the same ping-pong sleeping at once (no spin).
@@ -24,7 +28,7 @@ use super::partner::{Watchdog, child_setup, join_ok};
 use super::{Config, Goal, PySide, Row, Side, Unit, placement_suffix, py_args};
 use crate::limit::sync::{self as raw, WaitPolicy};
 use crate::pin::{PinGuard, Placement};
-use multiprocess::{Barrier, Event, Semaphore, StartMethod, get_context};
+use multiprocess::{Barrier, Condition, Event, RawValue, Semaphore, StartMethod, get_context};
 use std::time::Instant;
 
 pub const NAME: &str = "sync_pingpong";
@@ -34,6 +38,7 @@ enum Kind {
     Event,
     Semaphore,
     Barrier,
+    Condition,
 }
 
 impl Kind {
@@ -42,6 +47,7 @@ impl Kind {
             Kind::Event => "event",
             Kind::Semaphore => "semaphore",
             Kind::Barrier => "barrier",
+            Kind::Condition => "condition",
         }
     }
 }
@@ -72,6 +78,23 @@ fn barrier_partner(barrier: Barrier, total: u32, cpu: usize) -> Result<(), Strin
     for _ in 0..total {
         barrier.wait().map_err(|e| e.to_string())?;
     }
+    Ok(())
+}
+
+/// What the parent's watchdog sets the turn to if the partner dies: the parent stops waiting.
+const GAVE_UP: u64 = u64::MAX;
+
+fn condition_partner(c: Condition, turn: RawValue<u64>, total: u32, cpu: usize) -> Result<(), String> {
+    child_setup(cpu)?;
+    let held = c.lock().map_err(|e| e.to_string())?;
+    for i in 0..u64::from(total) {
+        if !c.wait_for(|| turn.get() == 2 * i + 1, None).map_err(|e| e.to_string())? {
+            return Err("wait_for(None) returned false".into());
+        }
+        turn.set(2 * i + 2);
+        c.notify(1).map_err(|e| e.to_string())?;
+    }
+    drop(held);
     Ok(())
 }
 
@@ -122,6 +145,34 @@ fn ours(kind: Kind, warmup: u32, n: u32, placement: Placement) -> Result<f64, St
             });
             (p, secs)
         }
+        Kind::Condition => {
+            let c = Condition::new().map_err(e("Condition::new"))?;
+            let turn = RawValue::new(0u64).map_err(e("RawValue::new"))?;
+            let mut p = ctx.process(condition_partner, (c.clone(), turn.clone(), total, cpu));
+            p.start().map_err(e("start"))?;
+            let (rescue_c, rescue_turn) = (c.clone(), turn.clone());
+            let _dog = Watchdog::start(&p, move || {
+                if let Ok(_held) = rescue_c.lock() {
+                    rescue_turn.set(GAVE_UP);
+                    let _ = rescue_c.notify_all();
+                }
+            })?;
+            let held = c.lock().map_err(|err| err.to_string())?;
+            let mut i = 0u64;
+            let secs = run(warmup, n, || {
+                turn.set(2 * i + 1);
+                c.notify(1).map_err(e("notify"))?;
+                c.wait_for(|| matches!(turn.get(), t if t == 2 * i + 2 || t == GAVE_UP), None)
+                    .map_err(e("wait_for"))?;
+                if turn.get() == GAVE_UP {
+                    return Err("the partner died".into());
+                }
+                i += 1;
+                Ok(())
+            });
+            drop(held);
+            (p, secs)
+        }
         Kind::Barrier => {
             let barrier = Barrier::new(2).map_err(e("Barrier::new"))?;
             let mut p = ctx.process(barrier_partner, (barrier.clone(), total, cpu));
@@ -144,7 +195,7 @@ fn ours(kind: Kind, warmup: u32, n: u32, placement: Placement) -> Result<f64, St
 fn per_unit(kind: Kind, n: u32, secs: f64) -> f64 {
     match kind {
         Kind::Barrier => f64::from(n) / secs,
-        Kind::Event | Kind::Semaphore => secs * 1e6 / f64::from(n),
+        Kind::Event | Kind::Semaphore | Kind::Condition => secs * 1e6 / f64::from(n),
     }
 }
 
@@ -155,13 +206,19 @@ pub fn rows(cfg: &Config) -> Vec<Row> {
         let warmup = (n / 10).max(20);
         let where_ = placement.describe();
         let suffix = placement_suffix(placement);
-        for kind in [Kind::Event, Kind::Semaphore, Kind::Barrier] {
+        for kind in [Kind::Event, Kind::Semaphore, Kind::Barrier, Kind::Condition] {
             let (variant, unit, cpython_label, limit_label) = match kind {
                 Kind::Event => ("2 Events, set/wait/clear", Unit::MicrosPerRoundTrip, "Event() ×2", "futex ping-pong"),
                 Kind::Semaphore => {
                     ("2 Semaphores, release/acquire", Unit::MicrosPerRoundTrip, "Semaphore(0) ×2", "futex ping-pong")
                 }
                 Kind::Barrier => ("Barrier(2), wait", Unit::WaitsPerSec, "Barrier(2)", "futex barrier for 2"),
+                Kind::Condition => (
+                    "Condition, notify(1)/wait_for",
+                    Unit::MicrosPerRoundTrip,
+                    "Condition() + RawValue('Q')",
+                    "futex ping-pong",
+                ),
             };
             let policy = WaitPolicy::SpinUnlessSameCpu;
             let limit_label = format!("{limit_label}, MAP_SHARED, {}", policy.describe());
