@@ -57,6 +57,7 @@ pub mod sharedctypes;
 pub mod synchronize;
 mod sys;
 mod target;
+pub mod util;
 
 pub use connection::{Address, Client, Connection, Listener, pipe, pipe_simplex};
 pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method};
@@ -73,6 +74,7 @@ pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionLock, Event, Lock, LockResult, OwnerDied, RLock, Semaphore,
 };
 pub use target::{Args, Outcome, Target};
+pub use util::log_to_stderr;
 
 /// Gives this process its role if this crate started it as a spawn child or a fork server;
 /// call it first in `main`. In a process started normally it returns at once.
