@@ -135,7 +135,7 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Boot, Vec<OwnedFd>)> {
     if !fd::recv_exact(channel, &mut body)? {
         return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
     }
-    Ok((postcard::from_bytes(&body)?, fds))
+    Ok((crate::reduction::from_bytes_exact(&body)?, fds))
 }
 
 /// A spawn or forkserver child: reads its boot message from `channel`, runs the target, exits.

@@ -34,12 +34,32 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
 }
 
 /// Decodes `bytes` whose handles arrived as `fds`. Every descriptor must be claimed by exactly
-/// one handle; the ones left over are closed.
+/// one handle; the ones left over are closed. Every byte must belong to the value, as in
+/// [`from_bytes_exact`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
     INCOMING.with(|i| *i.borrow_mut() = Some(fds.into_iter().map(Some).collect()));
-    let value = postcard::from_bytes(bytes);
+    let value = from_bytes_exact(bytes);
     INCOMING.with(|i| i.borrow_mut().take());
-    value.map_err(Error::from)
+    value
+}
+
+/// Decodes a value postcard wrote into `bytes`, refusing bytes left over after it.
+///
+/// postcard's own `from_bytes` stops where the value ends, so a message sent as `(u32, u32)`
+/// and read as `u32` would give the first field as if all were well. Every message this crate
+/// decodes (connections, queue items, a child's arguments, pool orders, tasks and results,
+/// the fork server's requests) goes through here, so a mismatch of types is a
+/// [`Error::Codec`] instead.
+pub(crate) fn from_bytes_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (value, rest) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        return Err(Error::Codec(format!(
+            "{} bytes left over after a value of {} bytes: the message was sent as another type",
+            rest.len(),
+            bytes.len() - rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 /// Whether descriptors can travel with what is being encoded now: in a child's arguments or
@@ -92,5 +112,28 @@ pub(crate) struct RecvFd(pub(crate) OwnedFd);
 impl<'de> Deserialize<'de> for RecvFd {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<RecvFd, D::Error> {
         deserialize_fd(d).map(RecvFd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_types_round_trip() {
+        let bytes = postcard::to_allocvec(&(7u32, 9u32)).unwrap();
+        assert_eq!(from_bytes_exact::<(u32, u32)>(&bytes).unwrap(), (7, 9));
+        assert_eq!(decode::<(u32, u32)>(&bytes, Vec::new()).unwrap(), (7, 9));
+    }
+
+    #[test]
+    fn leftover_bytes_are_a_codec_error() {
+        let bytes = postcard::to_allocvec(&(7u32, 9u32)).unwrap();
+        match from_bytes_exact::<u32>(&bytes) {
+            Err(Error::Codec(message)) => assert!(message.contains("1 bytes left over"), "{message}"),
+            other => panic!("expected a codec error, got {other:?}"),
+        }
+        // A child's arguments (and the fork server's requests) decode the same way.
+        assert!(matches!(decode::<(u32,)>(&bytes, Vec::new()), Err(Error::Codec(_))));
     }
 }

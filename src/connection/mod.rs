@@ -310,7 +310,7 @@ impl Connection {
     /// ```
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
         let bytes = self.recv_bytes()?;
-        Ok(postcard::from_bytes(&bytes)?)
+        crate::reduction::from_bytes_exact(&bytes)
     }
 
     /// Sends `buf` as one message (`send_bytes(buf)`); any size, empty included.

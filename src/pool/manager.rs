@@ -273,7 +273,7 @@ impl Manager {
 
     /// Files one report.
     fn file(&mut self, bytes: &[u8]) {
-        match postcard::from_bytes::<Report>(bytes) {
+        match crate::reduction::from_bytes_exact::<Report>(bytes) {
             Ok(Report::Done { worker, task, results }) => {
                 let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
                 if w.held.front().is_some_and(|j| j.task == task) {

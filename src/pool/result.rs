@@ -156,7 +156,7 @@ impl Slot {
 /// Decodes a chunk's outcome into its results, one per task of the chunk.
 pub(crate) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Vec<Result<R>> {
     match outcome {
-        Ok(bytes) => match postcard::from_bytes::<Vec<std::result::Result<R, String>>>(&bytes) {
+        Ok(bytes) => match crate::reduction::from_bytes_exact::<Vec<std::result::Result<R, String>>>(&bytes) {
             Ok(results) => results.into_iter().map(|r| r.map_err(|message| Error::TaskPanicked { message })).collect(),
             Err(e) => vec![Err(Error::Codec(format!("cannot decode a task's result: {e}")))],
         },
@@ -509,5 +509,20 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// ```
     pub fn successful(&self) -> Result<bool> {
         self.pending.successful::<R>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_with_bytes_left_over_are_a_codec_error() {
+        let sent: Vec<std::result::Result<(u32, u32), String>> = vec![Ok((1, 2))];
+        let bytes = postcard::to_allocvec(&sent).unwrap();
+        let got = decode::<(u32, u32)>(Ok(bytes.clone()));
+        assert!(matches!(got.as_slice(), [Ok((1, 2))]));
+        let got = decode::<u32>(Ok(bytes));
+        assert!(matches!(got.as_slice(), [Err(Error::Codec(m))] if m.contains("left over")), "{got:?}");
     }
 }

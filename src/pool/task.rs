@@ -137,7 +137,7 @@ unsafe fn run_closure<F: Task<A>, A: DeserializeOwned>(address: usize, payload: 
 }
 
 fn run_chunk<F: Task<A>, A: DeserializeOwned>(f: &F, payload: &[u8]) -> Vec<u8> {
-    let results: Vec<Result<F::Output, String>> = match postcard::from_bytes::<Vec<A>>(payload) {
+    let results: Vec<Result<F::Output, String>> = match crate::reduction::from_bytes_exact::<Vec<A>>(payload) {
         Ok(chunk) => chunk
             .into_iter()
             .map(|args| catch_unwind(AssertUnwindSafe(|| f.call(args))).map_err(|_| take_panic_message()))

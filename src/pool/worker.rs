@@ -65,7 +65,7 @@ where
 fn serve(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, worker: u64, max_tasks: u64) -> crate::Result<()> {
     let mut done = 0u64;
     while max_tasks == 0 || done < max_tasks {
-        let order: Order = postcard::from_bytes(&orders.get()?)?;
+        let order: Order = crate::reduction::from_bytes_exact(&orders.get()?)?;
         match order {
             Order::Run { task, runner, closure: 0, chunk } => {
                 // SAFETY: the offset came from this worker's pool, in the same binary.

@@ -84,9 +84,5 @@ pub(crate) fn decode_bytes<T: 'static>(bytes: Vec<u8>) -> Result<T> {
 
 /// The item postcard wrote into `payload`; every byte must belong to it.
 pub(crate) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
-    let (item, rest) = postcard::take_from_bytes(payload)?;
-    if !rest.is_empty() {
-        return Err(Error::Codec(format!("{} bytes left over after an item", rest.len())));
-    }
-    Ok(item)
+    crate::reduction::from_bytes_exact(payload)
 }
