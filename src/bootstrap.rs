@@ -91,7 +91,7 @@ impl Boot {
             spec: spec.clone(),
             parent_pid: sys::proc::getpid(),
             parent_name: me.name().to_string(),
-            authkey: me.authkey().to_vec(),
+            authkey: process::authkey()?.to_vec(),
             args,
         })
     }

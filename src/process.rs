@@ -39,7 +39,8 @@ struct Me {
     name: String,
     identity: Vec<u32>,
     daemon: bool,
-    authkey: [u8; 32],
+    /// `None` while the kernel has given no randomness for it: never a key of zeros.
+    authkey: Option<[u8; 32]>,
     parent: Option<Arc<ParentRecord>>,
     /// Whether we are a child started by this crate, which exits through `exit_child`.
     is_child: bool,
@@ -51,14 +52,35 @@ static COUNTER: AtomicU32 = AtomicU32::new(1);
 
 fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
     let mut me = lock(&ME);
-    let me = me.get_or_insert_with(|| {
-        let mut authkey = [0u8; 32];
-        // Without randomness the key would be predictable; zeros make that visible instead
-        // of failing every call that only wants a name.
-        let _ = proc::random_bytes(&mut authkey);
-        Me { name: "MainProcess".into(), identity: Vec::new(), daemon: false, authkey, parent: None, is_child: false }
+    let me = me.get_or_insert_with(|| Me {
+        name: "MainProcess".into(),
+        identity: Vec::new(),
+        daemon: false,
+        authkey: None,
+        parent: None,
+        is_child: false,
     });
+    if me.authkey.is_none() {
+        // Without randomness a key would be predictable: it stays unset, and whatever needs
+        // it asks again through `authkey()` and fails with the kernel's error if it must.
+        me.authkey = random_key().ok();
+    }
     f(me)
+}
+
+fn random_key() -> std::io::Result<[u8; 32]> {
+    let mut key = [0u8; 32];
+    proc::random_bytes(&mut key)?;
+    Ok(key)
+}
+
+/// This process's authentication key, for what hands it on (a child's start, a manager).
+/// An error if the kernel gives no randomness: a predictable key is never made up.
+pub(crate) fn authkey() -> Result<[u8; 32]> {
+    with_me(|m| m.authkey).ok_or_else(|| match random_key() {
+        Err(e) => Error::Io(std::io::Error::new(e.kind(), format!("no random bytes for the authkey: {e}"))),
+        Ok(_) => Error::Io(std::io::Error::other("no random bytes for the authkey")),
+    })
 }
 
 /// A snapshot of the current process (Python's `multiprocessing.current_process()`).
@@ -74,7 +96,7 @@ fn with_me<R>(f: impl FnOnce(&mut Me) -> R) -> R {
 pub struct CurrentProcess {
     name: String,
     daemon: bool,
-    authkey: [u8; 32],
+    authkey: Option<[u8; 32]>,
     identity: Vec<u32>,
 }
 
@@ -105,11 +127,15 @@ impl CurrentProcess {
     }
     /// The authentication key, 32 random bytes inherited by children (`authkey`).
     ///
+    /// The key comes from the kernel's random source. Should that fail (a seccomp filter that
+    /// refuses `getrandom`, say), the key is empty rather than predictable, and starting a
+    /// child, which hands the key on, is an error that says so.
+    ///
     /// ```
     /// assert_eq!(multiprocess::current_process().authkey().len(), 32);
     /// ```
     pub fn authkey(&self) -> &[u8] {
-        &self.authkey
+        self.authkey.as_ref().map_or(&[], |k| &k[..])
     }
     /// The place in the process tree: empty for the main process, `[3, 1]` for the first
     /// child of the third child (`_identity`).
@@ -327,10 +353,8 @@ pub(crate) fn become_child(
     parent_pidfd: Option<OwnedFd>,
     authkey: Vec<u8>,
 ) {
-    let mut key = [0u8; 32];
-    if authkey.len() == 32 {
-        key.copy_from_slice(&authkey);
-    }
+    // A key of the wrong length is no key (never a key of zeros).
+    let key = <[u8; 32]>::try_from(authkey.as_slice()).ok();
     let pidfd = OnceLock::from(parent_pidfd.map(Pidfd::from_owned));
     let parent = ParentRecord { pid: parent_pid, name: parent_name, pidfd };
     *lock(&ME) = Some(Me {
@@ -402,9 +426,11 @@ pub(crate) struct ForkIdentity {
 }
 
 impl ForkIdentity {
-    /// The identity `spec` describes, with this process as the parent.
-    pub(crate) fn new(spec: &ChildSpec) -> ForkIdentity {
-        let (parent_name, authkey) = with_me(|m| (m.name.clone(), m.authkey));
+    /// The identity `spec` describes, with this process as the parent; an error if this
+    /// process has no authkey to hand on (see [`authkey`]).
+    pub(crate) fn new(spec: &ChildSpec) -> Result<ForkIdentity> {
+        let authkey = Some(authkey()?);
+        let parent_name = with_me(|m| m.name.clone());
         let parent = ParentRecord { pid: proc::getpid(), name: parent_name, pidfd: OnceLock::new() };
         let me = Me {
             name: spec.name.clone(),
@@ -414,7 +440,7 @@ impl ForkIdentity {
             parent: Some(Arc::new(parent)),
             is_child: true,
         };
-        ForkIdentity { me, method: spec.method }
+        Ok(ForkIdentity { me, method: spec.method })
     }
 }
 

@@ -12,7 +12,7 @@ use std::os::fd::AsFd;
 /// Forks a child that runs `launch` (taken out of the option in the child only).
 pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> Result<Child> {
     let parent = proc::getpid();
-    let identity = ForkIdentity::new(spec);
+    let identity = ForkIdentity::new(spec)?;
     // A descriptor slot held for the child's pidfd: out of descriptors, we fail here, before
     // there is a child, rather than after, with a child already running the target.
     let spare = fd::dup(process::self_pidfd()?.as_fd())?;
