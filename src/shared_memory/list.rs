@@ -241,10 +241,10 @@ impl Drop for ListGuard<'_> {
 }
 
 fn lock(segment: &Segment) -> Result<ListGuard<'_>> {
-    // The lock's word is the low half of the word at LOCK_AT, which `word` checks is inside.
+    // The lock is the word at LOCK_AT, which `word` checks is inside.
     let w = word(segment, LOCK_AT)?;
-    // SAFETY: `RawMutex` is a transparent `AtomicU32`; the first 4 bytes of an aligned 8-byte
-    // atomic word are an aligned 4-byte one, and only the lock ever reaches them.
+    // SAFETY: `RawMutex` is two `AtomicU32`s (8 bytes, aligned to 4); an aligned 8-byte
+    // atomic word holds them exactly, and only the lock ever reaches it.
     let mutex = unsafe { &*w.as_ptr().cast::<RawMutex>() };
     match mutex.lock(Deadline::after(Some(LOCK_TIMEOUT))) {
         Acquired::No => Err(Error::Timeout),

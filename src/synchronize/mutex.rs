@@ -2,7 +2,9 @@
 //! process holds it, so that a holder's death does not leave the others waiting forever.
 //!
 //! The word holds the holder's pid (0 when free) and a flag saying that someone may be asleep
-//! on it. Acquiring is one compare-exchange when free. A contended acquirer spins briefly,
+//! on it; beside it, the holder's tag (see `pidfd::own_tag`: a number the kernel gives each process), so
+//! that a pid recycled by a new process after the holder died is not taken for the holder.
+//! Acquiring is one compare-exchange when free, and one store of the tag. A contended acquirer spins briefly,
 //! then sleeps on the futex in slices: whenever a slice passes without the lock being handed
 //! over, it asks the kernel whether the holder is still alive (through a pidfd, which sees a
 //! dead-but-unreaped holder as dead too). If not, it takes the word over with a
@@ -42,11 +44,17 @@ pub(crate) enum Acquired {
     No,
 }
 
-/// The word. Zero is unlocked, so a zeroed segment holds a free lock.
-#[repr(transparent)]
+/// The word and the holder's tag. Zeros are unlocked, so a zeroed segment holds a free
+/// lock.
+///
+/// The tag is written by the holder right after it takes the word and cleared right before it
+/// lets go, so a reader that sees the holder's pid in the word finds beside it that holder's
+/// tag, or 0 (not written yet: unknown), never another process's while that pid holds it.
+#[repr(C)]
 #[derive(Default)]
 pub(crate) struct RawMutex {
     word: AtomicU32,
+    tag: AtomicU32,
 }
 
 impl RawMutex {
@@ -55,6 +63,7 @@ impl RawMutex {
     pub(crate) fn lock(&self, deadline: Deadline) -> Acquired {
         let me = proc::cached_pid() as u32;
         if self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            self.tag.store(pidfd::own_tag(), Ordering::Relaxed);
             return Acquired::Yes;
         }
         self.lock_contended(me, deadline)
@@ -64,14 +73,21 @@ impl RawMutex {
     #[inline]
     pub(crate) fn try_lock_free(&self) -> bool {
         let me = proc::cached_pid() as u32;
-        self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        let taken = self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok();
+        if taken {
+            self.tag.store(pidfd::own_tag(), Ordering::Relaxed);
+        }
+        taken
     }
 
     /// Acquires if free, or if its holder is dead; never waits.
     pub(crate) fn try_lock(&self) -> Acquired {
         let me = proc::cached_pid() as u32;
         match self.word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => Acquired::Yes,
+            Ok(_) => {
+                self.tag.store(pidfd::own_tag(), Ordering::Relaxed);
+                Acquired::Yes
+            }
             Err(held) => self.take_from_dead(held, me),
         }
     }
@@ -89,7 +105,10 @@ impl RawMutex {
                 // Free. Take it with the waiters flag: others may still be asleep, and we
                 // cannot know, so our release must wake one.
                 match self.word.compare_exchange(state, me | WAITERS, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => return Acquired::Yes,
+                    Ok(_) => {
+                        self.tag.store(pidfd::own_tag(), Ordering::Relaxed);
+                        return Acquired::Yes;
+                    }
                     Err(now) => {
                         state = now;
                         continue;
@@ -119,15 +138,34 @@ impl RawMutex {
         }
     }
 
-    /// Takes the word over from its holder if that process is gone.
+    /// Takes the word over from its holder if that process is gone: its pid names no process,
+    /// or a process with another tag (a new one that got the dead holder's pid).
     fn take_from_dead(&self, held: u32, me: u32) -> Acquired {
         let holder = held & PID;
-        if holder == 0 || holder == me || !pidfd::process_gone(holder as i32) {
+        // Acquire: the word read is in the release sequence of the last unlock, so the tag
+        // read next is at least as new as that unlock's clearing of it.
+        if holder == 0 || holder == me || self.word.load(Ordering::Acquire) != held {
+            return Acquired::No;
+        }
+        let tag = self.tag.load(Ordering::Acquire);
+        if !pidfd::process_with_tag_gone(holder as i32, tag) {
+            return Acquired::No;
+        }
+        // The tag read must still be the holder's: had the lock changed hands meanwhile (and
+        // come back to the same word), the verdict was about another holder.
+        if self.word.load(Ordering::Acquire) != held || self.tag.load(Ordering::Acquire) != tag {
             return Acquired::No;
         }
         // Only one taker can move the word from the dead pid to its own.
         match self.word.compare_exchange(held, me | WAITERS, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => Acquired::OwnerDied,
+            Ok(_) => {
+                self.tag.store(pidfd::own_tag(), Ordering::Relaxed);
+                log::warn!(
+                    target: crate::util::LOG_TARGET,
+                    "lock taken over from process {holder}, which died holding it"
+                );
+                Acquired::OwnerDied
+            }
             Err(_) => Acquired::No,
         }
     }
@@ -135,6 +173,7 @@ impl RawMutex {
     /// Releases; returns whether it was held (by anyone). Wakes one sleeper if there may be one.
     #[inline]
     pub(crate) fn unlock(&self) -> bool {
+        self.tag.store(0, Ordering::Relaxed);
         let was = self.word.swap(0, Ordering::Release);
         if was & WAITERS != 0 {
             futex::wake(&self.word, 1);

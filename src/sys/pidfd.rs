@@ -5,6 +5,7 @@
 use super::{Deadline, cvt, fd, retry};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// An owned pidfd.
 #[derive(Debug)]
@@ -93,6 +94,78 @@ pub(crate) fn process_gone(pid: i32) -> bool {
     match Pidfd::open(pid) {
         Ok(p) => p.has_exited().unwrap_or(false),
         Err(e) => matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)),
+    }
+}
+
+/// A process's tag: with `pid`, it names one process where the pid alone may name a
+/// stranger (a pid is recycled once its process is reaped). Never 0.
+///
+/// Where the kernel has pidfs (Linux 6.9 and later), the tag is the low half of the pidfd's
+/// inode number, which the kernel counts up for every process it makes: unique for four
+/// billion processes. Elsewhere it is the process's start time in clock ticks, which tells a
+/// new process from an old one unless both started in the same tick (10 ms at 100 Hz).
+fn tag_of(pid: libc::pid_t, pidfd: BorrowedFd<'_>) -> io::Result<u32> {
+    /// `PID_FS_MAGIC`, "PIDF".
+    const PIDFS_MAGIC: i64 = 0x5049_4446;
+    // SAFETY: `statfs` and `stat` are plain data, filled by the calls on a descriptor we hold.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    cvt(unsafe { libc::fstatfs(pidfd.as_raw_fd(), &mut fs) })?;
+    let wide = if fs.f_type as i64 == PIDFS_MAGIC {
+        // SAFETY: as above.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        cvt(unsafe { libc::fstat(pidfd.as_raw_fd(), &mut st) })?;
+        st.st_ino
+    } else {
+        super::proc::start_time(pid)?
+    };
+    Ok((wide as u32).max(1))
+}
+
+/// This process's tag (see [`tag_of`]), from a cache checked against the pid (a fork child
+/// has its own); 0 if the kernel cannot tell, which a reader takes as "unknown".
+#[inline]
+pub(crate) fn own_tag() -> u32 {
+    let pid = super::proc::cached_pid();
+    let cached = OWN_TAG.load(Ordering::Relaxed);
+    if (cached >> 32) as libc::pid_t == pid {
+        return cached as u32;
+    }
+    own_tag_slow(pid)
+}
+
+/// (pid << 32) | tag of this process, as [`own_tag`] last found it.
+static OWN_TAG: AtomicU64 = AtomicU64::new(0);
+
+#[cold]
+fn own_tag_slow(pid: libc::pid_t) -> u32 {
+    let tag = Pidfd::open(pid).and_then(|p| tag_of(pid, p.as_fd())).unwrap_or(0);
+    OWN_TAG.store(((pid as u32 as u64) << 32) | u64::from(tag), Ordering::Relaxed);
+    tag
+}
+
+/// Whether the process that recorded itself as (`pid`, `tag`) has ended: `pid` names no live
+/// process, or names one with another tag (a new process got the pid after the recorded one
+/// died and was reaped). A `tag` of 0 is unknown, and only the pid is asked about.
+pub(crate) fn process_with_tag_gone(pid: i32, tag: u32) -> bool {
+    if pid <= 0 {
+        return true;
+    }
+    let pidfd = match Pidfd::open(pid) {
+        Ok(p) => p,
+        Err(e) => return matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)),
+    };
+    if pidfd.has_exited().unwrap_or(false) {
+        return true;
+    }
+    if tag == 0 {
+        return false;
+    }
+    match tag_of(pid, pidfd.as_fd()) {
+        Ok(now) => now != tag,
+        // Ended between the two looks (its /proc entry gone).
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
     }
 }
 

@@ -68,6 +68,21 @@ extern "C" fn refresh_cached_pid() {
     CACHED_PID.store(getpid(), Ordering::Relaxed);
 }
 
+/// A process's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+pub(crate) fn start_time(pid: libc::pid_t) -> io::Result<u64> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat"))?;
+    parse_start_time(&stat).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/<pid>/stat"))
+}
+
+/// The start time in the text of a `/proc/<pid>/stat`: the command name (field 2) is in
+/// parentheses and may hold spaces and parentheses itself, so fields are counted from the
+/// last `)`, after which field 3 comes.
+fn parse_start_time(stat: &[u8]) -> Option<u64> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(22 - 3)?.parse().ok()
+}
+
 thread_local! {
     /// This thread's id, with the pid it was read under (a fork child's only thread has a
     /// new id, and its cache must not be believed).
@@ -300,4 +315,19 @@ pub(crate) fn kill_and_reap_unknown_child(pid: libc::pid_t) {
     while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
         && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
     {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_times() {
+        // A command name with spaces and parentheses does not shift the fields.
+        let stat = b"42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 123456789 1000 10";
+        assert_eq!(parse_start_time(stat), Some(123456789));
+        assert_eq!(parse_start_time(b"42 (x) S 1"), None);
+        assert_eq!(parse_start_time(b"no parenthesis"), None);
+        assert!(start_time(1).unwrap() <= start_time(getpid()).unwrap(), "init started first");
+    }
 }
