@@ -31,6 +31,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// assert_eq!(pool.apply(add, (2, 3))?, 5);
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a pool task",
+    label = "expected a function of the args returning a serde value",
+    note = "a task is a fn item or a `Send + Sync + 'static` closure that takes the values of the args tuple (`(x,)` for one, the item itself for `map`) and returns a `Serialize + DeserializeOwned + Send + 'static` value",
+    note = "a closure that captures values runs in a fork pool only; under spawn and forkserver the pool refuses it with `Error::InvalidArgument`"
+)]
 pub trait Task<Args>: Send + Sync + 'static {
     /// What the function returns.
     type Output: Serialize + DeserializeOwned + Send + 'static;
