@@ -30,6 +30,7 @@ mod joinable;
 pub(crate) mod ring;
 #[cfg(test)]
 mod ring_tests;
+mod signal;
 mod simple;
 
 pub use err::PutError;

@@ -32,11 +32,12 @@
 //! dead consumer was reading is still before `head` and goes to the next consumer. Only the
 //! record a consumer had taken (`head` stored) but not yet returned is lost with it.
 
+use super::signal::Signal;
 use crate::heap::{Shared, SharedState};
 use crate::synchronize::mutex::{Acquired, RawMutex};
-use crate::sys::{Deadline, futex, shm};
+use crate::sys::{Deadline, shm};
 use std::io;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Address space of a ring: records of up to almost this size pass.
@@ -195,45 +196,6 @@ struct Position {
 struct Extent {
     /// The furthest byte ever written past `soft + KEEP` (0 if none since the last trim).
     end: AtomicU64,
-}
-
-/// A futex word to sleep on, and how many may be asleep on it, so that a waker who finds no
-/// sleeper makes no system call.
-#[repr(C, align(64))]
-#[derive(Default)]
-struct Signal {
-    word: AtomicU32,
-    sleepers: AtomicU32,
-}
-
-impl Signal {
-    /// Wakes up to `n` sleepers if there may be any. The fence orders the caller's publishing
-    /// store before the look at `sleepers` (a sleeper counts itself before it looks at what
-    /// it waits for), so either the sleeper sees the news or we see the sleeper.
-    #[inline]
-    fn notify(&self, n: u32) {
-        fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
-            self.word.fetch_add(1, Ordering::SeqCst);
-            futex::wake(&self.word, n);
-        }
-    }
-
-    /// Sleeps until `ready()` or `deadline`; returns `ready()`'s last answer.
-    fn sleep_until(&self, deadline: Deadline, mut ready: impl FnMut() -> bool) -> bool {
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let done = loop {
-            let seen = self.word.load(Ordering::SeqCst);
-            if ready() {
-                break true;
-            }
-            if !futex::wait(&self.word, seen, deadline) {
-                break ready();
-            }
-        };
-        self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        done
-    }
 }
 
 #[repr(C, align(64))]
@@ -449,7 +411,7 @@ impl Ring {
             // The dead producer may have counted itself asleep, or left its flag: only the
             // holder sleeps there.
             Acquired::OwnerDied => {
-                state.space.sleepers.store(0, Ordering::Relaxed);
+                state.space.reset();
                 state.put.waiting_for_room.store(0, Ordering::Relaxed);
             }
             Acquired::Yes => {}
@@ -614,7 +576,7 @@ impl Ring {
         let state = self.state();
         match state.get.lock.lock(deadline) {
             Acquired::No => return Err(GetFail::Empty),
-            Acquired::OwnerDied => state.data.sleepers.store(0, Ordering::Relaxed),
+            Acquired::OwnerDied => state.data.reset(),
             Acquired::Yes => {}
         }
         let result = self.take(out, deadline);
@@ -711,7 +673,7 @@ impl Ring {
         }
         match state.put.lock.try_lock() {
             Acquired::No => return,
-            Acquired::OwnerDied => state.space.sleepers.store(0, Ordering::Relaxed),
+            Acquired::OwnerDied => state.space.reset(),
             Acquired::Yes => {}
         }
         let head = Pos(state.head.pos.load(Ordering::Relaxed));
@@ -738,7 +700,7 @@ impl Ring {
         }
         match state.put.lock.try_lock() {
             Acquired::No => return,
-            Acquired::OwnerDied => state.space.sleepers.store(0, Ordering::Relaxed),
+            Acquired::OwnerDied => state.space.reset(),
             Acquired::Yes => {}
         }
         let extent = state.extent.end.load(Ordering::Relaxed).min(self.ring_len);
@@ -797,14 +759,15 @@ impl Ring {
             }
         }
         if self.unfinished() == 0 {
-            let joined = &self.state().joined;
-            fence(Ordering::SeqCst);
-            if joined.sleepers.load(Ordering::Relaxed) != 0 {
-                joined.word.fetch_add(1, Ordering::SeqCst);
-                futex::wake_all(&joined.word);
-            }
+            self.state().joined.notify(u32::MAX);
         }
         true
+    }
+
+    /// How many may be asleep in `join` (for tests).
+    #[cfg(test)]
+    pub(crate) fn join_sleepers(&self) -> u32 {
+        self.state().joined.sleepers()
     }
 
     /// `JoinableQueue::join`: waits until every item put is done, or `deadline`.

@@ -340,3 +340,46 @@ fn random_puts_and_gets_never_wait_below_a_quarter_full() {
     // The ring did fill up now and then, so the paths that wait were taken too.
     assert!(next > 50_000 && waits > 0, "{next} records, {waits} puts that found no room");
 }
+
+/// Waits up to 10 s for `f()`.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+/// A process killed inside `join` no longer leaves the sleeper count one high for ever (a
+/// futex system call at every later notify): the first notify that wakes nobody takes a dead
+/// process's count off. A live waiter beside it is still woken.
+#[test]
+fn a_join_waiter_killed_is_taken_off_the_count() {
+    let ring = small_ring(0);
+    ring.put(&record(0, 0, 8), forever()).unwrap();
+    let in_child = Arc::clone(&ring);
+    let mut child = crate::Process::from_closure(move || {
+        in_child.join(Deadline::NEVER);
+    });
+    child.start().unwrap();
+    assert!(eventually(|| ring.join_sleepers() == 1), "the child never slept in join");
+    let live = Arc::clone(&ring);
+    let thread = std::thread::spawn(move || live.join(Deadline::after(Some(Duration::from_secs(30)))));
+    assert!(eventually(|| ring.join_sleepers() == 2), "the thread never slept in join");
+    child.kill().unwrap();
+    child.join().unwrap();
+    assert_eq!(ring.join_sleepers(), 2, "a dead sleeper is still counted until a wake-up finds nobody");
+    let mut out = Vec::new();
+    ring.get(&mut out, forever()).unwrap();
+    assert!(ring.task_done());
+    assert!(thread.join().unwrap(), "the live waiter was woken");
+    assert!(eventually(|| ring.join_sleepers() == 1));
+    // The next wake-up finds no one asleep and takes the dead child off.
+    ring.put(&record(0, 1, 8), forever()).unwrap();
+    ring.get(&mut out, forever()).unwrap();
+    assert!(ring.task_done());
+    assert_eq!(ring.join_sleepers(), 0, "the dead waiter's count was not taken off");
+}
