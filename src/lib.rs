@@ -1,9 +1,22 @@
 //! # multiprocess
 //!
 //! Python's `multiprocessing`, rebuilt in Rust: processes on three start methods (fork,
-//! spawn, forkserver), pipes and connections, and (in later releases) queues, shared memory,
-//! locks and a pool. One Python name, one Rust name: a Python programmer finds `Process`,
-//! `Pipe` (here [`pipe`]), `current_process` and `active_children` where they expect them.
+//! spawn, forkserver), pipes, connections and CPython-compatible listeners, queues, shared
+//! values and arrays, shared memory, every lock, and a pool that survives its workers'
+//! deaths. One Python name, one Rust name: a Python programmer finds `Process`, `Pipe` (here
+//! [`pipe`]), `Queue`, `Lock`, `Pool`, `current_process` and `active_children` where they
+//! expect them.
+//!
+//! | Python module | here |
+//! |---|---|
+//! | `multiprocessing.process`, `context` | [`Process`], [`get_context`], [`current_process`] |
+//! | `multiprocessing.connection` | [`connection`]: [`pipe`], [`Listener`], [`Client`], [`connection::wait`] |
+//! | `multiprocessing.queues` | [`queues`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] |
+//! | `multiprocessing.synchronize` | [`synchronize`]: [`Lock`], [`RLock`], [`Semaphore`], [`Condition`], [`Event`], [`Barrier`] |
+//! | `multiprocessing.sharedctypes` | [`sharedctypes`]: [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
+//! | `multiprocessing.shared_memory` | [`shared_memory`]: [`SharedMemory`], [`ShareableList`] |
+//! | `multiprocessing.pool` | [`pool`]: [`Pool`] |
+//! | `multiprocessing.util` | [`util`]: [`log_to_stderr`] |
 //!
 //! ```
 //! use multiprocess::{Process, Connection, pipe};

@@ -62,8 +62,10 @@ pub(crate) fn from_bytes_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
-/// Whether descriptors can travel with what is being encoded now: in a child's arguments or
-/// a connection's message, not in a queue's item (shared memory carries bytes only).
+/// Whether descriptors can travel with what is being encoded now: only in a child's
+/// arguments. A connection's message and a queue's item carry bytes only (descriptors in
+/// messages come with `Connection::send_handle`, later), so a handle there either travels by
+/// name (shared memory) or is refused.
 pub(crate) fn can_send_fds() -> bool {
     OUTGOING.with(|o| o.borrow().is_some())
 }

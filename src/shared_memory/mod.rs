@@ -627,10 +627,10 @@ enum WireIn {
     Name(String),
 }
 
-/// Sends the descriptor and the name where descriptors can travel (a child's arguments, a
-/// connection): the receiver maps the same memory (see the [module docs](self)). In a queue
-/// item it sends the name only, as CPython pickles a `SharedMemory`, and the receiver
-/// attaches by name. A closed handle cannot be sent.
+/// Sends the descriptor and the name where descriptors can travel (a child's arguments): the
+/// receiver maps the same memory (see the [module docs](self)). In a queue item or a
+/// connection's message it sends the name only, as CPython pickles a `SharedMemory`, and the
+/// receiver attaches by name. A closed handle cannot be sent.
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let segment =
