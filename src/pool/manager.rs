@@ -7,6 +7,7 @@ use super::result::{Failure, Slot};
 use super::task::{self, Closure};
 use super::worker::{Order, Report};
 use crate::queues::{Queue, SimpleQueue};
+use crate::util::LOG_TARGET;
 use crate::{Process, StartMethod};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -150,7 +151,11 @@ impl Manager {
         let mut process = (self.config.starter)(orders.clone(), self.reports.clone(), id, self.config.max_tasks)
             .with_name(format!("{name}-{id}"))
             .with_daemon(true);
-        process.start()?;
+        if let Err(e) = process.start() {
+            log::warn!(target: LOG_TARGET, "pool: cannot start {name}-{id}: {e}");
+            return Err(e);
+        }
+        log::debug!(target: LOG_TARGET, "pool: added worker {name}-{id} (pid {})", process.pid().unwrap_or(0));
         self.workers.push(Worker {
             id,
             process,
@@ -286,6 +291,7 @@ impl Manager {
             }
             Ok(Report::InitFailed { message, .. }) => {
                 if self.init_failed.is_none() {
+                    log::warn!(target: LOG_TARGET, "pool: the initializer failed: {message}; every task fails with it");
                     self.init_failed = Some(message.clone());
                     let failure = Failure::InitFailed(message);
                     for job in self.pending.drain(..) {
@@ -347,7 +353,27 @@ impl Manager {
                 // The chunk that overran was running, whatever the queue says.
                 taken = taken.max(1);
             }
-            for job in w.held.drain(..taken.min(w.held.len())) {
+            let failed = taken.min(w.held.len());
+            let requeued = w.held.len() - failed;
+            // Logged before the chunks fail, so that whoever sees the failure finds the record.
+            let (name, pid) = (w.process.name(), w.process.pid().unwrap_or(0));
+            if overran {
+                log::warn!(
+                    target: LOG_TARGET,
+                    "pool: worker {name} (pid {pid}) overran the task timeout and was killed; \
+                     {failed} chunk(s) failed with Timeout, {requeued} sent to other workers"
+                );
+            } else if exitcode == 0 && failed == 0 {
+                // Done with its maxtasksperchild, or stopped: CPython's "cleaning up worker".
+                log::debug!(target: LOG_TARGET, "pool: worker {name} (pid {pid}) exited");
+            } else {
+                log::warn!(
+                    target: LOG_TARGET,
+                    "pool: worker {name} (pid {pid}) died with exit code {exitcode}; \
+                     {failed} chunk(s) failed with WorkerDied, {requeued} sent to other workers"
+                );
+            }
+            for job in w.held.drain(..failed) {
                 job.slot.fill(Err(if overran { Failure::Timeout } else { Failure::WorkerDied(exitcode) }));
             }
             while let Some(job) = w.held.pop_back() {
