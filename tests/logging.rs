@@ -59,13 +59,13 @@ start_methods! {
     fn a_dead_pool_worker_is_logged(m) {
         capture();
         let pool = Pool::builder().processes(1).start_method(m).build().unwrap();
-        let pid = pool.apply(|| std::process::id(), ()).unwrap();
+        let pid = pool.apply(std::process::id, ()).unwrap();
         assert!(matches!(pool.apply(kill_self, ()), Err(Error::WorkerDied { exitcode: -9 })));
         let died = logged(log::Level::Warn, &format!("(pid {pid}) died with exit code -9"));
         assert_eq!(died.len(), 1, "{died:?}");
         assert!(died[0].contains("1 chunk(s) failed with WorkerDied, 0 sent to other workers"), "{}", died[0]);
         // The replacement is there, and said so at debug level.
-        assert_ne!(pool.apply(|| std::process::id(), ()).unwrap(), pid);
+        assert_ne!(pool.apply(std::process::id, ()).unwrap(), pid);
         assert!(common::eventually_within(Duration::from_secs(10), || logged(log::Level::Debug, "pool: added worker").len() >= 2));
     }
 
