@@ -193,4 +193,19 @@ impl Context {
     pub fn pool(&self, processes: usize) -> crate::Result<crate::Pool> {
         crate::Pool::builder().processes(processes).start_method(self.method).build()
     }
+
+    /// A [`SyncManager`](crate::SyncManager) whose server is started with this context's
+    /// method (`ctx.Manager()`).
+    ///
+    /// ```
+    /// use multiprocess::{StartMethod, get_context};
+    /// let m = get_context(StartMethod::Spawn).manager()?;
+    /// let d = m.dict::<u8, u8>()?;
+    /// d.insert(1, 2)?;
+    /// assert_eq!(d.get(&1)?, Some(2));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn manager(&self) -> crate::Result<crate::SyncManager> {
+        crate::SyncManager::builder().start_method(self.method).start()
+    }
 }

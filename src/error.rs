@@ -151,6 +151,20 @@ pub enum Error {
     /// The peer is gone: writing to a connection whose reader was closed (`BrokenPipeError`).
     #[error("broken pipe: the peer closed its end")]
     BrokenPipe,
+    /// An error a manager's server reported that has no variant of its own
+    /// (`multiprocessing.managers.RemoteError`): the kind, as the Python exception's name
+    /// where there is one, and the message.
+    #[error("remote error ({kind}): {message}")]
+    Remote {
+        /// What kind of error: `IndexError`, `NoObject`, `BadRequest`, ...
+        kind: String,
+        /// What the server said.
+        message: String,
+    },
+    /// A manager's server is gone: shut down, or dead (Python raises `EOFError`,
+    /// `BrokenPipeError` or `ConnectionRefusedError` there).
+    #[error("the manager's server is gone (shut down or dead)")]
+    ManagerGone,
     /// Any other operating-system error (`OSError`).
     #[error(transparent)]
     Io(#[from] io::Error),

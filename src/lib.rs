@@ -59,6 +59,7 @@ pub mod connection;
 mod context;
 mod error;
 mod heap;
+pub mod managers;
 pub mod pool;
 mod popen;
 mod process;
@@ -75,6 +76,7 @@ pub mod util;
 pub use connection::{Address, Client, Connection, Listener, pipe, pipe_simplex};
 pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method};
 pub use error::{Error, Result};
+pub use managers::{SyncManager, manager};
 pub use pool::{AsyncResult, Imap, ImapUnordered, MapResult, Pool, PoolBuilder, Task};
 pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,

@@ -388,12 +388,15 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     let _ = io::stdout().flush();
     let threads = proc::thread_count();
     warn_if_threaded(threads);
+    // References for the manager proxies the child inherits (nothing without proxies).
+    let proxies = crate::managers::fork::before_fork();
     if threads == 1 {
         // No other thread can hold a lock, and the caller's thread holds none of ours.
         // SAFETY: by the caller's contract.
         let pid = unsafe { proc::fork()? };
         if pid == 0 {
             in_child();
+            proxies.in_child();
         }
         return Ok(pid);
     }
@@ -413,6 +416,7 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     drop(stdout);
     if pid == 0 {
         in_child();
+        proxies.in_child();
     }
     Ok(pid)
 }

@@ -1,0 +1,149 @@
+//! A process's side of a manager: its connections to one server, a few kept open and reused,
+//! one per thread at a time (Python's per-thread `_tls.connection`), so that a thread blocked
+//! in a call never holds up another thread's.
+//!
+//! A process has one [`Client`] per server address; a fork child makes its own (the parent's
+//! connections are the parent's).
+
+use super::wire::{PROTOCOL, Remote, RemoteKind, Reply, Request};
+use crate::connection::{Address, Connection};
+use crate::{Error, Result};
+use std::sync::{Arc, Mutex, Weak};
+
+/// Connections to one server, for one process.
+pub(crate) struct Client {
+    address: Address,
+    authkey: Vec<u8>,
+    /// The process these connections belong to.
+    pid: u32,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// The live clients of this process, by address (a fork child finds its parent's here, and
+/// makes its own beside them).
+static CLIENTS: Mutex<Vec<(Address, u32, Weak<Client>)>> = Mutex::new(Vec::new());
+
+/// Locks the registry (held across a fork, so that the child finds it unlocked).
+pub(crate) fn lock_registry() -> std::sync::MutexGuard<'static, Vec<(Address, u32, Weak<Client>)>> {
+    CLIENTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Connections kept open for reuse; more are closed after their call.
+const KEEP_IDLE: usize = 8;
+
+impl Client {
+    /// This process's client of the server at `address`, made if there is none.
+    pub(crate) fn for_address(address: &Address, authkey: &[u8]) -> Arc<Client> {
+        let pid = crate::getpid();
+        let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|(_, _, c)| c.strong_count() > 0);
+        if let Some(client) =
+            clients.iter().find(|(a, p, _)| a == address && *p == pid).and_then(|(_, _, c)| c.upgrade())
+        {
+            return client;
+        }
+        let client =
+            Arc::new(Client { address: address.clone(), authkey: authkey.to_vec(), pid, idle: Mutex::new(Vec::new()) });
+        clients.push((address.clone(), pid, Arc::downgrade(&client)));
+        client
+    }
+
+    pub(crate) fn address(&self) -> &Address {
+        &self.address
+    }
+
+    pub(crate) fn authkey(&self) -> &[u8] {
+        &self.authkey
+    }
+
+    /// Whether this client belongs to the calling process (not to a parent it was forked
+    /// from).
+    pub(crate) fn is_ours(&self) -> bool {
+        self.pid == crate::getpid()
+    }
+
+    /// Sends `request` and waits for the reply; a reply that is an error is `Err`.
+    pub(crate) fn call(&self, request: &Request) -> Result<Reply> {
+        let conn = self.connection()?;
+        let outcome = conn.send(request).and_then(|()| conn.recv::<Reply>());
+        match outcome {
+            Ok(reply) => {
+                self.give_back(conn);
+                match reply {
+                    Reply::Error(remote) => Err(to_error(remote)),
+                    reply => Ok(reply),
+                }
+            }
+            // The server is gone, or the connection broke mid-call: this one is not reused.
+            Err(Error::Eof | Error::BrokenPipe) => Err(Error::ManagerGone),
+            Err(Error::Io(e)) if is_gone(&e) => Err(Error::ManagerGone),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn connection(&self) -> Result<Connection> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(conn);
+        }
+        let conn = match crate::Client::connect(self.address.clone(), Some(&self.authkey)) {
+            Ok(conn) => conn,
+            Err(Error::Io(e)) if is_gone(&e) => return Err(Error::ManagerGone),
+            // The socket file went with the server.
+            Err(Error::Eof | Error::BrokenPipe | Error::NotFound(_)) => return Err(Error::ManagerGone),
+            Err(e) => return Err(e),
+        };
+        let hello = Request::Hello { protocol: PROTOCOL, pid: crate::getpid(), tag: crate::sys::pidfd::own_tag() };
+        conn.send(&hello).map_err(gone)?;
+        match conn.recv::<Reply>().map_err(gone)? {
+            Reply::Hello { protocol: PROTOCOL, .. } => Ok(conn),
+            Reply::Hello { protocol, .. } => Err(Error::Remote {
+                kind: "BadRequest".into(),
+                message: format!("the manager speaks protocol {protocol}, this client {PROTOCOL}"),
+            }),
+            Reply::Error(remote) => Err(to_error(remote)),
+            other => Err(Error::Codec(format!("the manager answered hello with {other:?}"))),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < KEEP_IDLE {
+            idle.push(conn);
+        }
+    }
+}
+
+fn gone(e: Error) -> Error {
+    match e {
+        Error::Eof | Error::BrokenPipe => Error::ManagerGone,
+        Error::Io(e) if is_gone(&e) => Error::ManagerGone,
+        e => e,
+    }
+}
+
+fn is_gone(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::NotFound
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// The crate's error for what the server reported.
+pub(crate) fn to_error(remote: Remote) -> Error {
+    let kind = match remote.kind {
+        RemoteKind::Index { index, len } if index >= 0 => {
+            return Error::IndexOutOfRange { index: index as usize, len: len as usize };
+        }
+        RemoteKind::Index { .. } => "IndexError",
+        RemoteKind::NotInList => "ValueError",
+        RemoteKind::Changed => "Changed",
+        RemoteKind::NoObject => "NoObject",
+        RemoteKind::WrongKind => "WrongKind",
+        RemoteKind::BadRequest => "BadRequest",
+    };
+    Error::Remote { kind: kind.into(), message: remote.message }
+}

@@ -1,0 +1,288 @@
+//! Managers (Python's `multiprocessing.managers`): a server process that owns shared objects,
+//! which other processes use through typed proxies.
+//!
+//! [`manager()`] starts a [`SyncManager`]: a server process, started with the default start
+//! method (or a context's, [`Context::manager`](crate::Context::manager)), listening on a
+//! fresh unix socket with this process's authkey. Its methods make objects in the server and
+//! hand back proxies: [`DictProxy`], [`ListProxy`], [`Namespace`], [`ValueProxy`]. A proxy
+//! is `Clone + Send + Sync` and serializes, so it goes to children in their arguments (any
+//! start method), in queue items and messages, and inside values stored in other proxies.
+//!
+//! ```
+//! use multiprocess::Process;
+//! use multiprocess::managers::DictProxy;
+//! fn child(d: DictProxy<String, i64>) -> multiprocess::Result<()> {
+//!     d.insert("from child".into(), 2)?;            // d['from child'] = 2
+//!     Ok(())
+//! }
+//! let m = multiprocess::manager()?;                 // Manager()
+//! let d = m.dict::<String, i64>()?;                 // m.dict()
+//! d.insert("a".into(), 1)?;
+//! let mut p = Process::new(child, (d.clone(),));
+//! p.start()?;
+//! p.join()?;
+//! assert_eq!(d.get(&"from child".into())?, Some(2));
+//! # Ok::<(), multiprocess::Error>(())
+//! ```
+//!
+//! Values are serde values, stored in the server as their postcard bytes: the server never
+//! decodes them, so nothing a client sends can make it run code (CPython's unpickles), and
+//! keys and members compare by their bytes (equal values encode equally). The server counts
+//! references per client process: an object is freed when its last proxy anywhere is
+//! dropped, also when the process that held it was SIGKILLed (its connections close). If the
+//! server dies, every call returns [`Error::ManagerGone`](crate::Error::ManagerGone); if
+//! the owner dies, the server exits.
+
+mod client;
+mod dict;
+pub(crate) mod fork;
+mod list;
+mod namespace;
+mod objects;
+mod proxy;
+mod server;
+mod value;
+mod wire;
+
+pub use dict::DictProxy;
+pub use list::ListProxy;
+pub use namespace::Namespace;
+pub use value::ValueProxy;
+
+use crate::connection::Address;
+use crate::{Error, Process, Result, StartMethod};
+use client::Client;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wire::{Init, Kind, Reply, Request};
+
+/// How long a new server may take to say where it listens.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `shutdown` waits for the server to exit before it kills it.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// A manager with its server process (Python's `multiprocessing.managers.SyncManager`, as
+/// `multiprocessing.Manager()` returns it, started).
+///
+/// Dropping it shuts the server down, as leaving a `with Manager() as m:` block does; the
+/// proxies it made then answer [`Error::ManagerGone`].
+///
+/// ```
+/// let m = multiprocess::manager()?;
+/// let l = m.list::<u32>()?;
+/// l.push(7)?;
+/// assert_eq!(l.to_vec()?, vec![7]);
+/// m.shutdown()?;
+/// assert!(matches!(l.len(), Err(multiprocess::Error::ManagerGone)));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct SyncManager {
+    client: Arc<Client>,
+    process: Mutex<Option<Process>>,
+}
+
+/// Settings for a [`SyncManager`] before it starts (Python's `SyncManager()` and its
+/// `start()`).
+///
+/// ```
+/// use multiprocess::StartMethod;
+/// use multiprocess::managers::SyncManager;
+/// let m = SyncManager::builder().start_method(StartMethod::Spawn).start()?;
+/// assert_eq!(m.number_of_objects()?, 0);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManagerBuilder {
+    method: Option<StartMethod>,
+}
+
+impl ManagerBuilder {
+    /// The start method of the server process (default: the default start method).
+    ///
+    /// ```
+    /// use multiprocess::StartMethod;
+    /// let m = multiprocess::managers::SyncManager::builder().start_method(StartMethod::Fork).start()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn start_method(mut self, method: StartMethod) -> ManagerBuilder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts the server and connects to it (`start()`).
+    ///
+    /// ```
+    /// let m = multiprocess::managers::SyncManager::builder().start()?;
+    /// assert!(m.address().to_string().contains("listener-"));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn start(self) -> Result<SyncManager> {
+        let method = self.method.unwrap_or_else(crate::get_start_method);
+        let authkey = crate::process::authkey()?.to_vec();
+        let (reader, writer) = crate::pipe()?;
+        let mut process = crate::get_context(method)
+            .process(server::main, (writer, authkey.clone()))
+            .with_name(format!("SyncManager-{}", next_number()));
+        process.start()?;
+        let address = match reader.poll(Some(START_TIMEOUT)) {
+            Ok(true) => reader.recv::<Address>(),
+            Ok(false) => Err(Error::Timeout),
+            Err(e) => Err(e),
+        };
+        let address = match address {
+            Ok(address) => address,
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.join();
+                return Err(match e {
+                    Error::Eof => Error::StartMethod(format!(
+                        "the manager's server exited before it listened (exit code {:?})",
+                        process.exitcode()
+                    )),
+                    e => e,
+                });
+            }
+        };
+        let client = Client::for_address(&address, &authkey);
+        Ok(SyncManager { client, process: Mutex::new(Some(process)) })
+    }
+}
+
+fn next_number() -> u32 {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Starts a [`SyncManager`] with the default start method (Python's
+/// `multiprocessing.Manager()`).
+///
+/// ```
+/// let m = multiprocess::manager()?;
+/// let ns = m.namespace()?;
+/// ns.set("x", &1)?;
+/// assert_eq!(ns.get::<i32>("x")?, Some(1));
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn manager() -> Result<SyncManager> {
+    SyncManager::builder().start()
+}
+
+impl SyncManager {
+    /// Settings for a manager before it starts.
+    ///
+    /// ```
+    /// let m = multiprocess::managers::SyncManager::builder().start()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// Where the server listens (`address`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// println!("{}", m.address());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn address(&self) -> &Address {
+        self.client.address()
+    }
+
+    /// The server process's pid, while it runs.
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// assert!(m.pid().is_some());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        self.process.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(Process::pid)
+    }
+
+    /// How many objects the server holds (`_number_of_objects()`): 0 again once every
+    /// proxy is dropped.
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let d = m.dict::<u8, u8>()?;
+    /// assert_eq!(m.number_of_objects()?, 1);
+    /// drop(d);
+    /// assert_eq!(m.number_of_objects()?, 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn number_of_objects(&self) -> Result<usize> {
+        match self.client.call(&Request::NumberOfObjects)? {
+            Reply::Count(n) => Ok(n as usize),
+            other => Err(Error::Codec(format!("unexpected reply from the manager: {other:?}"))),
+        }
+    }
+
+    /// Stops the server and waits for it to exit (`shutdown()`); again, it does nothing.
+    /// Proxies then answer [`Error::ManagerGone`].
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// m.shutdown()?;
+    /// m.shutdown()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn shutdown(&self) -> Result<()> {
+        let Some(mut process) = self.process.lock().unwrap_or_else(|e| e.into_inner()).take() else { return Ok(()) };
+        let asked = self.client.call(&Request::Shutdown);
+        let exited = process.join_timeout(SHUTDOWN_WAIT).is_ok() && !process.is_alive();
+        if !exited {
+            let _ = process.kill();
+            process.join()?;
+        }
+        match asked {
+            Ok(_) | Err(Error::ManagerGone) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Makes an object of `kind` and the proxy's reference to it.
+    fn create(&self, kind: Kind, init: Init, holds: Vec<wire::Id>) -> Result<Arc<proxy::Inner>> {
+        match self.client.call(&Request::Create { kind, init, holds })? {
+            Reply::Created(id) => Ok(proxy::Inner::new(id, Arc::clone(&self.client))),
+            other => Err(Error::Codec(format!("unexpected reply from the manager: {other:?}"))),
+        }
+    }
+}
+
+impl Drop for SyncManager {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+impl fmt::Debug for SyncManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncManager").field("address", self.address()).field("pid", &self.pid()).finish()
+    }
+}
+
+/// The proxy boilerplate: `Clone` (one reference shared), `Serialize` and `Deserialize`.
+macro_rules! proxy_common {
+    ($name:ident < $($t:ident),* >) => {
+        impl<$($t),*> Clone for $name<$($t),*> {
+            fn clone(&self) -> Self {
+                $name { inner: std::sync::Arc::clone(&self.inner), types: std::marker::PhantomData }
+            }
+        }
+
+        impl<$($t),*> serde::Serialize for $name<$($t),*> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                crate::managers::proxy::serialize(&self.inner, s)
+            }
+        }
+
+        impl<'de, $($t),*> serde::Deserialize<'de> for $name<$($t),*> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Ok($name { inner: crate::managers::proxy::deserialize(d)?, types: std::marker::PhantomData })
+            }
+        }
+    };
+}
+pub(crate) use proxy_common;

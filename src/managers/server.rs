@@ -1,0 +1,303 @@
+//! A manager's server process (Python's `managers.Server`): it owns the objects, accepts
+//! authenticated connections on a unix socket, and serves each on a thread of its own, so
+//! that a client blocked in a call never delays another.
+//!
+//! References are counted per client process (a *session*: its pid and process tag), not per
+//! proxy: a process holds a count for each object it has proxies of, and when its last
+//! connection closes (it exited, or was SIGKILLed) the server gives back everything it held.
+//! A proxy on its way to another process travels with a *pin*, a reference no process holds
+//! yet, which the receiver claims; a pin never claimed is given back with its sender's
+//! session. An object that stores values with proxies in them holds a reference to each of
+//! those objects until it is freed itself.
+
+use super::objects::Object;
+use super::wire::{Id, PROTOCOL, Remote, RemoteKind, Reply, Request};
+use crate::connection::{Connection, Listener, Waitable, wait};
+use crate::util::LOG_TARGET;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A client process: its pid and process tag.
+type SessionKey = (u32, u32);
+
+#[derive(Default)]
+struct Session {
+    /// Open connections of the process.
+    connections: u32,
+    /// How many references it holds to each object.
+    refs: HashMap<Id, u64>,
+}
+
+struct Entry {
+    /// References held by sessions, pins and other objects.
+    refs: u64,
+    object: Arc<Mutex<Object>>,
+    /// Objects this one holds a reference to (proxies inside the values it stores).
+    holds: Vec<Id>,
+}
+
+#[derive(Default)]
+struct Table {
+    next_id: Id,
+    next_pin: u64,
+    objects: HashMap<Id, Entry>,
+    sessions: HashMap<SessionKey, Session>,
+    /// Pinned references: the object, and the session that answers for the pin.
+    pins: HashMap<u64, (Id, SessionKey)>,
+}
+
+fn no_object(id: Id) -> Remote {
+    Remote::new(RemoteKind::NoObject, format!("no object {id} in the manager (freed?)"))
+}
+
+impl Table {
+    fn session(&mut self, key: SessionKey) -> &mut Session {
+        self.sessions.entry(key).or_default()
+    }
+
+    /// Makes the objects of `holds` held by `holder`; every one must exist.
+    fn hold(&mut self, holder: Id, holds: &[Id]) -> Result<(), Remote> {
+        if let Some(&missing) = holds.iter().find(|id| !self.objects.contains_key(id)) {
+            return Err(no_object(missing));
+        }
+        for &id in holds.iter().filter(|&&id| id != holder) {
+            if let Some(e) = self.objects.get_mut(&id) {
+                e.refs += 1;
+            }
+            if let Some(e) = self.objects.get_mut(&holder) {
+                e.holds.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    fn create(&mut self, key: SessionKey, object: Object, holds: &[Id]) -> Result<Id, Remote> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.objects.insert(id, Entry { refs: 1, object: Arc::new(Mutex::new(object)), holds: Vec::new() });
+        *self.session(key).refs.entry(id).or_default() += 1;
+        if let Err(e) = self.hold(id, holds) {
+            self.decref(key, id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn incref(&mut self, key: SessionKey, id: Id) -> Result<(), Remote> {
+        let entry = self.objects.get_mut(&id).ok_or_else(|| no_object(id))?;
+        entry.refs += 1;
+        *self.session(key).refs.entry(id).or_default() += 1;
+        Ok(())
+    }
+
+    /// Gives back one reference of `key`'s, if it holds one (a client cannot give back what
+    /// it does not hold, and so cannot free what others use).
+    fn decref(&mut self, key: SessionKey, id: Id) {
+        let Some(session) = self.sessions.get_mut(&key) else { return };
+        let Some(n) = session.refs.get_mut(&id) else { return };
+        *n -= 1;
+        if *n == 0 {
+            session.refs.remove(&id);
+        }
+        self.release(id);
+    }
+
+    /// Drops one reference to `id`, freeing it (and what it held) at zero.
+    fn release(&mut self, id: Id) {
+        let mut work = vec![id];
+        while let Some(id) = work.pop() {
+            let Some(entry) = self.objects.get_mut(&id) else { continue };
+            entry.refs = entry.refs.saturating_sub(1);
+            if entry.refs == 0
+                && let Some(entry) = self.objects.remove(&id)
+            {
+                work.extend(entry.holds);
+            }
+        }
+    }
+
+    fn pin(&mut self, key: SessionKey, id: Id) -> Result<u64, Remote> {
+        let entry = self.objects.get_mut(&id).ok_or_else(|| no_object(id))?;
+        entry.refs += 1;
+        self.next_pin += 1;
+        self.pins.insert(self.next_pin, (id, key));
+        Ok(self.next_pin)
+    }
+
+    fn claim(&mut self, key: SessionKey, id: Id, pin: u64) -> Result<(), Remote> {
+        match self.pins.get(&pin) {
+            Some(&(pinned, _)) if pinned == id => {
+                self.pins.remove(&pin);
+                *self.session(key).refs.entry(id).or_default() += 1;
+                Ok(())
+            }
+            // Claimed already (a message decoded twice, a value read again): a reference of
+            // its own while the object lives.
+            _ => self.incref(key, id),
+        }
+    }
+
+    /// A connection of `key` closed: at its last, everything the process held goes.
+    fn disconnect(&mut self, key: SessionKey) {
+        let Some(session) = self.sessions.get_mut(&key) else { return };
+        session.connections = session.connections.saturating_sub(1);
+        if session.connections > 0 {
+            return;
+        }
+        let session = self.sessions.remove(&key).unwrap_or_default();
+        let pins: Vec<u64> = self.pins.iter().filter(|(_, (_, k))| *k == key).map(|(&p, _)| p).collect();
+        let mut gone = 0;
+        for pin in pins {
+            if let Some((id, _)) = self.pins.remove(&pin) {
+                self.release(id);
+                gone += 1;
+            }
+        }
+        for (id, n) in session.refs {
+            for _ in 0..n {
+                self.release(id);
+            }
+            gone += n;
+        }
+        log::debug!(target: LOG_TARGET, "manager: client process {} left, {gone} reference(s) given back", key.0);
+    }
+}
+
+/// The server's state, shared by its connection threads.
+pub(crate) struct Server {
+    table: Mutex<Table>,
+    /// Written to stop the accepting thread.
+    stop: Mutex<Option<Connection>>,
+}
+
+impl Server {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn object(&self, id: Id) -> Result<Arc<Mutex<Object>>, Remote> {
+        self.table().objects.get(&id).map(|e| Arc::clone(&e.object)).ok_or_else(|| no_object(id))
+    }
+
+    /// Answers one request of session `key`.
+    fn handle(&self, key: SessionKey, request: Request) -> Result<Reply, Remote> {
+        match request {
+            Request::Hello { .. } => Err(Remote::new(RemoteKind::BadRequest, "hello twice")),
+            Request::Create { kind, init, holds } => {
+                let object = Object::new(kind, init)?;
+                Ok(Reply::Created(self.table().create(key, object, &holds)?))
+            }
+            Request::Call { id, op, holds } => {
+                let object = self.object(id)?;
+                if !holds.is_empty() {
+                    self.table().hold(id, &holds)?;
+                }
+                let mut object = object.lock().unwrap_or_else(|e| e.into_inner());
+                object.call(op)
+            }
+            Request::IncRef { id } => self.table().incref(key, id).map(|()| Reply::Done),
+            Request::DecRef { id } => {
+                self.table().decref(key, id);
+                Ok(Reply::Done)
+            }
+            Request::Pin { id } => self.table().pin(key, id).map(Reply::Pinned),
+            Request::Claim { id, pin } => self.table().claim(key, id, pin).map(|()| Reply::Done),
+            Request::PinMany { ids } => {
+                let mut table = self.table();
+                Ok(Reply::Pins(ids.into_iter().map(|id| table.pin(key, id).unwrap_or(0)).collect()))
+            }
+            Request::ClaimMany { pins } => {
+                let mut table = self.table();
+                Ok(Reply::Claimed(
+                    pins.into_iter().map(|(id, pin)| pin != 0 && table.claim(key, id, pin).is_ok()).collect(),
+                ))
+            }
+            Request::NumberOfObjects => Ok(Reply::Count(self.table().objects.len() as u64)),
+            Request::Shutdown => {
+                if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = stop.send_bytes(b"stop");
+                }
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    /// Serves one connection until it closes.
+    fn serve(&self, conn: Connection) {
+        let key = match hello(&conn) {
+            Ok(key) => key,
+            Err(e) => {
+                log::warn!(target: LOG_TARGET, "manager: a client was refused: {e}");
+                return;
+            }
+        };
+        self.table().session(key).connections += 1;
+        while let Ok(bytes) = conn.recv_bytes() {
+            let reply = match crate::reduction::from_bytes_exact::<Request>(&bytes) {
+                Ok(request) => self.handle(key, request).unwrap_or_else(Reply::Error),
+                Err(e) => Reply::Error(Remote::new(RemoteKind::BadRequest, format!("undecodable request: {e}"))),
+            };
+            if conn.send(&reply).is_err() {
+                break;
+            }
+        }
+        self.table().disconnect(key);
+    }
+}
+
+/// Reads a connection's first message; answers it; the client's session.
+fn hello(conn: &Connection) -> crate::Result<SessionKey> {
+    let bytes = conn.recv_bytes()?;
+    match crate::reduction::from_bytes_exact::<Request>(&bytes) {
+        Ok(Request::Hello { protocol, pid, tag }) if protocol == PROTOCOL => {
+            conn.send(&Reply::Hello { protocol: PROTOCOL, server_pid: crate::getpid() })?;
+            Ok((pid, tag))
+        }
+        Ok(Request::Hello { protocol, .. }) => {
+            let message = format!("this manager speaks protocol {PROTOCOL}, the client {protocol}");
+            conn.send(&Reply::Error(Remote::new(RemoteKind::BadRequest, message.clone())))?;
+            Err(crate::Error::Codec(message))
+        }
+        _ => Err(crate::Error::Codec("the first message was not a hello".into())),
+    }
+}
+
+/// The server process's body: binds a fresh unix socket with `authkey`, tells the owner its
+/// address through `report`, and serves until told to stop or until the owner is gone.
+pub(crate) fn main(report: Connection, authkey: Vec<u8>) -> crate::Result<()> {
+    let listener = Listener::new(Some(&authkey))?;
+    let (stop_reader, stop_writer) = crate::pipe()?;
+    let server = Arc::new(Server { table: Mutex::new(Table::default()), stop: Mutex::new(Some(stop_writer)) });
+    report.send(listener.address())?;
+    drop(report);
+    let parent = crate::parent_process();
+    loop {
+        let mut waiting: Vec<&dyn Waitable> = vec![&listener, &stop_reader];
+        let sentinel = parent.as_ref().map(|p| p.sentinel()).transpose()?;
+        if let Some(s) = sentinel.as_ref() {
+            waiting.push(s);
+        }
+        let ready = wait(&waiting, None)?;
+        if ready.contains(&1) {
+            break;
+        }
+        if ready.contains(&2) {
+            log::info!(target: LOG_TARGET, "manager: the owner process is gone; shutting down");
+            break;
+        }
+        match listener.accept() {
+            Ok(conn) => {
+                let server = Arc::clone(&server);
+                let spawned =
+                    std::thread::Builder::new().name("manager-client".into()).spawn(move || server.serve(conn));
+                if let Err(e) = spawned {
+                    log::warn!(target: LOG_TARGET, "manager: no thread for a client: {e}");
+                }
+            }
+            Err(e) => log::warn!(target: LOG_TARGET, "manager: accept failed: {e}"),
+        }
+    }
+    // The listener's socket file goes with it; the objects go with the process.
+    drop(listener);
+    Ok(())
+}

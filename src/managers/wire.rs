@@ -1,0 +1,180 @@
+//! What a manager's clients and its server say to each other: typed requests and replies,
+//! postcard-encoded, one message each way per call.
+//!
+//! Values travel as the postcard bytes of the user's type ([`Bytes`]); the server stores and
+//! compares them as bytes and never decodes them, so nothing a client sends can make the
+//! server run code of the client's choosing (CPython's manager unpickles). Every request
+//! names the operation as an enum variant, never as a string.
+
+use serde::{Deserialize, Serialize};
+
+/// A value's postcard bytes.
+pub(crate) type Bytes = Vec<u8>;
+
+/// The version of this protocol: a client and a server that disagree refuse each other at
+/// the first message, instead of failing to decode in the middle of a call.
+pub(crate) const PROTOCOL: u32 = 1;
+
+/// An object's number in its server. 0 is never an object.
+pub(crate) type Id = u64;
+
+/// The kinds of object a manager makes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Dict,
+    List,
+    Namespace,
+    Value,
+}
+
+/// One request.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Request {
+    /// The first message on a connection: who the client is (its pid and process tag), and
+    /// which protocol it speaks.
+    Hello { protocol: u32, pid: u32, tag: u32 },
+    /// Makes an object; the caller's process holds one reference to it.
+    Create { kind: Kind, init: Init, holds: Vec<Id> },
+    /// Calls an operation on an object. `holds` lists the objects whose proxies are inside
+    /// the values the call stores (the object then holds a reference to each).
+    Call { id: Id, op: Op, holds: Vec<Id> },
+    /// Takes one more reference for the caller's process.
+    IncRef { id: Id },
+    /// Gives one back.
+    DecRef { id: Id },
+    /// Takes a reference that no process holds yet, for a proxy on its way to another
+    /// process: the one that decodes it claims it. Until then the caller's process answers
+    /// for it (given back when that process ends, if never claimed).
+    Pin { id: Id },
+    /// Claims a pinned reference for the caller's process (or, if it was claimed already,
+    /// takes a new one while the object lives).
+    Claim { id: Id, pin: u64 },
+    /// Pins one reference per id listed (an id may come more than once): what a process
+    /// about to fork does for the proxies its child inherits.
+    PinMany { ids: Vec<Id> },
+    /// Claims pins (a fork child claiming what its parent pinned for it); which succeeded.
+    ClaimMany { pins: Vec<(Id, u64)> },
+    /// How many objects the server holds (`_number_of_objects()`).
+    NumberOfObjects,
+    /// Stops the server (`shutdown()`); only the owner sends it.
+    Shutdown,
+}
+
+/// What a new object starts with.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Init {
+    Empty,
+    /// One value (a `Value`).
+    One(Bytes),
+    /// A sequence (a list).
+    Items(Vec<Bytes>),
+    /// Pairs (a dict).
+    Pairs(Vec<(Bytes, Bytes)>),
+}
+
+/// The operations. Indices are Python's: negative ones count from the end.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Op {
+    // dict
+    DictGet(Bytes),
+    DictInsert(Bytes, Bytes),
+    DictRemove(Bytes),
+    DictContains(Bytes),
+    DictKeys,
+    DictValues,
+    DictItems,
+    DictUpdate(Vec<(Bytes, Bytes)>),
+    DictSetDefault(Bytes, Bytes),
+    DictPopItem,
+    // list
+    ListGet(i64),
+    ListSet(i64, Bytes),
+    ListPush(Bytes),
+    ListExtend(Vec<Bytes>),
+    ListInsert(i64, Bytes),
+    ListPop(Option<i64>),
+    ListRemove(Bytes),
+    ListIndex(Bytes),
+    ListCount(Bytes),
+    ListSlice(Option<i64>, Option<i64>),
+    ListReverse,
+    ListRepeat(u64),
+    /// The items and the list's version, for an operation the client does (a sort).
+    ListSnapshot,
+    /// Replaces every item if the list is still at `version`.
+    ListReplace {
+        version: u64,
+        items: Vec<Bytes>,
+    },
+    // namespace
+    NsGet(String),
+    /// A name, the value, and its `Debug` text (the server cannot decode it to show it).
+    NsSet(String, Bytes, String),
+    NsDel(String),
+    NsItems,
+    // value
+    ValueGet,
+    ValueSet(Bytes),
+    // any container
+    Len,
+    Clear,
+}
+
+/// One reply.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum Reply {
+    Hello {
+        protocol: u32,
+        server_pid: u32,
+    },
+    Created(Id),
+    Done,
+    Bool(bool),
+    Count(u64),
+    Value(Bytes),
+    Maybe(Option<Bytes>),
+    Values(Vec<Bytes>),
+    Pairs(Vec<(Bytes, Bytes)>),
+    /// A namespace's attributes: name, value, `Debug` text.
+    Named(Vec<(String, Bytes, String)>),
+    MaybePair(Option<(Bytes, Bytes)>),
+    Snapshot {
+        version: u64,
+        items: Vec<Bytes>,
+    },
+    Pinned(u64),
+    Pins(Vec<u64>),
+    Claimed(Vec<bool>),
+    /// The operation failed as the Python method would raise.
+    Error(Remote),
+}
+
+/// An error the server reports: its kind, as the Python exception's name, and message.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Remote {
+    pub(crate) kind: RemoteKind,
+    pub(crate) message: String,
+}
+
+/// The errors a manager's objects raise, each turned into the matching [`crate::Error`].
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RemoteKind {
+    /// `IndexError`: the index asked for, and the length.
+    Index { index: i64, len: u64 },
+    /// `ValueError`: an item not in a list.
+    NotInList,
+    /// A list changed while the client worked on a copy (a sort): try again.
+    Changed,
+    /// No such object (freed, or never made).
+    NoObject,
+    /// The operation does not apply to this kind of object (a bad request).
+    WrongKind,
+    /// The request could not be decoded, or broke the protocol.
+    BadRequest,
+}
+
+impl Remote {
+    pub(crate) fn new(kind: RemoteKind, message: impl Into<String>) -> Remote {
+        Remote { kind, message: message.into() }
+    }
+}
