@@ -503,7 +503,7 @@ fn check_one(conn: &Connection, method: Method, item: &Item, cap: usize, ctx: im
                             // The payload is a Vec<u16> only if it decodes as one with no byte
                             // left over (a typed receive refuses trailing bytes).
                             let exact = match postcard::take_from_bytes::<Vec<u16>>(p) {
-                                Ok((v, rest)) if rest.is_empty() => Some(v),
+                                Ok((v, [])) => Some(v),
                                 _ => None,
                             };
                             match &r {
