@@ -2,7 +2,10 @@
 //! (SHV-14), under every start method the server and the children can have. Where Rust needs
 //! another shape than Python, the case's doc comment says how it was translated.
 mod common;
-use multiprocess::managers::{DictProxy, ListProxy, Namespace, SyncManager, ValueProxy};
+use multiprocess::managers::{
+    DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, Namespace, QueueProxy, RLockProxy, SemaphoreProxy,
+    SyncManager, ValueProxy,
+};
 use multiprocess::*;
 use std::time::{Duration, Instant};
 
@@ -343,4 +346,176 @@ fn threads_share_a_manager() {
     assert_eq!(all, want);
     l.sort().unwrap();
     assert_eq!(l.to_vec().unwrap(), want);
+}
+
+start_methods! {
+    /// Q-22 and JQ-04: a manager queue of maxsize 2 with 5 and 6 in it, handed to a child:
+    /// the child sees it full, takes both; the parent then sees it empty.
+    fn q_22_jq_04_manager_queue_in_a_child(m) {
+        fn child(q: QueueProxy<i32>, jq: JoinableQueueProxy<i32>) -> Result<()> {
+            for (qsize, full, empty, a, b) in [
+                (q.qsize()?, q.full()?, q.empty()?, q.get()?, q.get()?),
+                (jq.qsize()?, jq.full()?, jq.empty()?, jq.get()?, jq.get()?),
+            ] {
+                assert_eq!((qsize, full, empty, a, b), (2, true, false, 5, 6));
+            }
+            assert!(q.empty()? && jq.empty()?);
+            jq.task_done()?;
+            jq.task_done()?;
+            Ok(())
+        }
+        let mgr = start(m);
+        let q = mgr.queue_with_maxsize::<i32>(2).unwrap();
+        let jq = mgr.joinable_queue_with_maxsize::<i32>(2).unwrap();
+        for x in [5, 6] {
+            q.put(x).unwrap();
+            jq.put(x).unwrap();
+        }
+        let mut p = common::start(m, child, (q.clone(), jq.clone()));
+        common::join_ok(&mut p);
+        assert!(q.empty().unwrap() && !q.full().unwrap());
+        assert!(jq.empty().unwrap() && !jq.full().unwrap());
+        assert!(jq.join_timeout(Duration::from_secs(5)).unwrap());
+    }
+
+    /// MGR-06: a queue proxy stored in list and dict proxies works through them.
+    fn mgr_06_nested_queue(m) {
+        let mgr = start(m);
+        let a = mgr.list_from([mgr.queue::<i32>().unwrap()]).unwrap();
+        a.get(0).unwrap().unwrap().put(123).unwrap();
+        assert_eq!(a.get(0).unwrap().unwrap().get().unwrap(), 123);
+        let b = mgr.dict::<u8, QueueProxy<i32>>().unwrap();
+        b.insert(0, mgr.queue().unwrap()).unwrap();
+        b.get(&0).unwrap().unwrap().put(456).unwrap();
+        assert_eq!(b.get(&0).unwrap().unwrap().get().unwrap(), 456);
+        drop((a, b));
+        objects_reach(&mgr, 0);
+    }
+
+    /// LOCK-11: a manager lock acquired in a child, released in the parent, then released
+    /// again: the second release is an error.
+    fn lock_11_manager_lock(m) {
+        fn child(l: LockProxy) -> Result<()> {
+            l.acquire()
+        }
+        let mgr = start(m);
+        let l = mgr.lock().unwrap();
+        let mut p = common::start(m, child, (l.clone(),));
+        common::join_ok(&mut p);
+        // The child exited holding it: it stays held (its next acquirer would take it over
+        // and be told). Any process may release a Lock, as the parent does here.
+        l.release().unwrap();
+        assert!(matches!(l.release(), Err(Error::ReleasedTooManyTimes)));
+    }
+
+    /// A client SIGKILLed holding a manager Lock, RLock or Semaphore: the next acquirer gets
+    /// it with OwnerDied (CPython's manager keeps it held for ever).
+    fn killed_holder_hands_manager_locks_on(m) {
+        fn hold(l: LockProxy, r: RLockProxy, s: SemaphoreProxy, held: Connection) -> Result<()> {
+            l.acquire()?;
+            r.acquire()?;
+            r.acquire()?;
+            s.acquire()?;
+            held.send(&())?;
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        }
+        let mgr = start(m);
+        let (l, r, s) = (mgr.lock().unwrap(), mgr.rlock().unwrap(), mgr.semaphore(1).unwrap());
+        let (a, b) = pipe().unwrap();
+        let mut p = common::start(m, hold, (l.clone(), r.clone(), s.clone(), b));
+        a.recv::<()>().unwrap();
+        assert!(!l.try_acquire().unwrap() && !r.try_acquire().unwrap() && !s.try_acquire().unwrap());
+        p.kill().unwrap();
+        p.join().unwrap();
+        let t = Instant::now();
+        assert!(matches!(l.acquire_timeout(Duration::from_secs(5)), Err(Error::OwnerDied)));
+        assert!(matches!(r.acquire_timeout(Duration::from_secs(5)), Err(Error::OwnerDied)));
+        assert!(matches!(s.acquire_timeout(Duration::from_secs(5)), Err(Error::OwnerDied)));
+        assert!(t.elapsed() < Duration::from_secs(1), "took {:?}", t.elapsed());
+        // Held now, by this process, once each: an ordinary lock from here on.
+        r.release().unwrap();
+        assert!(matches!(r.release(), Err(Error::NotOwner)));
+        l.release().unwrap();
+        s.release().unwrap();
+        assert!(l.try_acquire().unwrap());
+    }
+
+    /// An event set in a child wakes the parent's wait; a timed wait times out.
+    fn manager_event(m) {
+        fn child(e: EventProxy) -> Result<()> {
+            std::thread::sleep(Duration::from_millis(50));
+            e.set()
+        }
+        let mgr = start(m);
+        let e = mgr.event().unwrap();
+        let t = Instant::now();
+        assert!(!e.wait(Some(Duration::from_millis(200))).unwrap());
+        common::assert_timeout_elapsed(t.elapsed(), Duration::from_millis(200));
+        let mut p = common::start(m, child, (e.clone(),));
+        assert!(e.wait(Some(Duration::from_secs(10))).unwrap());
+        common::join_ok(&mut p);
+    }
+}
+
+/// A client blocked in `get()` delays no other client; a timed get returns on time.
+#[test]
+fn a_blocked_get_delays_no_one() {
+    let mgr = multiprocess::manager().unwrap();
+    let q = mgr.queue::<u32>().unwrap();
+    let d = mgr.dict::<u8, u8>().unwrap();
+    let waiting = {
+        let q = q.clone();
+        std::thread::spawn(move || q.get())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    for i in 0..100 {
+        d.insert(i, i).unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "100 inserts beside a blocked get took {:?}", t.elapsed());
+    let t = Instant::now();
+    assert!(matches!(q.get_timeout(Duration::from_millis(200)), Err(Error::Empty)));
+    common::assert_timeout_elapsed(t.elapsed(), Duration::from_millis(200));
+    q.put(7).unwrap();
+    assert_eq!(waiting.join().unwrap().unwrap(), 7);
+}
+
+/// The server SIGKILLed while another thread waits in `get()`: that call returns an error
+/// within a second.
+#[test]
+fn a_killed_server_ends_a_blocked_get() {
+    let mgr = multiprocess::manager().unwrap();
+    let q = mgr.queue::<u32>().unwrap();
+    let waiting = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            let r = q.get();
+            (r, Instant::now())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = mgr.pid().unwrap();
+    let killed = Instant::now();
+    // SAFETY: kill(2) with a plain signal on the manager's own server.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let (r, returned) = waiting.join().unwrap();
+    assert!(matches!(r, Err(Error::ManagerGone)), "{r:?}");
+    assert!(returned - killed < Duration::from_secs(1), "took {:?}", returned - killed);
+}
+
+/// A proxy in a manager queue item stays a proxy, and the queue keeps its object alive
+/// while the item waits, even with every other proxy of it dropped.
+#[test]
+fn proxies_in_queue_items_are_held_by_the_queue() {
+    let mgr = multiprocess::manager().unwrap();
+    let q = mgr.queue::<DictProxy<u8, u8>>().unwrap();
+    let d = mgr.dict_from([(1u8, 2u8)]).unwrap();
+    q.put(d).unwrap();
+    assert_eq!(mgr.number_of_objects().unwrap(), 2);
+    let d = q.get().unwrap();
+    assert_eq!(d.get(&1).unwrap(), Some(2));
+    drop(d);
+    drop(q);
+    objects_reach(&mgr, 0);
 }

@@ -144,6 +144,12 @@ pub(crate) fn to_error(remote: Remote) -> Error {
         RemoteKind::NoObject => "NoObject",
         RemoteKind::WrongKind => "WrongKind",
         RemoteKind::BadRequest => "BadRequest",
+        RemoteKind::Empty => return Error::Empty,
+        RemoteKind::Full => return Error::Full,
+        RemoteKind::OwnerDied => return Error::OwnerDied,
+        RemoteKind::ReleasedTooManyTimes => return Error::ReleasedTooManyTimes,
+        RemoteKind::NotOwner => return Error::NotOwner,
+        RemoteKind::TaskDoneTooManyTimes => return Error::TaskDoneTooManyTimes,
     };
     Error::Remote { kind: kind.into(), message: remote.message }
 }

@@ -37,16 +37,24 @@ mod client;
 mod dict;
 pub(crate) mod fork;
 mod list;
+mod locks;
 mod namespace;
 mod objects;
 mod proxy;
+mod queue;
 mod server;
+mod sync;
 mod value;
 mod wire;
 
 pub use dict::DictProxy;
-pub use list::ListProxy;
+pub use list::{ListIter, ListProxy};
+pub use locks::{
+    BoundedSemaphoreProxy, BoundedSemaphoreProxyGuard, EventProxy, LockProxy, LockProxyGuard, RLockProxy,
+    RLockProxyGuard, SemaphoreProxy, SemaphoreProxyGuard,
+};
 pub use namespace::Namespace;
+pub use queue::{JoinableQueueProxy, QueueProxy};
 pub use value::ValueProxy;
 
 use crate::connection::Address;
@@ -265,6 +273,9 @@ impl fmt::Debug for SyncManager {
 
 /// The proxy boilerplate: `Clone` (one reference shared), `Serialize` and `Deserialize`.
 macro_rules! proxy_common {
+    ($name:ident) => {
+        proxy_common!($name<>);
+    };
     ($name:ident < $($t:ident),* >) => {
         impl<$($t),*> Clone for $name<$($t),*> {
             fn clone(&self) -> Self {

@@ -2,8 +2,10 @@
 //! postcard bytes of the clients' types: equal values have equal bytes, so keys and members
 //! are compared as bytes, and nothing here decodes them.
 
+use super::sync;
 use super::wire::{Bytes, Init, Kind, Op, Remote, RemoteKind, Reply};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// One object.
 pub(crate) enum Object {
@@ -11,6 +13,17 @@ pub(crate) enum Object {
     List(List),
     Namespace(Vec<(String, Bytes, String)>),
     Value(Bytes),
+    /// The objects calls wait on, shared with the calls (which wait without the object's
+    /// mutex).
+    Sync(Waitable),
+}
+
+/// An object calls may wait on.
+#[derive(Clone)]
+pub(crate) enum Waitable {
+    Queue(Arc<sync::Queue>),
+    Lock(Arc<sync::Lock>),
+    Event(Arc<sync::Event>),
 }
 
 impl Object {
@@ -29,6 +42,13 @@ impl Object {
             (Kind::List, Init::Items(items)) => Object::List(List { items, version: 0 }),
             (Kind::Namespace, Init::Empty) => Object::Namespace(Vec::new()),
             (Kind::Value, Init::One(v)) => Object::Value(v),
+            (Kind::Queue { maxsize, joinable }, Init::Empty) => {
+                Object::Sync(Waitable::Queue(Arc::new(sync::Queue::new(maxsize, joinable))))
+            }
+            (Kind::Lock { flavour, value }, Init::Empty) => {
+                Object::Sync(Waitable::Lock(Arc::new(sync::Lock::new(flavour, value))))
+            }
+            (Kind::Event, Init::Empty) => Object::Sync(Waitable::Event(Arc::default())),
             (kind, init) => return Err(wrong(format!("a {kind:?} cannot be made from {}", init_name(&init)))),
         })
     }
@@ -39,6 +59,7 @@ impl Object {
             Object::Dict(d) => d.call(op),
             Object::List(l) => l.call(op),
             Object::Namespace(n) => namespace_call(n, op),
+            Object::Sync(_) => Err(wrong("a waitable object's call reached the plain path".into())),
             Object::Value(v) => match op {
                 Op::ValueGet => Ok(Reply::Value(v.clone())),
                 Op::ValueSet(new) => {

@@ -20,6 +20,38 @@ thread_local! {
     /// While a value bound for a server is encoded: that server, and the objects whose
     /// proxies the value holds.
     static BOUND: RefCell<Option<(Address, Vec<Id>)>> = const { RefCell::new(None) };
+    /// While a queue item is decoded: its server, and the references the server moved to
+    /// this process with it, which the proxies decoded adopt instead of taking new ones.
+    static ADOPTED: RefCell<Option<(Address, Vec<Id>)>> = const { RefCell::new(None) };
+}
+
+/// Decodes a queue item whose proxies' references came with it (`adopted`); the ones no
+/// proxy took (a value that failed to decode) are given back.
+pub(crate) fn decode_adopting<T: DeserializeOwned>(client: &Client, bytes: &[u8], adopted: Vec<Id>) -> Result<T> {
+    if adopted.is_empty() {
+        return decode(bytes);
+    }
+    let outer = ADOPTED.with(|a| a.borrow_mut().replace((client.address().clone(), adopted)));
+    let value = decode(bytes);
+    let left = ADOPTED.with(|a| std::mem::replace(&mut *a.borrow_mut(), outer)).map(|(_, l)| l).unwrap_or_default();
+    for id in left {
+        let _ = client.call(&Request::DecRef { id });
+    }
+    value
+}
+
+/// Takes a reference of the item being decoded for `id`, if it brought one.
+fn adopt_from_item(address: &Address, id: Id) -> bool {
+    ADOPTED.with(|a| match a.borrow_mut().as_mut() {
+        Some((at, ids)) if at == address => match ids.iter().position(|&i| i == id) {
+            Some(i) => {
+                ids.swap_remove(i);
+                true
+            }
+            None => false,
+        },
+        _ => false,
+    })
 }
 
 /// Encodes `value` for the server of `client`: its bytes, and the objects of the proxies in
@@ -134,6 +166,9 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Resul
     let wire = Wire::deserialize(d)?;
     let authkey = wire.authkey.unwrap_or_else(|| crate::current_process().authkey().to_vec());
     let client = Client::for_address(&wire.address, &authkey);
+    if wire.pin == 0 && adopt_from_item(&wire.address, wire.id) {
+        return Ok(Inner::new(wire.id, client));
+    }
     let request =
         if wire.pin == 0 { Request::IncRef { id: wire.id } } else { Request::Claim { id: wire.id, pin: wire.pin } };
     client.call(&request).map_err(|e| crate::error::de_custom(format!("cannot receive a proxy: {e}")))?;

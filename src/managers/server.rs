@@ -10,15 +10,13 @@
 //! session. An object that stores values with proxies in them holds a reference to each of
 //! those objects until it is freed itself.
 
-use super::objects::Object;
-use super::wire::{Id, PROTOCOL, Remote, RemoteKind, Reply, Request};
-use crate::connection::{Connection, Listener, Waitable, wait};
+use super::objects::{Object, Waitable};
+use super::sync::SessionKey;
+use super::wire::{Id, Op, PROTOCOL, Remote, RemoteKind, Reply, Request};
+use crate::connection::{self, Connection, Listener, wait};
 use crate::util::LOG_TARGET;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// A client process: its pid and process tag.
-type SessionKey = (u32, u32);
 
 #[derive(Default)]
 struct Session {
@@ -112,6 +110,10 @@ impl Table {
                 && let Some(entry) = self.objects.remove(&id)
             {
                 work.extend(entry.holds);
+                // A queue's waiting items hold the objects of the proxies in them.
+                if let Object::Sync(Waitable::Queue(q)) = &*entry.object.lock().unwrap_or_else(|e| e.into_inner()) {
+                    work.extend(q.held());
+                }
             }
         }
     }
@@ -145,6 +147,18 @@ impl Table {
             return;
         }
         let session = self.sessions.remove(&key).unwrap_or_default();
+        // Locks and semaphores it held go back, their next acquirers told.
+        for entry in self.objects.values() {
+            if let Object::Sync(Waitable::Lock(l)) = &*entry.object.lock().unwrap_or_else(|e| e.into_inner())
+                && l.session_ended(key)
+            {
+                log::warn!(
+                    target: LOG_TARGET,
+                    "manager: client process {} ended holding a lock; the next acquirer is told",
+                    key.0
+                );
+            }
+        }
         let pins: Vec<u64> = self.pins.iter().filter(|(_, (_, k))| *k == key).map(|(&p, _)| p).collect();
         let mut gone = 0;
         for pin in pins {
@@ -179,8 +193,79 @@ impl Server {
         self.table().objects.get(&id).map(|e| Arc::clone(&e.object)).ok_or_else(|| no_object(id))
     }
 
-    /// Answers one request of session `key`.
-    fn handle(&self, key: SessionKey, request: Request) -> Result<Reply, Remote> {
+    /// Takes one more reference to each of `ids` (for a queue item that holds them).
+    fn hold_for_item(&self, ids: &[Id]) -> Result<(), Remote> {
+        let mut table = self.table();
+        if let Some(&missing) = ids.iter().find(|id| !table.objects.contains_key(id)) {
+            return Err(no_object(missing));
+        }
+        for id in ids {
+            if let Some(e) = table.objects.get_mut(id) {
+                e.refs += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// A call on an object that calls may wait on: without the table's lock or the
+    /// object's, so that it holds up no one else.
+    fn call_waitable(
+        &self,
+        key: SessionKey,
+        object: Waitable,
+        op: Op,
+        holds: Vec<Id>,
+        gone: &dyn Fn() -> bool,
+    ) -> Result<Reply, Remote> {
+        match (object, op) {
+            (Waitable::Queue(q), Op::QueuePut(item, wait)) => {
+                self.hold_for_item(&holds)?;
+                q.put(item, holds.clone(), wait, gone).inspect_err(|_| {
+                    let mut table = self.table();
+                    for id in &holds {
+                        table.release(*id);
+                    }
+                })?;
+                Ok(Reply::Done)
+            }
+            (Waitable::Queue(q), Op::QueueGet(wait)) => {
+                let (value, adopted) = q.get(wait, gone)?;
+                // The item's references move to the caller, whose proxies adopt them.
+                let mut table = self.table();
+                for &id in &adopted {
+                    *table.session(key).refs.entry(id).or_default() += 1;
+                }
+                Ok(Reply::Item { value, adopted })
+            }
+            (Waitable::Queue(q), Op::QueueSize) => {
+                let (len, max) = q.size();
+                Ok(Reply::Pairs(vec![(len.to_le_bytes().to_vec(), max.to_le_bytes().to_vec())]))
+            }
+            (Waitable::Queue(q), Op::QueueTaskDone) => q.task_done().map(|()| Reply::Done),
+            (Waitable::Queue(q), Op::QueueJoin(wait)) => Ok(Reply::Bool(q.join(wait, gone))),
+            (Waitable::Lock(l), Op::LockAcquire { thread, wait }) => {
+                l.acquire(key, thread, wait, gone).map(Reply::Bool)
+            }
+            (Waitable::Lock(l), Op::LockRelease { thread }) => l.release(key, thread).map(|()| Reply::Done),
+            (Waitable::Lock(l), Op::LockLocked) => Ok(Reply::Bool(l.locked())),
+            (Waitable::Lock(l), Op::LockValue) => Ok(Reply::Count(l.value())),
+            (Waitable::Event(e), Op::EventSet) => {
+                e.set(true);
+                Ok(Reply::Done)
+            }
+            (Waitable::Event(e), Op::EventClear) => {
+                e.set(false);
+                Ok(Reply::Done)
+            }
+            (Waitable::Event(e), Op::EventIsSet) => Ok(Reply::Bool(e.is_set())),
+            (Waitable::Event(e), Op::EventWait(wait)) => Ok(Reply::Bool(e.wait(wait, gone))),
+            (_, op) => Err(Remote::new(RemoteKind::WrongKind, format!("{op:?} does not apply to this object"))),
+        }
+    }
+
+    /// Answers one request of session `key`; `gone` tells a waiting call that the client
+    /// left.
+    fn handle(&self, key: SessionKey, request: Request, gone: &dyn Fn() -> bool) -> Result<Reply, Remote> {
         match request {
             Request::Hello { .. } => Err(Remote::new(RemoteKind::BadRequest, "hello twice")),
             Request::Create { kind, init, holds } => {
@@ -189,6 +274,13 @@ impl Server {
             }
             Request::Call { id, op, holds } => {
                 let object = self.object(id)?;
+                let waitable = match &*object.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Object::Sync(w) => Some(w.clone()),
+                    _ => None,
+                };
+                if let Some(waitable) = waitable {
+                    return self.call_waitable(key, waitable, op, holds, gone);
+                }
                 if !holds.is_empty() {
                     self.table().hold(id, &holds)?;
                 }
@@ -232,9 +324,12 @@ impl Server {
             }
         };
         self.table().session(key).connections += 1;
+        // A client waits for its reply without sending: a readable socket while a call waits
+        // means the client closed it (it exited, or was killed).
+        let gone = || conn.poll(Some(std::time::Duration::ZERO)).unwrap_or(true);
         while let Ok(bytes) = conn.recv_bytes() {
             let reply = match crate::reduction::from_bytes_exact::<Request>(&bytes) {
-                Ok(request) => self.handle(key, request).unwrap_or_else(Reply::Error),
+                Ok(request) => self.handle(key, request, &gone).unwrap_or_else(Reply::Error),
                 Err(e) => Reply::Error(Remote::new(RemoteKind::BadRequest, format!("undecodable request: {e}"))),
             };
             if conn.send(&reply).is_err() {
@@ -272,7 +367,7 @@ pub(crate) fn main(report: Connection, authkey: Vec<u8>) -> crate::Result<()> {
     drop(report);
     let parent = crate::parent_process();
     loop {
-        let mut waiting: Vec<&dyn Waitable> = vec![&listener, &stop_reader];
+        let mut waiting: Vec<&dyn connection::Waitable> = vec![&listener, &stop_reader];
         let sentinel = parent.as_ref().map(|p| p.sentinel()).transpose()?;
         if let Some(s) = sentinel.as_ref() {
             waiting.push(s);

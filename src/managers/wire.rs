@@ -25,6 +25,47 @@ pub(crate) enum Kind {
     List,
     Namespace,
     Value,
+    /// A queue of at most `maxsize` items (0: unbounded); `joinable` counts unfinished tasks.
+    Queue {
+        maxsize: u64,
+        joinable: bool,
+    },
+    /// A lock: `Lock` (any thread may release), `RLock` (reentrant, owned by one thread),
+    /// or a semaphore of `value` (bounded: never released above it).
+    Lock {
+        flavour: LockFlavour,
+        value: u64,
+    },
+    Event,
+}
+
+/// Which lock.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LockFlavour {
+    Lock,
+    RLock,
+    Semaphore,
+    BoundedSemaphore,
+}
+
+/// How long a blocking operation may wait.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Not at all (`block=False`, `get_nowait`).
+    No,
+    /// Until it can.
+    Forever,
+    /// At most this many nanoseconds.
+    Nanos(u64),
+}
+
+impl Wait {
+    pub(crate) fn from_timeout(timeout: Option<std::time::Duration>) -> Wait {
+        match timeout {
+            None => Wait::Forever,
+            Some(t) => Wait::Nanos(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+        }
+    }
 }
 
 /// One request.
@@ -115,6 +156,27 @@ pub(crate) enum Op {
     // value
     ValueGet,
     ValueSet(Bytes),
+    // queue
+    QueuePut(Bytes, Wait),
+    QueueGet(Wait),
+    QueueSize,
+    QueueTaskDone,
+    QueueJoin(Wait),
+    // locks and semaphores; `thread` names the calling thread of the calling process
+    LockAcquire {
+        thread: u64,
+        wait: Wait,
+    },
+    LockRelease {
+        thread: u64,
+    },
+    LockLocked,
+    LockValue,
+    // event
+    EventSet,
+    EventClear,
+    EventIsSet,
+    EventWait(Wait),
     // any container
     Len,
     Clear,
@@ -141,6 +203,12 @@ pub(crate) enum Reply {
     Snapshot {
         version: u64,
         items: Vec<Bytes>,
+    },
+    /// A queue item, and the objects whose references the server moved to the caller's
+    /// process with it (the proxies inside it adopt them).
+    Item {
+        value: Bytes,
+        adopted: Vec<Id>,
     },
     Pinned(u64),
     Pins(Vec<u64>),
@@ -171,6 +239,18 @@ pub(crate) enum RemoteKind {
     WrongKind,
     /// The request could not be decoded, or broke the protocol.
     BadRequest,
+    /// `queue.Empty`
+    Empty,
+    /// `queue.Full`
+    Full,
+    /// The operation succeeded, but the lock's last holder died holding it.
+    OwnerDied,
+    /// `ValueError`/`RuntimeError`: released too many times.
+    ReleasedTooManyTimes,
+    /// `RuntimeError`: an `RLock` released by a thread that does not hold it.
+    NotOwner,
+    /// `ValueError('task_done() called too many times')`
+    TaskDoneTooManyTimes,
 }
 
 impl Remote {
