@@ -3,8 +3,8 @@
 //! another shape than Python, the case's doc comment says how it was translated.
 mod common;
 use multiprocess::managers::{
-    DictProxy, EventProxy, JoinableQueueProxy, ListProxy, LockProxy, Namespace, QueueProxy, RLockProxy, SemaphoreProxy,
-    SyncManager, ValueProxy,
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy, JoinableQueueProxy,
+    ListProxy, LockProxy, Namespace, QueueProxy, RLockProxy, SemaphoreProxy, SyncManager, ValueProxy,
 };
 use multiprocess::*;
 use std::time::{Duration, Instant};
@@ -518,4 +518,249 @@ fn proxies_in_queue_items_are_held_by_the_queue() {
     drop(d);
     drop(q);
     objects_reach(&mgr, 0);
+}
+
+/// The container proxies of MGR-13.
+type Containers =
+    (QueueProxy<i32>, ListProxy<i32>, DictProxy<String, i32>, ValueProxy<i32>, ArrayProxy<i32>, Namespace);
+
+start_methods! {
+    /// MGR-13: every kind of proxy handed to a child, which checks it; the child exits 0.
+    fn mgr_13_every_proxy_in_a_child(m) {
+        #[allow(clippy::too_many_arguments)]
+        fn child(
+            e: EventProxy,
+            l: LockProxy,
+            r: RLockProxy,
+            s: SemaphoreProxy,
+            bs: BoundedSemaphoreProxy,
+            c: ConditionProxy,
+            b: BarrierProxy,
+            rest: Containers,
+        ) -> Result<()> {
+            let (q, li, d, v, a, ns) = rest;
+            assert!(e.is_set()?);
+            e.clear()?;
+            l.acquire()?;
+            l.release()?;
+            r.acquire()?;
+            r.acquire()?;
+            r.release()?;
+            r.release()?;
+            assert_eq!(s.get_value()?, 2);
+            s.acquire()?;
+            assert_eq!(bs.get_value()?, 2);
+            bs.acquire()?;
+            bs.release()?;
+            {
+                let _held = c.lock()?;
+                c.notify(1)?;
+            }
+            assert_eq!(b.parties()?, 1);
+            assert_eq!(b.wait()?, 0);
+            assert_eq!(q.get()?, 5);
+            assert_eq!(li.to_vec()?, vec![5, 7]);
+            assert_eq!(d.items()?, vec![("foo".to_string(), 5), ("bar".to_string(), 7)]);
+            assert_eq!(v.get()?, 1);
+            assert_eq!((a.get(0)?, a.get(1)?, a.len()?, a.to_vec()?), (0, 1, 2, vec![0, 1]));
+            a.set(0, 10)?;
+            assert_eq!(ns.get::<i32>("x")?, Some(1));
+            Ok(())
+        }
+        let mgr = start(m);
+        let e = mgr.event().unwrap();
+        e.set().unwrap();
+        let q = mgr.queue().unwrap();
+        q.put(5).unwrap();
+        let ns = mgr.namespace().unwrap();
+        ns.set("x", &1).unwrap();
+        let s = mgr.semaphore(2).unwrap();
+        let a = mgr.array([0, 1]).unwrap();
+        let rest = (
+            q,
+            mgr.list_from([5, 7]).unwrap(),
+            mgr.dict_from([("foo".to_string(), 5), ("bar".to_string(), 7)]).unwrap(),
+            mgr.value(1).unwrap(),
+            a.clone(),
+            ns,
+        );
+        let args = (
+            e.clone(),
+            mgr.lock().unwrap(),
+            mgr.rlock().unwrap(),
+            s.clone(),
+            mgr.bounded_semaphore(2).unwrap(),
+            mgr.condition().unwrap(),
+            mgr.barrier(1).unwrap(),
+            rest,
+        );
+        let mut p = common::start(m, child, args);
+        common::join_ok(&mut p);
+        assert!(!e.is_set().unwrap());
+        assert_eq!(a.get(0).unwrap(), 10, "SHV-14's array half: the child's set is seen");
+        // The child ended holding one of the semaphore's two: handed back, the next told.
+        assert!(matches!(s.acquire_timeout(Duration::from_secs(5)), Err(Error::OwnerDied)));
+        if common::alone_in_process() {
+            assert_eq!(active_children().len(), 1, "only the manager's server remains");
+        }
+    }
+
+    /// A condition's notify wakes a waiter in a child; `notify(1)` wakes one of two;
+    /// `wait_for` returns its predicate's value.
+    fn manager_condition(m) {
+        fn waiter(c: ConditionProxy, state: ValueProxy<u32>, woke: QueueProxy<u32>) -> Result<()> {
+            let _held = c.lock()?;
+            let ok = c.wait_for(|| state.get().map(|v| v > 0).unwrap_or(false), Some(Duration::from_secs(20)))?;
+            assert!(ok);
+            woke.put(multiprocess::getpid()).map_err(Error::from)
+        }
+        let mgr = start(m);
+        let c = mgr.condition().unwrap();
+        let state = mgr.value(0u32).unwrap();
+        let woke = mgr.queue::<u32>().unwrap();
+        let mut kids: Vec<Process> =
+            (0..2).map(|_| common::start(m, waiter, (c.clone(), state.clone(), woke.clone()))).collect();
+        // Both asleep in wait: their lock is free again.
+        std::thread::sleep(Duration::from_millis(300));
+        {
+            let _held = c.lock().unwrap();
+            state.set(1).unwrap();
+            c.notify(1).unwrap();
+        }
+        woke.get_timeout(Duration::from_secs(10)).unwrap();
+        assert!(matches!(woke.get_timeout(Duration::from_millis(200)), Err(Error::Empty)), "notify(1) woke two");
+        {
+            let _held = c.lock().unwrap();
+            c.notify_all().unwrap();
+        }
+        woke.get_timeout(Duration::from_secs(10)).unwrap();
+        for p in &mut kids {
+            common::join_ok(p);
+        }
+        let held = c.lock().unwrap();
+        let t = Instant::now();
+        assert!(!c.wait_for(|| false, Some(Duration::from_millis(200))).unwrap());
+        common::assert_timeout_elapsed(t.elapsed(), Duration::from_millis(200));
+        drop(held);
+        assert!(matches!(c.notify(1), Err(Error::NotOwner)));
+    }
+
+    /// A barrier of three: two children and the parent pass together, with the indices
+    /// 0, 1, 2 once each; a party that times out breaks it for the others.
+    fn manager_barrier(m) {
+        fn party(b: BarrierProxy, out: QueueProxy<usize>) -> Result<()> {
+            out.put(b.wait()?).map_err(Error::from)
+        }
+        let mgr = start(m);
+        let b = mgr.barrier(3).unwrap();
+        let out = mgr.queue::<usize>().unwrap();
+        let mut kids: Vec<Process> = (0..2).map(|_| common::start(m, party, (b.clone(), out.clone()))).collect();
+        let mine = b.wait().unwrap();
+        let mut all = vec![mine, out.get().unwrap(), out.get().unwrap()];
+        all.sort();
+        assert_eq!(all, vec![0, 1, 2]);
+        for p in &mut kids {
+            common::join_ok(p);
+        }
+        let two = mgr.barrier(2).unwrap();
+        assert!(matches!(two.wait_timeout(Duration::from_millis(50)), Err(Error::BrokenBarrier)));
+        assert!(two.broken().unwrap());
+        assert!(matches!(two.wait(), Err(Error::BrokenBarrier)));
+        two.reset().unwrap();
+        assert!(!two.broken().unwrap());
+    }
+
+    /// MGR-17: a set proxy: in-place operators, a missing member, comparisons.
+    fn mgr_17_set(m) {
+        let mgr = start(m);
+        let s = mgr.set_from(["a", "b", "c"].map(String::from)).unwrap();
+        s.update(["d".to_string()]).unwrap();
+        assert_eq!(s.len().unwrap(), 4);
+        s.difference_update(["a".to_string()]).unwrap();
+        s.symmetric_difference_update(["b".to_string(), "z".to_string()]).unwrap();
+        s.intersection_update(["c", "d", "z", "q"].map(String::from)).unwrap();
+        let mut now = s.to_vec().unwrap();
+        now.sort();
+        assert_eq!(now, vec!["c", "d", "z"]);
+        assert!(!s.remove(&"missing".into()).unwrap(), "remove-missing is KeyError in Python");
+        assert!(s.is_subset(["c", "d", "z", "y"].map(String::from)).unwrap());
+        assert!(s.is_superset(["c".to_string()]).unwrap());
+        assert!(!s.is_superset(["y".to_string()]).unwrap());
+        assert!(s.is_disjoint(["y".to_string()]).unwrap());
+        assert!(s.insert("y".into()).unwrap());
+        assert!(!s.insert("y".into()).unwrap());
+    }
+}
+
+start_methods! {
+    /// MGR-15: `+= [7]`, `*= 2`, `* 2` (a plain list), `copy`, extend, sort, reverse, `pop(0)`.
+    fn mgr_15_list_operators(m) {
+        let mgr = start(m);
+        let obj = mgr.list_from([5]).unwrap();
+        obj.extend([7]).unwrap();
+        obj.repeat(2).unwrap();
+        assert_eq!(obj.to_vec().unwrap(), vec![5, 7, 5, 7]);
+        let times_two: Vec<i32> = obj.to_vec().unwrap().repeat(2);
+        assert_eq!(times_two, vec![5, 7, 5, 7, 5, 7, 5, 7]);
+        assert_eq!(obj.copy().unwrap(), vec![5, 7, 5, 7]);
+        obj.extend(times_two).unwrap();
+        obj.extend([7, 7, 7, 7]).unwrap();
+        assert_eq!(obj.len().unwrap(), 16);
+        obj.sort().unwrap();
+        assert_eq!(obj.to_vec().unwrap(), [vec![5; 6], vec![7; 10]].concat());
+        obj.reverse().unwrap();
+        assert_eq!(obj.pop_at(0).unwrap(), 7);
+    }
+
+    /// MGR-16: `|=` (update), reversed keys, `fromkeys`, `popitem`, `setdefault`, `pop`.
+    fn mgr_16_dict_operators(m) {
+        let mgr = start(m);
+        let obj = mgr.dict_from([("foo".to_string(), 5)]).unwrap();
+        obj.update([("bar".to_string(), 6)]).unwrap();
+        let mut reversed = obj.keys().unwrap();
+        reversed.reverse();
+        assert_eq!(reversed, vec!["bar", "foo"]);
+        let mut plain = obj.copy().unwrap();
+        plain.insert("baz".into(), 1);
+        assert_eq!(plain.len(), 3, "a plain map from the proxy");
+        let fromkeys = mgr.dict_from(["a", "b"].map(|k| (k.to_string(), 0))).unwrap();
+        assert_eq!(fromkeys.items().unwrap(), vec![("a".to_string(), 0), ("b".to_string(), 0)]);
+        assert_eq!(obj.popitem().unwrap(), Some(("bar".to_string(), 6)));
+        assert_eq!(obj.setdefault("bar".into(), 7).unwrap(), 7);
+        obj.update([("baz".to_string(), 8)]).unwrap();
+        assert_eq!(obj.remove(&"bar".into()).unwrap(), Some(7));
+    }
+
+    /// MGR-18 and MGR-21: the errors a manager's objects raise come back as the crate's:
+    /// `get_nowait` on an empty queue is `Empty`, a second release of a lock is
+    /// `ReleasedTooManyTimes`, an index past a list's end is `IndexOutOfRange`; a missing
+    /// key is `None` (Rust's shape for `KeyError`).
+    fn mgr_18_21_remote_errors(m) {
+        let mgr = start(m);
+        assert!(matches!(mgr.queue::<u8>().unwrap().get_nowait(), Err(Error::Empty)));
+        let l = mgr.lock().unwrap();
+        assert!(matches!(l.release(), Err(Error::ReleasedTooManyTimes)));
+        assert!(matches!(mgr.list_from([1]).unwrap().pop_at(5), Err(Error::IndexOutOfRange { index: 5, len: 1 })));
+        assert_eq!(mgr.dict::<String, u8>().unwrap().get(&"zz".into()).unwrap(), None);
+    }
+
+    /// MGR-19: the initializer runs once, in the server, before it serves; one that panics
+    /// makes `start()` an error.
+    fn mgr_19_initializer(m) {
+        fn init(ns: Namespace) {
+            let before = ns.get::<i32>("test").unwrap().unwrap_or(0);
+            ns.set("test", &(before + 1)).unwrap();
+            ns.set("server", &multiprocess::getpid()).unwrap();
+        }
+        fn fails() {
+            panic!("the initializer failed");
+        }
+        let first = start(m);
+        let ns = first.namespace().unwrap();
+        let mgr = SyncManager::builder().start_method(m).initializer(init, (ns.clone(),)).start().unwrap();
+        assert_eq!(ns.get::<i32>("test").unwrap(), Some(1));
+        assert_eq!(ns.get::<u32>("server").unwrap(), mgr.pid());
+        let failed = SyncManager::builder().start_method(m).initializer(fails, ()).start();
+        assert!(matches!(failed, Err(Error::StartMethod(_))), "{failed:?}");
+    }
 }

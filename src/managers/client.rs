@@ -150,6 +150,7 @@ pub(crate) fn to_error(remote: Remote) -> Error {
         RemoteKind::ReleasedTooManyTimes => return Error::ReleasedTooManyTimes,
         RemoteKind::NotOwner => return Error::NotOwner,
         RemoteKind::TaskDoneTooManyTimes => return Error::TaskDoneTooManyTimes,
+        RemoteKind::BrokenBarrier => return Error::BrokenBarrier,
     };
     Error::Remote { kind: kind.into(), message: remote.message }
 }

@@ -403,3 +403,242 @@ impl fmt::Debug for EventProxy {
         write!(f, "<EventProxy object {}>", self.inner.id())
     }
 }
+
+lock_proxy!(
+    /// A condition variable in a manager's server, over its own reentrant lock (Python's
+    /// `manager.Condition()`): `acquire`/`release`/`lock()` take its lock; `wait`, `wait_for`
+    /// and `notify` need it held (else [`Error::NotOwner`]).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let c = m.condition()?;
+    /// let _held = c.lock()?;
+    /// assert!(!c.wait(Some(std::time::Duration::from_millis(10)))?);
+    /// c.notify_all()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    ConditionProxy, ConditionProxyGuard, "Condition", "condition()"
+);
+
+impl ConditionProxy {
+    /// Releases the lock, waits for a notify (at most `timeout`; `None`: for ever), and takes
+    /// the lock back; whether it was notified (`wait(timeout)`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let c = m.condition()?;
+    /// c.acquire()?;
+    /// assert!(!c.wait(Some(std::time::Duration::ZERO))?);
+    /// c.release()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        boolean(self.inner.call(Op::CondWait { thread: thread(), wait: Wait::from_timeout(timeout) }, Vec::new())?)
+    }
+
+    /// Waits until `predicate()` holds, at most `timeout` in all; its last value
+    /// (`wait_for(predicate, timeout)`). The lock must be held; the predicate runs with it held.
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let c = m.condition()?;
+    /// let _held = c.lock()?;
+    /// assert!(c.wait_for(|| true, None)?);
+    /// assert!(!c.wait_for(|| false, Some(std::time::Duration::from_millis(10)))?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait_for(&self, mut predicate: impl FnMut() -> bool, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            if predicate() {
+                return Ok(true);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(predicate());
+            }
+            self.wait(left)?;
+        }
+    }
+
+    /// Wakes up to `n` waiters, oldest first (`notify(n)`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let c = m.condition()?;
+    /// let _held = c.lock()?;
+    /// c.notify(1)?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn notify(&self, n: usize) -> Result<()> {
+        self.inner.call(Op::CondNotify { thread: thread(), n: n as u64 }, Vec::new()).map(drop)
+    }
+
+    /// Wakes every waiter (`notify_all()`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let c = m.condition()?;
+    /// let _held = c.lock()?;
+    /// c.notify_all()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn notify_all(&self) -> Result<()> {
+        self.notify(usize::MAX)
+    }
+}
+
+/// A barrier in a manager's server (Python's `manager.Barrier(parties)`). It has no action:
+/// the server runs no code of its clients'; the party that gets index 0 can run it.
+///
+/// ```
+/// let m = multiprocess::manager()?;
+/// let b = m.barrier(1)?;
+/// assert_eq!(b.wait()?, 0);
+/// assert_eq!(b.parties()?, 1);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct BarrierProxy {
+    inner: Arc<Inner>,
+    types: PhantomData<()>,
+}
+
+proxy_common!(BarrierProxy);
+
+impl SyncManager {
+    /// A new condition variable over a new reentrant lock (`manager.Condition()`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let c = m.condition()?;
+    /// assert!(c.try_acquire()?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        Ok(ConditionProxy { inner: self.create(Kind::Condition, Init::Empty, Vec::new())?, types: PhantomData })
+    }
+
+    /// A new barrier for `parties` (`manager.Barrier(parties)`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// assert_eq!(m.barrier(3)?.n_waiting()?, 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn barrier(&self, parties: usize) -> Result<BarrierProxy> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument("a barrier needs at least one party".into()));
+        }
+        let kind = Kind::Barrier { parties: parties as u64 };
+        Ok(BarrierProxy { inner: self.create(kind, Init::Empty, Vec::new())?, types: PhantomData })
+    }
+}
+
+impl BarrierProxy {
+    fn wait_waiting(&self, wait: Wait) -> Result<usize> {
+        expect(self.inner.call(Op::BarrierWait(wait), Vec::new())?, |r| match r {
+            Reply::Count(n) => Ok(n as usize),
+            r => Err(r),
+        })
+    }
+
+    fn state(&self) -> Result<(usize, usize, bool)> {
+        expect(self.inner.call(Op::BarrierState, Vec::new())?, |r| match r {
+            Reply::Barrier { parties, waiting, broken } => Ok((parties as usize, waiting as usize, broken)),
+            r => Err(r),
+        })
+    }
+
+    /// Waits for every party; this party's index, from `parties - 1` (first) to 0 (last)
+    /// (`wait()`). [`Error::BrokenBarrier`] if it broke.
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// assert_eq!(m.barrier(1)?.wait()?, 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait(&self) -> Result<usize> {
+        self.wait_waiting(Wait::Forever)
+    }
+
+    /// Waits at most `timeout`; past it the barrier breaks, for every party
+    /// (`wait(timeout)`).
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// let m = multiprocess::manager()?;
+    /// let b = m.barrier(2)?;
+    /// assert!(matches!(b.wait_timeout(std::time::Duration::from_millis(10)), Err(Error::BrokenBarrier)));
+    /// assert!(b.broken()?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<usize> {
+        self.wait_waiting(Wait::from_timeout(Some(timeout)))
+    }
+
+    /// Breaks the barrier (`abort()`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let b = m.barrier(2)?;
+    /// b.abort()?;
+    /// assert!(b.broken()?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn abort(&self) -> Result<()> {
+        self.inner.call(Op::BarrierAbort, Vec::new()).map(drop)
+    }
+
+    /// Makes it whole again (`reset()`); parties waiting get [`Error::BrokenBarrier`].
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let b = m.barrier(2)?;
+    /// b.abort()?;
+    /// b.reset()?;
+    /// assert!(!b.broken()?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn reset(&self) -> Result<()> {
+        self.inner.call(Op::BarrierReset, Vec::new()).map(drop)
+    }
+
+    /// The number of parties (`parties`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// assert_eq!(m.barrier(4)?.parties()?, 4);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn parties(&self) -> Result<usize> {
+        Ok(self.state()?.0)
+    }
+
+    /// The parties waiting now (`n_waiting`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// assert_eq!(m.barrier(4)?.n_waiting()?, 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn n_waiting(&self) -> Result<usize> {
+        Ok(self.state()?.1)
+    }
+
+    /// Whether it is broken (`broken`).
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// assert!(!m.barrier(4)?.broken()?);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn broken(&self) -> Result<bool> {
+        Ok(self.state()?.2)
+    }
+}
+
+impl fmt::Debug for BarrierProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<BarrierProxy object {}>", self.inner.id())
+    }
+}

@@ -33,6 +33,7 @@
 //! server dies, every call returns [`Error::ManagerGone`](crate::Error::ManagerGone); if
 //! the owner dies, the server exits.
 
+mod array;
 mod client;
 mod dict;
 pub(crate) mod fork;
@@ -43,18 +44,21 @@ mod objects;
 mod proxy;
 mod queue;
 mod server;
+mod set;
 mod sync;
 mod value;
 mod wire;
 
+pub use array::ArrayProxy;
 pub use dict::DictProxy;
 pub use list::{ListIter, ListProxy};
 pub use locks::{
-    BoundedSemaphoreProxy, BoundedSemaphoreProxyGuard, EventProxy, LockProxy, LockProxyGuard, RLockProxy,
-    RLockProxyGuard, SemaphoreProxy, SemaphoreProxyGuard,
+    BarrierProxy, BoundedSemaphoreProxy, BoundedSemaphoreProxyGuard, ConditionProxy, ConditionProxyGuard, EventProxy,
+    LockProxy, LockProxyGuard, RLockProxy, RLockProxyGuard, SemaphoreProxy, SemaphoreProxyGuard,
 };
 pub use namespace::Namespace;
 pub use queue::{JoinableQueueProxy, QueueProxy};
+pub use set::SetProxy;
 pub use value::ValueProxy;
 
 use crate::connection::Address;
@@ -100,9 +104,22 @@ pub struct SyncManager {
 /// assert_eq!(m.number_of_objects()?, 0);
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ManagerBuilder {
     method: Option<StartMethod>,
+    starter: Option<Starter>,
+}
+
+/// Makes the server process: with the initializer's type and arguments, if there is one.
+type Starter = Arc<dyn Fn(StartMethod, crate::Connection, Vec<u8>) -> Process + Send + Sync>;
+
+impl fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("method", &self.method)
+            .field("initializer", &self.starter.is_some())
+            .finish()
+    }
 }
 
 impl ManagerBuilder {
@@ -118,6 +135,34 @@ impl ManagerBuilder {
         self
     }
 
+    /// A function the server runs once, with `args`, before it serves (Python's
+    /// `start(initializer, initargs)`). It is a fn item (or a closure that captures nothing)
+    /// found in the server by its place in the binary, under every start method; `args` may
+    /// hold handles and proxies.
+    ///
+    /// ```
+    /// use multiprocess::managers::{Namespace, SyncManager};
+    /// fn init(ns: Namespace) {
+    ///     ns.set("test", &1).unwrap();
+    /// }
+    /// let first = multiprocess::manager()?;
+    /// let ns = first.namespace()?;
+    /// let m = SyncManager::builder().initializer(init, (ns.clone(),)).start()?;
+    /// assert_eq!(ns.get::<i32>("test")?, Some(1));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> ManagerBuilder
+    where
+        F: crate::pool::Task<A, Output = ()>,
+        A: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let _ = f;
+        self.starter = Some(Arc::new(move |method, report, authkey| {
+            crate::get_context(method).process(server::main_with_init::<F, A>, (report, authkey, args.clone()))
+        }));
+        self
+    }
+
     /// Starts the server and connects to it (`start()`).
     ///
     /// ```
@@ -129,9 +174,11 @@ impl ManagerBuilder {
         let method = self.method.unwrap_or_else(crate::get_start_method);
         let authkey = crate::process::authkey()?.to_vec();
         let (reader, writer) = crate::pipe()?;
-        let mut process = crate::get_context(method)
-            .process(server::main, (writer, authkey.clone()))
-            .with_name(format!("SyncManager-{}", next_number()));
+        let process = match &self.starter {
+            Some(starter) => starter(method, writer, authkey.clone()),
+            None => crate::get_context(method).process(server::main, (writer, authkey.clone())),
+        };
+        let mut process = process.with_name(format!("SyncManager-{}", next_number()));
         process.start()?;
         let address = match reader.poll(Some(START_TIMEOUT)) {
             Ok(true) => reader.recv::<Address>(),

@@ -3,7 +3,7 @@
 //! are compared as bytes, and nothing here decodes them.
 
 use super::sync;
-use super::wire::{Bytes, Init, Kind, Op, Remote, RemoteKind, Reply};
+use super::wire::{Bytes, Init, Kind, Op, Remote, RemoteKind, Reply, SetRelation};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ pub(crate) enum Object {
     List(List),
     Namespace(Vec<(String, Bytes, String)>),
     Value(Bytes),
+    Set(Set),
     /// The objects calls wait on, shared with the calls (which wait without the object's
     /// mutex).
     Sync(Waitable),
@@ -24,6 +25,8 @@ pub(crate) enum Waitable {
     Queue(Arc<sync::Queue>),
     Lock(Arc<sync::Lock>),
     Event(Arc<sync::Event>),
+    Condition(Arc<sync::Condition>),
+    Barrier(Arc<sync::Barrier>),
 }
 
 impl Object {
@@ -49,6 +52,18 @@ impl Object {
                 Object::Sync(Waitable::Lock(Arc::new(sync::Lock::new(flavour, value))))
             }
             (Kind::Event, Init::Empty) => Object::Sync(Waitable::Event(Arc::default())),
+            (Kind::Condition, Init::Empty) => Object::Sync(Waitable::Condition(Arc::default())),
+            (Kind::Barrier { parties }, Init::Empty) => {
+                Object::Sync(Waitable::Barrier(Arc::new(sync::Barrier::new(parties))))
+            }
+            (Kind::Set, Init::Empty) => Object::Set(Set::default()),
+            (Kind::Set, Init::Items(items)) => {
+                let mut set = Set::default();
+                for item in items {
+                    set.add(item);
+                }
+                Object::Set(set)
+            }
             (kind, init) => return Err(wrong(format!("a {kind:?} cannot be made from {}", init_name(&init)))),
         })
     }
@@ -59,6 +74,7 @@ impl Object {
             Object::Dict(d) => d.call(op),
             Object::List(l) => l.call(op),
             Object::Namespace(n) => namespace_call(n, op),
+            Object::Set(s) => s.call(op),
             Object::Sync(_) => Err(wrong("a waitable object's call reached the plain path".into())),
             Object::Value(v) => match op {
                 Op::ValueGet => Ok(Reply::Value(v.clone())),
@@ -311,4 +327,91 @@ fn namespace_call(attrs: &mut Vec<(String, Bytes, String)>, op: Op) -> Result<Re
         Op::NsItems => Reply::Named(attrs.clone()),
         op => return Err(not_for("a Namespace", &op)),
     })
+}
+
+/// A set, of items compared by their bytes, in insertion order.
+#[derive(Default)]
+pub(crate) struct Set {
+    items: Dict,
+}
+
+impl Set {
+    fn add(&mut self, item: Bytes) -> bool {
+        if self.items.index.contains_key(&item) {
+            return false;
+        }
+        self.items.insert(item, Vec::new());
+        true
+    }
+
+    fn contains(&self, item: &[u8]) -> bool {
+        self.items.index.contains_key(item)
+    }
+
+    fn keys(&self) -> Vec<Bytes> {
+        self.items.entries().map(|(k, _)| k.clone()).collect()
+    }
+
+    fn call(&mut self, op: Op) -> Result<Reply, Remote> {
+        Ok(match op {
+            Op::SetAdd(item) => Reply::Bool(self.add(item)),
+            Op::SetRemove(item) => Reply::Bool(self.items.remove(&item).is_some()),
+            Op::SetContains(item) => Reply::Bool(self.contains(&item)),
+            Op::SetPop => {
+                let first = self.items.entries().next().map(|(k, _)| k.clone());
+                if let Some(k) = &first {
+                    self.items.remove(k);
+                }
+                Reply::Maybe(first)
+            }
+            Op::SetItems => Reply::Values(self.keys()),
+            Op::SetUpdate(items) => {
+                for item in items {
+                    self.add(item);
+                }
+                Reply::Done
+            }
+            Op::SetDifferenceUpdate(items) => {
+                for item in items {
+                    self.items.remove(&item);
+                }
+                Reply::Done
+            }
+            Op::SetIntersectionUpdate(items) => {
+                let keep: std::collections::HashSet<Bytes> = items.into_iter().collect();
+                for k in self.keys() {
+                    if !keep.contains(&k) {
+                        self.items.remove(&k);
+                    }
+                }
+                Reply::Done
+            }
+            Op::SetSymmetricDifferenceUpdate(items) => {
+                let other: Vec<Bytes> = {
+                    let mut seen = std::collections::HashSet::new();
+                    items.into_iter().filter(|i| seen.insert(i.clone())).collect()
+                };
+                for item in other {
+                    if self.items.remove(&item).is_none() {
+                        self.add(item);
+                    }
+                }
+                Reply::Done
+            }
+            Op::SetCompare(relation, items) => {
+                let other: std::collections::HashSet<Bytes> = items.into_iter().collect();
+                Reply::Bool(match relation {
+                    SetRelation::Subset => self.items.entries().all(|(k, _)| other.contains(k)),
+                    SetRelation::Superset => other.iter().all(|k| self.contains(k)),
+                    SetRelation::Disjoint => !other.iter().any(|k| self.contains(k)),
+                })
+            }
+            Op::Len => Reply::Count(self.items.index.len() as u64),
+            Op::Clear => {
+                self.items = Dict::default();
+                Reply::Done
+            }
+            op => return Err(not_for("a set", &op)),
+        })
+    }
 }

@@ -242,15 +242,10 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     }
 
     fn size(&self) -> Result<(usize, usize)> {
-        let pair = expect(self.inner.call(Op::QueueSize, Vec::new())?, |r| match r {
-            Reply::Pairs(mut p) if p.len() == 1 => Ok(p.remove(0)),
+        expect(self.inner.call(Op::QueueSize, Vec::new())?, |r| match r {
+            Reply::QueueSize { len, maxsize } => Ok((len as usize, maxsize as usize)),
             r => Err(r),
-        })?;
-        let number = |b: &[u8]| <[u8; 8]>::try_from(b).map(u64::from_le_bytes).map(|n| n as usize);
-        match (number(&pair.0), number(&pair.1)) {
-            (Ok(len), Ok(max)) => Ok((len, max)),
-            _ => Err(Error::Codec("a queue's size in a reply of the wrong shape".into())),
-        }
+        })
     }
 
     /// How many items wait (`qsize()`), exact.

@@ -149,9 +149,12 @@ impl Table {
         let session = self.sessions.remove(&key).unwrap_or_default();
         // Locks and semaphores it held go back, their next acquirers told.
         for entry in self.objects.values() {
-            if let Object::Sync(Waitable::Lock(l)) = &*entry.object.lock().unwrap_or_else(|e| e.into_inner())
-                && l.session_ended(key)
-            {
+            let ended = match &*entry.object.lock().unwrap_or_else(|e| e.into_inner()) {
+                Object::Sync(Waitable::Lock(l)) => l.session_ended(key),
+                Object::Sync(Waitable::Condition(c)) => c.lock.session_ended(key),
+                _ => false,
+            };
+            if ended {
                 log::warn!(
                     target: LOG_TARGET,
                     "manager: client process {} ended holding a lock; the next acquirer is told",
@@ -238,8 +241,8 @@ impl Server {
                 Ok(Reply::Item { value, adopted })
             }
             (Waitable::Queue(q), Op::QueueSize) => {
-                let (len, max) = q.size();
-                Ok(Reply::Pairs(vec![(len.to_le_bytes().to_vec(), max.to_le_bytes().to_vec())]))
+                let (len, maxsize) = q.size();
+                Ok(Reply::QueueSize { len, maxsize })
             }
             (Waitable::Queue(q), Op::QueueTaskDone) => q.task_done().map(|()| Reply::Done),
             (Waitable::Queue(q), Op::QueueJoin(wait)) => Ok(Reply::Bool(q.join(wait, gone))),
@@ -259,6 +262,25 @@ impl Server {
             }
             (Waitable::Event(e), Op::EventIsSet) => Ok(Reply::Bool(e.is_set())),
             (Waitable::Event(e), Op::EventWait(wait)) => Ok(Reply::Bool(e.wait(wait, gone))),
+            (Waitable::Condition(c), Op::LockAcquire { thread, wait }) => {
+                c.lock.acquire(key, thread, wait, gone).map(Reply::Bool)
+            }
+            (Waitable::Condition(c), Op::LockRelease { thread }) => c.lock.release(key, thread).map(|()| Reply::Done),
+            (Waitable::Condition(c), Op::CondWait { thread, wait }) => c.wait(key, thread, wait, gone).map(Reply::Bool),
+            (Waitable::Condition(c), Op::CondNotify { thread, n }) => c.notify(key, thread, n).map(|()| Reply::Done),
+            (Waitable::Barrier(b), Op::BarrierWait(wait)) => b.wait(wait, gone).map(Reply::Count),
+            (Waitable::Barrier(b), Op::BarrierAbort) => {
+                b.abort();
+                Ok(Reply::Done)
+            }
+            (Waitable::Barrier(b), Op::BarrierReset) => {
+                b.reset();
+                Ok(Reply::Done)
+            }
+            (Waitable::Barrier(b), Op::BarrierState) => {
+                let (parties, waiting, broken) = b.describe();
+                Ok(Reply::Barrier { parties, waiting, broken })
+            }
             (_, op) => Err(Remote::new(RemoteKind::WrongKind, format!("{op:?} does not apply to this object"))),
         }
     }
@@ -395,4 +417,19 @@ pub(crate) fn main(report: Connection, authkey: Vec<u8>) -> crate::Result<()> {
     // The listener's socket file goes with it; the objects go with the process.
     drop(listener);
     Ok(())
+}
+
+/// The server process's body with an initializer `F` run first on `args` (Python's
+/// `SyncManager().start(initializer, initargs)`): it runs once, in the server, before it
+/// listens. A panic there ends the server, and `start()` reports it.
+pub(crate) fn main_with_init<F, A>(report: Connection, authkey: Vec<u8>, args: A) -> crate::Result<()>
+where
+    F: crate::pool::Task<A, Output = ()>,
+{
+    const { assert!(std::mem::size_of::<F>() == 0, "an initializer must be a fn item or a closure that captures nothing") };
+    // SAFETY: `F` is zero-sized (asserted above): a fn item or a closure capturing nothing,
+    // with no bytes and no invariants, re-made here out of nothing.
+    let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
+    f.call(args);
+    main(report, authkey)
 }

@@ -248,6 +248,34 @@ impl Lock {
         lock(&self.state).value == 0
     }
 
+    /// An `RLock`'s owner lets go entirely, for a condition wait; the depth it had.
+    fn release_all(&self, session: SessionKey, thread: u64) -> Result<u64, Remote> {
+        let mut state = lock(&self.state);
+        if state.owner != Some((session, thread)) {
+            return Err(Remote::new(RemoteKind::NotOwner, "cannot wait on un-acquired lock"));
+        }
+        let depth = std::mem::take(&mut state.depth);
+        state.owner = None;
+        state.value += 1;
+        take_held(&mut state, session);
+        drop(state);
+        self.changed.notify_all();
+        Ok(depth)
+    }
+
+    /// Takes the lock back after a condition wait, at `depth`, waiting as long as it takes
+    /// (as Python's condition does, whatever the wait's timeout).
+    fn reacquire(&self, session: SessionKey, thread: u64, depth: u64, gone: &dyn Fn() -> bool) -> Result<(), Remote> {
+        let died = match self.acquire(session, thread, Wait::Forever, gone) {
+            Ok(true) => false,
+            Ok(false) => return Err(Remote::new(RemoteKind::BadRequest, "the client left during a wait")),
+            Err(e) if e.kind == RemoteKind::OwnerDied => true,
+            Err(e) => return Err(e),
+        };
+        lock(&self.state).depth = depth;
+        if died { Err(Remote::new(RemoteKind::OwnerDied, "the previous holder of the lock died")) } else { Ok(()) }
+    }
+
     pub(crate) fn value(&self) -> u64 {
         lock(&self.state).value
     }
@@ -303,5 +331,153 @@ impl Event {
 
     pub(crate) fn wait(&self, wait: Wait, gone: &dyn Fn() -> bool) -> bool {
         wait_until(&self.changed, lock(&self.set), wait, gone, |s| *s).1
+    }
+}
+
+/// A condition variable over its own `RLock` (Python's `threading.Condition()`): waiters are
+/// woken in the order they came, `n` at a time.
+pub(crate) struct Condition {
+    pub(crate) lock: Lock,
+    state: Mutex<CondState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct CondState {
+    next: u64,
+    /// Tickets of the waiters, oldest first.
+    waiting: VecDeque<u64>,
+    /// Tickets notified and not yet gone.
+    woken: Vec<u64>,
+}
+
+impl Default for Condition {
+    fn default() -> Condition {
+        Condition { lock: Lock::new(LockFlavour::RLock, 1), state: Mutex::default(), changed: Condvar::new() }
+    }
+}
+
+impl Condition {
+    /// Releases the lock, waits for a notify (or the wait's end), takes the lock back;
+    /// whether it was notified.
+    pub(crate) fn wait(
+        &self,
+        session: SessionKey,
+        thread: u64,
+        wait: Wait,
+        gone: &dyn Fn() -> bool,
+    ) -> Result<bool, Remote> {
+        let mut state = lock(&self.state);
+        let ticket = state.next;
+        state.next += 1;
+        state.waiting.push_back(ticket);
+        // The ticket is in before the lock goes: a notify made once it has gone sees it.
+        let depth = match self.lock.release_all(session, thread) {
+            Ok(depth) => depth,
+            Err(e) => {
+                state.waiting.retain(|&t| t != ticket);
+                return Err(e);
+            }
+        };
+        let (mut state, woken) = wait_until(&self.changed, state, wait, gone, |s| s.woken.contains(&ticket));
+        state.waiting.retain(|&t| t != ticket);
+        state.woken.retain(|&t| t != ticket);
+        drop(state);
+        self.lock.reacquire(session, thread, depth, gone)?;
+        Ok(woken)
+    }
+
+    /// Wakes up to `n` waiters; the caller must hold the lock.
+    pub(crate) fn notify(&self, session: SessionKey, thread: u64, n: u64) -> Result<(), Remote> {
+        if lock(&self.lock.state).owner != Some((session, thread)) {
+            return Err(Remote::new(RemoteKind::NotOwner, "cannot notify on un-acquired lock"));
+        }
+        let mut state = lock(&self.state);
+        let take = (n.min(state.waiting.len() as u64)) as usize;
+        let woken: Vec<u64> = state.waiting.drain(..take).collect();
+        state.woken.extend(woken);
+        drop(state);
+        self.changed.notify_all();
+        Ok(())
+    }
+}
+
+/// A barrier (Python's `threading.Barrier(parties)`, without an action: the server runs no
+/// code of its clients').
+pub(crate) struct Barrier {
+    parties: u64,
+    state: Mutex<BarrierState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct BarrierState {
+    waiting: u64,
+    /// Passes so far.
+    generation: u64,
+    /// Resets so far: a waiter that sees one is told the barrier broke.
+    resets: u64,
+    broken: bool,
+}
+
+impl Barrier {
+    pub(crate) fn new(parties: u64) -> Barrier {
+        Barrier { parties: parties.max(1), state: Mutex::default(), changed: Condvar::new() }
+    }
+
+    /// Waits for every party; this party's index (`parties - 1` first to arrive, 0 last).
+    /// A wait that times out, or whose client leaves, breaks the barrier for all.
+    pub(crate) fn wait(&self, wait: Wait, gone: &dyn Fn() -> bool) -> Result<u64, Remote> {
+        let broken = || Remote::new(RemoteKind::BrokenBarrier, "barrier is broken");
+        let mut state = lock(&self.state);
+        if state.broken {
+            return Err(broken());
+        }
+        let index = self.parties - 1 - state.waiting;
+        state.waiting += 1;
+        if state.waiting == self.parties {
+            state.waiting = 0;
+            state.generation += 1;
+            drop(state);
+            self.changed.notify_all();
+            return Ok(index);
+        }
+        let (generation, resets) = (state.generation, state.resets);
+        let (mut state, _) = wait_until(&self.changed, state, wait, gone, |s| {
+            s.generation != generation || s.broken || s.resets != resets
+        });
+        if state.resets != resets {
+            return Err(broken());
+        }
+        if state.generation != generation {
+            return Ok(index);
+        }
+        // Timed out, left, or broken by another: broken for all.
+        state.broken = true;
+        state.waiting = state.waiting.saturating_sub(1);
+        drop(state);
+        self.changed.notify_all();
+        Err(broken())
+    }
+
+    pub(crate) fn abort(&self) {
+        lock(&self.state).broken = true;
+        self.changed.notify_all();
+    }
+
+    /// Back to its first state; the parties waiting are told it broke.
+    pub(crate) fn reset(&self) {
+        let mut state = lock(&self.state);
+        state.broken = false;
+        state.waiting = 0;
+        state.resets += 1;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Parties, waiting, broken.
+    pub(crate) fn describe(&self) -> (u64, u64, bool) {
+        let state = lock(&self.state);
+        (self.parties, state.waiting, state.broken)
     }
 }

@@ -37,6 +37,14 @@ pub(crate) enum Kind {
         value: u64,
     },
     Event,
+    /// A condition variable over its own `RLock`.
+    Condition,
+    /// A barrier of `parties`.
+    Barrier {
+        parties: u64,
+    },
+    /// A set.
+    Set,
 }
 
 /// Which lock.
@@ -46,6 +54,14 @@ pub(crate) enum LockFlavour {
     RLock,
     Semaphore,
     BoundedSemaphore,
+}
+
+/// How a set compares with other items.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SetRelation {
+    Subset,
+    Superset,
+    Disjoint,
 }
 
 /// How long a blocking operation may wait.
@@ -172,6 +188,33 @@ pub(crate) enum Op {
     },
     LockLocked,
     LockValue,
+    // condition (its lock takes the lock operations)
+    CondWait {
+        thread: u64,
+        wait: Wait,
+    },
+    CondNotify {
+        thread: u64,
+        n: u64,
+    },
+    // barrier
+    BarrierWait(Wait),
+    BarrierAbort,
+    BarrierReset,
+    /// Parties, waiting, broken.
+    BarrierState,
+    // set
+    SetAdd(Bytes),
+    SetRemove(Bytes),
+    SetContains(Bytes),
+    SetPop,
+    SetItems,
+    SetUpdate(Vec<Bytes>),
+    SetDifferenceUpdate(Vec<Bytes>),
+    SetIntersectionUpdate(Vec<Bytes>),
+    SetSymmetricDifferenceUpdate(Vec<Bytes>),
+    /// Whether the set is a subset of, a superset of, or disjoint from the items given.
+    SetCompare(SetRelation, Vec<Bytes>),
     // event
     EventSet,
     EventClear,
@@ -212,6 +255,17 @@ pub(crate) enum Reply {
     },
     Pinned(u64),
     Pins(Vec<u64>),
+    /// A barrier's parties, parties waiting, and whether it is broken.
+    Barrier {
+        parties: u64,
+        waiting: u64,
+        broken: bool,
+    },
+    /// A queue's items waiting, and its bound (0: none).
+    QueueSize {
+        len: u64,
+        maxsize: u64,
+    },
     Claimed(Vec<bool>),
     /// The operation failed as the Python method would raise.
     Error(Remote),
@@ -251,6 +305,8 @@ pub(crate) enum RemoteKind {
     NotOwner,
     /// `ValueError('task_done() called too many times')`
     TaskDoneTooManyTimes,
+    /// `threading.BrokenBarrierError`
+    BrokenBarrier,
 }
 
 impl Remote {
