@@ -37,6 +37,8 @@ mod array;
 mod client;
 mod dict;
 pub(crate) mod fork;
+#[cfg(test)]
+mod fuzz_tests;
 mod list;
 mod locks;
 mod namespace;

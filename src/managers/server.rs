@@ -44,6 +44,14 @@ struct Table {
     pins: HashMap<u64, (Id, SessionKey)>,
 }
 
+/// The most pins one request may make or claim: each costs the server memory, and a
+/// request must not be able to take it without bound.
+const MAX_BATCH: usize = 1 << 20;
+
+fn too_many() -> Remote {
+    Remote::new(RemoteKind::BadRequest, format!("more than {MAX_BATCH} pins in one request"))
+}
+
 fn no_object(id: Id) -> Remote {
     Remote::new(RemoteKind::NoObject, format!("no object {id} in the manager (freed?)"))
 }
@@ -316,6 +324,8 @@ impl Server {
             }
             Request::Pin { id } => self.table().pin(key, id).map(Reply::Pinned),
             Request::Claim { id, pin } => self.table().claim(key, id, pin).map(|()| Reply::Done),
+            Request::PinMany { ids } if ids.len() > MAX_BATCH => Err(too_many()),
+            Request::ClaimMany { pins } if pins.len() > MAX_BATCH => Err(too_many()),
             Request::PinMany { ids } => {
                 let mut table = self.table();
                 Ok(Reply::Pins(ids.into_iter().map(|id| table.pin(key, id).unwrap_or(0)).collect()))
@@ -328,6 +338,10 @@ impl Server {
             }
             Request::NumberOfObjects => Ok(Reply::Count(self.table().objects.len() as u64)),
             Request::Shutdown => {
+                // Only the process that started the server may stop it.
+                if crate::parent_process().is_some_and(|p| p.pid() != key.0) {
+                    return Err(Remote::new(RemoteKind::BadRequest, "only the manager's owner may shut it down"));
+                }
                 if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     let _ = stop.send_bytes(b"stop");
                 }
