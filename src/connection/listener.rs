@@ -175,8 +175,9 @@ impl ListenerBuilder {
                 (Address::Unix(path), Some(dir))
             }
         };
-        let bound = check_family(&address)
-            .and_then(|()| socket::listen(&address, self.backlog).map_err(|e| socket_error(e, &address)));
+        let bound = check_family(&address).and_then(|()| {
+            socket::listen(&address.to_sock_addr(), self.backlog).map_err(|e| socket_error(e, &address))
+        });
         let (socket, bound_address) = match bound {
             Ok(b) => b,
             Err(e) => {
@@ -192,7 +193,7 @@ impl ListenerBuilder {
         };
         // The kernel reports the port it chose for port 0; a path is reported as given.
         let address = match address {
-            Address::Tcp(_) => bound_address,
+            Address::Tcp(_) => Address::from_sock_addr(bound_address),
             other => other,
         };
         Ok(Listener {
@@ -342,7 +343,7 @@ impl Listener {
                 return Err(Error::Timeout);
             }
         };
-        *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
+        *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = Some(Address::from_sock_addr(peer));
         let conn = Connection::from_socket(fd, self.max_message);
         if let Some(key) = &self.authkey {
             auth::deliver(&conn, key, deadline)?;
@@ -547,7 +548,7 @@ impl Client {
 
 fn connect_by(address: Address, authkey: Option<&[u8]>, deadline: Deadline) -> Result<Connection> {
     check_family(&address)?;
-    let fd = socket::connect(&address, deadline).map_err(|e| socket_error(e, &address))?;
+    let fd = socket::connect(&address.to_sock_addr(), deadline).map_err(|e| socket_error(e, &address))?;
     let conn = Connection::from_socket(fd, DEFAULT_SOCKET_MAX_MESSAGE);
     if let Some(key) = authkey {
         auth::answer(&conn, key, deadline)?;
