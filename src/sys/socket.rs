@@ -25,6 +25,13 @@ pub(crate) enum SockAddr {
     Abstract(Vec<u8>),
 }
 
+/// What a [`poll`] entry waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
 /// Room for a name in `sockaddr_un` (`sun_path`).
 const SUN_PATH_LEN: usize = 108;
 
@@ -355,4 +362,61 @@ pub(crate) fn local_address(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
     // SAFETY: `raw` has room for any address; the kernel writes at most `raw.len` bytes.
     cvt(unsafe { libc::getsockname(fd.as_raw_fd(), raw.mut_ptr(), &mut raw.len) })?;
     decode(&raw)
+}
+
+/// One `recv` that does not wait, whatever the socket's mode: `Some(n)` bytes (0 at end of
+/// stream), or `None` if nothing is there yet.
+pub(crate) fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is a live, writable buffer of the given length; recv only writes into it.
+    let r = retry(|| unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) });
+    would_block_is_none(r)
+}
+
+/// One `send` that does not wait and never raises `SIGPIPE` (a gone peer gives `EPIPE`):
+/// `Some(n)` bytes sent, or `None` if the socket's buffer is full.
+pub(crate) fn send_now(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `buf` is a live buffer of the given length; send only reads it.
+    let r = retry(|| unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) });
+    would_block_is_none(r)
+}
+
+fn would_block_is_none(r: io::Result<isize>) -> io::Result<Option<usize>> {
+    match r {
+        Ok(n) => Ok(Some(n as usize)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits until at least one of `fds` is ready for what its entry asks (or in error, or hung
+/// up) or the deadline passes; returns the readiness of each. `EINTR` restarts the wait with
+/// the time that is left.
+pub(crate) fn poll(fds: &[(BorrowedFd<'_>, Interest)], deadline: Deadline) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, interest)| {
+            let events = match interest {
+                Interest::Read => libc::POLLIN,
+                Interest::Write => libc::POLLOUT,
+            };
+            libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 }
+        })
+        .collect();
+    loop {
+        let timeout = deadline.poll_timeout_ms();
+        // SAFETY: `pfds` is a live array of `pfds.len()` pollfd structs.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        if r >= 0 {
+            if r == 0 && !deadline.expired() && timeout >= 0 {
+                // poll's millisecond rounding can wake a hair early: wait out the rest.
+                continue;
+            }
+            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
