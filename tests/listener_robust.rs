@@ -9,7 +9,7 @@
 //! needs `python3` and fails without it.
 mod common;
 use multiprocess::Error;
-use multiprocess::connection::{Address, Client, HandshakeFailure, Listener};
+use multiprocess::connection::{Address, Client, HandshakeFailure, Listener, Waitable, wait};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::BorrowedFd;
@@ -91,14 +91,26 @@ impl Raw {
         self.stream().write_all(bytes).unwrap();
     }
 
-    /// Reads one frame: the listener's challenge.
-    fn read_challenge(&mut self) {
+    /// Writes one frame.
+    fn send_frame(&mut self, payload: &[u8]) {
+        self.send(&[&(payload.len() as u32).to_be_bytes()[..], payload].concat());
+    }
+
+    /// Reads one frame of the handshake.
+    fn read_frame(&mut self) -> Vec<u8> {
         let mut header = [0u8; 4];
         self.stream().read_exact(&mut header).unwrap();
         let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
-        assert!(payload.len() <= 256, "a challenge of {} bytes", payload.len());
+        assert!(payload.len() <= 256, "a handshake message of {} bytes", payload.len());
         self.stream().read_exact(&mut payload).unwrap();
-        assert!(payload.starts_with(b"#CHALLENGE#"), "{payload:?}");
+        payload
+    }
+
+    /// Reads the listener's challenge; returns its message.
+    fn read_challenge(&mut self) -> Vec<u8> {
+        let payload = self.read_frame();
+        let message = payload.strip_prefix(b"#CHALLENGE#");
+        message.unwrap_or_else(|| panic!("not a challenge: {payload:?}")).to_vec()
     }
 
     /// Reads until the listener closes its end (within [`LONG`], or the test fails): it sent
@@ -509,6 +521,109 @@ fn fifty_clients_at_once_are_all_accepted() {
             got.sort();
             assert_eq!(got, (0..N as u32).collect::<Vec<_>>(), "{:?}", l.address());
             drop(connected);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Waiting on a listener, and fork children.
+
+/// `connection::wait` on a keyed listener sees a handshake that an earlier accept call left
+/// under way (it is no longer in the kernel's queue): ready when the client's next message
+/// arrives, not while it is silent. A raw client goes through the whole handshake this way,
+/// step by step, with `accept_timeout` moving it; the listener's answer to its legacy
+/// challenge is the bare HMAC-MD5, and the connection then carries the next message.
+#[test]
+fn wait_sees_handshakes_under_way() {
+    common::guarded(|| {
+        let short = Duration::from_millis(50);
+        let l = Listener::bind(([127, 0, 0, 1], 0), Some(KEY)).unwrap();
+        let objects: [&dyn Waitable; 1] = [&l];
+        let mut raw = Raw::connect(l.address());
+        assert!(matches!(l.accept_timeout(short), Err(Error::Timeout)));
+        let message = raw.read_challenge();
+        assert!(wait(&objects, Some(Duration::ZERO)).unwrap().is_empty(), "ready with a silent client");
+
+        raw.send_frame(&[b"{sha256}".as_slice(), &common::hmac_sha256(KEY, &message)].concat());
+        assert_eq!(wait(&objects, Some(STALL)).unwrap(), [0], "the answer went unseen");
+        assert!(matches!(l.accept_timeout(short), Err(Error::Timeout)));
+        assert_eq!(raw.read_frame(), b"#WELCOME#");
+        assert!(wait(&objects, Some(Duration::ZERO)).unwrap().is_empty(), "ready with a silent client");
+
+        let mine: Vec<u8> = (0..20).collect();
+        raw.send_frame(&[b"#CHALLENGE#".as_slice(), &mine].concat());
+        assert_eq!(wait(&objects, Some(STALL)).unwrap(), [0], "the challenge went unseen");
+        assert!(matches!(l.accept_timeout(short), Err(Error::Timeout)));
+        assert_eq!(raw.read_frame(), common::hmac_md5(KEY, &mine));
+
+        raw.send_frame(b"#WELCOME#");
+        raw.send_frame(b"after the handshake");
+        assert_eq!(wait(&objects, Some(STALL)).unwrap(), [0], "the welcome went unseen");
+        let conn = l.accept_timeout(STALL).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"after the handshake");
+    });
+}
+
+/// An event loop that waits on a keyed listener (as a manager's server does) and takes what
+/// is ready with `accept_timeout(0)`: with a stalled client queued first and three good
+/// clients connecting together, every wake-up is real and all three are served.
+#[test]
+fn event_loop_over_wait_serves_every_client() {
+    common::guarded(|| {
+        let l = Listener::new(Some(KEY)).unwrap();
+        let _stalled = Raw::connect(l.address());
+        let clients: Vec<_> = ["a", "b", "c"].into_iter().map(|tag| good_client(l.address(), tag)).collect();
+        let objects: [&dyn Waitable; 1] = [&l];
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            assert_eq!(wait(&objects, Some(STALL)).unwrap(), [0], "wait missed a client; served {got:?}");
+            match l.accept_timeout(Duration::ZERO) {
+                Ok(conn) => got.push(conn.recv::<String>().unwrap()),
+                Err(Error::Timeout) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        got.sort();
+        assert_eq!(got, ["a", "b", "c"]);
+        for c in clients {
+            c.join().unwrap();
+        }
+    });
+}
+
+/// A fork child's copy of a keyed listener leaves the handshakes it inherited to its parent:
+/// the child's accept does not read the answer its parent's client sent (it times out), and
+/// the parent then finishes the handshake.
+#[test]
+fn fork_child_leaves_the_parents_handshakes_alone() {
+    common::guarded(|| {
+        let l = Listener::bind(([127, 0, 0, 1], 0), Some(KEY)).unwrap();
+        let mut raw = Raw::connect(l.address());
+        assert!(matches!(l.accept_timeout(Duration::from_millis(50)), Err(Error::Timeout)));
+        let message = raw.read_challenge();
+        raw.send_frame(&[b"{sha256}".as_slice(), &common::hmac_sha256(KEY, &message)].concat());
+        // SAFETY: the child only uses the listener (whose locks no other thread holds: this
+        // test's threads are not running) and exits.
+        match unsafe { multiprocess::fork() }.unwrap() {
+            multiprocess::Fork::Child => {
+                let r = l.accept_timeout(Duration::from_millis(200));
+                multiprocess::exit(if matches!(r, Err(Error::Timeout)) { 0 } else { 1 });
+            }
+            multiprocess::Fork::Parent { mut child } => {
+                common::join_ok(&mut child);
+                let t = std::thread::spawn(move || {
+                    assert_eq!(raw.read_frame(), b"#WELCOME#");
+                    let mine: Vec<u8> = (0..20).collect();
+                    raw.send_frame(&[b"#CHALLENGE#".as_slice(), &mine].concat());
+                    assert_eq!(raw.read_frame(), common::hmac_md5(KEY, &mine));
+                    raw.send_frame(b"#WELCOME#");
+                    raw.send_frame(b"served by the parent");
+                    raw
+                });
+                let conn = l.accept_timeout(STALL).unwrap();
+                assert_eq!(conn.recv_bytes().unwrap(), b"served by the parent");
+                drop(t.join().unwrap());
+            }
         }
     });
 }

@@ -7,15 +7,16 @@
 //! works with `send_bytes`/`recv_bytes`.
 //!
 //! A listener with a key runs its clients' handshakes side by side, without threads: the
-//! accept call polls the listening socket and every handshake under way (each a small state
-//! machine on a socket it never blocks on, [`ServerHandshake`]), so a client that stalls or
-//! fails holds up no other. Handshakes an accept call leaves unfinished wait in the listener
-//! for the next call; one call at a time drives them, the others wait for their turn or for a
-//! client it left ready.
+//! accept call waits on the listening socket and every handshake under way at once (an epoll
+//! set, [`ReadySet`], which is also what `wait` polls) and moves each handshake as far as its
+//! socket allows (a small state machine on a socket it never blocks on, [`ServerHandshake`]),
+//! so a client that stalls or fails holds up no other. Handshakes an accept call leaves
+//! unfinished wait in the listener for the next call; one call at a time drives them, the
+//! others wait for their turn or for a client it left ready.
 
 use super::auth::{self, ServerHandshake, Step};
 use super::{Address, Connection, DEFAULT_SOCKET_MAX_MESSAGE, Waitable};
-use crate::sys::socket::{self, Interest};
+use crate::sys::socket::{self, Interest, ReadySet};
 use crate::sys::{Deadline, fd, proc};
 use crate::util::LOG_TARGET;
 use crate::{Error, Result};
@@ -86,6 +87,8 @@ pub struct Listener {
     max_message: u64,
     handshake_timeout: Duration,
     last_accepted: Mutex<Option<Address>>,
+    /// With a key: the listening socket and the handshakes under way, to wait on at once.
+    ready: Option<ReadySet>,
     /// The clients of a listener with a key that no accept call has returned yet.
     clients: Mutex<Clients>,
     /// Signalled when the call driving the handshakes leaves: the next waiting call drives
@@ -96,8 +99,13 @@ pub struct Listener {
 }
 
 /// The clients of a listener with a key between their connect and an accept call.
-#[derive(Default)]
 struct Clients {
+    /// The process they belong to: a fork child's copy starts afresh (the handshakes it
+    /// inherited are its parent's to finish).
+    owner: u32,
+    /// Whether the ready set watches the listening socket: not while the handshakes are at
+    /// their maximum.
+    listening_watched: bool,
     /// Handshakes under way, while no call drives them (the driving call holds them).
     pending: Vec<Handshake>,
     /// Clients that passed, for the next accept calls, oldest first.
@@ -106,6 +114,19 @@ struct Clients {
     failed: VecDeque<HandshakeFailure>,
     /// Whether a call is driving the handshakes.
     driving: bool,
+}
+
+impl Clients {
+    fn new() -> Clients {
+        Clients {
+            owner: crate::getpid(),
+            listening_watched: true,
+            pending: Vec::new(),
+            passed: VecDeque::new(),
+            failed: VecDeque::new(),
+            driving: false,
+        }
+    }
 }
 
 /// One client's handshake under way.
@@ -375,17 +396,27 @@ impl ListenerBuilder {
             Address::Tcp(_) => Address::from_sock_addr(bound_address),
             other => other,
         };
-        Ok(Listener {
+        let mut listener = Listener {
             socket: Some(socket),
             address,
             authkey: self.authkey,
             max_message: self.max_message,
             handshake_timeout: self.handshake_timeout,
             last_accepted: Mutex::new(None),
-            clients: Mutex::new(Clients::default()),
+            ready: None,
+            clients: Mutex::new(Clients::new()),
             turn: Condvar::new(),
             cleanup,
-        })
+        };
+        if listener.authkey.is_some() {
+            // On failure the listener is dropped, which removes its socket file.
+            let set = ReadySet::new()?;
+            if let Some(socket) = &listener.socket {
+                set.add(socket.as_fd(), Some(Interest::Read))?;
+            }
+            listener.ready = Some(set);
+        }
+        Ok(listener)
     }
 }
 
@@ -573,7 +604,7 @@ impl Listener {
 
     fn next_client(&self, deadline: Deadline, report: bool) -> Result<Outcome> {
         let listening = self.socket.as_ref().ok_or(Error::HandleClosed)?.as_fd();
-        let Some(key) = self.authkey.as_deref() else {
+        let (Some(key), Some(ready)) = (self.authkey.as_deref(), self.ready.as_ref()) else {
             let (fd, peer) = loop {
                 if let Some(got) = socket::accept(listening)? {
                     break got;
@@ -584,7 +615,7 @@ impl Listener {
             };
             return Ok(Ok(self.connection(fd, Address::from_sock_addr(peer))));
         };
-        let mut clients = self.lock_clients();
+        let mut clients = self.clients_here()?;
         loop {
             if let Some((fd, peer)) = clients.passed.pop_front() {
                 drop(clients);
@@ -604,13 +635,37 @@ impl Listener {
         }
         clients.driving = true;
         let pending = std::mem::take(&mut clients.pending);
+        let listening_watched = clients.listening_watched;
         drop(clients);
-        let mut driver = Driver { listener: self, pending, passed: VecDeque::new(), failed: VecDeque::new(), report };
+        let mut driver = Driver {
+            listener: self,
+            ready,
+            pending,
+            listening_watched,
+            passed: VecDeque::new(),
+            failed: VecDeque::new(),
+            report,
+        };
         driver.run(listening, key, deadline)
     }
 
     fn lock_clients(&self) -> MutexGuard<'_, Clients> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The clients, after starting afresh in a fork child: the handshakes and clients it
+    /// inherited are its parent's (its copies of their sockets close), and its copy of the
+    /// ready set is its parent's set, renewed here into one of its own.
+    fn clients_here(&self) -> Result<MutexGuard<'_, Clients>> {
+        let mut clients = self.lock_clients();
+        if clients.owner != crate::getpid()
+            && let (Some(ready), Some(socket)) = (&self.ready, &self.socket)
+        {
+            ready.renew()?;
+            ready.add(socket.as_fd(), Some(Interest::Read))?;
+            *clients = Clients::new();
+        }
+        Ok(clients)
     }
 
     /// The connection to a client the listener returns.
@@ -717,7 +772,8 @@ impl Listener {
     pub fn close(&mut self) {
         self.socket = None;
         // Clients under way or not yet returned see their sockets close.
-        *self.clients.get_mut().unwrap_or_else(|e| e.into_inner()) = Clients::default();
+        *self.clients.get_mut().unwrap_or_else(|e| e.into_inner()) = Clients::new();
+        self.ready = None;
         if let Some(cleanup) = self.cleanup.take() {
             cleanup.run();
         }
@@ -749,7 +805,9 @@ type Outcome = std::result::Result<Connection, HandshakeFailure>;
 /// back to the listener when it leaves, however it leaves.
 struct Driver<'a> {
     listener: &'a Listener,
+    ready: &'a ReadySet,
     pending: Vec<Handshake>,
+    listening_watched: bool,
     /// Clients that passed beyond the one the call returns.
     passed: VecDeque<(OwnedFd, Address)>,
     /// Failures the call met beyond the one it returns, if it reports them.
@@ -767,24 +825,36 @@ impl Driver<'_> {
                 let deadline = Instant::now().checked_add(self.listener.handshake_timeout);
                 let state = ServerHandshake::new()?;
                 let peer = Address::from_sock_addr(peer);
-                self.pending.push(Handshake { fd, peer, deadline, state, wants: Interest::Write });
+                let watched = self.ready.add(fd.as_fd(), Some(Interest::Write));
+                let h = Handshake { fd, peer, deadline, state, wants: Interest::Write };
+                match watched {
+                    Ok(()) => self.pending.push(h),
+                    Err(e) => self.fail(h, e.into()),
+                }
             }
             // Step every handshake: one whose socket has nothing new costs a syscall.
             let now = Instant::now();
             let mut i = 0;
             while i < self.pending.len() {
                 let h = &mut self.pending[i];
-                match h.state.step(h.fd.as_fd(), key) {
-                    Ok(Step::Wants(interest)) if h.deadline.is_none_or(|d| now < d) => {
+                let step = h.state.step(h.fd.as_fd(), key).and_then(|step| {
+                    if let Step::Wants(interest) = step
+                        && interest != h.wants
+                    {
+                        self.ready.change(h.fd.as_fd(), Some(interest))?;
                         h.wants = interest;
-                        i += 1;
                     }
+                    Ok(step)
+                });
+                match step {
+                    Ok(Step::Wants(_)) if h.deadline.is_none_or(|d| now < d) => i += 1,
                     Ok(Step::Wants(_)) => {
                         let h = self.pending.remove(i);
                         self.fail(h, Error::Timeout);
                     }
                     Ok(Step::Done) => {
                         let h = self.pending.remove(i);
+                        let _ = self.ready.remove(h.fd.as_fd());
                         self.passed.push_back((h.fd, h.peer));
                     }
                     Err(e) => {
@@ -810,12 +880,13 @@ impl Driver<'_> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let mut fds = Vec::with_capacity(self.pending.len() + 1);
-            if self.pending.len() < MAX_HANDSHAKES {
-                fds.push((listening, Interest::Read));
+            // At the maximum, new clients wait in the kernel's queue, unwatched.
+            let watch = self.pending.len() < MAX_HANDSHAKES;
+            if watch != self.listening_watched {
+                self.ready.change(listening, watch.then_some(Interest::Read))?;
+                self.listening_watched = watch;
             }
-            fds.extend(self.pending.iter().map(|h| (h.fd.as_fd(), h.wants)));
-            socket::poll(&fds, Deadline::after(wait))?;
+            fd::poll_readable(&[self.ready.as_fd()], Deadline::after(wait))?;
         }
     }
 
@@ -838,6 +909,7 @@ impl Driver<'_> {
         } else {
             log::warn!(target: LOG_TARGET, "listener {listener}: dropped client {peer}: {error}");
         }
+        let _ = self.ready.remove(h.fd.as_fd());
         drop(h.fd);
         if self.report {
             self.failed.push_back(HandshakeFailure { peer: h.peer, error });
@@ -849,6 +921,7 @@ impl Drop for Driver<'_> {
     fn drop(&mut self) {
         let mut clients = self.listener.lock_clients();
         clients.pending.append(&mut self.pending);
+        clients.listening_watched = self.listening_watched;
         clients.passed.append(&mut self.passed);
         clients.failed.append(&mut self.failed);
         let excess = clients.failed.len().saturating_sub(MAX_KEPT_FAILURES);
@@ -860,7 +933,12 @@ impl Drop for Driver<'_> {
     }
 }
 
-/// A listener is ready for [`wait`](super::wait) when a client is waiting to be accepted.
+/// A listener is ready for [`wait`](super::wait) when a client is waiting to be accepted;
+/// one with a key also when a handshake under way (left by an earlier accept call) moves, or
+/// a client that passed waits in it. Handshakes go on only inside accept calls, so a loop
+/// that waits on a keyed listener among other things should take what is ready with
+/// `accept_timeout(Duration::ZERO)` (or `accept_outcome(Some(Duration::ZERO))`), which never
+/// blocks, rather than `accept()`, which blocks until a client passes.
 ///
 /// ```
 /// use multiprocess::connection::{Client, Listener, Waitable, wait};
@@ -874,7 +952,14 @@ impl Drop for Driver<'_> {
 /// ```
 impl Waitable for Listener {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
-        self.socket.as_ref().map(|s| s.as_fd()).ok_or(Error::HandleClosed)
+        let socket = self.socket.as_ref().ok_or(Error::HandleClosed)?;
+        match &self.ready {
+            Some(set) => {
+                drop(self.clients_here()?);
+                Ok(set.as_fd())
+            }
+            None => Ok(socket.as_fd()),
+        }
     }
     /// A client that passed the handshake in an earlier call waits in the listener, not in
     /// the kernel.

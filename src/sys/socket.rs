@@ -25,7 +25,7 @@ pub(crate) enum SockAddr {
     Abstract(Vec<u8>),
 }
 
-/// What a [`poll`] entry waits for.
+/// What a socket in a [`ReadySet`] is watched for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Interest {
     Read,
@@ -389,34 +389,61 @@ fn would_block_is_none(r: io::Result<isize>) -> io::Result<Option<usize>> {
     }
 }
 
-/// Waits until at least one of `fds` is ready for what its entry asks (or in error, or hung
-/// up) or the deadline passes; returns the readiness of each. `EINTR` restarts the wait with
-/// the time that is left.
-pub(crate) fn poll(fds: &[(BorrowedFd<'_>, Interest)], deadline: Deadline) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|(fd, interest)| {
-            let events = match interest {
-                Interest::Read => libc::POLLIN,
-                Interest::Write => libc::POLLOUT,
-            };
-            libc::pollfd { fd: fd.as_raw_fd(), events, revents: 0 }
-        })
-        .collect();
-    loop {
-        let timeout = deadline.poll_timeout_ms();
-        // SAFETY: `pfds` is a live array of `pfds.len()` pollfd structs.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
-        if r >= 0 {
-            if r == 0 && !deadline.expired() && timeout >= 0 {
-                // poll's millisecond rounding can wake a hair early: wait out the rest.
-                continue;
-            }
-            return Ok(pfds.iter().map(|p| p.revents != 0).collect());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
+/// Sockets waited on as one descriptor: a level-triggered epoll set, readable (to `poll`)
+/// while any socket in it is ready for what it is watched for. A listener's set holds its
+/// listening socket and its handshakes under way, so that one `wait` covers them all.
+pub(crate) struct ReadySet(OwnedFd);
+
+impl ReadySet {
+    pub(crate) fn new() -> io::Result<ReadySet> {
+        // SAFETY: epoll_create1 has no memory effects.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: on success the descriptor is new and owned by nobody else.
+        Ok(ReadySet(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for `interest`; `None` watches it for nothing until [`change`]d.
+    ///
+    /// [`change`]: ReadySet::change
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, interest: Option<Interest>) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_ADD, fd, interest)
+    }
+
+    pub(crate) fn change(&self, fd: BorrowedFd<'_>, interest: Option<Interest>) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_MOD, fd, interest)
+    }
+
+    pub(crate) fn remove(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_DEL, fd, None)
+    }
+
+    fn control(&self, op: libc::c_int, fd: BorrowedFd<'_>, interest: Option<Interest>) -> io::Result<()> {
+        let events = match interest {
+            Some(Interest::Read) => libc::EPOLLIN,
+            Some(Interest::Write) => libc::EPOLLOUT,
+            None => 0,
+        };
+        let mut event = libc::epoll_event { events: events as u32, u64: fd.as_raw_fd() as u64 };
+        // SAFETY: `event` is a live epoll_event; the kernel only reads it.
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd.as_raw_fd(), &mut event) })?;
+        Ok(())
+    }
+
+    /// Makes this descriptor an empty set of its own. A fork child's copy of the descriptor
+    /// is its parent's set: the child renews it before it watches sockets of its own, and the
+    /// number stays, so that descriptors borrowed from it stay valid.
+    pub(crate) fn renew(&self) -> io::Result<()> {
+        let fresh = ReadySet::new()?;
+        // SAFETY: dup3 onto a descriptor we own replaces the file it refers to atomically; the
+        // number stays open and ours. `fresh` is closed when dropped: the set lives on under
+        // our number.
+        cvt(unsafe { libc::dup3(fresh.0.as_raw_fd(), self.0.as_raw_fd(), libc::O_CLOEXEC) })?;
+        Ok(())
+    }
+}
+
+impl AsFd for ReadySet {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
     }
 }
