@@ -314,7 +314,7 @@ fn python_client_wrong_key_rejected() {
         for python in interpreters() {
             let (listener, family, shown) = rust_listener(Address::from(([127, 0, 0, 1], 0)), Some(KEY));
             let py = Py::start(&python, PY_CLIENT, &[family, &shown, &hex(Some(WRONG_KEY))]);
-            match listener.accept_timeout(LONG) {
+            match listener.accept_outcome(Some(LONG)).unwrap().map_err(|failure| failure.into_error()) {
                 Err(Error::Authentication(msg)) => assert_eq!(msg, "digest received was wrong"),
                 other => panic!("{python}: {other:?}"),
             }

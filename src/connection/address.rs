@@ -1,5 +1,6 @@
 //! Where a [`Listener`](super::Listener) listens and a [`Client`](super::Client) connects.
 
+use crate::sys::socket::SockAddr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::ffi::OsStr;
 use std::fmt;
@@ -70,6 +71,26 @@ impl Address {
         match self {
             Address::Tcp(_) => "AF_INET",
             Address::Unix(_) | Address::Abstract(_) => "AF_UNIX",
+        }
+    }
+}
+
+impl Address {
+    /// The OS layer's form of this address.
+    pub(crate) fn to_sock_addr(&self) -> SockAddr {
+        match self {
+            Address::Tcp(a) => SockAddr::Inet(*a),
+            Address::Unix(p) => SockAddr::Unix(p.clone()),
+            Address::Abstract(name) => SockAddr::Abstract(name.clone()),
+        }
+    }
+
+    /// An address the OS layer reported.
+    pub(crate) fn from_sock_addr(addr: SockAddr) -> Address {
+        match addr {
+            SockAddr::Inet(a) => Address::Tcp(a),
+            SockAddr::Unix(p) => Address::Unix(p),
+            SockAddr::Abstract(name) => Address::Abstract(name),
         }
     }
 }

@@ -12,12 +12,18 @@
 //! Every handshake message is read with a 256-byte limit (CPython's), so a peer cannot make
 //! us allocate for a long one; a peer that sends anything unexpected, or hangs up, gets an
 //! error, never a panic.
+//!
+//! A `Listener` runs its half as a [`ServerHandshake`]: the same bytes, sent and read without
+//! blocking, so that one accept call can carry many clients' handshakes at once and a client
+//! that stalls holds up no other.
 
 use super::Connection;
 use crate::sys::Deadline;
+use crate::sys::socket::{self, Interest};
 use crate::{Error, Result};
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
+use std::os::fd::BorrowedFd;
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
 const WELCOME: &[u8] = b"#WELCOME#";
@@ -242,6 +248,223 @@ pub(crate) fn answer(conn: &Connection, authkey: &[u8], deadline: Deadline) -> R
     Ok(())
 }
 
+/// The listener's half of the handshake ([`deliver`], then [`answer`]) on a socket it must
+/// not block on: [`step`](ServerHandshake::step) does what the socket allows now and says
+/// what it waits for next.
+pub(crate) struct ServerHandshake {
+    /// Our challenge: what follows `#CHALLENGE#`.
+    message: Vec<u8>,
+    stage: Stage,
+    /// The frame being sent, and how much of it went.
+    out: Vec<u8>,
+    sent: usize,
+    incoming: FrameIn,
+    /// Why the peer's answer was refused, while `#FAILURE#` goes out.
+    refused: Option<Error>,
+    /// Whether the peer sent a byte: one that sent none before it left merely disconnected.
+    heard: bool,
+}
+
+/// Where a [`ServerHandshake`] is: each sending stage is followed by the reading stage below
+/// it.
+enum Stage {
+    /// Sending our challenge.
+    Challenge,
+    /// Reading the peer's answer to it.
+    Response,
+    /// Sending `#WELCOME#`.
+    Welcome,
+    /// Sending `#FAILURE#`, after which the handshake fails with the error in `refused`.
+    Refuse,
+    /// Reading the peer's challenge.
+    Question,
+    /// Sending our answer to it.
+    Answer,
+    /// Reading the peer's `#WELCOME#`.
+    Verdict,
+}
+
+/// What a [`ServerHandshake`] needs next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// The socket to be readable, or writable.
+    Wants(Interest),
+    /// Nothing: the peer passed, and the socket is at the first byte after the handshake.
+    Done,
+}
+
+impl ServerHandshake {
+    pub(crate) fn new() -> Result<ServerHandshake> {
+        let mut message = Vec::with_capacity(8 + MESSAGE_LENGTH);
+        message.extend_from_slice(b"{sha256}");
+        let mut random = [0u8; MESSAGE_LENGTH];
+        crate::sys::proc::random_bytes(&mut random)?;
+        message.extend_from_slice(&random);
+        let out = frame(&[CHALLENGE, &message].concat());
+        Ok(ServerHandshake {
+            message,
+            stage: Stage::Challenge,
+            out,
+            sent: 0,
+            incoming: FrameIn::default(),
+            refused: None,
+            heard: false,
+        })
+    }
+
+    /// Whether the peer has sent anything yet.
+    pub(crate) fn heard(&self) -> bool {
+        self.heard
+    }
+
+    /// Goes as far as `fd` allows without waiting. An error ends the handshake: the peer
+    /// failed it (it was told `#FAILURE#` if its answer was wrong) or left.
+    pub(crate) fn step(&mut self, fd: BorrowedFd<'_>, authkey: &[u8]) -> Result<Step> {
+        loop {
+            match self.stage {
+                Stage::Refuse => {
+                    // The peer may be gone already: the failure to report is the digest's.
+                    if let Ok(false) = self.flush(fd) {
+                        return Ok(Step::Wants(Interest::Write));
+                    }
+                    return Err(self.refused.take().unwrap_or_else(|| auth_error("digest received was wrong")));
+                }
+                Stage::Challenge | Stage::Welcome | Stage::Answer => {
+                    if !self.flush(fd)? {
+                        return Ok(Step::Wants(Interest::Write));
+                    }
+                    self.stage = match self.stage {
+                        Stage::Challenge => Stage::Response,
+                        Stage::Welcome => Stage::Question,
+                        _ => Stage::Verdict,
+                    };
+                }
+                Stage::Response | Stage::Question | Stage::Verdict => {
+                    let Some(payload) = self.incoming.read(fd, &mut self.heard)? else {
+                        return Ok(Step::Wants(Interest::Read));
+                    };
+                    match self.stage {
+                        Stage::Response => match verify_challenge(authkey, &self.message, &payload) {
+                            Ok(()) => self.send(WELCOME, Stage::Welcome),
+                            Err(e) => {
+                                self.refused = Some(e);
+                                self.send(FAILURE, Stage::Refuse);
+                            }
+                        },
+                        Stage::Question => {
+                            let Some(message) = payload.strip_prefix(CHALLENGE) else {
+                                return Err(auth_error(format!(
+                                    "Protocol error, expected challenge: message={}",
+                                    repr(&payload)
+                                )));
+                            };
+                            if message.len() < MD5ONLY_MESSAGE_LENGTH {
+                                return Err(auth_error(format!("challenge too short: {} bytes", message.len())));
+                            }
+                            let response = create_response(authkey, message)?;
+                            self.send(&response, Stage::Answer);
+                        }
+                        _ if payload == WELCOME => return Ok(Step::Done),
+                        _ => return Err(auth_error("digest sent was rejected")),
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, payload: &[u8], then: Stage) {
+        self.out = frame(payload);
+        self.sent = 0;
+        self.stage = then;
+    }
+
+    /// Sends what is left of `out`; true once all of it went.
+    fn flush(&mut self, fd: BorrowedFd<'_>) -> Result<bool> {
+        while self.sent < self.out.len() {
+            match socket::send_now(fd, &self.out[self.sent..]).map_err(Error::from_write)? {
+                Some(n) => self.sent += n,
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A handshake message as CPython frames it: 4-byte big-endian length, then the bytes.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    // Every handshake message is far below 2 GiB: the short header always fits.
+    [&(payload.len() as u32).to_be_bytes(), payload].concat()
+}
+
+/// One handshake frame on its way in, read without waiting and never past its last byte (the
+/// bytes after the handshake belong to the connection).
+#[derive(Default)]
+struct FrameIn {
+    /// The header: 4 bytes, or 12 when the first 4 say `-1` (a 64-bit length follows).
+    header: [u8; 12],
+    header_read: usize,
+    /// The payload, once the header is in.
+    payload: Option<Vec<u8>>,
+    len: usize,
+}
+
+impl FrameIn {
+    /// Reads what is there: the whole payload once it is in, `None` while more must come.
+    /// Sets `heard` once a byte came.
+    fn read(&mut self, fd: BorrowedFd<'_>, heard: &mut bool) -> Result<Option<Vec<u8>>> {
+        loop {
+            let Some(payload) = &mut self.payload else {
+                let header_len = if self.header_read >= 4 && self.header[..4] == [0xff; 4] { 12 } else { 4 };
+                if self.header_read < header_len {
+                    let before = self.header_read;
+                    match socket::recv_now(fd, &mut self.header[before..header_len])? {
+                        None => return Ok(None),
+                        Some(0) => return Err(if before == 0 { Error::Eof } else { cut_short() }),
+                        Some(n) => {
+                            *heard = true;
+                            self.header_read += n;
+                        }
+                    }
+                    continue;
+                }
+                let short = i32::from_be_bytes(self.header[..4].try_into().expect("4 bytes"));
+                let len = match short {
+                    0.. => short as u64,
+                    -1 => u64::from_be_bytes(self.header[4..12].try_into().expect("8 bytes")),
+                    _ => return Err(Error::Codec(format!("bad frame length {short}"))),
+                };
+                if len > MAX_HANDSHAKE_MESSAGE as u64 {
+                    return Err(Error::BadMessageLength { len, max: MAX_HANDSHAKE_MESSAGE as u64 });
+                }
+                self.len = len as usize;
+                self.payload = Some(Vec::with_capacity(self.len));
+                continue;
+            };
+            if payload.len() == self.len {
+                let whole = std::mem::take(payload);
+                *self = FrameIn::default();
+                return Ok(Some(whole));
+            }
+            let mut chunk = [0u8; MAX_HANDSHAKE_MESSAGE];
+            let want = self.len - payload.len();
+            match socket::recv_now(fd, &mut chunk[..want])? {
+                None => return Ok(None),
+                Some(0) => return Err(cut_short()),
+                Some(n) => {
+                    *heard = true;
+                    payload.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// The peer closed in the middle of a frame (CPython: `OSError('got end of file during
+/// message')`), as a connection reports it.
+fn cut_short() -> Error {
+    Error::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "got end of file during message"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,5 +516,65 @@ mod tests {
         assert!(create_response(key, b"{sha3_256}0123456789012345678901").is_err());
         assert!(create_response(key, b"no prefix and not 16 or 20").is_err());
         assert!(create_response(key, b"{sha256").is_err());
+    }
+
+    /// The non-blocking server side against a peer that writes every frame a byte at a time
+    /// (its answer in the long `-1` form): each step takes what is there, and the handshake
+    /// stops at its last byte, leaving the next message to the connection.
+    #[test]
+    fn server_handshake_byte_by_byte() {
+        use std::io::{Read, Write};
+        use std::os::fd::{AsFd, OwnedFd};
+        use std::os::unix::net::UnixStream;
+        use std::time::Duration;
+
+        fn recv(s: &mut UnixStream) -> Vec<u8> {
+            let mut header = [0u8; 4];
+            s.read_exact(&mut header).unwrap();
+            let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+            s.read_exact(&mut payload).unwrap();
+            payload
+        }
+        fn send_slowly(s: &mut UnixStream, bytes: &[u8]) {
+            for b in bytes {
+                s.write_all(&[*b]).unwrap();
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+
+        let key = b"key";
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        theirs.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let peer = std::thread::spawn(move || {
+            let challenge = recv(&mut theirs);
+            let message = challenge.strip_prefix(CHALLENGE).unwrap();
+            let response = create_response(key, message).unwrap();
+            let long_form = [[0xff; 4].as_slice(), &(response.len() as u64).to_be_bytes(), &response].concat();
+            send_slowly(&mut theirs, &long_form);
+            assert_eq!(recv(&mut theirs), WELCOME);
+            let mine = [7u8; 20];
+            send_slowly(&mut theirs, &frame(&[CHALLENGE, &mine].concat()));
+            verify_challenge(key, &mine, &recv(&mut theirs)).unwrap();
+            send_slowly(&mut theirs, &[frame(WELCOME), frame(b"after")].concat());
+            theirs
+        });
+        let fd = OwnedFd::from(ours);
+        let mut handshake = ServerHandshake::new().unwrap();
+        let deadline = Deadline::after(Some(Duration::from_secs(30)));
+        let set = socket::ReadySet::new().unwrap();
+        set.add(fd.as_fd(), None).unwrap();
+        let mut steps = 0;
+        while let Step::Wants(interest) = handshake.step(fd.as_fd(), key).unwrap() {
+            set.change(fd.as_fd(), Some(interest)).unwrap();
+            let ready = crate::sys::fd::poll_readable(&[set.as_fd()], deadline).unwrap();
+            assert!(ready[0], "the handshake hung");
+            steps += 1;
+        }
+        set.remove(fd.as_fd()).unwrap();
+        assert!(steps > 20, "{steps} steps: the bytes came in one read");
+        assert!(handshake.heard());
+        let conn = Connection::from_socket(fd, 1 << 20);
+        assert_eq!(conn.recv_bytes().unwrap(), b"after");
+        drop(peer.join().unwrap());
     }
 }

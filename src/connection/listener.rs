@@ -5,21 +5,41 @@
 //! CPython frames it. Given an authkey, both sides first run CPython's mutual HMAC challenge
 //! (see [`deliver_challenge`](super::deliver_challenge)), so a Python peer of either side
 //! works with `send_bytes`/`recv_bytes`.
+//!
+//! A listener with a key runs its clients' handshakes side by side, without threads: the
+//! accept call waits on the listening socket and every handshake under way at once (an epoll
+//! set, [`ReadySet`], which is also what `wait` polls) and moves each handshake as far as its
+//! socket allows (a small state machine on a socket it never blocks on, [`ServerHandshake`]),
+//! so a client that stalls or fails holds up no other. Handshakes an accept call leaves
+//! unfinished wait in the listener for the next call; one call at a time drives them, the
+//! others wait for their turn or for a client it left ready.
 
-use super::{Address, Connection, DEFAULT_SOCKET_MAX_MESSAGE, Waitable, auth};
-use crate::sys::{Deadline, fd, proc, socket};
+use super::auth::{self, ServerHandshake, Step};
+use super::{Address, Connection, DEFAULT_SOCKET_MAX_MESSAGE, Waitable};
+use crate::sys::socket::{self, Interest, ReadySet};
+use crate::sys::{Deadline, fd, proc};
+use crate::util::LOG_TARGET;
 use crate::{Error, Result};
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
-/// CPython's default backlog for a listener.
-const DEFAULT_BACKLOG: u32 = 1;
+/// The kernel's queue of connections not yet accepted, unless told otherwise: std's
+/// listeners' 128. (CPython's is 1, which turns away clients that connect together.)
+const DEFAULT_BACKLOG: u32 = 128;
+/// How long a client has for the handshake unless told otherwise.
+const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes one listener runs at once; clients past these wait in the kernel's queue.
+const MAX_HANDSHAKES: usize = 256;
+/// Failures kept for the [`Listener::accept_outcome`] calls to come, past the one a call
+/// returns; the oldest go first.
+const MAX_KEPT_FAILURES: usize = 64;
 
 /// A bound, listening socket that hands out a [`Connection`] per client (Python's
 /// `multiprocessing.connection.Listener(address, family, backlog, authkey)`).
@@ -35,6 +55,14 @@ const DEFAULT_BACKLOG: u32 = 1;
 /// A connection it accepts takes messages of at most 1 GiB by default
 /// ([`ListenerBuilder::max_message`] changes it), so a peer that announces a huge length
 /// gets an error rather than making the listener's process allocate it.
+///
+/// Unlike CPython's, one client cannot hold up the others: handshakes run side by side
+/// inside the accept call, each with a deadline (5 s by default,
+/// [`ListenerBuilder::handshake_timeout`]); [`accept`](Listener::accept) returns the next
+/// client that passed and skips, and logs, the ones that failed
+/// ([`accept_outcome`](Listener::accept_outcome) reports them); and the kernel queues up to
+/// 128 clients (std's backlog, where CPython's is 1). Up to 256 handshakes run at once; the
+/// clients past them wait in the kernel's queue.
 ///
 /// ```
 /// use multiprocess::connection::{Client, Listener};
@@ -57,9 +85,161 @@ pub struct Listener {
     address: Address,
     authkey: Option<Vec<u8>>,
     max_message: u64,
+    handshake_timeout: Duration,
     last_accepted: Mutex<Option<Address>>,
+    /// With a key: the listening socket and the handshakes under way, to wait on at once.
+    ready: Option<ReadySet>,
+    /// The clients of a listener with a key that no accept call has returned yet.
+    clients: Mutex<Clients>,
+    /// Signalled when the call driving the handshakes leaves: the next waiting call drives
+    /// them, or takes a client it left ready.
+    turn: Condvar,
     /// What to remove when closed: the socket file, and the directory `new` made for it.
     cleanup: Option<Cleanup>,
+}
+
+/// The clients of a listener with a key between their connect and an accept call.
+struct Clients {
+    /// The process they belong to: a fork child's copy starts afresh (the handshakes it
+    /// inherited are its parent's to finish).
+    owner: u32,
+    /// Whether the ready set watches the listening socket: not while the handshakes are at
+    /// their maximum.
+    listening_watched: bool,
+    /// Handshakes under way, while no call drives them (the driving call holds them).
+    pending: Vec<Handshake>,
+    /// Clients that passed, for the next accept calls, oldest first.
+    passed: VecDeque<(OwnedFd, Address)>,
+    /// Failures a reporting call met beyond the one it returned.
+    failed: VecDeque<HandshakeFailure>,
+    /// Whether a call is driving the handshakes.
+    driving: bool,
+}
+
+impl Clients {
+    fn new() -> Clients {
+        Clients {
+            owner: crate::getpid(),
+            listening_watched: true,
+            pending: Vec::new(),
+            passed: VecDeque::new(),
+            failed: VecDeque::new(),
+            driving: false,
+        }
+    }
+}
+
+/// One client's handshake under way.
+struct Handshake {
+    fd: OwnedFd,
+    peer: Address,
+    /// `None` for a timeout too large for `Instant`: never.
+    deadline: Option<Instant>,
+    state: ServerHandshake,
+    wants: Interest,
+}
+
+/// A client that connected to a [`Listener`] with a key and failed the handshake: it
+/// answered with the wrong key, sent garbage, hung up, or did not finish in time
+/// ([`ListenerBuilder::handshake_timeout`]). Returned by [`Listener::accept_outcome`]; its
+/// socket is closed. In CPython the error ends `accept()` itself.
+///
+/// ```
+/// use multiprocess::Error;
+/// use multiprocess::connection::{Client, Listener};
+/// let listener = Listener::new(Some(b"right"))?;
+/// let address = listener.address().clone();
+/// let bad = std::thread::spawn(move || Client::connect(address, Some(b"wrong")).err());
+/// let failure = listener.accept_outcome(None)?.unwrap_err();
+/// assert!(matches!(failure.error(), Error::Authentication(m) if m == "digest received was wrong"));
+/// assert_eq!(failure.peer().family(), "AF_UNIX");
+/// assert!(matches!(failure.into_error(), Error::Authentication(_)));
+/// assert!(bad.join().unwrap().is_some());
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct HandshakeFailure {
+    peer: Address,
+    error: Error,
+}
+
+impl HandshakeFailure {
+    /// The client's address (what [`Listener::last_accepted`] would have shown, Python's
+    /// `last_accepted`).
+    ///
+    /// ```
+    /// use multiprocess::connection::{Address, Client, Listener};
+    /// let listener = Listener::bind(([127, 0, 0, 1], 0), Some(b"key"))?;
+    /// let address = listener.address().clone();
+    /// let bad = std::thread::spawn(move || Client::connect(address, Some(b"other")).err());
+    /// let failure = listener.accept_outcome(None)?.unwrap_err();
+    /// assert!(matches!(failure.peer(), Address::Tcp(a) if a.ip().is_loopback()));
+    /// # bad.join().unwrap();
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn peer(&self) -> &Address {
+        &self.peer
+    }
+
+    /// Why the handshake failed: what CPython's `accept()` raises
+    /// ([`Error::Authentication`] for a wrong key, [`Error::Eof`] or [`Error::BrokenPipe`]
+    /// for a client that hung up, [`Error::BadMessageLength`] for a message over 256 bytes),
+    /// or [`Error::Timeout`] for a client that did not finish in time.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// use multiprocess::connection::Listener;
+    /// use std::time::Duration;
+    /// let listener = Listener::builder().authkey(b"key").handshake_timeout(Duration::from_millis(50)).bind()?;
+    /// // A client that connects and says nothing.
+    /// let _silent = multiprocess::connection::Client::connect(listener.address(), None)?;
+    /// let failure = listener.accept_outcome(None)?.unwrap_err();
+    /// assert!(matches!(failure.error(), Error::Timeout));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The error, for `?` (Python's `accept()` raising it).
+    ///
+    /// ```
+    /// use multiprocess::connection::{Client, Listener};
+    /// let listener = Listener::new(Some(b"key"))?;
+    /// let address = listener.address().clone();
+    /// let bad = std::thread::spawn(move || Client::connect(address, Some(b"other")).err());
+    /// let result: multiprocess::Result<_> = listener.accept_outcome(None)?.map_err(|f| f.into_error());
+    /// assert!(result.is_err());
+    /// # bad.join().unwrap();
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn into_error(self) -> Error {
+        self.error
+    }
+}
+
+impl fmt::Display for HandshakeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "client {} failed the handshake: {}", PeerName(&self.peer), self.error)
+    }
+}
+
+/// A client's address in messages: an unnamed Unix client (an empty path) shows as such.
+struct PeerName<'a>(&'a Address);
+
+impl fmt::Display for PeerName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Address::Unix(p) if p.as_os_str().is_empty() => f.write_str("(unnamed)"),
+            a => write!(f, "{a}"),
+        }
+    }
+}
+
+impl std::error::Error for HandshakeFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
 }
 
 /// The socket file (and its private directory) a listener made, removed at close by the
@@ -83,9 +263,9 @@ impl Cleanup {
     }
 }
 
-/// Settings for a [`Listener`]: address, authkey, backlog and the message cap of the
-/// connections it accepts (Python's keyword arguments of `Listener(...)`). Made by
-/// [`Listener::builder`].
+/// Settings for a [`Listener`]: address, authkey, backlog, the handshake's deadline and the
+/// message cap of the connections it accepts (Python's keyword arguments of
+/// `Listener(...)`). Made by [`Listener::builder`].
 ///
 /// ```
 /// use multiprocess::connection::{Client, Listener};
@@ -103,6 +283,7 @@ pub struct ListenerBuilder {
     authkey: Option<Vec<u8>>,
     backlog: u32,
     max_message: u64,
+    handshake_timeout: Duration,
 }
 
 impl ListenerBuilder {
@@ -135,7 +316,9 @@ impl ListenerBuilder {
     }
 
     /// How many connections the kernel queues before `accept` takes them (Python's
-    /// `backlog`, default 1 as there).
+    /// `backlog`). The default is std's 128 (the system caps it at
+    /// `/proc/sys/net/core/somaxconn`), not CPython's 1, which makes clients that connect
+    /// together wait or fail.
     ///
     /// ```
     /// let listener = multiprocess::connection::Listener::builder().backlog(64).bind()?;
@@ -160,6 +343,23 @@ impl ListenerBuilder {
         self
     }
 
+    /// How long a client of a listener with a key has to pass the handshake, from the moment
+    /// the listener takes it from the kernel's queue (default 5 s; Python has no such
+    /// setting and waits for ever). A client still at it then is dropped (its socket closed)
+    /// and logged; [`Listener::accept_outcome`] reports it as [`Error::Timeout`].
+    ///
+    /// ```
+    /// use multiprocess::connection::Listener;
+    /// use std::time::Duration;
+    /// let listener = Listener::builder().authkey(b"k").handshake_timeout(Duration::from_millis(500)).bind()?;
+    /// assert_eq!(listener.handshake_timeout(), Duration::from_millis(500));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn handshake_timeout(mut self, timeout: Duration) -> ListenerBuilder {
+        self.handshake_timeout = timeout;
+        self
+    }
+
     /// Binds and listens: what calling Python's `Listener(...)` does.
     ///
     /// ```
@@ -175,8 +375,9 @@ impl ListenerBuilder {
                 (Address::Unix(path), Some(dir))
             }
         };
-        let bound = check_family(&address)
-            .and_then(|()| socket::listen(&address, self.backlog).map_err(|e| socket_error(e, &address)));
+        let bound = check_family(&address).and_then(|()| {
+            socket::listen(&address.to_sock_addr(), self.backlog).map_err(|e| socket_error(e, &address))
+        });
         let (socket, bound_address) = match bound {
             Ok(b) => b,
             Err(e) => {
@@ -192,17 +393,30 @@ impl ListenerBuilder {
         };
         // The kernel reports the port it chose for port 0; a path is reported as given.
         let address = match address {
-            Address::Tcp(_) => bound_address,
+            Address::Tcp(_) => Address::from_sock_addr(bound_address),
             other => other,
         };
-        Ok(Listener {
+        let mut listener = Listener {
             socket: Some(socket),
             address,
             authkey: self.authkey,
             max_message: self.max_message,
+            handshake_timeout: self.handshake_timeout,
             last_accepted: Mutex::new(None),
+            ready: None,
+            clients: Mutex::new(Clients::new()),
+            turn: Condvar::new(),
             cleanup,
-        })
+        };
+        if listener.authkey.is_some() {
+            // On failure the listener is dropped, which removes its socket file.
+            let set = ReadySet::new()?;
+            if let Some(socket) = &listener.socket {
+                set.add(socket.as_fd(), Some(Interest::Read))?;
+            }
+            listener.ready = Some(set);
+        }
+        Ok(listener)
     }
 }
 
@@ -213,6 +427,7 @@ impl fmt::Debug for ListenerBuilder {
             .field("authenticated", &self.authkey.is_some())
             .field("backlog", &self.backlog)
             .field("max_message", &self.max_message)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
@@ -272,8 +487,8 @@ impl Listener {
         builder.bind()
     }
 
-    /// Settings beyond address and key (Python's `Listener` keyword arguments): backlog,
-    /// and the message cap of accepted connections.
+    /// Settings beyond address and key (Python's `Listener` keyword arguments): backlog, the
+    /// handshake's deadline, and the message cap of accepted connections.
     ///
     /// ```
     /// use multiprocess::connection::Listener;
@@ -287,28 +502,36 @@ impl Listener {
             authkey: None,
             backlog: DEFAULT_BACKLOG,
             max_message: DEFAULT_SOCKET_MAX_MESSAGE,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 
     /// Waits for a client and returns the connection to it (Python's `accept()`), after the
-    /// HMAC challenge if the listener has an authkey. A client with the wrong key gives
-    /// [`Error::Authentication`]`("digest received was wrong")` (and is told so); a client
-    /// that hangs up or sends garbage during the challenge gives an error too. Either way the
-    /// listener stays usable. Signals do not interrupt the wait. After
-    /// [`close`](Listener::close): [`Error::HandleClosed`] (CPython's `OSError('listener is
-    /// closed')`).
+    /// HMAC challenge if the listener has an authkey: the next client that passed it. Clients
+    /// that fail it (a wrong key, garbage, a hang-up, a message over 256 bytes, or no answer
+    /// within the [handshake timeout](ListenerBuilder::handshake_timeout)) are dropped and
+    /// logged under [`LOG_TARGET`] (`warn`, or `debug` for one that left without a word),
+    /// never returned: a plain accept loop serves every good client whatever the others do.
+    /// (CPython's `accept()` raises for the failing client and waits for ever on a silent
+    /// one.) [`accept_outcome`](Listener::accept_outcome) reports the failures.
+    ///
+    /// The handshakes of all waiting clients run side by side in this call; when it returns,
+    /// the ones under way stay in the listener and go on in the next accept call. `Err` is
+    /// the listener's own trouble only: [`Error::HandleClosed`] after
+    /// [`close`](Listener::close) (CPython's `OSError('listener is closed')`), or the
+    /// system's (out of descriptors, `Err(Io)`). Signals do not interrupt the wait.
     ///
     /// ```
-    /// use multiprocess::Error;
     /// use multiprocess::connection::{Client, Listener};
     /// let listener = Listener::new(Some(b"right"))?;
     /// let address = listener.address().clone();
-    /// let bad = std::thread::spawn(move || Client::connect(address, Some(b"wrong")).err());
-    /// match listener.accept() {
-    ///     Err(Error::Authentication(msg)) => assert_eq!(msg, "digest received was wrong"),
-    ///     other => panic!("{other:?}"),
-    /// }
-    /// assert!(matches!(bad.join().unwrap(), Some(Error::Authentication(_))));
+    /// let clients = std::thread::spawn(move || -> multiprocess::Result<()> {
+    ///     assert!(Client::connect(&address, Some(b"wrong")).is_err());
+    ///     Client::connect(&address, Some(b"right"))?.send(&"hello")
+    /// });
+    /// let conn = listener.accept()?; // the wrong key was skipped
+    /// assert_eq!(conn.recv::<String>()?, "hello");
+    /// clients.join().unwrap()?;
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn accept(&self) -> Result<Connection> {
@@ -316,9 +539,9 @@ impl Listener {
     }
 
     /// [`accept`](Listener::accept), giving up with [`Error::Timeout`] if no client has
-    /// connected and passed the challenge within `timeout` (Python has no such form). The
-    /// timeout covers the challenge too, so a client that connects and goes silent cannot
-    /// hold the listener.
+    /// passed the challenge within `timeout` (Python has no such form). Failing clients are
+    /// skipped as by `accept`; handshakes still under way when it gives up stay in the
+    /// listener for the next call.
     ///
     /// ```
     /// use multiprocess::Error;
@@ -332,26 +555,135 @@ impl Listener {
         self.accept_by(Deadline::after(Some(timeout)))
     }
 
+    /// [`accept`](Listener::accept) that also reports the clients that fail the handshake
+    /// (no Python counterpart: there `accept()` raises their error): `Ok(Ok(conn))` for the
+    /// next client that passed, `Ok(Err(failure))` for the next that failed, with its address
+    /// and error ([`HandshakeFailure`]; the failure is logged too). `Err` is as for `accept`,
+    /// or [`Error::Timeout`] when `timeout` (`None`: wait for ever) passes first.
+    ///
+    /// A failure goes to the call that ran the handshake when it failed: if plain `accept`
+    /// calls run at the same time in other threads, the failures they meet are only logged.
+    ///
+    /// ```
+    /// use multiprocess::connection::{Client, Listener};
+    /// use std::time::Duration;
+    /// let listener = Listener::new(Some(b"right"))?;
+    /// let address = listener.address().clone();
+    /// let clients = std::thread::spawn(move || -> multiprocess::Result<()> {
+    ///     assert!(Client::connect(&address, Some(b"wrong")).is_err());
+    ///     Client::connect(&address, Some(b"right"))?.send(&7u8)
+    /// });
+    /// let mut failures = Vec::new();
+    /// let conn = loop {
+    ///     match listener.accept_outcome(Some(Duration::from_secs(30)))? {
+    ///         Ok(conn) => break conn,
+    ///         Err(failure) => failures.push(failure.to_string()),
+    ///     }
+    /// };
+    /// assert_eq!(conn.recv::<u8>()?, 7);
+    /// assert_eq!(failures.len(), 1);
+    /// assert!(failures[0].contains("digest received was wrong"), "{failures:?}");
+    /// clients.join().unwrap()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn accept_outcome(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<std::result::Result<Connection, HandshakeFailure>> {
+        self.next_client(Deadline::after(timeout), true)
+    }
+
     fn accept_by(&self, deadline: Deadline) -> Result<Connection> {
-        let listening = self.socket.as_ref().ok_or(Error::HandleClosed)?;
-        let (fd, peer) = loop {
-            if let Some(got) = socket::accept(listening.as_fd())? {
-                break got;
-            }
-            if !fd::poll_readable(&[listening.as_fd()], deadline)?[0] {
-                return Err(Error::Timeout);
-            }
-        };
-        *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
-        let conn = Connection::from_socket(fd, self.max_message);
-        if let Some(key) = &self.authkey {
-            auth::deliver(&conn, key, deadline)?;
-            auth::answer(&conn, key, deadline)?;
-            if deadline.remaining().is_some() {
-                conn.set_read_timeout(None)?;
+        loop {
+            // A call that does not report meets failures only to log them.
+            if let Ok(conn) = self.next_client(deadline, false)? {
+                return Ok(conn);
             }
         }
-        Ok(conn)
+    }
+
+    fn next_client(&self, deadline: Deadline, report: bool) -> Result<Outcome> {
+        let listening = self.socket.as_ref().ok_or(Error::HandleClosed)?.as_fd();
+        let (Some(key), Some(ready)) = (self.authkey.as_deref(), self.ready.as_ref()) else {
+            let (fd, peer) = loop {
+                if let Some(got) = socket::accept(listening)? {
+                    break got;
+                }
+                if !fd::poll_readable(&[listening], deadline)?[0] {
+                    return Err(Error::Timeout);
+                }
+            };
+            return Ok(Ok(self.connection(fd, Address::from_sock_addr(peer))));
+        };
+        let mut clients = self.clients_here()?;
+        loop {
+            if let Some((fd, peer)) = clients.passed.pop_front() {
+                drop(clients);
+                return Ok(Ok(self.connection(fd, peer)));
+            }
+            if report && let Some(failure) = clients.failed.pop_front() {
+                return Ok(Err(failure));
+            }
+            if !clients.driving {
+                break;
+            }
+            clients = match deadline.remaining() {
+                None => self.turn.wait(clients).unwrap_or_else(|e| e.into_inner()),
+                Some(left) if left.is_zero() => return Err(Error::Timeout),
+                Some(left) => self.turn.wait_timeout(clients, left).unwrap_or_else(|e| e.into_inner()).0,
+            };
+        }
+        clients.driving = true;
+        let pending = std::mem::take(&mut clients.pending);
+        let listening_watched = clients.listening_watched;
+        drop(clients);
+        let mut driver = Driver {
+            listener: self,
+            ready,
+            pending,
+            listening_watched,
+            passed: VecDeque::new(),
+            failed: VecDeque::new(),
+            report,
+        };
+        driver.run(listening, key, deadline)
+    }
+
+    fn lock_clients(&self) -> MutexGuard<'_, Clients> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The clients, after starting afresh in a fork child: the handshakes and clients it
+    /// inherited are its parent's (its copies of their sockets close), and its copy of the
+    /// ready set is its parent's set, renewed here into one of its own.
+    fn clients_here(&self) -> Result<MutexGuard<'_, Clients>> {
+        let mut clients = self.lock_clients();
+        if clients.owner != crate::getpid()
+            && let (Some(ready), Some(socket)) = (&self.ready, &self.socket)
+        {
+            ready.renew()?;
+            ready.add(socket.as_fd(), Some(Interest::Read))?;
+            *clients = Clients::new();
+        }
+        Ok(clients)
+    }
+
+    /// The connection to a client the listener returns.
+    fn connection(&self, fd: OwnedFd, peer: Address) -> Connection {
+        *self.last_accepted.lock().unwrap_or_else(|e| e.into_inner()) = Some(peer);
+        Connection::from_socket(fd, self.max_message)
+    }
+
+    /// How long a client has to pass the handshake (see
+    /// [`ListenerBuilder::handshake_timeout`]; Python has no such setting).
+    ///
+    /// ```
+    /// let listener = multiprocess::connection::Listener::new(Some(b"key"))?;
+    /// assert_eq!(listener.handshake_timeout(), std::time::Duration::from_secs(5));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
     }
 
     /// The address the listener is bound to (Python's `address`): for TCP port 0, the port
@@ -439,6 +771,9 @@ impl Listener {
     /// ```
     pub fn close(&mut self) {
         self.socket = None;
+        // Clients under way or not yet returned see their sockets close.
+        *self.clients.get_mut().unwrap_or_else(|e| e.into_inner()) = Clients::new();
+        self.ready = None;
         if let Some(cleanup) = self.cleanup.take() {
             cleanup.run();
         }
@@ -458,11 +793,152 @@ impl fmt::Debug for Listener {
             .field("closed", &self.closed())
             .field("authenticated", &self.authkey.is_some())
             .field("max_message", &self.max_message)
+            .field("handshake_timeout", &self.handshake_timeout)
             .finish()
     }
 }
 
-/// A listener is ready for [`wait`](super::wait) when a client is waiting to be accepted.
+/// What one accept call found: a client that passed, or one that failed.
+type Outcome = std::result::Result<Connection, HandshakeFailure>;
+
+/// The accept call that runs the handshakes: it holds them while it polls, and gives them
+/// back to the listener when it leaves, however it leaves.
+struct Driver<'a> {
+    listener: &'a Listener,
+    ready: &'a ReadySet,
+    pending: Vec<Handshake>,
+    listening_watched: bool,
+    /// Clients that passed beyond the one the call returns.
+    passed: VecDeque<(OwnedFd, Address)>,
+    /// Failures the call met beyond the one it returns, if it reports them.
+    failed: VecDeque<HandshakeFailure>,
+    /// Whether the call reports failures.
+    report: bool,
+}
+
+impl Driver<'_> {
+    fn run(&mut self, listening: BorrowedFd<'_>, key: &[u8], deadline: Deadline) -> Result<Outcome> {
+        loop {
+            // Take the new clients: each sends its challenge at once, in the steps below.
+            while self.pending.len() < MAX_HANDSHAKES {
+                let Some((fd, peer)) = socket::accept(listening)? else { break };
+                let deadline = Instant::now().checked_add(self.listener.handshake_timeout);
+                let state = ServerHandshake::new()?;
+                let peer = Address::from_sock_addr(peer);
+                let watched = self.ready.add(fd.as_fd(), Some(Interest::Write));
+                let h = Handshake { fd, peer, deadline, state, wants: Interest::Write };
+                match watched {
+                    Ok(()) => self.pending.push(h),
+                    Err(e) => self.fail(h, e.into()),
+                }
+            }
+            // Step every handshake: one whose socket has nothing new costs a syscall.
+            let now = Instant::now();
+            let mut i = 0;
+            while i < self.pending.len() {
+                let h = &mut self.pending[i];
+                let step = h.state.step(h.fd.as_fd(), key).and_then(|step| {
+                    if let Step::Wants(interest) = step
+                        && interest != h.wants
+                    {
+                        self.ready.change(h.fd.as_fd(), Some(interest))?;
+                        h.wants = interest;
+                    }
+                    Ok(step)
+                });
+                match step {
+                    Ok(Step::Wants(_)) if h.deadline.is_none_or(|d| now < d) => i += 1,
+                    Ok(Step::Wants(_)) => {
+                        let h = self.pending.remove(i);
+                        self.fail(h, Error::Timeout);
+                    }
+                    Ok(Step::Done) => {
+                        let h = self.pending.remove(i);
+                        let _ = self.ready.remove(h.fd.as_fd());
+                        self.passed.push_back((h.fd, h.peer));
+                    }
+                    Err(e) => {
+                        let h = self.pending.remove(i);
+                        self.fail(h, e);
+                    }
+                }
+            }
+            if let Some((fd, peer)) = self.passed.pop_front() {
+                return Ok(Ok(self.listener.connection(fd, peer)));
+            }
+            if let Some(failure) = self.failed.pop_front() {
+                return Ok(Err(failure));
+            }
+            // Sleep until a socket moves, the first handshake's time is up, or the call's.
+            let call_left = deadline.remaining();
+            if call_left == Some(Duration::ZERO) {
+                return Err(Error::Timeout);
+            }
+            let first_due =
+                self.pending.iter().filter_map(|h| h.deadline).min().map(|d| d.saturating_duration_since(now));
+            let wait = match (call_left, first_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            // At the maximum, new clients wait in the kernel's queue, unwatched.
+            let watch = self.pending.len() < MAX_HANDSHAKES;
+            if watch != self.listening_watched {
+                self.ready.change(listening, watch.then_some(Interest::Read))?;
+                self.listening_watched = watch;
+            }
+            fd::poll_readable(&[self.ready.as_fd()], Deadline::after(wait))?;
+        }
+    }
+
+    /// Drops a client that failed the handshake (closing its socket), logs it, and keeps the
+    /// failure for the call if it reports them.
+    fn fail(&mut self, h: Handshake, error: Error) {
+        let listener = &self.listener.address;
+        let peer = PeerName(&h.peer);
+        let left_silently = !h.state.heard()
+            && match &error {
+                Error::Eof | Error::BrokenPipe => true,
+                Error::Io(e) => e.kind() == io::ErrorKind::ConnectionReset,
+                _ => false,
+            };
+        if left_silently {
+            log::debug!(target: LOG_TARGET, "listener {listener}: client {peer} left before the handshake");
+        } else if let Error::Timeout = error {
+            let timeout = self.listener.handshake_timeout;
+            log::warn!(target: LOG_TARGET, "listener {listener}: dropped client {peer}: no handshake within {timeout:?}");
+        } else {
+            log::warn!(target: LOG_TARGET, "listener {listener}: dropped client {peer}: {error}");
+        }
+        let _ = self.ready.remove(h.fd.as_fd());
+        drop(h.fd);
+        if self.report {
+            self.failed.push_back(HandshakeFailure { peer: h.peer, error });
+        }
+    }
+}
+
+impl Drop for Driver<'_> {
+    fn drop(&mut self) {
+        let mut clients = self.listener.lock_clients();
+        clients.pending.append(&mut self.pending);
+        clients.listening_watched = self.listening_watched;
+        clients.passed.append(&mut self.passed);
+        clients.failed.append(&mut self.failed);
+        let excess = clients.failed.len().saturating_sub(MAX_KEPT_FAILURES);
+        clients.failed.drain(..excess);
+        clients.driving = false;
+        drop(clients);
+        // Every waiting call looks: one may take a client left ready, one drives next.
+        self.listener.turn.notify_all();
+    }
+}
+
+/// A listener is ready for [`wait`](super::wait) when a client is waiting to be accepted;
+/// one with a key also when a handshake under way (left by an earlier accept call) moves, or
+/// a client that passed waits in it. Handshakes go on only inside accept calls, so a loop
+/// that waits on a keyed listener among other things should take what is ready with
+/// `accept_timeout(Duration::ZERO)` (or `accept_outcome(Some(Duration::ZERO))`), which never
+/// blocks, rather than `accept()`, which blocks until a client passes.
 ///
 /// ```
 /// use multiprocess::connection::{Client, Listener, Waitable, wait};
@@ -476,7 +952,19 @@ impl fmt::Debug for Listener {
 /// ```
 impl Waitable for Listener {
     fn wait_fd(&self) -> Result<BorrowedFd<'_>> {
-        self.socket.as_ref().map(|s| s.as_fd()).ok_or(Error::HandleClosed)
+        let socket = self.socket.as_ref().ok_or(Error::HandleClosed)?;
+        match &self.ready {
+            Some(set) => {
+                drop(self.clients_here()?);
+                Ok(set.as_fd())
+            }
+            None => Ok(socket.as_fd()),
+        }
+    }
+    /// A client that passed the handshake in an earlier call waits in the listener, not in
+    /// the kernel.
+    fn ready_now(&self) -> bool {
+        self.clients.try_lock().is_ok_and(|c| !c.passed.is_empty())
     }
 }
 
@@ -547,7 +1035,7 @@ impl Client {
 
 fn connect_by(address: Address, authkey: Option<&[u8]>, deadline: Deadline) -> Result<Connection> {
     check_family(&address)?;
-    let fd = socket::connect(&address, deadline).map_err(|e| socket_error(e, &address))?;
+    let fd = socket::connect(&address.to_sock_addr(), deadline).map_err(|e| socket_error(e, &address))?;
     let conn = Connection::from_socket(fd, DEFAULT_SOCKET_MAX_MESSAGE);
     if let Some(key) = authkey {
         auth::answer(&conn, key, deadline)?;

@@ -14,7 +14,7 @@ mod stream;
 
 pub use address::Address;
 pub use auth::{answer_challenge, deliver_challenge};
-pub use listener::{Client, Listener, ListenerBuilder};
+pub use listener::{Client, HandshakeFailure, Listener, ListenerBuilder};
 
 use crate::reduction::{RecvFd, SendFd};
 use crate::sys::{Deadline, fd};

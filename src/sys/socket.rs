@@ -1,9 +1,11 @@
 //! Stream sockets for `Listener` and `Client`: TCP (IPv4 and IPv6), Unix paths and Linux
 //! abstract names. Socket addresses are built and parsed here, so that no `sockaddr` leaves
 //! this module; `EINTR` is handled here too (a listener blocked in `accept` survives signals).
+//!
+//! Addresses are this layer's own [`SockAddr`]: the public `connection::Address` converts to
+//! and from it, so that the OS layer depends on nothing above it.
 
 use super::{Deadline, cvt, retry};
-use crate::connection::Address;
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -11,6 +13,24 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// A stream socket address as the kernel knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SockAddr {
+    /// `AF_INET` or `AF_INET6`.
+    Inet(SocketAddr),
+    /// `AF_UNIX` at a filesystem path; empty for an unnamed socket.
+    Unix(PathBuf),
+    /// `AF_UNIX` in Linux's abstract namespace: the name without its leading NUL byte.
+    Abstract(Vec<u8>),
+}
+
+/// What a socket in a [`ReadySet`] is watched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
 
 /// Room for a name in `sockaddr_un` (`sun_path`).
 const SUN_PATH_LEN: usize = 108;
@@ -46,10 +66,10 @@ fn invalid(msg: &str) -> io::Error {
 }
 
 /// Lays `addr` out for the kernel.
-fn encode(addr: &Address) -> io::Result<RawAddr> {
+fn encode(addr: &SockAddr) -> io::Result<RawAddr> {
     let mut raw = RawAddr::empty();
     match addr {
-        Address::Tcp(SocketAddr::V4(a)) => {
+        SockAddr::Inet(SocketAddr::V4(a)) => {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
@@ -60,7 +80,7 @@ fn encode(addr: &Address) -> io::Result<RawAddr> {
             unsafe { std::ptr::write(raw.mut_ptr().cast::<libc::sockaddr_in>(), sin) };
             raw.len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
         }
-        Address::Tcp(SocketAddr::V6(a)) => {
+        SockAddr::Inet(SocketAddr::V6(a)) => {
             // SAFETY: `sockaddr_in6` is plain data; zeroed is valid, then filled in.
             let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
@@ -72,7 +92,7 @@ fn encode(addr: &Address) -> io::Result<RawAddr> {
             unsafe { std::ptr::write(raw.mut_ptr().cast::<libc::sockaddr_in6>(), sin6) };
             raw.len = size_of::<libc::sockaddr_in6>() as libc::socklen_t;
         }
-        Address::Unix(path) => {
+        SockAddr::Unix(path) => {
             let bytes = path.as_os_str().as_bytes();
             if bytes.is_empty() {
                 return Err(invalid("empty AF_UNIX path"));
@@ -82,7 +102,7 @@ fn encode(addr: &Address) -> io::Result<RawAddr> {
             }
             raw.len = unix_name(&mut raw, bytes)?;
         }
-        Address::Abstract(name) => {
+        SockAddr::Abstract(name) => {
             let mut bytes = Vec::with_capacity(name.len() + 1);
             bytes.push(0);
             bytes.extend_from_slice(name);
@@ -111,21 +131,21 @@ fn unix_name(raw: &mut RawAddr, bytes: &[u8]) -> io::Result<libc::socklen_t> {
 }
 
 /// Reads an address the kernel filled in.
-fn decode(raw: &RawAddr) -> io::Result<Address> {
+fn decode(raw: &RawAddr) -> io::Result<SockAddr> {
     let len = (raw.len as usize).min(size_of::<libc::sockaddr_storage>());
     match raw.family() {
         libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says the storage holds a `sockaddr_in`, and it is long enough.
             let sin = unsafe { &*raw.ptr().cast::<libc::sockaddr_in>() };
             let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
-            Ok(Address::Tcp(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))))
+            Ok(SockAddr::Inet(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)))))
         }
         libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
             // SAFETY: as above, for `sockaddr_in6`.
             let sin6 = unsafe { &*raw.ptr().cast::<libc::sockaddr_in6>() };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
-            Ok(Address::Tcp(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id))))
+            Ok(SockAddr::Inet(SocketAddr::V6(SocketAddrV6::new(ip, port, sin6.sin6_flowinfo, sin6.sin6_scope_id))))
         }
         libc::AF_UNIX => {
             let offset = offset_of!(libc::sockaddr_un, sun_path);
@@ -134,11 +154,11 @@ fn decode(raw: &RawAddr) -> io::Result<Address> {
             let name = unsafe { std::slice::from_raw_parts(raw.ptr().cast::<u8>().add(offset), name_len) };
             Ok(match name.split_first() {
                 // An unnamed socket (a client that did not bind): CPython reports `''`.
-                None => Address::Unix(PathBuf::new()),
-                Some((0, rest)) => Address::Abstract(rest.to_vec()),
+                None => SockAddr::Unix(PathBuf::new()),
+                Some((0, rest)) => SockAddr::Abstract(rest.to_vec()),
                 Some(_) => {
                     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                    Address::Unix(PathBuf::from(std::ffi::OsStr::from_bytes(&name[..end])))
+                    SockAddr::Unix(PathBuf::from(std::ffi::OsStr::from_bytes(&name[..end])))
                 }
             })
         }
@@ -146,11 +166,11 @@ fn decode(raw: &RawAddr) -> io::Result<Address> {
     }
 }
 
-fn domain(addr: &Address) -> libc::c_int {
+fn domain(addr: &SockAddr) -> libc::c_int {
     match addr {
-        Address::Tcp(SocketAddr::V4(_)) => libc::AF_INET,
-        Address::Tcp(SocketAddr::V6(_)) => libc::AF_INET6,
-        Address::Unix(_) | Address::Abstract(_) => libc::AF_UNIX,
+        SockAddr::Inet(SocketAddr::V4(_)) => libc::AF_INET,
+        SockAddr::Inet(SocketAddr::V6(_)) => libc::AF_INET6,
+        SockAddr::Unix(_) | SockAddr::Abstract(_) => libc::AF_UNIX,
     }
 }
 
@@ -172,9 +192,9 @@ fn set_option<T>(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, valu
 /// Small frames go out at once on TCP: the handshake sends two in a row, which Nagle's
 /// algorithm would hold back for the peer's delayed acknowledgement. A frame is always one
 /// write, so nothing is lost by it.
-fn no_delay(fd: BorrowedFd<'_>, addr: &Address) -> io::Result<()> {
+fn no_delay(fd: BorrowedFd<'_>, addr: &SockAddr) -> io::Result<()> {
     match addr {
-        Address::Tcp(_) => set_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1 as libc::c_int),
+        SockAddr::Inet(_) => set_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1 as libc::c_int),
         _ => Ok(()),
     }
 }
@@ -182,10 +202,10 @@ fn no_delay(fd: BorrowedFd<'_>, addr: &Address) -> io::Result<()> {
 /// A listening socket bound to `addr`, non-blocking (so that [`accept`] can wait with a
 /// deadline), and the address it is bound to (the port the kernel chose for port 0).
 /// TCP sockets get `SO_REUSEADDR`, as CPython's do.
-pub(crate) fn listen(addr: &Address, backlog: u32) -> io::Result<(OwnedFd, Address)> {
+pub(crate) fn listen(addr: &SockAddr, backlog: u32) -> io::Result<(OwnedFd, SockAddr)> {
     let raw = encode(addr)?;
     let fd = new_socket(domain(addr), libc::SOCK_NONBLOCK)?;
-    if let Address::Tcp(_) = addr {
+    if let SockAddr::Inet(_) = addr {
         set_option(fd.as_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1 as libc::c_int)?;
     }
     // SAFETY: `raw` holds a valid address of `raw.len` bytes.
@@ -200,7 +220,7 @@ pub(crate) fn listen(addr: &Address, backlog: u32) -> io::Result<(OwnedFd, Addre
 /// Takes one pending connection from a non-blocking listening socket: the connected socket
 /// (blocking, close-on-exec) and the peer's address, or `None` if none is pending (another
 /// thread took it, or it was aborted before we came).
-pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, Address)>> {
+pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, SockAddr)>> {
     let mut peer = RawAddr::empty();
     // SAFETY: `peer` has room for any address; the kernel writes at most `peer.len` bytes.
     let r = retry(|| unsafe { libc::accept4(listener.as_raw_fd(), peer.mut_ptr(), &mut peer.len, libc::SOCK_CLOEXEC) });
@@ -234,7 +254,7 @@ pub(crate) fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<(OwnedFd, Ad
 /// A blocking stream socket connected to `addr`. A deadline bounds the connect through
 /// `SO_SNDTIMEO` (which Linux applies to connect for TCP and Unix sockets alike); a signal
 /// does not abort it.
-pub(crate) fn connect(addr: &Address, deadline: Deadline) -> io::Result<OwnedFd> {
+pub(crate) fn connect(addr: &SockAddr, deadline: Deadline) -> io::Result<OwnedFd> {
     let raw = encode(addr)?;
     let fd = new_socket(domain(addr), 0)?;
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "timed out connecting");
@@ -337,9 +357,93 @@ fn set_timeout(fd: BorrowedFd<'_>, which: libc::c_int, timeout: Option<Duration>
 }
 
 /// The address a socket is bound to (`getsockname`).
-pub(crate) fn local_address(fd: BorrowedFd<'_>) -> io::Result<Address> {
+pub(crate) fn local_address(fd: BorrowedFd<'_>) -> io::Result<SockAddr> {
     let mut raw = RawAddr::empty();
     // SAFETY: `raw` has room for any address; the kernel writes at most `raw.len` bytes.
     cvt(unsafe { libc::getsockname(fd.as_raw_fd(), raw.mut_ptr(), &mut raw.len) })?;
     decode(&raw)
+}
+
+/// One `recv` that does not wait, whatever the socket's mode: `Some(n)` bytes (0 at end of
+/// stream), or `None` if nothing is there yet.
+pub(crate) fn recv_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is a live, writable buffer of the given length; recv only writes into it.
+    let r = retry(|| unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) });
+    would_block_is_none(r)
+}
+
+/// One `send` that does not wait and never raises `SIGPIPE` (a gone peer gives `EPIPE`):
+/// `Some(n)` bytes sent, or `None` if the socket's buffer is full.
+pub(crate) fn send_now(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<Option<usize>> {
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    // SAFETY: `buf` is a live buffer of the given length; send only reads it.
+    let r = retry(|| unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), flags) });
+    would_block_is_none(r)
+}
+
+fn would_block_is_none(r: io::Result<isize>) -> io::Result<Option<usize>> {
+    match r {
+        Ok(n) => Ok(Some(n as usize)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sockets waited on as one descriptor: a level-triggered epoll set, readable (to `poll`)
+/// while any socket in it is ready for what it is watched for. A listener's set holds its
+/// listening socket and its handshakes under way, so that one `wait` covers them all.
+pub(crate) struct ReadySet(OwnedFd);
+
+impl ReadySet {
+    pub(crate) fn new() -> io::Result<ReadySet> {
+        // SAFETY: epoll_create1 has no memory effects.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: on success the descriptor is new and owned by nobody else.
+        Ok(ReadySet(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Watches `fd` for `interest`; `None` watches it for nothing until [`change`]d.
+    ///
+    /// [`change`]: ReadySet::change
+    pub(crate) fn add(&self, fd: BorrowedFd<'_>, interest: Option<Interest>) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_ADD, fd, interest)
+    }
+
+    pub(crate) fn change(&self, fd: BorrowedFd<'_>, interest: Option<Interest>) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_MOD, fd, interest)
+    }
+
+    pub(crate) fn remove(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.control(libc::EPOLL_CTL_DEL, fd, None)
+    }
+
+    fn control(&self, op: libc::c_int, fd: BorrowedFd<'_>, interest: Option<Interest>) -> io::Result<()> {
+        let events = match interest {
+            Some(Interest::Read) => libc::EPOLLIN,
+            Some(Interest::Write) => libc::EPOLLOUT,
+            None => 0,
+        };
+        let mut event = libc::epoll_event { events: events as u32, u64: fd.as_raw_fd() as u64 };
+        // SAFETY: `event` is a live epoll_event; the kernel only reads it.
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd.as_raw_fd(), &mut event) })?;
+        Ok(())
+    }
+
+    /// Makes this descriptor an empty set of its own. A fork child's copy of the descriptor
+    /// is its parent's set: the child renews it before it watches sockets of its own, and the
+    /// number stays, so that descriptors borrowed from it stay valid.
+    pub(crate) fn renew(&self) -> io::Result<()> {
+        let fresh = ReadySet::new()?;
+        // SAFETY: dup3 onto a descriptor we own replaces the file it refers to atomically; the
+        // number stays open and ours. `fresh` is closed when dropped: the set lives on under
+        // our number.
+        cvt(unsafe { libc::dup3(fresh.0.as_raw_fd(), self.0.as_raw_fd(), libc::O_CLOEXEC) })?;
+        Ok(())
+    }
+}
+
+impl AsFd for ReadySet {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
 }
