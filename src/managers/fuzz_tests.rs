@@ -193,7 +193,7 @@ fn malformed_requests_get_errors_and_the_server_serves_on() {
         }
     }
     assert!(replies > 1000, "{replies} replies, {dropped} connections dropped");
-    assert!(crate::sys::pidfd::process_with_tag_gone(server as i32, 0) == false, "the server died");
+    assert!(!crate::sys::pidfd::process_with_tag_gone(server as i32, 0), "the server died");
     let growth = rss_kib(server).saturating_sub(before);
     assert!(growth < 64 * 1024, "the server grew by {growth} KiB");
     drop(conn);

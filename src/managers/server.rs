@@ -416,7 +416,10 @@ pub(crate) fn main(report: Connection, authkey: Vec<u8>) -> crate::Result<()> {
             log::info!(target: LOG_TARGET, "manager: the owner process is gone; shutting down");
             break;
         }
-        match listener.accept() {
+        // Only what is ready now: a client whose handshake is still under way (or failed)
+        // must not keep this loop from the stop pipe and the owner's sentinel.
+        match listener.accept_timeout(std::time::Duration::ZERO) {
+            Err(crate::Error::Timeout) => {}
             Ok(conn) => {
                 let server = Arc::clone(&server);
                 let spawned =
