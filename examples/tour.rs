@@ -1,5 +1,6 @@
-//! The tour: every example of the seed notes that this crate supports today, in the notes'
-//! order, each introduced by the Python it mirrors and what its Rust twin shows.
+//! The tour: every example of the seed notes, in the notes' order, each introduced by the
+//! Python it mirrors and what its Rust twin shows; then a manager, the next thing their
+//! reader reaches for.
 //!
 //! Each step is the `run()` of a module under `examples/seeds/`, the same code the standalone
 //! examples (`seed_fork`, `seed_process`, ...) run, so the tour and the examples cannot drift
@@ -20,6 +21,8 @@ mod fork;
 mod join_terminate;
 #[path = "seeds/lock.rs"]
 mod lock;
+#[path = "seeds/manager.rs"]
+mod manager;
 #[path = "seeds/pipe.rs"]
 mod pipe;
 #[path = "seeds/pool.rs"]
@@ -131,6 +134,16 @@ const STEPS: &[Step] = &[
             "A second release() is Err(ReleasedTooManyTimes); a holder that dies is reported, not waited for.",
         ],
         run: lock::run,
+    },
+    Step {
+        example: "manager_dict",
+        python: "with Manager() as m: d = m.dict(); Process(target=f, args=(d, n, m.Lock()))",
+        about: &[
+            "Past the notes: multiprocess::manager()? starts a server process that owns the dict;",
+            "d.clone() goes to each child as a proxy (any start method), two children write into it under",
+            "a manager Lock, and the server frees the dict once the last proxy anywhere is dropped.",
+        ],
+        run: manager::run,
     },
 ];
 

@@ -114,3 +114,23 @@ fn log_to_stderr_prints_in_cpython_format() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].starts_with("[WARN/MainProcess] lock taken over from process "), "{}", lines[0]);
 }
+
+/// A listener drops a client that fails the handshake, and says so (CPython's accept raises
+/// instead, ending a naive accept loop).
+#[test]
+fn a_dropped_handshake_is_logged() {
+    capture();
+    let listener = multiprocess::Listener::bind(([127, 0, 0, 1], 0), Some(b"right key")).unwrap();
+    let address = listener.address().clone();
+    let client = std::thread::spawn(move || {
+        let wrong = multiprocess::Client::connect(address.clone(), Some(b"wrong key"));
+        assert!(matches!(wrong, Err(Error::Authentication(_))));
+        multiprocess::Client::connect(address, Some(b"right key")).unwrap()
+    });
+    let conn = listener.accept().unwrap();
+    let good = client.join().unwrap();
+    conn.send(&1u8).unwrap();
+    assert_eq!(good.recv::<u8>().unwrap(), 1);
+    let dropped = logged(log::Level::Warn, &format!("listener {}: dropped client", listener.address()));
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+}

@@ -30,7 +30,7 @@
 //! keys and members compare by their bytes (equal values encode equally). The server counts
 //! references per client process: an object is freed when its last proxy anywhere is
 //! dropped, also when the process that held it was SIGKILLed (its connections close). If the
-//! server dies, every call returns [`Error::ManagerGone`](crate::Error::ManagerGone); if
+//! server dies, every call returns [`Error::ManagerGone`]; if
 //! the owner dies, the server exits.
 
 mod array;
