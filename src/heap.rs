@@ -120,17 +120,25 @@ impl<S: SharedState> Serialize for Shared<S> {
     }
 }
 
+impl<S: SharedState> Shared<S> {
+    /// The `S` at `offset` in the segment behind `fd` (received from another process),
+    /// checked to be one of ours, and to fit.
+    pub(crate) fn from_fd(fd: std::os::fd::OwnedFd, offset: usize) -> io::Result<Shared<S>> {
+        let segment = Segment::from_fd(fd, FIRST)?;
+        // SAFETY: the mapping is at least FIRST bytes (checked by from_fd) and page-aligned.
+        let header = unsafe { &*segment.as_ptr().cast::<Header>() };
+        if header.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a multiprocess shared object"));
+        }
+        Shared::<S>::check(&segment, offset)?;
+        Ok(Shared { segment: Arc::new(segment), offset, _state: PhantomData })
+    }
+}
+
 impl<'de, S: SharedState> Deserialize<'de> for Shared<S> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Shared<S>, D::Error> {
         let w = WireIn::deserialize(d)?;
         let offset = usize::try_from(w.offset).map_err(crate::error::de_custom)?;
-        let segment = Segment::from_fd(w.fd.0, FIRST).map_err(crate::error::de_custom)?;
-        // SAFETY: the mapping is at least FIRST bytes (checked by from_fd) and page-aligned.
-        let header = unsafe { &*segment.as_ptr().cast::<Header>() };
-        if header.magic.load(Ordering::Relaxed) != MAGIC {
-            return Err(crate::error::de_custom("not a multiprocess shared object"));
-        }
-        Shared::<S>::check(&segment, offset).map_err(crate::error::de_custom)?;
-        Ok(Shared { segment: Arc::new(segment), offset, _state: PhantomData })
+        Shared::from_fd(w.fd.0, offset).map_err(crate::error::de_custom)
     }
 }

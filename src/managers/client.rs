@@ -5,6 +5,7 @@
 //! A process has one [`Client`] per server address; a fork child makes its own (the parent's
 //! connections are the parent's).
 
+use super::channel::Channel;
 use super::wire::{PROTOCOL, Remote, RemoteKind, Reply, Request};
 use crate::connection::{Address, Connection};
 use crate::{Error, Result};
@@ -16,7 +17,30 @@ pub(crate) struct Client {
     authkey: Vec<u8>,
     /// The process these connections belong to.
     pid: u32,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Link>>,
+}
+
+/// One connection, and its shared-memory mailbox if the server is on this host.
+struct Link {
+    conn: Connection,
+    channel: Option<Channel>,
+}
+
+impl Link {
+    /// One request and its reply.
+    fn call(&mut self, request: &Request) -> Result<Reply> {
+        let Some(channel) = self.channel.as_mut() else {
+            self.conn.send(request)?;
+            return self.conn.recv::<Reply>();
+        };
+        let bytes = postcard::to_allocvec(request)?;
+        // While a call is under way the server writes on the socket only what the mailbox
+        // cannot hold, and announces it first: a readable socket otherwise is its end.
+        let conn = &self.conn;
+        let server_gone = || conn.poll(Some(std::time::Duration::ZERO)).unwrap_or(true);
+        let reply = channel.call(&self.conn, &bytes, &server_gone)?;
+        crate::reduction::from_bytes_exact(&reply)
+    }
 }
 
 /// The live clients of this process, by address (a fork child finds its parent's here, and
@@ -64,11 +88,10 @@ impl Client {
 
     /// Sends `request` and waits for the reply; a reply that is an error is `Err`.
     pub(crate) fn call(&self, request: &Request) -> Result<Reply> {
-        let conn = self.connection()?;
-        let outcome = conn.send(request).and_then(|()| conn.recv::<Reply>());
-        match outcome {
+        let mut link = self.connection()?;
+        match link.call(request) {
             Ok(reply) => {
-                self.give_back(conn);
+                self.give_back(link);
                 match reply {
                     Reply::Error(remote) => Err(to_error(remote)),
                     reply => Ok(reply),
@@ -81,9 +104,9 @@ impl Client {
         }
     }
 
-    fn connection(&self) -> Result<Connection> {
-        if let Some(conn) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(conn);
+    fn connection(&self) -> Result<Link> {
+        if let Some(link) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(link);
         }
         let conn = match crate::Client::connect(self.address.clone(), Some(&self.authkey)) {
             Ok(conn) => conn,
@@ -95,7 +118,10 @@ impl Client {
         let hello = Request::Hello { protocol: PROTOCOL, pid: crate::getpid(), tag: crate::sys::pidfd::own_tag() };
         conn.send(&hello).map_err(gone)?;
         match conn.recv::<Reply>().map_err(gone)? {
-            Reply::Hello { protocol: PROTOCOL, .. } => Ok(conn),
+            Reply::Hello { protocol: PROTOCOL, .. } => {
+                let channel = self.mailbox(&conn)?;
+                Ok(Link { conn, channel })
+            }
             Reply::Hello { protocol, .. } => Err(Error::Remote {
                 kind: "BadRequest".into(),
                 message: format!("the manager speaks protocol {protocol}, this client {PROTOCOL}"),
@@ -105,11 +131,28 @@ impl Client {
         }
     }
 
-    fn give_back(&self, conn: Connection) {
+    fn give_back(&self, link: Link) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < KEEP_IDLE {
-            idle.push(conn);
+            idle.push(link);
         }
+    }
+
+    /// A shared-memory mailbox for a connection to a server on this host (none over TCP, or
+    /// if no segment can be made: the socket then carries everything).
+    fn mailbox(&self, conn: &Connection) -> Result<Option<Channel>> {
+        if matches!(self.address, Address::Tcp(_)) {
+            return Ok(None);
+        }
+        let Ok(channel) = Channel::create() else { return Ok(None) };
+        conn.send(&Request::Channel).map_err(gone)?;
+        match conn.recv::<Reply>().map_err(gone)? {
+            Reply::Done => {}
+            Reply::Error(remote) => return Err(to_error(remote)),
+            other => return Err(Error::Codec(format!("the manager answered a channel offer with {other:?}"))),
+        }
+        channel.offer(conn).map_err(gone)?;
+        Ok(Some(channel))
     }
 }
 

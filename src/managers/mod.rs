@@ -34,6 +34,7 @@
 //! the owner dies, the server exits.
 
 mod array;
+mod channel;
 mod client;
 mod dict;
 pub(crate) mod fork;

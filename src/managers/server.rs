@@ -10,6 +10,7 @@
 //! session. An object that stores values with proxies in them holds a reference to each of
 //! those objects until it is freed itself.
 
+use super::channel::Channel;
 use super::objects::{Object, Waitable};
 use super::sync::SessionKey;
 use super::wire::{Id, Op, PROTOCOL, Remote, RemoteKind, Reply, Request};
@@ -298,6 +299,7 @@ impl Server {
     fn handle(&self, key: SessionKey, request: Request, gone: &dyn Fn() -> bool) -> Result<Reply, Remote> {
         match request {
             Request::Hello { .. } => Err(Remote::new(RemoteKind::BadRequest, "hello twice")),
+            Request::Channel => Err(Remote::new(RemoteKind::BadRequest, "a channel is offered once, first")),
             Request::Create { kind, init, holds } => {
                 let object = Object::new(kind, init)?;
                 Ok(Reply::Created(self.table().create(key, object, &holds)?))
@@ -350,6 +352,14 @@ impl Server {
         }
     }
 
+    /// The reply to a request as decoded (or not).
+    fn answer(&self, key: SessionKey, request: crate::Result<Request>, gone: &dyn Fn() -> bool) -> Reply {
+        match request {
+            Ok(request) => self.handle(key, request, gone).unwrap_or_else(Reply::Error),
+            Err(e) => Reply::Error(Remote::new(RemoteKind::BadRequest, format!("undecodable request: {e}"))),
+        }
+    }
+
     /// Serves one connection until it closes.
     fn serve(&self, conn: Connection) {
         let key = match hello(&conn) {
@@ -363,13 +373,35 @@ impl Server {
         // A client waits for its reply without sending: a readable socket while a call waits
         // means the client closed it (it exited, or was killed).
         let gone = || conn.poll(Some(std::time::Duration::ZERO)).unwrap_or(true);
+        let mut channel = None;
         while let Ok(bytes) = conn.recv_bytes() {
-            let reply = match crate::reduction::from_bytes_exact::<Request>(&bytes) {
-                Ok(request) => self.handle(key, request, &gone).unwrap_or_else(Reply::Error),
-                Err(e) => Reply::Error(Remote::new(RemoteKind::BadRequest, format!("undecodable request: {e}"))),
-            };
+            let request = crate::reduction::from_bytes_exact::<Request>(&bytes);
+            if let Ok(Request::Channel) = request {
+                // The client's mailbox: from here on, requests and replies go through it.
+                if conn.send(&Reply::Done).is_err() {
+                    break;
+                }
+                match Channel::receive(&conn) {
+                    Ok(c) => channel = Some(c),
+                    Err(e) => log::warn!(target: LOG_TARGET, "manager: a client's channel was refused: {e}"),
+                }
+                break;
+            }
+            let reply = self.answer(key, request, &gone);
             if conn.send(&reply).is_err() {
                 break;
+            }
+        }
+        if let Some(mut channel) = channel {
+            while let Ok(Some(bytes)) = channel.next_request(&conn) {
+                let reply = self.answer(key, crate::reduction::from_bytes_exact::<Request>(&bytes), &gone);
+                let encoded = postcard::to_allocvec(&reply).unwrap_or_else(|e| {
+                    let failed = Reply::Error(Remote::new(RemoteKind::BadRequest, format!("unencodable reply: {e}")));
+                    postcard::to_allocvec(&failed).unwrap_or_default()
+                });
+                if channel.reply(&conn, &encoded).is_err() {
+                    break;
+                }
             }
         }
         self.table().disconnect(key);

@@ -13,7 +13,7 @@ pub(crate) type Bytes = Vec<u8>;
 
 /// The version of this protocol: a client and a server that disagree refuse each other at
 /// the first message, instead of failing to decode in the middle of a call.
-pub(crate) const PROTOCOL: u32 = 1;
+pub(crate) const PROTOCOL: u32 = 2;
 
 /// An object's number in its server. 0 is never an object.
 pub(crate) type Id = u64;
@@ -90,6 +90,9 @@ pub(crate) enum Request {
     /// The first message on a connection: who the client is (its pid and process tag), and
     /// which protocol it speaks.
     Hello { protocol: u32, pid: u32, tag: u32 },
+    /// Asks for a shared-memory mailbox on this connection: the server answers `Done`, and
+    /// the segment's descriptor follows on the socket (see `channel`).
+    Channel,
     /// Makes an object; the caller's process holds one reference to it.
     Create { kind: Kind, init: Init, holds: Vec<Id> },
     /// Calls an operation on an object. `holds` lists the objects whose proxies are inside
