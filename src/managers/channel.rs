@@ -12,7 +12,7 @@
 //! length read from it is checked: a peer that writes garbage there gets a protocol error,
 //! never a read out of bounds.
 
-use crate::heap::{SharedState, Shared};
+use crate::heap::{Shared, SharedState};
 use crate::sys::{Deadline, fd, futex, proc};
 use crate::{Connection, Error, Result};
 use std::os::fd::BorrowedFd;
@@ -91,7 +91,6 @@ impl Channel {
         fd::send_with_fds(raw(conn)?, &[1], &[self.shared.segment().fd()]).map_err(Error::from_write)
     }
 
-
     /// Sends `message` one way: into the mailbox, or on the socket if it does not fit.
     fn send(&mut self, conn: &Connection, replies: bool, message: &[u8]) -> Result<()> {
         let side = side(&self.shared, replies);
@@ -167,7 +166,12 @@ impl Channel {
 
     /// The client's call: sends a request, waits for its reply; `server_gone` is asked while
     /// it sleeps.
-    pub(crate) fn call(&mut self, conn: &Connection, request: &[u8], server_gone: &dyn Fn() -> bool) -> Result<Vec<u8>> {
+    pub(crate) fn call(
+        &mut self,
+        conn: &Connection,
+        request: &[u8],
+        server_gone: &dyn Fn() -> bool,
+    ) -> Result<Vec<u8>> {
         self.send(conn, false, request)?;
         self.receive_next(conn, true, server_gone)?.ok_or(Error::ManagerGone)
     }

@@ -58,7 +58,7 @@ const KEEP_IDLE: usize = 8;
 impl Client {
     /// This process's client of the server at `address`, made if there is none.
     pub(crate) fn for_address(address: &Address, authkey: &[u8]) -> Arc<Client> {
-        let pid = crate::getpid();
+        let pid = crate::sys::proc::cached_pid() as u32;
         let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
         clients.retain(|(_, _, c)| c.strong_count() > 0);
         if let Some(client) =
@@ -83,7 +83,7 @@ impl Client {
     /// Whether this client belongs to the calling process (not to a parent it was forked
     /// from).
     pub(crate) fn is_ours(&self) -> bool {
-        self.pid == crate::getpid()
+        self.pid == crate::sys::proc::cached_pid() as u32
     }
 
     /// Sends `request` and waits for the reply; a reply that is an error is `Err`.
@@ -115,7 +115,11 @@ impl Client {
             Err(Error::Eof | Error::BrokenPipe | Error::NotFound(_)) => return Err(Error::ManagerGone),
             Err(e) => return Err(e),
         };
-        let hello = Request::Hello { protocol: PROTOCOL, pid: crate::getpid(), tag: crate::sys::pidfd::own_tag() };
+        let hello = Request::Hello {
+            protocol: PROTOCOL,
+            pid: crate::sys::proc::cached_pid() as u32,
+            tag: crate::sys::pidfd::own_tag(),
+        };
         conn.send(&hello).map_err(gone)?;
         match conn.recv::<Reply>().map_err(gone)? {
             Reply::Hello { protocol: PROTOCOL, .. } => {
