@@ -766,3 +766,33 @@ start_methods! {
         assert!(matches!(failed, Err(Error::StartMethod(_))), "{failed:?}");
     }
 }
+
+/// Proxies in pool task arguments and results, under every start method: a worker gets a
+/// proxy, writes through it, and sends another back.
+#[test]
+fn proxies_in_pool_tasks() {
+    fn write(d: DictProxy<u32, u32>, x: u32) -> u32 {
+        d.insert(x, x * x).unwrap();
+        x
+    }
+    fn pass_back(l: ListProxy<u32>) -> ListProxy<u32> {
+        l.push(9).unwrap();
+        l
+    }
+    for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        let mgr = start(m);
+        let d = mgr.dict::<u32, u32>().unwrap();
+        let pool = Pool::builder().processes(2).start_method(m).build().unwrap();
+        let args: Vec<(DictProxy<u32, u32>, u32)> = (0..10).map(|x| (d.clone(), x)).collect();
+        assert_eq!(pool.starmap(write, args).unwrap(), (0..10).collect::<Vec<_>>());
+        assert_eq!(d.len().unwrap(), 10, "{m:?}");
+        let l = mgr.list::<u32>().unwrap();
+        let back = pool.apply(pass_back, (l.clone(),)).unwrap();
+        back.push(10).unwrap();
+        assert_eq!(l.to_vec().unwrap(), vec![9, 10], "{m:?}");
+        pool.close();
+        pool.join().unwrap();
+        drop((d, l, back));
+        objects_reach(&mgr, 0);
+    }
+}

@@ -176,6 +176,29 @@ impl Channel {
         self.receive_next(conn, true, server_gone)?.ok_or(Error::ManagerGone)
     }
 
+    /// A hostile client's move, for the fuzz tests: announces a request of `len` bytes with
+    /// `bytes` in the area, whatever they are.
+    #[cfg(test)]
+    pub(crate) fn send_garbage(&mut self, len: u32, bytes: &[u8]) {
+        let side = side(&self.shared, false);
+        let n = bytes.len().min(AREA);
+        // SAFETY: at most AREA bytes into the request area.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), area(&self.shared, false), n) };
+        side.len.store(len, Ordering::Relaxed);
+        self.sent = self.sent.wrapping_add(1);
+        side.sent.store(self.sent, Ordering::Release);
+        fence(Ordering::SeqCst);
+        futex::wake(&side.sent, 1);
+    }
+
+    /// The reply to [`send_garbage`](Channel::send_garbage), if one comes within `wait`.
+    #[cfg(test)]
+    pub(crate) fn reply_within(&mut self, conn: &Connection, wait: Duration) -> Option<Vec<u8>> {
+        let start = std::time::Instant::now();
+        let gone = || start.elapsed() > wait || conn.poll(Some(Duration::ZERO)).unwrap_or(true);
+        self.receive_next(conn, true, &gone).ok().flatten()
+    }
+
     /// The server's wait for the next request; `None` once the client is gone.
     pub(crate) fn next_request(&mut self, conn: &Connection) -> Result<Option<Vec<u8>>> {
         // While no request is under way the client writes nothing on the socket: a readable

@@ -223,3 +223,36 @@ fn an_abandoned_wait_takes_nothing() {
     l.release().unwrap();
     assert!(l.try_acquire().unwrap(), "the abandoned acquire took the lock");
 }
+
+/// A client that writes garbage into its mailbox: a length past the area gets the
+/// connection dropped, random bytes an error reply; the server serves the others on.
+#[test]
+fn garbage_in_a_mailbox_is_refused() {
+    use super::channel::Channel;
+    let mgr = super::SyncManager::builder().start_method(StartMethod::Fork).start().unwrap();
+    let good = mgr.dict::<u8, u8>().unwrap();
+    let mut r = Rng(0x0bad_f00d_0000_0002);
+    for round in 0..60u32 {
+        let conn = raw(mgr.address());
+        let mut channel = Channel::create().unwrap();
+        conn.send(&Request::Channel).unwrap();
+        assert!(matches!(conn.recv::<Reply>().unwrap(), Reply::Done));
+        channel.offer(&conn).unwrap();
+        let bytes = r.bytes();
+        if round % 2 == 0 {
+            // Too long for the area, yet not the socket's mark.
+            let len = super::channel::AREA as u32 + 1 + r.below(1 << 20) as u32;
+            channel.send_garbage(len, &bytes);
+            assert!(channel.reply_within(&conn, Duration::from_secs(5)).is_none(), "a reply to a length past the area");
+        } else {
+            channel.send_garbage(bytes.len() as u32, &bytes);
+            let reply = channel.reply_within(&conn, Duration::from_secs(5)).expect("an error reply");
+            let reply: Reply = crate::reduction::from_bytes_exact(&reply).expect("a reply");
+            if let Reply::Hello { .. } = reply {
+                panic!("garbage got a hello back");
+            }
+        }
+        good.insert(1, round as u8).unwrap();
+        assert_eq!(good.get(&1).unwrap(), Some(round as u8));
+    }
+}
