@@ -165,7 +165,7 @@ fn guarantees_name_real_tests() {
     let section = &readme[start..];
     let section = &section[..section[2..].find("\n## ").map_or(section.len(), |e| e + 2)];
     let mut sources = String::new();
-    for dir in ["tests", "src/queues"] {
+    for dir in ["tests", "src/queues", "src/managers"] {
         for entry in std::fs::read_dir(Path::new(ROOT).join(dir)).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "rs") {
