@@ -796,3 +796,24 @@ fn proxies_in_pool_tasks() {
         objects_reach(&mgr, 0);
     }
 }
+
+/// Every proxy is `Clone + Send + Sync` and a serde value (checked by the compiler).
+#[test]
+fn proxies_are_clone_send_sync_and_serde() {
+    fn check<T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug>() {}
+    check::<DictProxy<String, Vec<u8>>>();
+    check::<ListProxy<std::rc::Rc<u8>>>();
+    check::<Namespace>();
+    check::<ValueProxy<std::cell::Cell<u8>>>();
+    check::<ArrayProxy<f64>>();
+    check::<QueueProxy<String>>();
+    check::<JoinableQueueProxy<String>>();
+    check::<LockProxy>();
+    check::<RLockProxy>();
+    check::<SemaphoreProxy>();
+    check::<BoundedSemaphoreProxy>();
+    check::<EventProxy>();
+    check::<ConditionProxy>();
+    check::<BarrierProxy>();
+    check::<multiprocess::managers::SetProxy<u8>>();
+}
