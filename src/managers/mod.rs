@@ -95,6 +95,9 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 pub struct SyncManager {
     client: Arc<Client>,
     process: Mutex<Option<Process>>,
+    /// The owner's end of the pipe the server was started with (its address came on it;
+    /// a word on it stops the server).
+    owner: Mutex<Option<crate::Connection>>,
 }
 
 /// Settings for a [`SyncManager`] before it starts (Python's `SyncManager()` and its
@@ -176,6 +179,7 @@ impl ManagerBuilder {
     pub fn start(self) -> Result<SyncManager> {
         let method = self.method.unwrap_or_else(crate::get_start_method);
         let authkey = crate::process::authkey()?.to_vec();
+        // Duplex: the server says where it listens, and the owner later tells it to stop.
         let (reader, writer) = crate::pipe()?;
         let process = match &self.starter {
             Some(starter) => starter(method, writer, authkey.clone()),
@@ -203,7 +207,7 @@ impl ManagerBuilder {
             }
         };
         let client = Client::for_address(&address, &authkey);
-        Ok(SyncManager { client, process: Mutex::new(Some(process)) })
+        Ok(SyncManager { client, process: Mutex::new(Some(process)), owner: Mutex::new(Some(reader)) })
     }
 }
 
@@ -288,7 +292,11 @@ impl SyncManager {
     /// ```
     pub fn shutdown(&self) -> Result<()> {
         let Some(mut process) = self.process.lock().unwrap_or_else(|e| e.into_inner()).take() else { return Ok(()) };
-        let asked = self.client.call(&Request::Shutdown);
+        // Through the pipe the server was started with: no connection to make for it.
+        let asked = match self.owner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(pipe) => pipe.send_bytes(b"stop").map_err(|_| Error::ManagerGone),
+            None => self.client.call(&Request::Shutdown).map(drop),
+        };
         let exited = process.join_timeout(SHUTDOWN_WAIT).is_ok() && !process.is_alive();
         if !exited {
             let _ = process.kill();

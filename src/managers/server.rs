@@ -344,11 +344,17 @@ impl Server {
                 if crate::parent_process().is_some_and(|p| p.pid() != key.0) {
                     return Err(Remote::new(RemoteKind::BadRequest, "only the manager's owner may shut it down"));
                 }
-                if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                    let _ = stop.send_bytes(b"stop");
-                }
+                // Stopped once this reply is on its way (see `serve`): stopped now, the
+                // server could exit before its owner hears back.
                 Ok(Reply::Done)
             }
+        }
+    }
+
+    /// Stops the accepting thread (after a shutdown's reply went out).
+    fn stop(&self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop.send_bytes(b"stop");
         }
     }
 
@@ -387,20 +393,29 @@ impl Server {
                 }
                 break;
             }
+            let shutdown = matches!(request, Ok(Request::Shutdown));
             let reply = self.answer(key, request, &gone);
             if conn.send(&reply).is_err() {
                 break;
             }
+            if shutdown && matches!(reply, Reply::Done) {
+                self.stop();
+            }
         }
         if let Some(mut channel) = channel {
             while let Ok(Some(bytes)) = channel.next_request(&conn) {
-                let reply = self.answer(key, crate::reduction::from_bytes_exact::<Request>(&bytes), &gone);
+                let request = crate::reduction::from_bytes_exact::<Request>(&bytes);
+                let shutdown = matches!(request, Ok(Request::Shutdown));
+                let reply = self.answer(key, request, &gone);
                 let encoded = postcard::to_allocvec(&reply).unwrap_or_else(|e| {
                     let failed = Reply::Error(Remote::new(RemoteKind::BadRequest, format!("unencodable reply: {e}")));
                     postcard::to_allocvec(&failed).unwrap_or_default()
                 });
                 if channel.reply(&conn, &encoded).is_err() {
                     break;
+                }
+                if shutdown && matches!(reply, Reply::Done) {
+                    self.stop();
                 }
             }
         }
@@ -426,25 +441,26 @@ fn hello(conn: &Connection) -> crate::Result<SessionKey> {
 }
 
 /// The server process's body: binds a fresh unix socket with `authkey`, tells the owner its
-/// address through `report`, and serves until told to stop or until the owner is gone.
-pub(crate) fn main(report: Connection, authkey: Vec<u8>) -> crate::Result<()> {
+/// address through `owner` (a duplex pipe), and serves until told to stop (a shutdown
+/// request, or anything arriving on `owner`) or until the owner is gone.
+pub(crate) fn main(owner: Connection, authkey: Vec<u8>) -> crate::Result<()> {
     let listener = Listener::new(Some(&authkey))?;
     let (stop_reader, stop_writer) = crate::pipe()?;
     let server = Arc::new(Server { table: Mutex::new(Table::default()), stop: Mutex::new(Some(stop_writer)) });
-    report.send(listener.address())?;
-    drop(report);
+    owner.send(listener.address())?;
     let parent = crate::parent_process();
     loop {
-        let mut waiting: Vec<&dyn connection::Waitable> = vec![&listener, &stop_reader];
+        // The owner stops its server through the pipe: no connection to make first.
+        let mut waiting: Vec<&dyn connection::Waitable> = vec![&listener, &stop_reader, &owner];
         let sentinel = parent.as_ref().map(|p| p.sentinel()).transpose()?;
         if let Some(s) = sentinel.as_ref() {
             waiting.push(s);
         }
         let ready = wait(&waiting, None)?;
-        if ready.contains(&1) {
+        if ready.contains(&1) || ready.contains(&2) {
             break;
         }
-        if ready.contains(&2) {
+        if ready.contains(&3) {
             log::info!(target: LOG_TARGET, "manager: the owner process is gone; shutting down");
             break;
         }
@@ -471,7 +487,7 @@ pub(crate) fn main(report: Connection, authkey: Vec<u8>) -> crate::Result<()> {
 /// The server process's body with an initializer `F` run first on `args` (Python's
 /// `SyncManager().start(initializer, initargs)`): it runs once, in the server, before it
 /// listens. A panic there ends the server, and `start()` reports it.
-pub(crate) fn main_with_init<F, A>(report: Connection, authkey: Vec<u8>, args: A) -> crate::Result<()>
+pub(crate) fn main_with_init<F, A>(owner: Connection, authkey: Vec<u8>, args: A) -> crate::Result<()>
 where
     F: crate::pool::Task<A, Output = ()>,
 {
@@ -480,5 +496,5 @@ where
     // with no bytes and no invariants, re-made here out of nothing.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     f.call(args);
-    main(report, authkey)
+    main(owner, authkey)
 }
