@@ -18,6 +18,10 @@ The harness (bench/src/main.rs) runs this once per round and cell:
     python3 cpython_side.py pool_startup_shutdown {fork|forkserver|spawn} ITERATIONS [--warmup W]
     python3 cpython_side.py pool_map map ITEMS [--warmup WARM_ITEMS] [--repeat R] [--chunksize C]
     python3 cpython_side.py pool_apply apply ITERATIONS [--warmup W] [--cpu P --child-cpu C]
+    python3 cpython_side.py managers_start_shutdown {fork|forkserver|spawn} ITERATIONS [--warmup W]
+                            [--cpu P --child-cpu C]
+    python3 cpython_side.py managers_proxy {dict|queue|lock} ITERATIONS [--warmup W]
+                            [--cpu CLIENT_CPU --child-cpu SERVER_CPU]
 
 and reads one line of JSON from stdout: {"value": <value>, "unit": ..., ...}, the value in
 the row's unit: microseconds per process or round trip, nanoseconds per acquire + release,
@@ -27,7 +31,9 @@ their own read: array_fill_sum's value is ms for create + fill + sum, with creat
 fill_gbps and sum_gbps beside it; shared_memory's value is us per create, with attach_us,
 close_us and unlink_us. queue and simplequeue give messages per second (all producers
 together), and for bytes the payload's GB/s beside it (gbps). pool_startup_shutdown gives ms
-per Pool(2) started, closed and joined; pool_map tasks per second; pool_apply us per apply.
+per Pool(2) started, closed and joined; pool_map tasks per second; pool_apply us per apply;
+managers_start_shutdown ms per Manager() started and shut down; managers_proxy us per pair of
+proxy calls (d[k] = v; d[k], or q.put(x); q.get(), or l.acquire(); l.release()).
 Times are taken with time.perf_counter around the measured loop only: interpreter start-up,
 imports and warm-up (which starts the fork server) are excluded.
 """
@@ -522,6 +528,100 @@ def pool_apply(iterations, warmup, cpu, child_cpu):
     return elapsed / iterations * 1e6, multiprocessing.get_start_method(), "us"
 
 
+def _pin_process(pid, cpus):
+    """Every thread of process `pid` to `cpus` (os.sched_setaffinity(pid) reaches only its
+    main thread, and threads it made before keep their own CPU set)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except ProcessLookupError:
+            pass
+
+
+def managers_start_shutdown(method, iterations, warmup, cpu):
+    """get_context(method).Manager() (started), then shutdown(): ms per manager. Pinned to
+    `cpu` if given, before anything starts: the fork server and the managers inherit it. The
+    warm-up managers also serve a dict."""
+    _pin(cpu)
+    ctx = multiprocessing.get_context(method)
+
+    def one(check):
+        m = ctx.Manager()
+        if check:
+            d = m.dict()
+            d["a"] = 1
+            if d["a"] != 1:
+                raise SystemExit("the manager's dict read back wrong")
+            del d
+        m.shutdown()
+        if m._process.exitcode != 0:
+            raise SystemExit(f"the manager's server exited with {m._process.exitcode}")
+
+    for _ in range(warmup):  # starts the fork server, warms caches
+        one(True)
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        one(False)
+    return (time.perf_counter() - t0) / iterations * 1e3, method, "ms"
+
+
+def managers_proxy(kind, iterations, warmup, cpu, child_cpu):
+    """A forkserver Manager() started before the clock; then pairs of proxy calls from this
+    process: d[k] = i; d[k] on a dict (16 short keys), q.put(i); q.get() on a Queue(), or
+    acquire(); release() on a Lock(); values read back are checked. us per pair. Pinned: this
+    process to `cpu`, every thread of the server to `child_cpu`, after the start and again
+    once the proxy's connection (and its server thread) exists."""
+    _pin(cpu)
+    m = multiprocessing.get_context("forkserver").Manager()
+    try:
+        pid = m._process.pid
+        server_cpus = {child_cpu} if child_cpu is not None else os.sched_getaffinity(0)
+        _pin_process(pid, server_cpus)
+        if kind == "dict":
+            d = m.dict()
+            keys = [f"key-{k}" for k in range(16)]
+
+            def op(i):
+                k = keys[i & 15]
+                d[k] = i
+                if d[k] != i:
+                    raise SystemExit("the dict read back wrong")
+        elif kind == "queue":
+            q = m.Queue()
+
+            def op(i):
+                q.put(i)
+                if q.get() != i:
+                    raise SystemExit("the queue gave back a wrong item")
+        else:
+            lock = m.Lock()
+
+            def op(i):
+                lock.acquire()
+                lock.release()
+        half = warmup // 2
+        for i in range(half):
+            op(i)
+        _pin_process(pid, server_cpus)
+        for i in range(half, warmup):
+            op(i)
+        t0 = time.perf_counter()
+        for i in range(iterations):
+            op(i)
+        elapsed = time.perf_counter() - t0
+        if kind == "queue" and q.qsize() != 0:
+            raise SystemExit("items left in the queue")
+        if kind == "lock":
+            if not lock.acquire(False):
+                raise SystemExit("the lock is held after the last release")
+            if lock.acquire(False):
+                raise SystemExit("the lock was acquired twice")
+            lock.release()
+    finally:
+        m.shutdown()
+    return elapsed / iterations * 1e6, "forkserver", "us"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload")
@@ -597,6 +697,14 @@ def main():
         if a.variant != "apply":
             parser.error("pool_apply takes apply")
         value, method, unit = pool_apply(a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "managers_start_shutdown":
+        if a.variant not in ("fork", "forkserver", "spawn"):
+            parser.error("managers_start_shutdown takes fork, forkserver or spawn")
+        value, method, unit = managers_start_shutdown(a.variant, a.iterations, a.warmup, a.cpu)
+    elif a.workload == "managers_proxy":
+        if a.variant not in ("dict", "queue", "lock"):
+            parser.error("managers_proxy takes dict, queue or lock")
+        value, method, unit = managers_proxy(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
     else:
         parser.error(f"unknown workload {a.workload!r}")
     out.update(value=value, unit=unit, iterations=a.iterations, start_method=method, **phases)

@@ -122,3 +122,81 @@ impl Spread {
         format!("consumer pinned to CPU {}, {who} to CPU {}", self.consumer, cpus.join(" and "))
     }
 }
+
+/// A CPU set holding `cpus`.
+pub fn cpu_set(cpus: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: plain data, zeroed is the empty set; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
+        set
+    }
+}
+
+/// The threads of process `pid` (the entries of `/proc/PID/task`).
+pub fn threads_of(pid: i32) -> io::Result<Vec<i32>> {
+    let mut tids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        if let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
+            tids.push(tid);
+        }
+    }
+    Ok(tids)
+}
+
+/// The CPU set of thread `tid` (of any process this user owns).
+pub fn affinity_of(tid: i32) -> io::Result<libc::cpu_set_t> {
+    // SAFETY: as in `allowed_cpus`.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(set)
+    }
+}
+
+/// Sets the CPU set of every thread of process `pid` (another process: `sched_setaffinity`
+/// by pid reaches only its main thread, and threads it made before keep their own set;
+/// threads made after inherit their maker's). A thread that ends meanwhile is skipped. How
+/// many threads were set; an error if none was.
+pub fn set_process_affinity(pid: i32, set: &libc::cpu_set_t) -> io::Result<usize> {
+    let mut done = 0;
+    let mut last_err = None;
+    for tid in threads_of(pid)? {
+        // SAFETY: the kernel reads `size_of::<cpu_set_t>()` bytes from `set`, which lives for the call.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) } == 0 {
+            done += 1;
+        } else {
+            last_err = Some(io::Error::last_os_error());
+        }
+    }
+    match (done, last_err) {
+        (0, Some(e)) => Err(e),
+        (0, None) => Err(io::Error::new(io::ErrorKind::NotFound, format!("process {pid} has no threads"))),
+        (n, _) => Ok(n),
+    }
+}
+
+/// Pins every thread of another process to `cpus` (see [`set_process_affinity`]) until the
+/// guard drops, then gives all its threads the CPU set its main thread had before.
+pub struct ProcessPin {
+    pid: i32,
+    saved: libc::cpu_set_t,
+}
+
+impl ProcessPin {
+    pub fn new(pid: i32, cpus: &[usize]) -> io::Result<ProcessPin> {
+        let saved = affinity_of(pid)?;
+        set_process_affinity(pid, &cpu_set(cpus))?;
+        Ok(ProcessPin { pid, saved })
+    }
+}
+
+impl Drop for ProcessPin {
+    fn drop(&mut self) {
+        let _ = set_process_affinity(self.pid, &self.saved);
+    }
+}

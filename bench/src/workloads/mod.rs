@@ -7,6 +7,7 @@
 pub mod array_fill_sum;
 pub mod lock_contended;
 pub mod lock_uncontended;
+pub mod managers;
 mod partner;
 mod phases;
 pub mod pipe_pingpong;
@@ -46,6 +47,9 @@ pub enum Unit {
     MessagesPerSec,
     /// Pool tasks (function calls) per second.
     TasksPerSec,
+    /// Microseconds per pair of calls (a manager proxy's `set` + `get`, `put` + `get`,
+    /// `acquire` + `release`).
+    MicrosPerPair,
 }
 
 impl Unit {
@@ -61,15 +65,19 @@ impl Unit {
             Unit::GBPerSec => "GB/s",
             Unit::MessagesPerSec => "messages/s",
             Unit::TasksPerSec => "tasks/s",
+            Unit::MicrosPerPair => "µs/pair",
         }
     }
 
     /// Whether a smaller value is better (a time) rather than a larger one (a rate).
     pub fn lower_is_better(self) -> bool {
         match self {
-            Unit::MicrosPerProcess | Unit::MicrosPerRoundTrip | Unit::NanosPerPair | Unit::Millis | Unit::Micros => {
-                true
-            }
+            Unit::MicrosPerProcess
+            | Unit::MicrosPerRoundTrip
+            | Unit::NanosPerPair
+            | Unit::Millis
+            | Unit::Micros
+            | Unit::MicrosPerPair => true,
             Unit::OpsPerSec | Unit::WaitsPerSec | Unit::GBPerSec | Unit::MessagesPerSec | Unit::TasksPerSec => false,
         }
     }
@@ -199,6 +207,11 @@ pub const NAMES: &[&str] = &[
     pools::POOL_STARTUP_SHUTDOWN,
     pools::POOL_MAP,
     pools::POOL_APPLY,
+    managers::START,
+    managers::DICT,
+    managers::QUEUE,
+    managers::LOCK,
+    managers::SOCKET,
 ];
 
 /// Every row of every workload, in table order.
@@ -213,5 +226,6 @@ pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.extend(shared_memory::rows(cfg));
     rows.extend(queues::rows(cfg));
     rows.extend(pools::rows(cfg)?);
+    rows.extend(managers::rows(cfg));
     Ok(rows)
 }
