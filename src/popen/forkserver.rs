@@ -22,7 +22,7 @@
 
 use super::Payload;
 use super::spawn::exec_self;
-use crate::bootstrap::{self, Boot};
+use crate::bootstrap::{self, BootMessage};
 use crate::context::StartMethod;
 use crate::process::{self, Child, ChildSpec, lock};
 use crate::sys::pidfd::Pidfd;
@@ -73,12 +73,12 @@ pub(crate) static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 /// that, even before it has read its orders, is a started child whose death its exit code
 /// tells (as under fork). `Err` means that no child ran the target.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
-    let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
+    let message = BootMessage::new(spec, &payload)?;
     // Made now, so that a lack of descriptors shows before any child exists.
     process::self_pidfd()?;
     // A server that died (killed, or gone with a crash) is replaced once, as CPython does.
     for _ in 0..2 {
-        match request(spec, &boot, &payload.args.fds)? {
+        match request(spec, &message, &payload.args.fds)? {
             Requested::Started(child) => return Ok(child),
             Requested::ServerGone => *lock(&SERVER) = None,
         }
@@ -93,7 +93,7 @@ enum Requested {
     ServerGone,
 }
 
-fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Requested> {
+fn request(spec: &ChildSpec, message: &BootMessage, fds: &[i32]) -> Result<Requested> {
     let (ours, theirs) = fd::socketpair()?;
     let server_pidfd = {
         let mut server = lock(&SERVER);
@@ -131,7 +131,7 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Requested> {
         Err(e) => return Err(e),
     };
     let (pid, pidfd) = pid;
-    match bootstrap::send_boot(ours.as_fd(), boot, fds) {
+    match message.send(ours.as_fd(), fds) {
         // The child died before it had read its orders (the server closed its end of the
         // channel when it reaped it): it was started, and its exit code tells how it ended.
         Ok(()) | Err(Error::BrokenPipe) => Ok(Requested::Started(Child::new(pid, spec, pidfd, Some(ours)))),
@@ -251,9 +251,12 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
 /// Forks one child that reads its orders from `channel`; tells the client its pid and pidfd,
 /// or, if it cannot, the error number, negated.
 fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
+    // Every send on a channel is a word or two on a socket only the server writes to (the
+    // child reads it, then closes it): it never waits for the client, and the server never
+    // waits for anyone.
     let refuse = |e: std::io::Error| {
         let errno = e.raw_os_error().unwrap_or(libc::EIO);
-        let _ = fd::send_all(channel.as_fd(), &[&(-errno).to_le_bytes()]);
+        let _ = fd::try_send_with_fds(channel.as_fd(), &(-errno).to_le_bytes(), &[]);
     };
     let server = proc::getpid();
     // SAFETY: the server is single-threaded, so the child inherits no lock held elsewhere.
@@ -282,7 +285,7 @@ fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
         // file and exits, and is reaped as any other.
         Err(e) => refuse(e),
         Ok(pidfd) => {
-            if fd::send_with_fds(channel.as_fd(), &pid.to_le_bytes(), &[pidfd.as_fd()]).is_ok() {
+            if fd::try_send_with_fds(channel.as_fd(), &pid.to_le_bytes(), &[pidfd.as_fd()]).is_ok() {
                 channels.insert(pid, channel);
             }
         }
@@ -300,7 +303,7 @@ fn reap(channels: &mut HashMap<i32, OwnedFd>) {
         }
         let code = if libc::WIFSIGNALED(status) { -libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) };
         if let Some(channel) = channels.remove(&pid) {
-            let _ = fd::send_all(channel.as_fd(), &[&code.to_le_bytes()]);
+            let _ = fd::try_send_with_fds(channel.as_fd(), &code.to_le_bytes(), &[]);
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The spawn start method: a fresh copy of this binary (`/proc/self/exe`, so even a binary
 //! replaced on disk starts the same code), told its role by `ROLE_VAR`, given its arguments
-//! and handles over a socket. Python's `popen_spawn_posix.py`.
+//! and handles over a socket (large arguments in a sealed memfd sent on it). Python's
+//! `popen_spawn_posix.py`.
 
 use super::Payload;
-use crate::bootstrap::{self, Boot, ROLE_VAR};
+use crate::bootstrap::{BootMessage, ROLE_VAR};
 use crate::process::{self, Child, ChildSpec};
 use crate::sys::pidfd::Pidfd;
 use crate::sys::{fd, proc};
@@ -80,13 +81,13 @@ fn mark_cloexec_except(keep: RawFd) {
 /// and reaped before it could read whole orders.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
     // Everything that can fail without a child is done before there is one.
-    let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
+    let message = BootMessage::new(spec, &payload)?;
     process::self_pidfd()?;
     let (ours, theirs) = fd::socketpair()?;
     let pdeathsig = spec.daemon.then_some(libc::SIGTERM);
     let (pid, pidfd) = exec_self("spawn", theirs, pdeathsig)?;
     let child = Child::new(pid, spec, pidfd, None);
-    match bootstrap::send_boot(ours.as_fd(), &boot, &payload.args.fds) {
+    match message.send(ours.as_fd(), &payload.args.fds) {
         // A broken pipe: the child closed its end, which it does only by reading its orders
         // or by dying.
         Ok(()) | Err(Error::BrokenPipe) => Ok(child),
