@@ -157,6 +157,14 @@ fn sendmsg_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>], fla
     retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) }).map(|n| n as usize)
 }
 
+/// One `recv` that never waits: the byte count (0 at end of stream), or `WouldBlock` if
+/// nothing is there. Descriptors sent with the bytes, if any, are closed.
+pub(crate) fn try_recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable buffer of the given length; recv only writes into it.
+    retry(|| unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+        .map(|n| n as usize)
+}
+
 /// Receives up to `buf.len()` bytes and any descriptors that travel with them (close-on-exec).
 /// Returns the byte count (0 at end of stream) and the descriptors.
 pub(crate) fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
