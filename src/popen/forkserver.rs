@@ -13,6 +13,14 @@
 //! closes (the client exited or was killed), the server exits, and its daemonic children get
 //! their parent-death signal.
 //!
+//! Every request is answered: a request whose socket the server could not take (out of
+//! descriptors) is refused with the error number on the control socket, the only way back
+//! left. So a channel closed with no answer and nothing on the control socket means a dead
+//! server, and the client knows which within a moment, never waiting out a timeout. Nothing
+//! the server sends can wait for a reader: a word or two on a socket nobody else writes to,
+//! or a refusal it would rather drop than wait to send. Nor does the client wait for a child:
+//! the boot message never fills the child's socket (see `BootMessage`).
+//!
 //! Faults. A server that dies is replaced by the next start, as CPython's is; the children it
 //! had started run on, and their exit status, which only it knew, is 255 (CPython's value).
 //! A child that dies before reading its orders is told apart from a dead server by the pid:
@@ -22,7 +30,7 @@
 
 use super::Payload;
 use super::spawn::exec_self;
-use crate::bootstrap::{self, Boot};
+use crate::bootstrap::{self, BootMessage};
 use crate::context::StartMethod;
 use crate::process::{self, Child, ChildSpec, lock};
 use crate::sys::pidfd::Pidfd;
@@ -73,14 +81,20 @@ pub(crate) static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 /// that, even before it has read its orders, is a started child whose death its exit code
 /// tells (as under fork). `Err` means that no child ran the target.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
-    let boot = Boot::new(spec, payload.entry, payload.args.bytes)?;
+    let message = BootMessage::new(spec, &payload)?;
     // Made now, so that a lack of descriptors shows before any child exists.
     process::self_pidfd()?;
     // A server that died (killed, or gone with a crash) is replaced once, as CPython does.
     for _ in 0..2 {
-        match request(spec, &boot, &payload.args.fds)? {
+        match request(spec, &message, &payload.args.fds)? {
             Requested::Started(child) => return Ok(child),
-            Requested::ServerGone => *lock(&SERVER) = None,
+            Requested::ServerGone(pid) => {
+                let mut server = lock(&SERVER);
+                // Another thread may have replaced it already: that one is not ours to end.
+                if server.as_ref().is_some_and(|s| s.pid == pid) {
+                    *server = None;
+                }
+            }
         }
     }
     Err(Error::StartMethod("the fork server died twice while starting a child".into()))
@@ -89,13 +103,13 @@ pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
 /// What one request to the server came to, short of an error.
 enum Requested {
     Started(Child),
-    /// The server is dead: no child was made, and a new server may be asked.
-    ServerGone,
+    /// The server with this pid is dead: no child was made, and a new server may be asked.
+    ServerGone(i32),
 }
 
-fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Requested> {
+fn request(spec: &ChildSpec, message: &BootMessage, fds: &[i32]) -> Result<Requested> {
     let (ours, theirs) = fd::socketpair()?;
-    let server_pidfd = {
+    let (server_pid, server_pidfd) = {
         let mut server = lock(&SERVER);
         if server.as_ref().is_some_and(|s| s.pidfd.has_exited().unwrap_or(true)) {
             *server = None;
@@ -103,35 +117,25 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Requested> {
         if server.is_none() {
             *server = Some(launch_server()?);
         }
-        let Some(s) = server.as_ref() else { return Ok(Requested::ServerGone) };
+        let Some(s) = server.as_ref() else { return Err(Error::StartMethod("no fork server".into())) };
         // Taken before the request goes: once it has gone, an error would leave a child.
         let server_pidfd = fd::dup(s.pidfd.as_fd())?;
         match fd::send_with_fds(s.control.as_fd(), &[1], &[theirs.as_fd()]) {
             Ok(()) => {}
-            Err(e) if is_broken(&e) => return Ok(Requested::ServerGone),
+            Err(e) if is_broken(&e) => return Ok(Requested::ServerGone(s.pid)),
             Err(e) => return Err(e.into()),
         }
-        server_pidfd
+        (s.pid, Pidfd::from_owned(server_pidfd))
     };
     drop(theirs);
     // The child waits for its orders until we have its pid and pidfd: a child we could not
     // watch (its pidfd lost for want of a descriptor) reads end of file instead and exits
     // without running the target, so that an error here never leaves a target running.
-    let pid = match recv_pid(&ours) {
-        Ok(Some(pid)) => pid,
-        Ok(None) => {
-            // No child: the server died (it closes every socket before its pidfd turns
-            // readable, hence the wait), or it dropped the request.
-            let dead = Pidfd::from_owned(server_pidfd).wait_exited(Deadline::after(Some(SERVER_EXIT_WAIT)));
-            if dead.unwrap_or(true) {
-                return Ok(Requested::ServerGone);
-            }
-            return Err(Error::StartMethod("the fork server dropped the request to start a child".into()));
-        }
-        Err(e) => return Err(e),
+    let (pid, pidfd) = match recv_pid(&ours)? {
+        Some(answer) => answer,
+        None => return no_answer(server_pid, &server_pidfd),
     };
-    let (pid, pidfd) = pid;
-    match bootstrap::send_boot(ours.as_fd(), boot, fds) {
+    match message.send(ours.as_fd(), fds) {
         // The child died before it had read its orders (the server closed its end of the
         // channel when it reaped it): it was started, and its exit code tells how it ended.
         Ok(()) | Err(Error::BrokenPipe) => Ok(Requested::Started(Child::new(pid, spec, pidfd, Some(ours)))),
@@ -143,9 +147,56 @@ fn request(spec: &ChildSpec, boot: &Boot, fds: &[i32]) -> Result<Requested> {
     }
 }
 
-/// How long a server whose socket closed may take to be seen as exited: it closes its
-/// descriptors a moment before it is reported dead.
-const SERVER_EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// The request's channel closed with no answer: the server refused the request, which it
+/// then says on the control socket, or it died. Tells which as soon as either shows.
+fn no_answer(server_pid: i32, server_pidfd: &Pidfd) -> Result<Requested> {
+    let deadline = Deadline::after(Some(SERVER_ANSWER_WAIT));
+    loop {
+        {
+            let server = lock(&SERVER);
+            let Some(s) = server.as_ref().filter(|s| s.pid == server_pid) else {
+                // Replaced by another thread, which found it dead.
+                return Ok(Requested::ServerGone(server_pid));
+            };
+            let mut word = [0u8; 4];
+            match fd::try_recv(s.control.as_fd(), &mut word) {
+                // (Any refusal will do: each refused request's client takes one.)
+                Ok(4) => return Err(refusal(i32::from_le_bytes(word))),
+                Ok(0) => return Ok(Requested::ServerGone(server_pid)),
+                Ok(_) => return Err(Error::StartMethod("the fork server sent a malformed refusal".into())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if is_broken(&e) => return Ok(Requested::ServerGone(server_pid)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Not holding the lock while waiting: a dead server's pidfd shows it at once; a
+        // refusal is a moment behind the closed channel.
+        let step = deadline.remaining().map_or(REFUSAL_POLL, |left| left.min(REFUSAL_POLL));
+        if server_pidfd.wait_exited(Deadline::after(Some(step))).unwrap_or(true) {
+            return Ok(Requested::ServerGone(server_pid));
+        }
+        if deadline.expired() {
+            return Err(Error::StartMethod("the fork server neither answered nor refused the request".into()));
+        }
+    }
+}
+
+/// The error a server's refusal (a negated error number) stands for.
+fn refusal(word: i32) -> Error {
+    match word.checked_neg() {
+        Some(errno) if errno > 0 => Error::Io(std::io::Error::from_raw_os_error(errno)),
+        _ => Error::StartMethod(format!("the fork server refused the request with {word}")),
+    }
+}
+
+/// How long a server may take to refuse or to be seen dead after closing a request's
+/// channel: far more than it takes, which is microseconds. Only a server that is stopped
+/// (or starved of the CPU) takes this long.
+const SERVER_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often [`no_answer`] looks for a refusal on the control socket, which it reads under
+/// the server's lock and so cannot wait on.
+const REFUSAL_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 fn is_broken(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN))
@@ -222,6 +273,13 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     loop {
         let ready = match fd::poll_readable(&[control.as_fd(), sigchld.as_fd()], Deadline::NEVER) {
             Ok(r) => r,
+            // poll(2) refuses to watch more descriptors than `RLIMIT_NOFILE` allows, which
+            // someone lowered that far from outside (`prlimit`): wait for it to be raised
+            // rather than leave our children orphans.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
             Err(_) => proc::exit_now(1),
         };
         if ready[1] {
@@ -239,9 +297,12 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
                         fork_child(channel, &mut channels);
                     }
                 }
-                // A channel that could not be installed here (out of descriptors) was closed
-                // by the kernel, which is the client's answer: a refused request.
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {}
+                // A channel the kernel could not install here, for want of a free descriptor
+                // slot (`RLIMIT_NOFILE`), was closed: the client learns why on the control
+                // socket. Never waiting: a client that has stopped reading loses a refusal.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    let _ = fd::try_send_with_fds(control.as_fd(), &(-libc::EMFILE).to_le_bytes(), &[]);
+                }
                 Err(_) => proc::exit_now(0),
             }
         }
@@ -251,9 +312,12 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
 /// Forks one child that reads its orders from `channel`; tells the client its pid and pidfd,
 /// or, if it cannot, the error number, negated.
 fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
+    // Every send on a channel is a word or two on a socket only the server writes to (the
+    // child reads it, then closes it): it never waits for the client, and the server never
+    // waits for anyone.
     let refuse = |e: std::io::Error| {
         let errno = e.raw_os_error().unwrap_or(libc::EIO);
-        let _ = fd::send_all(channel.as_fd(), &[&(-errno).to_le_bytes()]);
+        let _ = fd::try_send_with_fds(channel.as_fd(), &(-errno).to_le_bytes(), &[]);
     };
     let server = proc::getpid();
     // SAFETY: the server is single-threaded, so the child inherits no lock held elsewhere.
@@ -282,7 +346,7 @@ fn fork_child(channel: OwnedFd, channels: &mut HashMap<i32, OwnedFd>) {
         // file and exits, and is reaped as any other.
         Err(e) => refuse(e),
         Ok(pidfd) => {
-            if fd::send_with_fds(channel.as_fd(), &pid.to_le_bytes(), &[pidfd.as_fd()]).is_ok() {
+            if fd::try_send_with_fds(channel.as_fd(), &pid.to_le_bytes(), &[pidfd.as_fd()]).is_ok() {
                 channels.insert(pid, channel);
             }
         }
@@ -300,7 +364,7 @@ fn reap(channels: &mut HashMap<i32, OwnedFd>) {
         }
         let code = if libc::WIFSIGNALED(status) { -libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) };
         if let Some(channel) = channels.remove(&pid) {
-            let _ = fd::send_all(channel.as_fd(), &[&code.to_le_bytes()]);
+            let _ = fd::try_send_with_fds(channel.as_fd(), &code.to_le_bytes(), &[]);
         }
     }
 }

@@ -5,6 +5,7 @@ pub(crate) mod fork;
 pub(crate) mod forkserver;
 pub(crate) mod spawn;
 
+use crate::bootstrap::ArgBytes;
 use crate::reduction::{self, Encoded};
 use crate::target::{Args, Outcome, Target};
 use crate::{Error, Result};
@@ -29,8 +30,9 @@ pub(crate) struct Payload {
     pub(crate) args: Encoded,
 }
 
-/// The child-side entry point a [`Payload`] names: decodes the arguments and calls the target.
-pub(crate) type Entry = fn(&[u8], Vec<OwnedFd>) -> std::result::Result<i32, String>;
+/// The child-side entry point a [`Payload`] names: decodes the arguments, drops the message
+/// they came in, and calls the target.
+pub(crate) type Entry = fn(ArgBytes, Vec<OwnedFd>) -> std::result::Result<i32, String>;
 
 /// A fixed point in the binary; entry points travel as offsets from it, because ASLR moves
 /// the whole image but not its parts relative to each other.
@@ -86,8 +88,10 @@ pub(crate) struct FnLaunch<F, A> {
     pub(crate) args: Option<A>,
 }
 
-fn entry<F: Target<A>, A: Args>(bytes: &[u8], fds: Vec<OwnedFd>) -> std::result::Result<i32, String> {
-    let args: A = reduction::decode(bytes, fds).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+fn entry<F: Target<A>, A: Args>(bytes: ArgBytes, fds: Vec<OwnedFd>) -> std::result::Result<i32, String> {
+    let args: A = reduction::decode(bytes.as_slice(), fds).map_err(|e| format!("cannot decode the arguments: {e}"))?;
+    // The target has its own copy now: the message's memory goes back before it runs.
+    drop(bytes);
     const { assert!(std::mem::size_of::<F>() == 0) };
     // SAFETY: `F` is zero-sized (asserted above and in `Process::new`): a fn item or a closure
     // that captures nothing. Such a value has no bytes and no invariants, so the one

@@ -101,14 +101,34 @@ pub(crate) fn recv_exact_uninit(fd: BorrowedFd<'_>, buf: &mut [MaybeUninit<u8>])
 
 /// Sends `data` with `fds` attached to its first byte (`SCM_RIGHTS`), then the rest of `data`.
 pub(crate) fn send_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    if fds.len() > MAX_FDS_PER_MESSAGE {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many handles in one message"));
-    }
     if fds.is_empty() || data.is_empty() {
         if !fds.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "handles need at least one byte to travel with"));
         }
         return send_all(fd, &[data]);
+    }
+    let n = sendmsg_with_fds(fd, data, fds, 0)?;
+    send_all(fd, &[&data[n..]])
+}
+
+/// [`send_with_fds`] that never waits: all of `data` goes in one call, or the error is
+/// `WouldBlock` (also when only a part went). For messages that must never wait for their
+/// reader: a few bytes on a socket with room, which takes them whole.
+pub(crate) fn try_send_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if data.is_empty() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "nothing to send"));
+    }
+    let n = sendmsg_with_fds(fd, data, fds, libc::MSG_DONTWAIT)?;
+    if n < data.len() {
+        return Err(io::Error::new(io::ErrorKind::WouldBlock, "the socket took only part of the message"));
+    }
+    Ok(())
+}
+
+/// One `sendmsg` of `data` with `fds` attached (none if empty): how many bytes went.
+fn sendmsg_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>], flags: libc::c_int) -> io::Result<usize> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many handles in one message"));
     }
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let payload_len = std::mem::size_of_val(raw.as_slice());
@@ -120,20 +140,29 @@ pub(crate) fn send_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = iov.as_mut_ptr().cast();
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: `control` is 8-aligned and `space` bytes long, room for one header holding
-    // `raw`; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len as u32) as _;
-        std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), payload_len);
+    if !raw.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `control` is 8-aligned and `space` bytes long, room for one header holding
+        // `raw`; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload_len as u32) as _;
+            std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), payload_len);
+        }
     }
     // SAFETY: `msg` points at live buffers set up above; the descriptors are borrowed and open.
-    let n = retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })? as usize;
-    send_all(fd, &[&data[n..]])
+    retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) }).map(|n| n as usize)
+}
+
+/// One `recv` that never waits: the byte count (0 at end of stream), or `WouldBlock` if
+/// nothing is there. Descriptors sent with the bytes, if any, are closed.
+pub(crate) fn try_recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable buffer of the given length; recv only writes into it.
+    retry(|| unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) })
+        .map(|n| n as usize)
 }
 
 /// Receives up to `buf.len()` bytes and any descriptors that travel with them (close-on-exec).

@@ -203,3 +203,72 @@ pub(crate) fn discard(segment: &Segment, offset: usize, len: usize) -> io::Resul
     // pages behind it, which the caller says nobody is using, and later reads see zeros.
     cvt(unsafe { libc::madvise(segment.as_ptr().add(offset).cast(), len, libc::MADV_REMOVE) }).map(drop)
 }
+
+/// A new memfd holding exactly `parts`, one after the other, sealed so that nobody can change,
+/// shrink or grow it: a child can map it and read it as plain memory (see [`SealedMap`]).
+pub(crate) fn sealed_copy(name: &CStr, parts: &[&[u8]]) -> io::Result<OwnedFd> {
+    use std::io::Write;
+    // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+    // SAFETY: the descriptor is new and ours.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    for part in parts {
+        file.write_all(part)?;
+    }
+    let seals = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on a descriptor we own, with a plain flags argument.
+    cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(file.into())
+}
+
+/// A read-only mapping of a whole memfd that is sealed against writing and shrinking: its
+/// bytes can be borrowed as a `&[u8]`, since no process can change them, nor take the pages
+/// away under the mapping (which would raise `SIGBUS`).
+#[derive(Debug)]
+pub(crate) struct SealedMap {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl SealedMap {
+    /// Maps the memfd behind `fd`, which must be sealed against writes and shrinking and hold
+    /// exactly `len` bytes (at least one): `InvalidData` otherwise. Everything is checked
+    /// with the kernel, nothing taken from the file's contents or its sender's word.
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<SealedMap> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        // SAFETY: F_GET_SEALS on a descriptor we borrow.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        let needed = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK;
+        if seals == -1 || seals & needed != needed {
+            return Err(invalid("not a memfd sealed against writing and shrinking".into()));
+        }
+        let size = size_of_fd(fd)?;
+        if size != len || len == 0 {
+            return Err(invalid(format!("a sealed memfd of {size} bytes, {len} announced")));
+        }
+        // SAFETY: a fresh private read-only mapping of a descriptor we borrow; the kernel picks
+        // the address.
+        let ptr =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, fd.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(SealedMap { ptr, len })
+    }
+
+    /// The file's bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes, all inside the file (its size was
+        // checked and it cannot shrink), and they cannot change while mapped (sealed against
+        // writes, so no writable mapping of it exists anywhere), as a shared borrow requires.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SealedMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; every borrow of it borrows `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}

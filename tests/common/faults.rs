@@ -61,8 +61,9 @@ pub fn start_and_kill_first_child<R: Send>(children: &str, start: impl FnOnce() 
             loop {
                 if let Some(&pid) = read_children(children).difference(&before).next() {
                     signal(pid, libc::SIGSTOP);
-                    // `start` cannot finish while the child is stopped before it has read its
-                    // orders (they do not fit in the socket's buffer): the check is not racy.
+                    // `start` sends the child's orders as its last step (without waiting for
+                    // the child): while it has not returned, the stopped child has not run
+                    // its target, which needs its orders and then time to decode them.
                     if returned.load(Ordering::SeqCst) {
                         signal(pid, libc::SIGCONT);
                         return Watch::TooLate { pid };
