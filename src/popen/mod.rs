@@ -92,7 +92,12 @@ fn entry<F: Target<A>, A: Args>(bytes: ArgBytes, fds: Vec<OwnedFd>) -> std::resu
     let args: A = reduction::decode(bytes.as_slice(), fds).map_err(|e| format!("cannot decode the arguments: {e}"))?;
     // The target has its own copy now: the message's memory goes back before it runs.
     drop(bytes);
-    const { assert!(std::mem::size_of::<F>() == 0) };
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a process target must capture nothing: for a closure that captures values, use Process::from_closure"
+        )
+    };
     // SAFETY: `F` is zero-sized (asserted above and in `Process::new`): a fn item or a closure
     // that captures nothing. Such a value has no bytes and no invariants, so the one
     // `Process::new` was given in the parent is re-made here out of nothing.
