@@ -214,6 +214,10 @@ fn an_abandoned_wait_takes_nothing() {
         let conn = raw(mgr.address());
         conn.send(&Request::Call { id, op, holds: Vec::new() }).unwrap();
         assert!(!conn.poll(Some(Duration::from_millis(100))).unwrap(), "the call waits");
+        // Shut down, not just closed: under plain `cargo test` a fork child of a test beside
+        // this one may hold a copy of the descriptor, and the server would see no end.
+        // SAFETY: shutdown(2) on the connection's own socket, which stays open meanwhile.
+        unsafe { libc::shutdown(conn.fileno().unwrap(), libc::SHUT_RDWR) };
         drop(conn);
     }
     // Past one of the server's checks (every 100 ms), the abandoned calls are gone.
