@@ -4,9 +4,6 @@
 mod common;
 use multiprocess::*;
 
-/// Set in the run of this binary that runs the body behind a seccomp filter.
-const ISOLATED_ENV: &str = "MULTIPROCESS_AUTHKEY_ISOLATED";
-
 /// Makes every `getrandom` of this thread (and of the processes it starts) fail with EIO:
 /// an error the `getrandom` crate passes on, where ENOSYS or EPERM would make it fall back
 /// to `/dev/urandom`.
@@ -41,15 +38,10 @@ fn child() -> Result<()> {
 
 #[test]
 fn no_randomness_no_authkey() {
-    if std::env::var(ISOLATED_ENV).is_err() {
+    if !common::in_fresh_process("no_randomness_no_authkey") {
         // The body needs a process whose key was not made yet: this binary, run again.
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "no_randomness_no_authkey", "--nocapture", "--test-threads=1"])
-            .env(ISOLATED_ENV, "1")
-            .stdin(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "the run behind the seccomp filter failed: {status}");
+        let out = common::fresh_process("no_randomness_no_authkey");
+        assert!(out.status.success(), "the run behind the seccomp filter failed: {out:?}");
         return;
     }
     // std's hash maps take their keys from getrandom too, once per thread: take them now.

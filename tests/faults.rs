@@ -28,27 +28,7 @@ use std::time::Duration;
 /// How long a kill or a clean-up may take to show on a loaded machine.
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// Set in a run of this test binary made by [`isolated`]: the test it names runs its body.
-const ISOLATED_ENV: &str = "MULTIPROCESS_FAULTS_ISOLATED";
-
-/// Runs `body` in a process of its own, with its own fork server: these tests kill the fork
-/// server, or watch its children, which under plain `cargo test` would disturb (or be
-/// disturbed by) the tests running beside them in the same process. Under nextest each test
-/// has its process already; otherwise this test binary runs again with only the test
-/// `name`, with the leak check on (it is alone there).
-fn isolated(name: &str, body: impl FnOnce()) {
-    if common::alone_in_process() || std::env::var(ISOLATED_ENV).is_ok_and(|v| v == name) {
-        return body();
-    }
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(ISOLATED_ENV, name)
-        .env("MULTIPROCESS_LEAK_CHECK", "1")
-        .stdin(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "{name}, run alone, failed: {status}");
-}
+use common::isolated;
 
 /// `start_methods!` with each test [`isolated`].
 macro_rules! isolated_start_methods {

@@ -84,12 +84,9 @@ start_methods! {
     }
 }
 
-/// Set in the run of this binary whose stderr `log_to_stderr_prints_in_cpython_format` reads.
-const STDERR_ENV: &str = "MULTIPROCESS_LOG_TO_STDERR";
-
 #[test]
 fn log_to_stderr_prints_in_cpython_format() {
-    if std::env::var(STDERR_ENV).is_ok() {
+    if common::in_fresh_process("log_to_stderr_prints_in_cpython_format") {
         log_to_stderr(log::LevelFilter::Warn);
         let lock = Lock::new().unwrap();
         let (a, b) = pipe().unwrap();
@@ -102,12 +99,7 @@ fn log_to_stderr_prints_in_cpython_format() {
         log::warn!(target: "someone_else", "another target: not printed");
         return;
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "log_to_stderr_prints_in_cpython_format", "--nocapture", "--test-threads=1"])
-        .env(STDERR_ENV, "1")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = common::fresh_process("log_to_stderr_prints_in_cpython_format");
     assert!(out.status.success(), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with('[')).collect();

@@ -23,24 +23,7 @@ use multiprocess::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::{Duration, Instant};
 
-/// Set in a run of this test binary made by [`isolated`]: the test it names runs its body.
-const ISOLATED_ENV: &str = "MULTIPROCESS_START_ROBUST_ISOLATED";
-
-/// Runs `body` in a process of its own (as `tests/faults.rs` does): under nextest each test
-/// has one already; under plain `cargo test` this binary runs again with only the test `name`.
-fn isolated(name: &str, body: impl FnOnce()) {
-    if common::alone_in_process() || std::env::var(ISOLATED_ENV).is_ok_and(|v| v == name) {
-        return body();
-    }
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(ISOLATED_ENV, name)
-        .env("MULTIPROCESS_LEAK_CHECK", "1")
-        .stdin(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "{name}, run alone, failed: {status}");
-}
+use common::isolated;
 
 /// FNV-1a, 64 bits: enough to tell arguments that arrived intact from ones that did not.
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -51,6 +51,45 @@ pub fn alone_in_process() -> bool {
         || std::env::var("MULTIPROCESS_LEAK_CHECK").is_ok_and(|v| v == "1")
 }
 
+/// Set in a run of a test binary made by [`isolated`] or [`fresh_process`]: the test it names
+/// runs its body.
+const ISOLATED_ENV: &str = "MULTIPROCESS_ISOLATED_TEST";
+
+/// Runs `body` in a process of its own: under nextest each test has one already; under plain
+/// `cargo test` this test binary runs again with only the test `name`, with the leak check on
+/// (it is alone there). For tests that kill or watch the fork server, which would disturb (or
+/// be disturbed by) the tests beside them in one process.
+#[allow(dead_code)]
+pub fn isolated(name: &str, body: impl FnOnce()) {
+    if alone_in_process() || std::env::var(ISOLATED_ENV).is_ok_and(|v| v == name) {
+        return body();
+    }
+    let status = rerun(name).env("MULTIPROCESS_LEAK_CHECK", "1").status().unwrap();
+    assert!(status.success(), "{name}, run alone, failed: {status}");
+}
+
+/// Whether this is the run of the test `name` that [`fresh_process`] made.
+#[allow(dead_code)]
+pub fn in_fresh_process(name: &str) -> bool {
+    std::env::var(ISOLATED_ENV).is_ok_and(|v| v == name)
+}
+
+/// Runs the test `name` again in a fresh run of this binary, always (for a test that needs a
+/// process in which the crate has done nothing yet), and returns what it printed.
+#[allow(dead_code)]
+pub fn fresh_process(name: &str) -> std::process::Output {
+    rerun(name).output().unwrap()
+}
+
+fn rerun(name: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(ISOLATED_ENV, name)
+        .stdin(std::process::Stdio::null());
+    command
+}
+
 /// Notes the open descriptors; [`check`](LeakGuard::check) fails the test if new ones are
 /// still open (other than the crate's persistent ones) or a child other than the fork server
 /// is left, running or zombie.
