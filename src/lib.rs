@@ -77,6 +77,7 @@ pub use connection::{Address, Client, Connection, Listener, pipe, pipe_simplex};
 pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method};
 pub use error::{Error, Result};
 pub use managers::{SyncManager, manager};
+pub use multiprocess_macros::managed;
 pub use pool::{AsyncResult, Imap, ImapUnordered, MapResult, Pool, PoolBuilder, Task};
 pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,

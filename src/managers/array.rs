@@ -46,7 +46,7 @@ impl SyncManager {
             encoded.push(bytes);
             holds.extend(h);
         }
-        Ok(ArrayProxy { inner: self.create(Kind::List, Init::Items(encoded), holds)?, types: PhantomData })
+        Ok(ArrayProxy { inner: self.make(Kind::List, Init::Items(encoded), holds)?, types: PhantomData })
     }
 }
 

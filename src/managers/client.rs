@@ -198,6 +198,7 @@ pub(crate) fn to_error(remote: Remote) -> Error {
         RemoteKind::NotOwner => return Error::NotOwner,
         RemoteKind::TaskDoneTooManyTimes => return Error::TaskDoneTooManyTimes,
         RemoteKind::BrokenBarrier => return Error::BrokenBarrier,
+        RemoteKind::Raised(kind) => return Error::Remote { kind, message: remote.message },
     };
     Error::Remote { kind: kind.into(), message: remote.message }
 }

@@ -42,7 +42,7 @@ impl SyncManager {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
-        Ok(DictProxy { inner: self.create(Kind::Dict, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(DictProxy { inner: self.make(Kind::Dict, Init::Empty, Vec::new())?, types: PhantomData })
     }
 
     /// A dict holding `pairs` (`manager.dict(pairs)`).
@@ -60,7 +60,7 @@ impl SyncManager {
         // The pairs live until the server holds what they refer to.
         let pairs: Vec<(K, V)> = pairs.into_iter().collect();
         let (encoded, holds) = encode_pairs(&self.client, &pairs)?;
-        Ok(DictProxy { inner: self.create(Kind::Dict, Init::Pairs(encoded), holds)?, types: PhantomData })
+        Ok(DictProxy { inner: self.make(Kind::Dict, Init::Pairs(encoded), holds)?, types: PhantomData })
     }
 }
 

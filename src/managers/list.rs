@@ -42,7 +42,7 @@ impl SyncManager {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn list<T>(&self) -> Result<ListProxy<T>> {
-        Ok(ListProxy { inner: self.create(Kind::List, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(ListProxy { inner: self.make(Kind::List, Init::Empty, Vec::new())?, types: PhantomData })
     }
 
     /// A list holding `items` (`manager.list(items)`).
@@ -58,7 +58,7 @@ impl SyncManager {
         // dropped before, could free its object first).
         let items: Vec<T> = items.into_iter().collect();
         let (encoded, holds) = encode_all(&self.client, &items)?;
-        Ok(ListProxy { inner: self.create(Kind::List, Init::Items(encoded), holds)?, types: PhantomData })
+        Ok(ListProxy { inner: self.make(Kind::List, Init::Items(encoded), holds)?, types: PhantomData })
     }
 }
 

@@ -266,7 +266,7 @@ impl BoundedSemaphoreProxy {
 
 impl SyncManager {
     fn make_lock(&self, flavour: LockFlavour, value: usize) -> Result<Arc<Inner>> {
-        self.create(Kind::Lock { flavour, value: value as u64 }, Init::Empty, Vec::new())
+        self.make(Kind::Lock { flavour, value: value as u64 }, Init::Empty, Vec::new())
     }
 
     /// A new lock (`manager.Lock()`).
@@ -323,7 +323,7 @@ impl SyncManager {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn event(&self) -> Result<EventProxy> {
-        Ok(EventProxy { inner: self.create(Kind::Event, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(EventProxy { inner: self.make(Kind::Event, Init::Empty, Vec::new())?, types: PhantomData })
     }
 }
 
@@ -515,7 +515,7 @@ impl SyncManager {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn condition(&self) -> Result<ConditionProxy> {
-        Ok(ConditionProxy { inner: self.create(Kind::Condition, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(ConditionProxy { inner: self.make(Kind::Condition, Init::Empty, Vec::new())?, types: PhantomData })
     }
 
     /// A new barrier for `parties` (`manager.Barrier(parties)`).
@@ -530,7 +530,7 @@ impl SyncManager {
             return Err(Error::InvalidArgument("a barrier needs at least one party".into()));
         }
         let kind = Kind::Barrier { parties: parties as u64 };
-        Ok(BarrierProxy { inner: self.create(kind, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(BarrierProxy { inner: self.make(kind, Init::Empty, Vec::new())?, types: PhantomData })
     }
 }
 

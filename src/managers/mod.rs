@@ -36,6 +36,7 @@
 mod array;
 mod channel;
 mod client;
+mod custom;
 mod dict;
 pub(crate) mod fork;
 #[cfg(test)]
@@ -53,6 +54,7 @@ mod value;
 mod wire;
 
 pub use array::ArrayProxy;
+pub use custom::{Handle, Interface, decode_args, encode_result, no_such_method};
 pub use dict::DictProxy;
 pub use list::{ListIter, ListProxy};
 pub use locks::{
@@ -114,16 +116,18 @@ pub struct SyncManager {
 pub struct ManagerBuilder {
     method: Option<StartMethod>,
     starter: Option<Starter>,
+    registry: Vec<custom::Registration>,
 }
 
 /// Makes the server process: with the initializer's type and arguments, if there is one.
-type Starter = Arc<dyn Fn(StartMethod, crate::Connection, Vec<u8>) -> Process + Send + Sync>;
+type Starter = Arc<dyn Fn(StartMethod, crate::Connection, Vec<u8>, Vec<custom::Registration>) -> Process + Send + Sync>;
 
 impl fmt::Debug for ManagerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManagerBuilder")
             .field("method", &self.method)
             .field("initializer", &self.starter.is_some())
+            .field("registered", &self.registry.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -163,9 +167,39 @@ impl ManagerBuilder {
         A: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let _ = f;
-        self.starter = Some(Arc::new(move |method, report, authkey| {
-            crate::get_context(method).process(server::main_with_init::<F, A>, (report, authkey, args.clone()))
+        self.starter = Some(Arc::new(move |method, report, authkey, registry| {
+            crate::get_context(method)
+                .process(server::main_with_init::<F, A>, (report, authkey, registry, args.clone()))
         }));
+        self
+    }
+
+    /// Registers a type of your own under `name`, made by `factory` from serde arguments
+    /// (Python's `BaseManager.register(typeid, callable)`); clients make objects of it with
+    /// [`SyncManager::create`]. `I` is the interface `#[multiprocess::managed]` writes for a
+    /// trait (`dyn Trait`); `factory` is a fn item (or a closure that captures nothing), found
+    /// in the server by its place in the binary, under every start method.
+    ///
+    /// ```
+    /// // See `Interface` for a whole example.
+    /// # use multiprocess::managers::{Handle, Interface};
+    /// # struct C; #[derive(Clone)] struct P(Handle);
+    /// # impl From<Handle> for P { fn from(h: Handle) -> P { P(h) } }
+    /// # impl Interface for C { const NAME: &'static str = "C"; const DIGEST: u64 = 0; type Object = C; type Proxy = P;
+    /// #     fn dispatch(_: &mut C, m: u32, _: &[u8]) -> multiprocess::Result<Vec<u8>> { Err(multiprocess::managers::no_such_method::<C>(m)) } }
+    /// fn make(_: ()) -> C { C }
+    /// let m = multiprocess::managers::SyncManager::builder().register::<C, _, _>("C", make).start()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn register<I, A, F>(mut self, name: &str, factory: F) -> ManagerBuilder
+    where
+        I: custom::Interface + ?Sized,
+        A: serde::Serialize + serde::de::DeserializeOwned,
+        F: Fn(A) -> I::Object + Copy + Send + 'static,
+    {
+        let _ = factory;
+        self.registry.retain(|r| r.name != name);
+        self.registry.push(custom::Registration::new::<I, A, F>(name));
         self
     }
 
@@ -182,8 +216,8 @@ impl ManagerBuilder {
         // Duplex: the server says where it listens, and the owner later tells it to stop.
         let (reader, writer) = crate::pipe()?;
         let process = match &self.starter {
-            Some(starter) => starter(method, writer, authkey.clone()),
-            None => crate::get_context(method).process(server::main, (writer, authkey.clone())),
+            Some(starter) => starter(method, writer, authkey.clone(), self.registry.clone()),
+            None => crate::get_context(method).process(server::main, (writer, authkey.clone(), self.registry.clone())),
         };
         let mut process = process.with_name(format!("SyncManager-{}", next_number()));
         process.start()?;
@@ -308,8 +342,36 @@ impl SyncManager {
         }
     }
 
+    /// Makes an object of the type registered as `name`, from `args`, and returns its proxy
+    /// (Python's `manager.<typeid>(*args)`). An unknown name, or a type the server knows by
+    /// another definition, is [`Error::Remote`].
+    ///
+    /// ```
+    /// // See `Interface` for a whole example.
+    /// ```
+    pub fn create<I, A>(&self, name: &str, args: A) -> Result<I::Proxy>
+    where
+        I: custom::Interface + ?Sized,
+        A: serde::Serialize,
+    {
+        let (args_bytes, holds) = proxy::encode_for(&self.client, &args)?;
+        let request = Request::CreateCustom {
+            name: name.to_string(),
+            interface: I::NAME.to_string(),
+            digest: I::DIGEST,
+            args: args_bytes,
+            holds,
+        };
+        let id = match self.client.call(&request)? {
+            Reply::Created(id) => id,
+            other => return Err(Error::Codec(format!("unexpected reply from the manager: {other:?}"))),
+        };
+        drop(args);
+        Ok(I::Proxy::from(custom::Handle::new(proxy::Inner::new(id, Arc::clone(&self.client)))))
+    }
+
     /// Makes an object of `kind` and the proxy's reference to it.
-    fn create(&self, kind: Kind, init: Init, holds: Vec<wire::Id>) -> Result<Arc<proxy::Inner>> {
+    fn make(&self, kind: Kind, init: Init, holds: Vec<wire::Id>) -> Result<Arc<proxy::Inner>> {
         match self.client.call(&Request::Create { kind, init, holds })? {
             Reply::Created(id) => Ok(proxy::Inner::new(id, Arc::clone(&self.client))),
             other => Err(Error::Codec(format!("unexpected reply from the manager: {other:?}"))),

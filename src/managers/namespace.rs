@@ -59,7 +59,7 @@ impl SyncManager {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn namespace(&self) -> Result<Namespace> {
-        Ok(Namespace { inner: self.create(Kind::Namespace, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(Namespace { inner: self.make(Kind::Namespace, Init::Empty, Vec::new())?, types: PhantomData })
     }
 }
 

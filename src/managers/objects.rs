@@ -14,6 +14,8 @@ pub(crate) enum Object {
     Namespace(Vec<(String, Bytes, String)>),
     Value(Bytes),
     Set(Set),
+    /// An object of a registered type.
+    Custom(super::custom::Custom),
     /// The objects calls wait on, shared with the calls (which wait without the object's
     /// mutex).
     Sync(Waitable),
@@ -75,6 +77,13 @@ impl Object {
             Object::List(l) => l.call(op),
             Object::Namespace(n) => namespace_call(n, op),
             Object::Set(s) => s.call(op),
+            Object::Custom(c) => match op {
+                Op::Method { method, args } => c.call(method, &args).map(Reply::Value).map_err(|e| match e {
+                    crate::Error::Remote { kind, message } => Remote::new(RemoteKind::Raised(kind), message),
+                    e => Remote::new(RemoteKind::Raised("Codec".into()), e.to_string()),
+                }),
+                op => Err(not_for("an object of a registered type", &op)),
+            },
             Object::Sync(_) => Err(wrong("a waitable object's call reached the plain path".into())),
             Object::Value(v) => match op {
                 Op::ValueGet => Ok(Reply::Value(v.clone())),

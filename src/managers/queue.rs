@@ -102,7 +102,7 @@ impl SyncManager {
     /// ```
     pub fn queue_with_maxsize<T>(&self, maxsize: usize) -> Result<QueueProxy<T>> {
         let kind = Kind::Queue { maxsize: maxsize as u64, joinable: false };
-        Ok(QueueProxy { inner: self.create(kind, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(QueueProxy { inner: self.make(kind, Init::Empty, Vec::new())?, types: PhantomData })
     }
 
     /// An unbounded joinable queue (`manager.JoinableQueue()`).
@@ -126,7 +126,7 @@ impl SyncManager {
     /// ```
     pub fn joinable_queue_with_maxsize<T>(&self, maxsize: usize) -> Result<JoinableQueueProxy<T>> {
         let kind = Kind::Queue { maxsize: maxsize as u64, joinable: true };
-        let queue = QueueProxy { inner: self.create(kind, Init::Empty, Vec::new())?, types: PhantomData };
+        let queue = QueueProxy { inner: self.make(kind, Init::Empty, Vec::new())?, types: PhantomData };
         Ok(JoinableQueueProxy { queue })
     }
 }

@@ -11,6 +11,7 @@
 //! those objects until it is freed itself.
 
 use super::channel::Channel;
+use super::custom::Registration;
 use super::objects::{Object, Waitable};
 use super::sync::SessionKey;
 use super::wire::{Id, Op, PROTOCOL, Remote, RemoteKind, Reply, Request};
@@ -194,6 +195,8 @@ pub(crate) struct Server {
     table: Mutex<Table>,
     /// Written to stop the accepting thread.
     stop: Mutex<Option<Connection>>,
+    /// The types its owner registered, by name.
+    registry: Vec<Registration>,
 }
 
 impl Server {
@@ -300,6 +303,27 @@ impl Server {
         match request {
             Request::Hello { .. } => Err(Remote::new(RemoteKind::BadRequest, "hello twice")),
             Request::Channel => Err(Remote::new(RemoteKind::BadRequest, "a channel is offered once, first")),
+            Request::CreateCustom { name, interface, digest, args, holds } => {
+                let Some(registration) = self.registry.iter().find(|r| r.name == name) else {
+                    return Err(Remote::new(
+                        RemoteKind::Raised("NotRegistered".into()),
+                        format!("no type registered as {name:?}"),
+                    ));
+                };
+                if registration.interface != interface || registration.digest != digest {
+                    let message = format!(
+                        "{name:?} is registered here as {} (digest {:x}), the client knows it as {interface} (digest {digest:x}): \
+                         built from different definitions",
+                        registration.interface, registration.digest
+                    );
+                    return Err(Remote::new(RemoteKind::Raised("InterfaceMismatch".into()), message));
+                }
+                let object = (registration.factory())(&args).map_err(|e| match e {
+                    crate::Error::Remote { kind, message } => Remote::new(RemoteKind::Raised(kind), message),
+                    e => Remote::new(RemoteKind::BadRequest, e.to_string()),
+                })?;
+                Ok(Reply::Created(self.table().create(key, Object::Custom(object), &holds)?))
+            }
             Request::Create { kind, init, holds } => {
                 let object = Object::new(kind, init)?;
                 Ok(Reply::Created(self.table().create(key, object, &holds)?))
@@ -443,10 +467,11 @@ fn hello(conn: &Connection) -> crate::Result<SessionKey> {
 /// The server process's body: binds a fresh unix socket with `authkey`, tells the owner its
 /// address through `owner` (a duplex pipe), and serves until told to stop (a shutdown
 /// request, or anything arriving on `owner`) or until the owner is gone.
-pub(crate) fn main(owner: Connection, authkey: Vec<u8>) -> crate::Result<()> {
+pub(crate) fn main(owner: Connection, authkey: Vec<u8>, registry: Vec<Registration>) -> crate::Result<()> {
     let listener = Listener::new(Some(&authkey))?;
     let (stop_reader, stop_writer) = crate::pipe()?;
-    let server = Arc::new(Server { table: Mutex::new(Table::default()), stop: Mutex::new(Some(stop_writer)) });
+    let server =
+        Arc::new(Server { table: Mutex::new(Table::default()), stop: Mutex::new(Some(stop_writer)), registry });
     owner.send(listener.address())?;
     let parent = crate::parent_process();
     loop {
@@ -487,7 +512,12 @@ pub(crate) fn main(owner: Connection, authkey: Vec<u8>) -> crate::Result<()> {
 /// The server process's body with an initializer `F` run first on `args` (Python's
 /// `SyncManager().start(initializer, initargs)`): it runs once, in the server, before it
 /// listens. A panic there ends the server, and `start()` reports it.
-pub(crate) fn main_with_init<F, A>(owner: Connection, authkey: Vec<u8>, args: A) -> crate::Result<()>
+pub(crate) fn main_with_init<F, A>(
+    owner: Connection,
+    authkey: Vec<u8>,
+    registry: Vec<Registration>,
+    args: A,
+) -> crate::Result<()>
 where
     F: crate::pool::Task<A, Output = ()>,
 {
@@ -496,5 +526,5 @@ where
     // with no bytes and no invariants, re-made here out of nothing.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     f.call(args);
-    main(owner, authkey)
+    main(owner, authkey, registry)
 }

@@ -41,7 +41,7 @@ impl SyncManager {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn set<T>(&self) -> Result<SetProxy<T>> {
-        Ok(SetProxy { inner: self.create(Kind::Set, Init::Empty, Vec::new())?, types: PhantomData })
+        Ok(SetProxy { inner: self.make(Kind::Set, Init::Empty, Vec::new())?, types: PhantomData })
     }
 
     /// A set of `items`, duplicates dropped (`manager.set(items)`).
@@ -53,7 +53,7 @@ impl SyncManager {
     /// ```
     pub fn set_from<T: Serialize>(&self, items: impl IntoIterator<Item = T>) -> Result<SetProxy<T>> {
         let (encoded, holds) = encode_all(&self.client, items)?;
-        Ok(SetProxy { inner: self.create(Kind::Set, Init::Items(encoded), holds)?, types: PhantomData })
+        Ok(SetProxy { inner: self.make(Kind::Set, Init::Items(encoded), holds)?, types: PhantomData })
     }
 }
 

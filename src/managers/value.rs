@@ -39,7 +39,7 @@ impl SyncManager {
     /// ```
     pub fn value<T: Serialize>(&self, value: T) -> Result<ValueProxy<T>> {
         let (bytes, holds) = encode_for(&self.client, &value)?;
-        Ok(ValueProxy { inner: self.create(Kind::Value, Init::One(bytes), holds)?, types: PhantomData })
+        Ok(ValueProxy { inner: self.make(Kind::Value, Init::One(bytes), holds)?, types: PhantomData })
     }
 }
 

@@ -93,6 +93,10 @@ pub(crate) enum Request {
     /// Asks for a shared-memory mailbox on this connection: the server answers `Done`, and
     /// the segment's descriptor follows on the socket (see `channel`).
     Channel,
+    /// Makes an object of a type registered under `name`, whose interface the client knows
+    /// as `interface` with `digest` (refused if the server's differs); the caller's process
+    /// holds one reference to it.
+    CreateCustom { name: String, interface: String, digest: u64, args: Bytes, holds: Vec<Id> },
     /// Makes an object; the caller's process holds one reference to it.
     Create { kind: Kind, init: Init, holds: Vec<Id> },
     /// Calls an operation on an object. `holds` lists the objects whose proxies are inside
@@ -223,6 +227,11 @@ pub(crate) enum Op {
     EventClear,
     EventIsSet,
     EventWait(Wait),
+    // an object of a registered type: its method number and encoded arguments
+    Method {
+        method: u32,
+        args: Bytes,
+    },
     // any container
     Len,
     Clear,
@@ -282,7 +291,7 @@ pub(crate) struct Remote {
 }
 
 /// The errors a manager's objects raise, each turned into the matching [`crate::Error`].
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RemoteKind {
     /// `IndexError`: the index asked for, and the length.
     Index { index: i64, len: u64 },
@@ -310,6 +319,8 @@ pub(crate) enum RemoteKind {
     TaskDoneTooManyTimes,
     /// `threading.BrokenBarrierError`
     BrokenBarrier,
+    /// What a registered type's method raised: its kind (a panic is `Panic`).
+    Raised(String),
 }
 
 impl Remote {
