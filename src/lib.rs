@@ -78,6 +78,10 @@ pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_
 pub use error::{Error, Result};
 pub use managers::{SyncManager, manager};
 pub use multiprocess_macros::managed;
+
+/// serde, for the code `#[managed]` writes (a user's crate need not depend on serde itself).
+#[doc(hidden)]
+pub use serde as __serde;
 pub use pool::{AsyncResult, Imap, ImapUnordered, MapResult, Pool, PoolBuilder, Task};
 pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
