@@ -79,15 +79,15 @@ pub use error::{Error, Result};
 pub use managers::{SyncManager, manager};
 pub use multiprocess_macros::managed;
 
-/// serde, for the code `#[managed]` writes (a user's crate need not depend on serde itself).
-#[doc(hidden)]
-pub use serde as __serde;
 pub use pool::{AsyncResult, Imap, ImapUnordered, MapResult, Pool, PoolBuilder, Task};
 pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
     getpid, getppid, parent_process, process_cpu_count,
 };
 pub use queues::{JoinableQueue, PutError, Queue, SimpleQueue};
+/// serde, for the code `#[managed]` writes (a user's crate need not depend on serde itself).
+#[doc(hidden)]
+pub use serde as __serde;
 pub use shared_memory::{ShareableList, SharedMemory};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};
 pub use synchronize::{

@@ -86,6 +86,14 @@ impl Client {
         self.pid == crate::sys::proc::cached_pid() as u32
     }
 
+    /// Opens a connection now (and keeps it for later calls): a wrong key, a server that is
+    /// not there, or one of another version is reported as such, not as `ManagerGone`.
+    pub(crate) fn check(&self) -> Result<()> {
+        let link = self.open()?;
+        self.give_back(link);
+        Ok(())
+    }
+
     /// Sends `request` and waits for the reply; a reply that is an error is `Err`.
     pub(crate) fn call(&self, request: &Request) -> Result<Reply> {
         let mut link = self.connection()?;
@@ -108,27 +116,36 @@ impl Client {
         if let Some(link) = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(link);
         }
-        let conn = match crate::Client::connect(self.address.clone(), Some(&self.authkey)) {
-            Ok(conn) => conn,
-            Err(Error::Io(e)) if is_gone(&e) => return Err(Error::ManagerGone),
+        match self.open() {
+            Err(Error::Io(e)) if is_gone(&e) => Err(Error::ManagerGone),
             // The socket file went with the server.
-            Err(Error::Eof | Error::BrokenPipe | Error::NotFound(_)) => return Err(Error::ManagerGone),
-            Err(e) => return Err(e),
-        };
+            Err(Error::Eof | Error::BrokenPipe | Error::NotFound(_)) => Err(Error::ManagerGone),
+            other => other,
+        }
+    }
+
+    /// A new connection, past the handshake and the hello.
+    fn open(&self) -> Result<Link> {
+        let conn = crate::Client::connect(self.address.clone(), Some(&self.authkey))?;
         let hello = Request::Hello {
+            version: super::wire::VERSION.into(),
             protocol: PROTOCOL,
             pid: crate::sys::proc::cached_pid() as u32,
             tag: crate::sys::pidfd::own_tag(),
         };
         conn.send(&hello).map_err(gone)?;
         match conn.recv::<Reply>().map_err(gone)? {
-            Reply::Hello { protocol: PROTOCOL, .. } => {
+            Reply::Hello { protocol: PROTOCOL, ref version, .. } if version == super::wire::VERSION => {
                 let channel = self.mailbox(&conn)?;
                 Ok(Link { conn, channel })
             }
-            Reply::Hello { protocol, .. } => Err(Error::Remote {
-                kind: "BadRequest".into(),
-                message: format!("the manager speaks protocol {protocol}, this client {PROTOCOL}"),
+            Reply::Hello { protocol, version, .. } => Err(Error::Remote {
+                kind: "VersionMismatch".into(),
+                message: format!(
+                    "the manager is multiprocess {version} (protocol {protocol}), this client {} (protocol \
+                     {PROTOCOL}): build both from the same version",
+                    super::wire::VERSION
+                ),
             }),
             Reply::Error(remote) => Err(to_error(remote)),
             other => Err(Error::Codec(format!("the manager answered hello with {other:?}"))),

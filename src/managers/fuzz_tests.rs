@@ -102,7 +102,7 @@ fn random_request(r: &mut Rng) -> Request {
         3 => Request::Pin { id },
         4 => Request::Claim { id, pin: r.below(5) },
         5 => Request::PinMany { ids: vec![id; r.below(4) as usize] },
-        6 => Request::Hello { protocol: r.below(3) as u32, pid: 1, tag: 1 },
+        6 => Request::Hello { protocol: r.below(4) as u32, version: "0.1.0".into(), pid: 1, tag: 1 },
         7 => Request::Shutdown,
         _ => Request::Call { id, op: random_op(r), holds: vec![r.below(12)] },
     }
@@ -120,7 +120,12 @@ fn rss_kib(pid: u32) -> u64 {
 /// A raw, authenticated connection to the server, past the hello.
 fn raw(address: &crate::Address) -> Connection {
     let conn = crate::Client::connect(address.clone(), Some(crate::current_process().authkey())).unwrap();
-    let hello = Request::Hello { protocol: super::wire::PROTOCOL, pid: 4_000_000, tag: 7 };
+    let hello = Request::Hello {
+        protocol: super::wire::PROTOCOL,
+        version: super::wire::VERSION.into(),
+        pid: 4_000_000,
+        tag: 7,
+    };
     conn.send(&hello).unwrap();
     assert!(matches!(conn.recv::<Reply>().unwrap(), Reply::Hello { .. }));
     conn

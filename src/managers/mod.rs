@@ -117,10 +117,16 @@ pub struct ManagerBuilder {
     method: Option<StartMethod>,
     starter: Option<Starter>,
     registry: Vec<custom::Registration>,
+    address: Option<Address>,
+    authkey: Option<Vec<u8>>,
 }
 
 /// Makes the server process: with the initializer's type and arguments, if there is one.
-type Starter = Arc<dyn Fn(StartMethod, crate::Connection, Vec<u8>, Vec<custom::Registration>) -> Process + Send + Sync>;
+type Starter = Arc<dyn Fn(StartMethod, ServerArgs) -> Process + Send + Sync>;
+
+/// What every server process is started with: the pipe to its owner, the authkey, the
+/// registry of types, and the address to listen on (`None`: a fresh unix path).
+type ServerArgs = (crate::Connection, Vec<u8>, Vec<custom::Registration>, Option<Address>);
 
 impl fmt::Debug for ManagerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -128,6 +134,7 @@ impl fmt::Debug for ManagerBuilder {
             .field("method", &self.method)
             .field("initializer", &self.starter.is_some())
             .field("registered", &self.registry.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
+            .field("address", &self.address)
             .finish()
     }
 }
@@ -167,9 +174,9 @@ impl ManagerBuilder {
         A: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
     {
         let _ = f;
-        self.starter = Some(Arc::new(move |method, report, authkey, registry| {
+        self.starter = Some(Arc::new(move |method, (owner, authkey, registry, address)| {
             crate::get_context(method)
-                .process(server::main_with_init::<F, A>, (report, authkey, registry, args.clone()))
+                .process(server::main_with_init::<F, A>, (owner, authkey, registry, address, args.clone()))
         }));
         self
     }
@@ -203,6 +210,34 @@ impl ManagerBuilder {
         self
     }
 
+    /// Where the server listens (Python's `BaseManager(address=...)`): a TCP address, which
+    /// clients on other hosts can reach with [`connect`], or a unix path; by default a fresh
+    /// unix path only this host can reach. A TCP address is rebound at once after a shutdown
+    /// (`SO_REUSEADDR`).
+    ///
+    /// ```
+    /// let m = multiprocess::managers::SyncManager::builder().address(([127, 0, 0, 1], 0)).start()?;
+    /// assert!(matches!(m.address(), multiprocess::Address::Tcp(_)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn address(mut self, address: impl Into<Address>) -> ManagerBuilder {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// The key clients must prove they hold (Python's `BaseManager(authkey=...)`; the
+    /// Listener's mutual HMAC handshake); by default this process's
+    /// [`authkey`](crate::CurrentProcess::authkey), which its children inherit.
+    ///
+    /// ```
+    /// let m = multiprocess::managers::SyncManager::builder().authkey(b"abracadabra").start()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn authkey(mut self, authkey: &[u8]) -> ManagerBuilder {
+        self.authkey = Some(authkey.to_vec());
+        self
+    }
+
     /// Starts the server and connects to it (`start()`).
     ///
     /// ```
@@ -212,12 +247,16 @@ impl ManagerBuilder {
     /// ```
     pub fn start(self) -> Result<SyncManager> {
         let method = self.method.unwrap_or_else(crate::get_start_method);
-        let authkey = crate::process::authkey()?.to_vec();
+        let authkey = match self.authkey.clone() {
+            Some(key) => key,
+            None => crate::process::authkey()?.to_vec(),
+        };
         // Duplex: the server says where it listens, and the owner later tells it to stop.
         let (reader, writer) = crate::pipe()?;
         let process = match &self.starter {
-            Some(starter) => starter(method, writer, authkey.clone(), self.registry.clone()),
-            None => crate::get_context(method).process(server::main, (writer, authkey.clone(), self.registry.clone())),
+            Some(starter) => starter(method, (writer, authkey.clone(), self.registry.clone(), self.address.clone())),
+            None => crate::get_context(method)
+                .process(server::main, (writer, authkey.clone(), self.registry.clone(), self.address.clone())),
         };
         let mut process = process.with_name(format!("SyncManager-{}", next_number()));
         process.start()?;
@@ -262,6 +301,31 @@ fn next_number() -> u32 {
 /// ```
 pub fn manager() -> Result<SyncManager> {
     SyncManager::builder().start()
+}
+
+/// Connects to a manager's server at `address`, on this host or another, proving it holds
+/// `authkey` (Python's `BaseManager(address, authkey).connect()`). The manager it returns
+/// does not own the server: dropping it leaves the server running, and `shutdown` is refused.
+/// A wrong key is [`Error::Authentication`]; a server built from another version of this
+/// crate is refused here, with an error that says so.
+///
+/// ```
+/// let owner = multiprocess::managers::SyncManager::builder()
+///     .address(([127, 0, 0, 1], 0))
+///     .authkey(b"secret")
+///     .start()?;
+/// owner.share("counter", &owner.value(0u32)?)?;
+/// let client = multiprocess::managers::connect(owner.address().clone(), b"secret")?;
+/// let counter: multiprocess::managers::ValueProxy<u32> = client.get("counter")?;
+/// counter.set(1)?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<SyncManager> {
+    let address = address.into();
+    let client = Client::for_address(&address, authkey);
+    // The first connection now: a wrong key, no server or another version shows here.
+    client.check()?;
+    Ok(SyncManager { client, process: Mutex::new(None), owner: Mutex::new(None) })
 }
 
 impl SyncManager {
@@ -325,7 +389,10 @@ impl SyncManager {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn shutdown(&self) -> Result<()> {
-        let Some(mut process) = self.process.lock().unwrap_or_else(|e| e.into_inner()).take() else { return Ok(()) };
+        let Some(mut process) = self.process.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            // A manager got by `connect` does not own the server.
+            return Ok(());
+        };
         // Through the pipe the server was started with: no connection to make for it.
         let asked = match self.owner.lock().unwrap_or_else(|e| e.into_inner()).take() {
             Some(pipe) => pipe.send_bytes(b"stop").map_err(|_| Error::ManagerGone),
@@ -339,6 +406,68 @@ impl SyncManager {
         match asked {
             Ok(_) | Err(Error::ManagerGone) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Shares `value` under `name`: any client of this server, on any host, gets it with
+    /// [`get`](SyncManager::get) (Python's `register('get_queue', callable=lambda: q)`, the
+    /// documentation's remote queue). A proxy in it keeps its object alive while it is
+    /// shared; sharing again under the name replaces it.
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// let q = m.queue::<String>()?;
+    /// m.share("queue", &q)?;
+    /// let same: multiprocess::managers::QueueProxy<String> = m.get("queue")?;
+    /// same.put("hello".into()).map_err(multiprocess::Error::from)?;
+    /// assert_eq!(q.get()?, "hello");
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn share<T: serde::Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
+        let (value, holds) = proxy::encode_for(&self.client, value)?;
+        self.client.call(&Request::Share { name: name.to_string(), value, holds }).map(drop)
+    }
+
+    /// What was shared under `name` (Python's `m.get_queue()` on a connected manager): a
+    /// proxy to the same object for every client. Nothing shared under the name is
+    /// [`Error::Remote`] of kind `NotFound`.
+    ///
+    /// ```
+    /// let m = multiprocess::manager()?;
+    /// m.share("answer", &42u32)?;
+    /// assert_eq!(m.get::<u32>("answer")?, 42);
+    /// assert!(m.get::<u32>("question").is_err());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn get<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let (value, adopted) = match self.client.call(&Request::Lookup { name: name.to_string() })? {
+            Reply::Item { value, adopted } => (value, adopted),
+            other => return Err(Error::Codec(format!("unexpected reply from the manager: {other:?}"))),
+        };
+        proxy::decode_adopting(&self.client, &value, adopted)
+    }
+
+    /// Blocks until the server stops (Python's `get_server().serve_forever()`): for a
+    /// process that starts a manager for others to [`connect`] to and has nothing else to do.
+    /// On a manager got by `connect`, it returns at once.
+    ///
+    /// ```no_run
+    /// let m = multiprocess::managers::SyncManager::builder()
+    ///     .address(([127, 0, 0, 1], 50000))
+    ///     .authkey(b"abracadabra")
+    ///     .start()?;
+    /// m.share("queue", &m.queue::<String>()?)?;
+    /// m.serve_forever()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn serve_forever(&self) -> Result<()> {
+        let process = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        match process.as_ref() {
+            Some(p) => {
+                let sentinel = p.sentinel()?;
+                crate::connection::wait(&[&sentinel], None).map(drop)
+            }
+            None => Ok(()),
         }
     }
 

@@ -14,7 +14,7 @@ use super::channel::Channel;
 use super::custom::Registration;
 use super::objects::{Object, Waitable};
 use super::sync::SessionKey;
-use super::wire::{Id, Op, PROTOCOL, Remote, RemoteKind, Reply, Request};
+use super::wire::{Bytes, Id, Op, PROTOCOL, Remote, RemoteKind, Reply, Request, VERSION};
 use crate::connection::{self, Connection, Listener, wait};
 use crate::util::LOG_TARGET;
 use std::collections::HashMap;
@@ -38,6 +38,8 @@ struct Entry {
 
 #[derive(Default)]
 struct Table {
+    /// Values shared by name, with the objects they hold.
+    names: HashMap<String, (Bytes, Vec<Id>)>,
     next_id: Id,
     next_pin: u64,
     objects: HashMap<Id, Entry>,
@@ -362,6 +364,38 @@ impl Server {
                     pins.into_iter().map(|(id, pin)| pin != 0 && table.claim(key, id, pin).is_ok()).collect(),
                 ))
             }
+            Request::Share { name, value, holds } => {
+                let mut table = self.table();
+                if let Some(&missing) = holds.iter().find(|id| !table.objects.contains_key(id)) {
+                    return Err(no_object(missing));
+                }
+                for id in &holds {
+                    if let Some(e) = table.objects.get_mut(id) {
+                        e.refs += 1;
+                    }
+                }
+                if let Some((_, old)) = table.names.insert(name, (value, holds)) {
+                    for id in old {
+                        table.release(id);
+                    }
+                }
+                Ok(Reply::Done)
+            }
+            Request::Lookup { name } => {
+                let mut table = self.table();
+                let Some((value, holds)) = table.names.get(&name).cloned() else {
+                    return Err(Remote::new(
+                        RemoteKind::Raised("NotFound".into()),
+                        format!("nothing shared as {name:?}"),
+                    ));
+                };
+                // A reference of the caller's own to each object in the value, which its
+                // proxies adopt as they are decoded.
+                for &id in &holds {
+                    table.incref(key, id)?;
+                }
+                Ok(Reply::Item { value, adopted: holds })
+            }
             Request::NumberOfObjects => Ok(Reply::Count(self.table().objects.len() as u64)),
             Request::Shutdown => {
                 // Only the process that started the server may stop it.
@@ -451,12 +485,15 @@ impl Server {
 fn hello(conn: &Connection) -> crate::Result<SessionKey> {
     let bytes = conn.recv_bytes()?;
     match crate::reduction::from_bytes_exact::<Request>(&bytes) {
-        Ok(Request::Hello { protocol, pid, tag }) if protocol == PROTOCOL => {
-            conn.send(&Reply::Hello { protocol: PROTOCOL, server_pid: crate::getpid() })?;
+        Ok(Request::Hello { protocol, version, pid, tag }) if protocol == PROTOCOL && version == VERSION => {
+            conn.send(&Reply::Hello { protocol: PROTOCOL, version: VERSION.into(), server_pid: crate::getpid() })?;
             Ok((pid, tag))
         }
-        Ok(Request::Hello { protocol, .. }) => {
-            let message = format!("this manager speaks protocol {PROTOCOL}, the client {protocol}");
+        Ok(Request::Hello { protocol, version, .. }) => {
+            let message = format!(
+                "this manager is multiprocess {VERSION} (protocol {PROTOCOL}), the client multiprocess {version} \
+                 (protocol {protocol}): build both from the same version"
+            );
             conn.send(&Reply::Error(Remote::new(RemoteKind::BadRequest, message.clone())))?;
             Err(crate::Error::Codec(message))
         }
@@ -467,8 +504,16 @@ fn hello(conn: &Connection) -> crate::Result<SessionKey> {
 /// The server process's body: binds a fresh unix socket with `authkey`, tells the owner its
 /// address through `owner` (a duplex pipe), and serves until told to stop (a shutdown
 /// request, or anything arriving on `owner`) or until the owner is gone.
-pub(crate) fn main(owner: Connection, authkey: Vec<u8>, registry: Vec<Registration>) -> crate::Result<()> {
-    let listener = Listener::new(Some(&authkey))?;
+pub(crate) fn main(
+    owner: Connection,
+    authkey: Vec<u8>,
+    registry: Vec<Registration>,
+    address: Option<crate::Address>,
+) -> crate::Result<()> {
+    let listener = match address {
+        Some(address) => Listener::bind(address, Some(&authkey))?,
+        None => Listener::new(Some(&authkey))?,
+    };
     let (stop_reader, stop_writer) = crate::pipe()?;
     let server =
         Arc::new(Server { table: Mutex::new(Table::default()), stop: Mutex::new(Some(stop_writer)), registry });
@@ -516,6 +561,7 @@ pub(crate) fn main_with_init<F, A>(
     owner: Connection,
     authkey: Vec<u8>,
     registry: Vec<Registration>,
+    address: Option<crate::Address>,
     args: A,
 ) -> crate::Result<()>
 where
@@ -526,5 +572,5 @@ where
     // with no bytes and no invariants, re-made here out of nothing.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     f.call(args);
-    main(owner, authkey, registry)
+    main(owner, authkey, registry, address)
 }

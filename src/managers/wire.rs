@@ -13,7 +13,11 @@ pub(crate) type Bytes = Vec<u8>;
 
 /// The version of this protocol: a client and a server that disagree refuse each other at
 /// the first message, instead of failing to decode in the middle of a call.
-pub(crate) const PROTOCOL: u32 = 2;
+pub(crate) const PROTOCOL: u32 = 3;
+
+/// This crate's version, which a client and its server must share: values travel as the
+/// bytes of types both sides must define alike.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// An object's number in its server. 0 is never an object.
 pub(crate) type Id = u64;
@@ -89,7 +93,7 @@ impl Wait {
 pub(crate) enum Request {
     /// The first message on a connection: who the client is (its pid and process tag), and
     /// which protocol it speaks.
-    Hello { protocol: u32, pid: u32, tag: u32 },
+    Hello { protocol: u32, version: String, pid: u32, tag: u32 },
     /// Asks for a shared-memory mailbox on this connection: the server answers `Done`, and
     /// the segment's descriptor follows on the socket (see `channel`).
     Channel,
@@ -118,6 +122,11 @@ pub(crate) enum Request {
     PinMany { ids: Vec<Id> },
     /// Claims pins (a fork child claiming what its parent pinned for it); which succeeded.
     ClaimMany { pins: Vec<(Id, u64)> },
+    /// Shares `value` (a serde value, proxies in it) under `name`, for any client to `Lookup`;
+    /// it replaces what was there.
+    Share { name: String, value: Bytes, holds: Vec<Id> },
+    /// The value shared under `name`: an `Item` whose references the caller's process adopts.
+    Lookup { name: String },
     /// How many objects the server holds (`_number_of_objects()`).
     NumberOfObjects,
     /// Stops the server (`shutdown()`); only the owner sends it.
@@ -242,6 +251,7 @@ pub(crate) enum Op {
 pub(crate) enum Reply {
     Hello {
         protocol: u32,
+        version: String,
         server_pid: u32,
     },
     Created(Id),
