@@ -17,6 +17,8 @@ pub(crate) struct Client {
     authkey: Vec<u8>,
     /// The process these connections belong to.
     pid: u32,
+    /// The server's instance (see `Reply::Hello`); 0 until the first hello tells it.
+    instance: std::sync::atomic::AtomicU64,
     idle: Mutex<Vec<Link>>,
 }
 
@@ -47,6 +49,8 @@ impl Link {
 /// makes its own beside them).
 static CLIENTS: Mutex<Vec<(Address, u32, Weak<Client>)>> = Mutex::new(Vec::new());
 
+use std::sync::atomic::Ordering;
+
 /// Locks the registry (held across a fork, so that the child finds it unlocked).
 pub(crate) fn lock_registry() -> std::sync::MutexGuard<'static, Vec<(Address, u32, Weak<Client>)>> {
     CLIENTS.lock().unwrap_or_else(|e| e.into_inner())
@@ -56,20 +60,43 @@ pub(crate) fn lock_registry() -> std::sync::MutexGuard<'static, Vec<(Address, u3
 const KEEP_IDLE: usize = 8;
 
 impl Client {
-    /// This process's client of the server at `address`, made if there is none.
-    pub(crate) fn for_address(address: &Address, authkey: &[u8]) -> Arc<Client> {
+    /// This process's client of the server `instance` at `address`, made if there is none.
+    pub(crate) fn for_address(address: &Address, authkey: &[u8], instance: u64) -> Arc<Client> {
         let pid = crate::sys::proc::cached_pid() as u32;
         let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
         clients.retain(|(_, _, c)| c.strong_count() > 0);
-        if let Some(client) =
-            clients.iter().find(|(a, p, _)| a == address && *p == pid).and_then(|(_, _, c)| c.upgrade())
-        {
+        let found = clients
+            .iter()
+            .filter(|(a, p, _)| a == address && *p == pid)
+            .filter_map(|(_, _, c)| c.upgrade())
+            .find(|c| c.instance() == instance);
+        if let Some(client) = found {
             return client;
         }
-        let client =
-            Arc::new(Client { address: address.clone(), authkey: authkey.to_vec(), pid, idle: Mutex::new(Vec::new()) });
+        drop(clients);
+        Client::new(address, authkey, instance)
+    }
+
+    /// A new client of the server `instance` at `address` (0: whichever answers first), for
+    /// this process.
+    pub(crate) fn new(address: &Address, authkey: &[u8], instance: u64) -> Arc<Client> {
+        let pid = crate::sys::proc::cached_pid() as u32;
+        let client = Arc::new(Client {
+            address: address.clone(),
+            authkey: authkey.to_vec(),
+            pid,
+            instance: std::sync::atomic::AtomicU64::new(instance),
+            idle: Mutex::new(Vec::new()),
+        });
+        let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|(_, _, c)| c.strong_count() > 0);
         clients.push((address.clone(), pid, Arc::downgrade(&client)));
         client
+    }
+
+    /// The server's instance (0 while not known).
+    pub(crate) fn instance(&self) -> u64 {
+        self.instance.load(Ordering::Relaxed)
     }
 
     pub(crate) fn address(&self) -> &Address {
@@ -135,7 +162,12 @@ impl Client {
         };
         conn.send(&hello).map_err(gone)?;
         match conn.recv::<Reply>().map_err(gone)? {
-            Reply::Hello { protocol: PROTOCOL, ref version, .. } if version == super::wire::VERSION => {
+            Reply::Hello { protocol: PROTOCOL, ref version, instance, .. } if version == super::wire::VERSION => {
+                // Another server now listens where ours did: our proxies mean nothing there.
+                let known = self.instance.compare_exchange(0, instance, Ordering::Relaxed, Ordering::Relaxed);
+                if known.is_err_and(|known| known != instance) {
+                    return Err(Error::ManagerGone);
+                }
                 let channel = self.mailbox(&conn)?;
                 Ok(Link { conn, channel })
             }

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 /// What one server's proxies in this process hold.
 struct Live {
+    /// The server's instance (see `Reply::Hello`): one address may see several servers.
+    instance: u64,
     client: Weak<Client>,
     authkey: Vec<u8>,
     /// References this process holds, per object (one per proxy, cloned proxies sharing one).
@@ -28,15 +30,20 @@ struct Live {
 
 static LIVE: Mutex<Vec<(Address, Live)>> = Mutex::new(Vec::new());
 
+fn same(address: &Address, l: &Live, client_address: &Address, instance: u64) -> bool {
+    address == client_address && l.instance == instance
+}
+
 fn live() -> MutexGuard<'static, Vec<(Address, Live)>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn entry<'a>(live: &'a mut Vec<(Address, Live)>, client: &Arc<Client>) -> &'a mut Live {
-    let at = match live.iter().position(|(a, _)| a == client.address()) {
+    let at = match live.iter().position(|(a, l)| same(a, l, client.address(), client.instance())) {
         Some(at) => at,
         None => {
             let fresh = Live {
+                instance: client.instance(),
                 client: Arc::downgrade(client),
                 authkey: client.authkey().to_vec(),
                 refs: HashMap::new(),
@@ -58,9 +65,9 @@ pub(crate) fn taken(client: &Arc<Client>, id: Id) {
 }
 
 /// A reference of this process's to `id` given back.
-pub(crate) fn given_back(address: &Address, id: Id) {
+pub(crate) fn given_back(client: &Client, id: Id) {
     let mut live = live();
-    if let Some((_, l)) = live.iter_mut().find(|(a, _)| a == address)
+    if let Some((_, l)) = live.iter_mut().find(|(a, l)| same(a, l, client.address(), client.instance()))
         && let Some(n) = l.refs.get_mut(&id)
     {
         *n -= 1;
@@ -71,10 +78,11 @@ pub(crate) fn given_back(address: &Address, id: Id) {
 }
 
 /// In a fork child: takes one of the references claimed at start for an inherited proxy of
-/// `id`; this process's client for `address` if there was one.
-pub(crate) fn adopt(address: &Address, id: Id) -> Option<Arc<Client>> {
+/// `id` of the server `inherited` talks to; this process's client of that server if there
+/// was one.
+pub(crate) fn adopt(inherited: &Client, id: Id) -> Option<Arc<Client>> {
     let mut live = live();
-    let (_, l) = live.iter_mut().find(|(a, _)| a == address)?;
+    let (_, l) = live.iter_mut().find(|(a, l)| same(a, l, inherited.address(), inherited.instance()))?;
     let n = l.unadopted.get_mut(&id)?;
     *n -= 1;
     if *n == 0 {
@@ -87,16 +95,17 @@ pub(crate) fn adopt(address: &Address, id: Id) -> Option<Arc<Client>> {
     client
 }
 
-/// Pins made for a fork child, per server: its address, its authkey, and each pin with the
-/// object it is for.
-type Pins = Vec<(Address, Vec<u8>, Vec<(Id, u64)>)>;
+/// Pins made for a fork child, per server: its address, its authkey, its instance, and each
+/// pin with the object it is for.
+type Pins = Vec<(Address, Vec<u8>, u64, Vec<(Id, u64)>)>;
 
 /// Held across a fork: the pins made for the child, and the registries locked, so that
 /// the child finds them consistent.
 pub(crate) struct ForkGuard {
     live: MutexGuard<'static, Vec<(Address, Live)>>,
     clients: MutexGuard<'static, Vec<(Address, u32, Weak<Client>)>>,
-    /// Per server: its address, authkey, and the pins made, with the object each is for.
+    /// Per server: its address, authkey, instance, and the pins made, with the object each
+    /// is for.
     pins: Pins,
 }
 
@@ -112,7 +121,7 @@ pub(crate) fn before_fork() -> ForkGuard {
         }
         // A server that cannot be reached has nothing to keep for the child either.
         if let Ok(Reply::Pins(made)) = client.call(&Request::PinMany { ids: ids.clone() }) {
-            pins.push((address.clone(), l.authkey.clone(), ids.into_iter().zip(made).collect()));
+            pins.push((address.clone(), l.authkey.clone(), l.instance, ids.into_iter().zip(made).collect()));
         }
     }
     let clients = super::client::lock_registry();
@@ -128,8 +137,8 @@ impl ForkGuard {
         let _ = &self.clients;
         let pins = std::mem::take(&mut self.pins);
         drop(self);
-        for (address, authkey, pins) in pins {
-            let client = Client::for_address(&address, &authkey);
+        for (address, authkey, instance, pins) in pins {
+            let client = Client::for_address(&address, &authkey, instance);
             let Ok(Reply::Claimed(claimed)) = client.call(&Request::ClaimMany { pins: pins.clone() }) else {
                 continue;
             };

@@ -261,12 +261,12 @@ impl ManagerBuilder {
         let mut process = process.with_name(format!("SyncManager-{}", next_number()));
         process.start()?;
         let address = match reader.poll(Some(START_TIMEOUT)) {
-            Ok(true) => reader.recv::<Address>(),
+            Ok(true) => reader.recv::<(Address, u64)>(),
             Ok(false) => Err(Error::Timeout),
             Err(e) => Err(e),
         };
-        let address = match address {
-            Ok(address) => address,
+        let (address, instance) = match address {
+            Ok(told) => told,
             Err(e) => {
                 let _ = process.kill();
                 let _ = process.join();
@@ -279,7 +279,7 @@ impl ManagerBuilder {
                 });
             }
         };
-        let client = Client::for_address(&address, &authkey);
+        let client = Client::new(&address, &authkey, instance);
         Ok(SyncManager { client, process: Mutex::new(Some(process)), owner: Mutex::new(Some(reader)) })
     }
 }
@@ -322,7 +322,7 @@ pub fn manager() -> Result<SyncManager> {
 /// ```
 pub fn connect(address: impl Into<Address>, authkey: &[u8]) -> Result<SyncManager> {
     let address = address.into();
-    let client = Client::for_address(&address, authkey);
+    let client = Client::new(&address, authkey, 0);
     // The first connection now: a wrong key, no server or another version shows here.
     client.check()?;
     Ok(SyncManager { client, process: Mutex::new(None), owner: Mutex::new(None) })

@@ -94,10 +94,10 @@ impl Inner {
         if !client.is_ours() {
             // Inherited through a fork: the reference the child claimed for it at start, or
             // (if that failed) a new one.
-            *client = match super::fork::adopt(client.address(), self.id) {
+            *client = match super::fork::adopt(&client, self.id) {
                 Some(ours) => ours,
                 None => {
-                    let ours = Client::for_address(client.address(), client.authkey());
+                    let ours = Client::for_address(client.address(), client.authkey(), client.instance());
                     ours.call(&Request::IncRef { id: self.id })?;
                     super::fork::taken(&ours, self.id);
                     ours
@@ -118,10 +118,9 @@ impl Drop for Inner {
         let client = self.client.get_mut().unwrap_or_else(|e| e.into_inner());
         // In a fork child that never used it: the reference the child claimed for it, if
         // it claimed one (the parent's own is the parent's to give back).
-        let ours =
-            if client.is_ours() { Some(Arc::clone(client)) } else { super::fork::adopt(client.address(), self.id) };
+        let ours = if client.is_ours() { Some(Arc::clone(client)) } else { super::fork::adopt(client, self.id) };
         if let Some(ours) = ours {
-            super::fork::given_back(ours.address(), self.id);
+            super::fork::given_back(&ours, self.id);
             let _ = ours.call(&Request::DecRef { id: self.id });
         }
     }
@@ -135,6 +134,8 @@ struct Wire {
     /// The pin to claim; 0 inside a value stored in the same server (which holds the
     /// object instead).
     pin: u64,
+    /// The server's instance (see `Reply::Hello`).
+    instance: u64,
     /// The authkey, only in a child's arguments (a child inherits its parent's key anyway;
     /// elsewhere the receiver uses its own, as CPython's proxies do).
     authkey: Option<Vec<u8>>,
@@ -159,13 +160,13 @@ pub(crate) fn serialize<S: Serializer>(inner: &Inner, s: S) -> std::result::Resu
         }
     };
     let authkey = crate::reduction::can_send_fds().then(|| client.authkey().to_vec());
-    Wire { address: client.address().clone(), id: inner.id, pin, authkey }.serialize(s)
+    Wire { address: client.address().clone(), id: inner.id, pin, instance: client.instance(), authkey }.serialize(s)
 }
 
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Arc<Inner>, D::Error> {
     let wire = Wire::deserialize(d)?;
     let authkey = wire.authkey.unwrap_or_else(|| crate::current_process().authkey().to_vec());
-    let client = Client::for_address(&wire.address, &authkey);
+    let client = Client::for_address(&wire.address, &authkey, wire.instance);
     if wire.pin == 0 && adopt_from_item(&wire.address, wire.id) {
         return Ok(Inner::new(wire.id, client));
     }

@@ -199,6 +199,8 @@ pub(crate) struct Server {
     stop: Mutex<Option<Connection>>,
     /// The types its owner registered, by name.
     registry: Vec<Registration>,
+    /// Drawn at start, told in every hello (see `Reply::Hello`).
+    instance: u64,
 }
 
 impl Server {
@@ -426,7 +428,7 @@ impl Server {
 
     /// Serves one connection until it closes.
     fn serve(&self, conn: Connection) {
-        let key = match hello(&conn) {
+        let key = match hello(&conn, self.instance) {
             Ok(key) => key,
             Err(e) => {
                 log::warn!(target: LOG_TARGET, "manager: a client was refused: {e}");
@@ -482,11 +484,16 @@ impl Server {
 }
 
 /// Reads a connection's first message; answers it; the client's session.
-fn hello(conn: &Connection) -> crate::Result<SessionKey> {
+fn hello(conn: &Connection, instance: u64) -> crate::Result<SessionKey> {
     let bytes = conn.recv_bytes()?;
     match crate::reduction::from_bytes_exact::<Request>(&bytes) {
         Ok(Request::Hello { protocol, version, pid, tag }) if protocol == PROTOCOL && version == VERSION => {
-            conn.send(&Reply::Hello { protocol: PROTOCOL, version: VERSION.into(), server_pid: crate::getpid() })?;
+            conn.send(&Reply::Hello {
+                protocol: PROTOCOL,
+                version: VERSION.into(),
+                server_pid: crate::getpid(),
+                instance,
+            })?;
             Ok((pid, tag))
         }
         Ok(Request::Hello { protocol, version, .. }) => {
@@ -515,9 +522,16 @@ pub(crate) fn main(
         None => Listener::new(Some(&authkey))?,
     };
     let (stop_reader, stop_writer) = crate::pipe()?;
-    let server =
-        Arc::new(Server { table: Mutex::new(Table::default()), stop: Mutex::new(Some(stop_writer)), registry });
-    owner.send(listener.address())?;
+    let mut drawn = [0u8; 8];
+    crate::sys::proc::random_bytes(&mut drawn)?;
+    let instance = u64::from_le_bytes(drawn).max(1);
+    let server = Arc::new(Server {
+        table: Mutex::new(Table::default()),
+        stop: Mutex::new(Some(stop_writer)),
+        registry,
+        instance,
+    });
+    owner.send(&(listener.address(), instance))?;
     let parent = crate::parent_process();
     loop {
         // The owner stops its server through the pipe: no connection to make first.

@@ -253,6 +253,9 @@ pub(crate) enum Reply {
         protocol: u32,
         version: String,
         server_pid: u32,
+        /// A number the server drew at start: a client that finds another number at the
+        /// same address is talking to a new server, where its old proxies mean nothing.
+        instance: u64,
     },
     Created(Id),
     Done,
