@@ -49,6 +49,7 @@ mod proxy;
 mod queue;
 mod server;
 mod set;
+mod smm;
 mod sync;
 mod value;
 mod wire;
@@ -64,6 +65,7 @@ pub use locks::{
 pub use namespace::Namespace;
 pub use queue::{JoinableQueueProxy, QueueProxy};
 pub use set::SetProxy;
+pub use smm::SharedMemoryManager;
 pub use value::ValueProxy;
 
 use crate::connection::Address;

@@ -40,6 +40,8 @@ struct Entry {
 struct Table {
     /// Values shared by name, with the objects they hold.
     names: HashMap<String, (Bytes, Vec<Id>)>,
+    /// Shared-memory segments to unlink when the server stops (a `SharedMemoryManager`'s).
+    segments: Vec<String>,
     next_id: Id,
     next_pin: u64,
     objects: HashMap<Id, Entry>,
@@ -398,6 +400,16 @@ impl Server {
                 }
                 Ok(Reply::Item { value, adopted: holds })
             }
+            Request::TrackSegment { name } => {
+                crate::shared_memory::check_name(&name)
+                    .map_err(|e| Remote::new(RemoteKind::BadRequest, e.to_string()))?;
+                let mut table = self.table();
+                if table.segments.len() >= MAX_BATCH {
+                    return Err(Remote::new(RemoteKind::BadRequest, "too many segments tracked"));
+                }
+                table.segments.push(name);
+                Ok(Reply::Done)
+            }
             Request::NumberOfObjects => Ok(Reply::Count(self.table().objects.len() as u64)),
             Request::Shutdown => {
                 // Only the process that started the server may stop it.
@@ -517,6 +529,9 @@ pub(crate) fn main(
     registry: Vec<Registration>,
     address: Option<crate::Address>,
 ) -> crate::Result<()> {
+    // A Ctrl-C in a terminal reaches the whole process group: the owner decides what it
+    // means, and the server goes on serving until told to stop (CPython's ignores it too).
+    crate::sys::proc::ignore_interrupts();
     let listener = match address {
         Some(address) => Listener::bind(address, Some(&authkey))?,
         None => Listener::new(Some(&authkey))?,
@@ -563,8 +578,14 @@ pub(crate) fn main(
             Err(e) => log::warn!(target: LOG_TARGET, "manager: accept failed: {e}"),
         }
     }
-    // The listener's socket file goes with it; the objects go with the process.
+    // The listener's socket file goes with it; the objects go with the process; the
+    // segments made through it (a SharedMemoryManager's) are unlinked.
     drop(listener);
+    for name in std::mem::take(&mut server.table().segments) {
+        if let Err(e) = crate::shared_memory::unlink_name(&name) {
+            log::debug!(target: LOG_TARGET, "manager: segment {name:?} not unlinked: {e}");
+        }
+    }
     Ok(())
 }
 

@@ -127,6 +127,9 @@ pub(crate) enum Request {
     Share { name: String, value: Bytes, holds: Vec<Id> },
     /// The value shared under `name`: an `Item` whose references the caller's process adopts.
     Lookup { name: String },
+    /// A shared-memory segment made for a `SharedMemoryManager`: the server unlinks it when it
+    /// stops, also when its owner was killed.
+    TrackSegment { name: String },
     /// How many objects the server holds (`_number_of_objects()`).
     NumberOfObjects,
     /// Stops the server (`shutdown()`); only the owner sends it.

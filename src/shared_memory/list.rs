@@ -306,7 +306,13 @@ impl ShareableList {
         I: IntoIterator,
         I::Item: Into<Item>,
     {
-        ShareableList::make(None, items.into_iter().map(Into::into).collect())
+        ShareableList::make(None, items.into_iter().map(Into::into).collect(), true)
+    }
+
+    /// A new list in a segment this process's resource tracker does not know: a
+    /// `SharedMemoryManager` answers for it.
+    pub(crate) fn new_untracked(items: Vec<Item>) -> Result<ShareableList> {
+        ShareableList::make(None, items, false)
     }
 
     /// A new list holding `items`, in a new segment named `name` (Python's
@@ -326,7 +332,7 @@ impl ShareableList {
         I: IntoIterator,
         I::Item: Into<Item>,
     {
-        ShareableList::make(Some(name), items.into_iter().map(Into::into).collect())
+        ShareableList::make(Some(name), items.into_iter().map(Into::into).collect(), true)
     }
 
     /// Attaches to the list in the segment `name` (Python's `ShareableList(name=name)`).
@@ -347,7 +353,7 @@ impl ShareableList {
         ShareableList::attach(SharedMemory::open(name)?)
     }
 
-    fn make(name: Option<&str>, items: Vec<Item>) -> Result<ShareableList> {
+    fn make(name: Option<&str>, items: Vec<Item>, track: bool) -> Result<ShareableList> {
         let too_large = || Error::InvalidArgument("the list is too large".into());
         let mut offset = items.len().checked_mul(SLOT).and_then(|t| t.checked_add(TABLE_AT)).ok_or_else(too_large)?;
         let mut slots = Vec::with_capacity(items.len());
@@ -356,9 +362,10 @@ impl ShareableList {
             slots.push(Slot { offset, capacity });
             offset = offset.checked_add(capacity).ok_or_else(too_large)?;
         }
+        let builder = SharedMemory::builder().track(track);
         let shm = match name {
-            Some(name) => SharedMemory::create_named(name, offset)?,
-            None => SharedMemory::create(offset)?,
+            Some(name) => builder.create_named(name, offset)?,
+            None => builder.create(offset)?,
         };
         let list = ShareableList { shm, slots: slots.into() };
         if let Err(e) = list.fill(&items) {

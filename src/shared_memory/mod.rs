@@ -684,8 +684,14 @@ fn check_size(size: usize) -> Result<()> {
     Ok(())
 }
 
+/// Unlinks the segment `name` (for a `SharedMemoryManager`'s server, which did not make it).
+pub(crate) fn unlink_name(name: &str) -> Result<()> {
+    let bare = check_name(name)?;
+    shm::shm_unlink(&path_of(bare)?).map_err(|e| open_error(e, bare))
+}
+
 /// The name without its leading `/`, if it is one `shm_open` takes for a file of `/dev/shm`.
-fn check_name(name: &str) -> Result<&str> {
+pub(crate) fn check_name(name: &str) -> Result<&str> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let bad = |why: &str| Err(Error::InvalidArgument(format!("shared memory name {name:?}: {why}")));
     if bare.contains('\0') {

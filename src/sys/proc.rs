@@ -217,6 +217,11 @@ pub(crate) fn exe_identity() -> io::Result<(u64, u64)> {
     Ok(*EXE.get_or_init(|| (meta.dev(), meta.ino())))
 }
 
+/// Ignores SIGINT (a Ctrl-C sent to the whole process group), for a server its owner stops.
+pub(crate) fn ignore_interrupts() {
+    ignore_signal(libc::SIGINT);
+}
+
 /// Sets `signal` to be ignored.
 pub(crate) fn ignore_signal(signal: libc::c_int) {
     // SAFETY: installing SIG_IGN has no handler code to be unsound.
