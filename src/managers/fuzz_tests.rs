@@ -133,7 +133,26 @@ fn raw(address: &crate::Address) -> Connection {
 
 #[test]
 fn malformed_requests_get_errors_and_the_server_serves_on() {
+    let local = super::SyncManager::builder().start_method(StartMethod::Fork).start().unwrap();
+    fuzz(local);
+    // A remote manager, over TCP: the same requests, through the Listener's handshake.
+    let remote = super::SyncManager::builder().start_method(StartMethod::Fork).address(([127, 0, 0, 1], 0)).start();
+    fuzz(remote.unwrap());
+}
+
+/// A hello from another version of the crate is refused, saying so.
+#[test]
+fn another_version_is_refused_at_the_hello() {
     let mgr = super::SyncManager::builder().start_method(StartMethod::Fork).start().unwrap();
+    let conn = crate::Client::connect(mgr.address().clone(), Some(crate::current_process().authkey())).unwrap();
+    conn.send(&Request::Hello { protocol: super::wire::PROTOCOL, version: "0.0.1".into(), pid: 1, tag: 1 }).unwrap();
+    match conn.recv::<Reply>().unwrap() {
+        Reply::Error(e) => assert!(e.message.contains("0.0.1") && e.message.contains(super::wire::VERSION), "{e:?}"),
+        other => panic!("a hello of another version was answered {other:?}"),
+    }
+}
+
+fn fuzz(mgr: super::SyncManager) {
     let good = mgr.dict::<u32, u32>().unwrap();
     // Objects of every kind for the fuzzer's calls to find (ids 2 to 11).
     let _kept = (
