@@ -25,6 +25,13 @@
 //! # Ok::<(), multiprocess::Error>(())
 //! ```
 //!
+//! A manager may also listen on a TCP address (or a unix path) with an authkey
+//! ([`ManagerBuilder::address`], [`ManagerBuilder::authkey`]) and [`share`](SyncManager::share)
+//! objects under names that clients on any host reach with [`connect`] and
+//! [`get`](SyncManager::get) (CPython's remote managers); hold your own types through an
+//! [`Interface`] ([`ManagerBuilder::register`], [`SyncManager::create`]); and answer for
+//! shared-memory segments ([`SharedMemoryManager`]).
+//!
 //! Values are serde values, stored in the server as their postcard bytes: the server never
 //! decodes them, so nothing a client sends can make it run code (CPython's unpickles), and
 //! keys and members compare by their bytes (equal values encode equally). The server counts
