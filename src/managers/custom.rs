@@ -122,8 +122,26 @@ pub fn no_such_method<I: Interface + ?Sized>(method: u32) -> Error {
 /// as every proxy does).
 ///
 /// ```
-/// // See `Interface` for a proxy built on a Handle.
-/// fn takes(h: multiprocess::managers::Handle) -> multiprocess::managers::Handle { h.clone() }
+/// # use multiprocess::managers::{Handle, Interface};
+/// # pub struct Total(i64);
+/// # #[derive(Clone)] pub struct TotalProxy(Handle);
+/// # impl From<Handle> for TotalProxy { fn from(h: Handle) -> Self { TotalProxy(h) } }
+/// # impl Interface for Total {
+/// #     const NAME: &'static str = "Total"; const DIGEST: u64 = 7;
+/// #     type Object = Total; type Proxy = TotalProxy;
+/// #     fn dispatch(t: &mut Total, m: u32, args: &[u8]) -> multiprocess::Result<Vec<u8>> {
+/// #         let (by,): (i64,) = multiprocess::managers::decode_args(args)?;
+/// #         match m { 0 => { t.0 += by; multiprocess::managers::encode_result(&t.0) } _ => Err(multiprocess::managers::no_such_method::<Total>(m)) }
+/// #     }
+/// # }
+/// # fn zero(_: ()) -> Total { Total(0) }
+/// let m = multiprocess::managers::SyncManager::builder().register::<Total, _, _>("Total", zero).start()?;
+/// let total: TotalProxy = m.create::<Total, _>("Total", ())?;
+/// let handle: Handle = total.0.clone(); // a second proxy of the same object
+/// let _: i64 = handle.call(0, &(1i64,))?;
+/// let now: i64 = total.0.call(0, &(1i64,))?;
+/// assert_eq!(now, 2);
+/// # Ok::<(), multiprocess::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Handle {
@@ -139,7 +157,24 @@ impl Handle {
     /// the server is `Error::Remote { kind: "Panic", .. }`, and the object stays usable.
     ///
     /// ```
-    /// // See `Interface`: `self.0.call(0, &(by,))`.
+    /// # use multiprocess::managers::{Handle, Interface};
+    /// # pub struct Total(i64);
+    /// # #[derive(Clone)] pub struct TotalProxy(Handle);
+    /// # impl From<Handle> for TotalProxy { fn from(h: Handle) -> Self { TotalProxy(h) } }
+    /// # impl Interface for Total {
+    /// #     const NAME: &'static str = "Total"; const DIGEST: u64 = 7;
+    /// #     type Object = Total; type Proxy = TotalProxy;
+    /// #     fn dispatch(t: &mut Total, m: u32, args: &[u8]) -> multiprocess::Result<Vec<u8>> {
+    /// #         let (by,): (i64,) = multiprocess::managers::decode_args(args)?;
+    /// #         match m { 0 => { t.0 += by; multiprocess::managers::encode_result(&t.0) } _ => Err(multiprocess::managers::no_such_method::<Total>(m)) }
+    /// #     }
+    /// # }
+    /// # fn zero(_: ()) -> Total { Total(0) }
+    /// let m = multiprocess::managers::SyncManager::builder().register::<Total, _, _>("Total", zero).start()?;
+    /// let total: TotalProxy = m.create::<Total, _>("Total", ())?;
+    /// let now: i64 = total.0.call(0, &(5i64,))?; // what a generated method does
+    /// assert_eq!(now, 5);
+    /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn call<A: Serialize, R: DeserializeOwned>(&self, method: u32, args: &A) -> Result<R> {
         let client = self.inner.client()?;

@@ -197,7 +197,6 @@ impl ManagerBuilder {
     /// in the server by its place in the binary, under every start method.
     ///
     /// ```
-    /// // See `Interface` for a whole example.
     /// # use multiprocess::managers::{Handle, Interface};
     /// # struct C; #[derive(Clone)] struct P(Handle);
     /// # impl From<Handle> for P { fn from(h: Handle) -> P { P(h) } }
@@ -485,7 +484,23 @@ impl SyncManager {
     /// another definition, is [`Error::Remote`].
     ///
     /// ```
-    /// // See `Interface` for a whole example.
+    /// # use multiprocess::managers::{Handle, Interface};
+    /// # pub struct Total(i64);
+    /// # #[derive(Clone)] pub struct TotalProxy(Handle);
+    /// # impl From<Handle> for TotalProxy { fn from(h: Handle) -> Self { TotalProxy(h) } }
+    /// # impl Interface for Total {
+    /// #     const NAME: &'static str = "Total"; const DIGEST: u64 = 7;
+    /// #     type Object = Total; type Proxy = TotalProxy;
+    /// #     fn dispatch(t: &mut Total, m: u32, args: &[u8]) -> multiprocess::Result<Vec<u8>> {
+    /// #         let (by,): (i64,) = multiprocess::managers::decode_args(args)?;
+    /// #         match m { 0 => { t.0 += by; multiprocess::managers::encode_result(&t.0) } _ => Err(multiprocess::managers::no_such_method::<Total>(m)) }
+    /// #     }
+    /// # }
+    /// # fn zero(_: ()) -> Total { Total(0) }
+    /// let m = multiprocess::managers::SyncManager::builder().register::<Total, _, _>("Total", zero).start()?;
+    /// let total: TotalProxy = m.create::<Total, _>("Total", ())?;
+    /// assert!(m.create::<Total, _>("Other", ()).is_err());
+    /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn create<I, A>(&self, name: &str, args: A) -> Result<I::Proxy>
     where
