@@ -22,6 +22,10 @@ The harness (bench/src/main.rs) runs this once per round and cell:
                             [--cpu P --child-cpu C]
     python3 cpython_side.py managers_proxy {dict|queue|lock} ITERATIONS [--warmup W]
                             [--cpu CLIENT_CPU --child-cpu SERVER_CPU]
+    python3 cpython_side.py managers_remote put_get ITERATIONS [--warmup W]
+                            [--cpu CLIENT_CPU --child-cpu SERVER_CPU]
+    python3 cpython_side.py managers_remote 4_clients PER_CLIENT [--warmup W] [--clients K]
+                            [--cpu CPU --child-cpu CPU]
 
 and reads one line of JSON from stdout: {"value": <value>, "unit": ..., ...}, the value in
 the row's unit: microseconds per process or round trip, nanoseconds per acquire + release,
@@ -34,6 +38,9 @@ together), and for bytes the payload's GB/s beside it (gbps). pool_startup_shutd
 per Pool(2) started, closed and joined; pool_map tasks per second; pool_apply us per apply;
 managers_start_shutdown ms per Manager() started and shut down; managers_proxy us per pair of
 proxy calls (d[k] = v; d[k], or q.put(x); q.get(), or l.acquire(); l.release()).
+managers_remote serves a queue from a BaseManager on ('127.0.0.1', 0) with an authkey, to
+clients that connect() by address and key: us per q.put(x); q.get() pair (put_get), or items
+per second got by this process while K client processes put (4_clients).
 Times are taken with time.perf_counter around the measured loop only: interpreter start-up,
 imports and warm-up (which starts the fork server) are excluded.
 """
@@ -622,6 +629,138 @@ def managers_proxy(kind, iterations, warmup, cpu, child_cpu):
     return elapsed / iterations * 1e6, "forkserver", "us"
 
 
+# managers_remote: the remote queue of the multiprocessing.managers documentation. The
+# registry is pickled for a forkserver server process, so the callable and the class are
+# module-level (the server re-imports this script, and makes its own queue there).
+
+REMOTE_AUTHKEY = b"multiprocess-bench"
+_remote_queue_obj = None
+
+
+def _remote_queue():
+    """The served queue (`callable=lambda: queue` in the documentation)."""
+    global _remote_queue_obj
+    if _remote_queue_obj is None:
+        import queue
+
+        _remote_queue_obj = queue.Queue()
+    return _remote_queue_obj
+
+
+from multiprocessing.managers import BaseManager  # noqa: E402
+
+
+class QueueManager(BaseManager):
+    pass
+
+
+QueueManager.register("get_queue", callable=_remote_queue)
+
+SEQ_BITS = 40
+
+
+def _remote_client(address):
+    """A client that knows only the address and the key."""
+    m = QueueManager(address=address, authkey=REMOTE_AUTHKEY)
+    m.connect()
+    return m, m.get_queue()
+
+
+def remote_putter(address, index, warmup, n, ready, go, cpu):
+    _pin(cpu)
+    _m, q = _remote_client(address)
+    put = q.put
+    base = index << SEQ_BITS
+    for i in range(warmup):
+        put(base | i)
+    ready.release()
+    go.wait()
+    for i in range(warmup, warmup + n):
+        put(base | i)
+
+
+def managers_remote(kind, iterations, warmup, clients, cpu, child_cpu):
+    """A QueueManager (forkserver) serving a queue on ('127.0.0.1', 0), started before the
+    clock; this process connects by address and key. put_get: pairs q.put(i); q.get(),
+    checked, us per pair; pinned: this process to `cpu`, every thread of the server to
+    `child_cpu`, after the start and again once the proxy's connection exists. 4_clients:
+    `clients` children (fork) connect and put `warmup` items, wait for the start, put
+    `iterations` more, while this process gets them all, each client's in order: items per
+    second from the start to the last get; pinned: everything to `cpu`."""
+    _pin(cpu)
+    ctx = multiprocessing.get_context("forkserver")
+    m = QueueManager(address=("127.0.0.1", 0), authkey=REMOTE_AUTHKEY, ctx=ctx)
+    m.start()
+    procs = []
+    try:
+        pid = m._process.pid
+        server_cpus = {child_cpu} if child_cpu is not None else os.sched_getaffinity(0)
+        _pin_process(pid, server_cpus)
+        _client, q = _remote_client(m.address)
+        if kind == "put_get":
+            def op(i):
+                q.put(i)
+                if q.get() != i:
+                    raise SystemExit("the queue gave back a wrong item")
+
+            half = warmup // 2
+            for i in range(half):
+                op(i)
+            _pin_process(pid, server_cpus)
+            for i in range(half, warmup):
+                op(i)
+            t0 = time.perf_counter()
+            for i in range(iterations):
+                op(i)
+            value = (time.perf_counter() - t0) / iterations * 1e6
+            unit = "us"
+        else:
+            fork = multiprocessing.get_context("fork")  # how the clients start is not measured
+            ready, go = fork.Semaphore(0), fork.Event()
+            procs = [
+                fork.Process(target=remote_putter, args=(m.address, k, warmup, iterations, ready, go, child_cpu))
+                for k in range(clients)
+            ]
+            for p in procs:
+                p.start()
+            nxt = [0] * clients
+            get = q.get
+            mask = (1 << SEQ_BITS) - 1
+
+            def take(count):
+                for _ in range(count):
+                    v = get()
+                    c = v >> SEQ_BITS
+                    if v & mask != nxt[c]:
+                        raise SystemExit(f"item {v:#x} came out of order")
+                    nxt[c] += 1
+
+            take(clients * warmup)
+            for _ in range(clients):
+                ready.acquire()
+            _pin_process(pid, server_cpus)
+            t0 = time.perf_counter()
+            go.set()
+            take(clients * iterations)
+            value = clients * iterations / (time.perf_counter() - t0)
+            unit = "items/s"
+            for p in procs:
+                p.join()
+                if p.exitcode != 0:
+                    raise SystemExit(f"a client exited with {p.exitcode}")
+            if nxt != [warmup + iterations] * clients:
+                raise SystemExit(f"items per client {nxt}, expected {warmup + iterations} each")
+        if q.qsize() != 0:
+            raise SystemExit("items left in the queue")
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        m.shutdown()
+    return value, "forkserver", unit
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload")
@@ -635,6 +774,7 @@ def main():
     parser.add_argument("--size", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--chunksize", type=int)
+    parser.add_argument("--clients", type=int, default=4)
     a = parser.parse_args()
 
     out = {"python": platform.python_version(), "implementation": platform.python_implementation()}
@@ -705,6 +845,12 @@ def main():
         if a.variant not in ("dict", "queue", "lock"):
             parser.error("managers_proxy takes dict, queue or lock")
         value, method, unit = managers_proxy(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "managers_remote":
+        if a.variant not in ("put_get", "4_clients"):
+            parser.error("managers_remote takes put_get or 4_clients")
+        if a.clients < 1:
+            parser.error("--clients must be positive")
+        value, method, unit = managers_remote(a.variant, a.iterations, a.warmup, a.clients, a.cpu, a.child_cpu)
     else:
         parser.error(f"unknown workload {a.workload!r}")
     out.update(value=value, unit=unit, iterations=a.iterations, start_method=method, **phases)

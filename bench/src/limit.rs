@@ -199,6 +199,24 @@ pub enum Channel {
     /// One `AF_UNIX` stream socket pair, what a duplex `multiprocess::pipe()` and CPython's
     /// `Pipe()` use.
     SocketPair,
+    /// One TCP connection over the loopback interface (127.0.0.1), `TCP_NODELAY` on both
+    /// ends: what a remote manager's clients use.
+    TcpLoopback,
+}
+
+/// A connected TCP pair over 127.0.0.1 (listener on a free port, connect, accept, the
+/// listener closed), `TCP_NODELAY` on both ends, close-on-exec: the two raw descriptors.
+fn tcp_loopback_pair() -> Result<(libc::c_int, libc::c_int), String> {
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    use std::os::fd::IntoRawFd;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+    let a = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    let (b, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+    for s in [&a, &b] {
+        s.set_nodelay(true).map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    }
+    Ok((a.into_raw_fd(), b.into_raw_fd()))
 }
 
 /// Reads exactly 4 bytes; async-signal-safe. False on error or end of file.
@@ -217,7 +235,8 @@ fn read4(fd: libc::c_int, buf: &mut [u8; 4]) -> bool {
 
 /// Writes 4 bytes; async-signal-safe. False on error.
 fn write4(fd: libc::c_int, buf: &[u8; 4]) -> bool {
-    // SAFETY: reads 4 bytes from `buf`. A pipe write of at most PIPE_BUF bytes is atomic.
+    // SAFETY: reads 4 bytes from `buf`. A pipe write of at most PIPE_BUF bytes is atomic, and
+    // so in practice is a 4-byte write to a stream socket with room in its buffer.
     unsafe { libc::write(fd, buf.as_ptr().cast(), 4) == 4 }
 }
 
@@ -249,6 +268,10 @@ pub fn pingpong(channel: Channel, warmup: u32, n: u32, placement: Option<pin::Pl
                 return Err(os_err("socketpair"));
             }
             (sv[0], sv[0], sv[1], sv[1])
+        }
+        Channel::TcpLoopback => {
+            let (a, b) = tcp_loopback_pair()?;
+            (a, a, b, b)
         }
     };
     let child_set = placement.map(|p| pin::single_cpu_set(p.child));

@@ -86,16 +86,16 @@ fn find_forkserver() -> Option<i32> {
 }
 
 /// The CPUs the server's threads get: the row's CPU, or every CPU this process may use.
-fn server_cpus(placement: Option<Placement>, allowed: &[usize]) -> Vec<usize> {
+pub(super) fn server_cpus(placement: Option<Placement>, allowed: &[usize]) -> Vec<usize> {
     placement.map_or_else(|| allowed.to_vec(), |p| vec![p.child])
 }
 
-fn place_server(m: &SyncManager, cpus: &[usize]) -> Result<(), String> {
+pub(super) fn place_server(m: &SyncManager, cpus: &[usize]) -> Result<(), String> {
     let pid = m.pid().ok_or("the manager's server has no pid")? as i32;
     set_process_affinity(pid, &crate::pin::cpu_set(cpus)).map(drop).map_err(|e| format!("pin the server {pid}: {e}"))
 }
 
-fn placement_id(placement: Option<Placement>) -> &'static str {
+pub(super) fn placement_id(placement: Option<Placement>) -> &'static str {
     match placement {
         None => "unpinned",
         Some(p) if p.same_core() => "same-core",
@@ -345,7 +345,7 @@ fn trips_limit(socket: bool, warmup: u32, n: u32, placement: Option<Placement>) 
     Ok(per_trip * f64::from(TRIPS))
 }
 
-fn where_text(placement: Option<Placement>) -> String {
+pub(super) fn where_text(placement: Option<Placement>) -> String {
     match placement {
         None => "unpinned".into(),
         Some(p) if p.same_core() => format!("client and server pinned to CPU {}", p.parent),

@@ -8,6 +8,7 @@ pub mod array_fill_sum;
 pub mod lock_contended;
 pub mod lock_uncontended;
 pub mod managers;
+pub mod managers_remote;
 mod partner;
 mod phases;
 pub mod pipe_pingpong;
@@ -212,6 +213,7 @@ pub const NAMES: &[&str] = &[
     managers::QUEUE,
     managers::LOCK,
     managers::SOCKET,
+    managers_remote::NAME,
 ];
 
 /// Every row of every workload, in table order.
@@ -227,5 +229,6 @@ pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.extend(queues::rows(cfg));
     rows.extend(pools::rows(cfg)?);
     rows.extend(managers::rows(cfg));
+    rows.extend(managers_remote::rows(cfg));
     Ok(rows)
 }

@@ -111,6 +111,7 @@ fn raw(channel: Channel, warmup: u32, n: u32, placement: Placement) -> Side {
     let label = match channel {
         Channel::Pipe => "raw pipe(2) ×2, read/write 4 bytes",
         Channel::SocketPair => "raw socketpair, read/write 4 bytes",
+        Channel::TcpLoopback => "raw TCP over 127.0.0.1, read/write 4 bytes",
     };
     Side { label: label.into(), measure: Box::new(move || limit::pingpong(channel, warmup, n, Some(placement))) }
 }
