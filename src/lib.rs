@@ -85,9 +85,13 @@ pub use process::{
     getpid, getppid, parent_process, process_cpu_count,
 };
 pub use queues::{JoinableQueue, PutError, Queue, SimpleQueue};
-/// serde, for the code `#[managed]` writes (a user's crate need not depend on serde itself).
+/// What the code `#[managed]` writes needs (a user's crate need not depend on serde itself).
+/// Only these names: re-exporting all of serde would make the compiler spell `Option` and
+/// `Result` by their full paths in every error message of a crate that uses this one.
 #[doc(hidden)]
-pub use serde as __serde;
+pub mod __private {
+    pub use serde::{Deserialize, Deserializer, Serialize, Serializer};
+}
 pub use shared_memory::{ShareableList, SharedMemory};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};
 pub use synchronize::{
