@@ -85,13 +85,6 @@ pub use process::{
     getpid, getppid, parent_process, process_cpu_count,
 };
 pub use queues::{JoinableQueue, PutError, Queue, SimpleQueue};
-/// What the code `#[managed]` writes needs (a user's crate need not depend on serde itself).
-/// Only these names: re-exporting all of serde would make the compiler spell `Option` and
-/// `Result` by their full paths in every error message of a crate that uses this one.
-#[doc(hidden)]
-pub mod __private {
-    pub use serde::{Deserialize, Deserializer, Serialize, Serializer};
-}
 pub use shared_memory::{ShareableList, SharedMemory};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};
 pub use synchronize::{
@@ -120,7 +113,13 @@ pub fn init() {
 
 #[doc(hidden)]
 pub mod __private {
-    //! For this crate's own tests; not part of the API.
+    //! For this crate's own tests, and for the code `#[managed]` writes; not part of the API.
+
+    /// serde's traits, for the proxies `#[managed]` writes (a user's crate need not depend on
+    /// serde itself). Only these: re-exporting all of serde would make the compiler spell
+    /// `Option` and `Result` by their full paths in the error messages of every crate that
+    /// uses this one.
+    pub use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     /// The descriptors this process has open.
     pub fn open_fds() -> std::io::Result<Vec<std::os::fd::RawFd>> {
