@@ -77,6 +77,55 @@ pub use connection::{Address, Client, Connection, Listener, pipe, pipe_simplex};
 pub use context::{Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method};
 pub use error::{Error, Result};
 pub use managers::{SyncManager, manager};
+/// Shares your own type through a manager: on a trait, writes its proxy (`TraitProxy`) and
+/// `impl Interface for dyn Trait` (see [`managers::Interface`]). Register a factory that
+/// returns `Box<dyn Trait + Send>`; [`SyncManager::create`] gives a proxy, whose methods are
+/// the trait's, taking `&self` and returning [`Result`]: each call runs in the server. A proxy
+/// travels to children as every proxy does.
+///
+/// Arguments and results travel between processes, so they must be serde types (`cargo check`
+/// names the method when one is not); a method takes `&self` or `&mut self` and owned
+/// arguments (`String`, not `&str`), and is not generic or `async`.
+///
+/// ```
+/// use multiprocess::managers::SyncManager;
+/// use multiprocess::Process;
+///
+/// #[multiprocess::managed]
+/// pub trait Counter {
+///     fn increment(&mut self, by: i64) -> i64;
+///     fn get(&self) -> i64;
+/// }
+///
+/// struct Local(i64);
+///
+/// impl Counter for Local {
+///     fn increment(&mut self, by: i64) -> i64 {
+///         self.0 += by;
+///         self.0
+///     }
+///     fn get(&self) -> i64 {
+///         self.0
+///     }
+/// }
+///
+/// fn new_counter(start: i64) -> Box<dyn Counter + Send> {
+///     Box::new(Local(start))
+/// }
+///
+/// fn child(c: CounterProxy) -> multiprocess::Result<()> {
+///     c.increment(1).map(drop)
+/// }
+///
+/// let m = SyncManager::builder().register::<dyn Counter, _, _>("Counter", new_counter).start()?;
+/// let c: CounterProxy = m.create::<dyn Counter, _>("Counter", 10)?;
+/// assert_eq!(c.increment(5)?, 15);
+/// let mut p = Process::new(child, (c.clone(),));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(c.get()?, 16);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
 pub use multiprocess_macros::managed;
 
 pub use pool::{AsyncResult, Imap, ImapUnordered, MapResult, Pool, PoolBuilder, Task};
@@ -85,6 +134,15 @@ pub use process::{
     getpid, getppid, parent_process, process_cpu_count,
 };
 pub use queues::{JoinableQueue, PutError, Queue, SimpleQueue};
+
+/// The serde items the code `#[managed]` writes needs, for crates that do not depend on serde
+/// themselves. Only these: re-exporting all of serde would make the compiler spell `Option`
+/// and `Result` by their full paths in the error messages of every crate that uses this one.
+#[doc(hidden)]
+pub mod __serde {
+    pub use serde::de::DeserializeOwned;
+    pub use serde::{Deserialize, Deserializer, Serialize, Serializer};
+}
 pub use shared_memory::{ShareableList, SharedMemory};
 pub use sharedctypes::{Array, RawArray, RawValue, Value};
 pub use synchronize::{
@@ -113,13 +171,7 @@ pub fn init() {
 
 #[doc(hidden)]
 pub mod __private {
-    //! For this crate's own tests, and for the code `#[managed]` writes; not part of the API.
-
-    /// serde's traits, for the proxies `#[managed]` writes (a user's crate need not depend on
-    /// serde itself). Only these: re-exporting all of serde would make the compiler spell
-    /// `Option` and `Result` by their full paths in the error messages of every crate that
-    /// uses this one.
-    pub use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    //! For this crate's own tests; not part of the API.
 
     /// The descriptors this process has open.
     pub fn open_fds() -> std::io::Result<Vec<std::os::fd::RawFd>> {

@@ -305,3 +305,47 @@ fn managed_awkward_names() {
     assert_eq!(a.pair((2, 3), 1).unwrap(), 7);
     assert_eq!(<dyn Awkward as managers::Interface>::NAME, "Awkward");
 }
+
+/// MGR-09's generator: a registered type whose `next` method a client calls until `None`,
+/// as CPython's `IteratorProxy` calls `__next__` in the server.
+#[multiprocess::managed]
+pub trait Squares {
+    fn next(&mut self) -> Option<u64>;
+}
+
+struct SquaresBelow {
+    i: u64,
+    end: u64,
+}
+
+impl Squares for SquaresBelow {
+    fn next(&mut self) -> Option<u64> {
+        (self.i < self.end).then(|| {
+            self.i += 1;
+            (self.i - 1) * (self.i - 1)
+        })
+    }
+}
+
+fn squares_below(end: u64) -> Box<dyn Squares + Send> {
+    Box::new(SquaresBelow { i: 0, end })
+}
+
+start_methods! {
+    /// MGR-09: `list(baz) == [i*i for i in range(10)]`, through a proxy turned into an iterator
+    /// with `std::iter::from_fn`, in the parent and in a child.
+    fn mgr_09_generator_as_an_iterator(m) {
+        fn child(baz: SquaresProxy) -> Result<()> {
+            let rest: Vec<u64> = std::iter::from_fn(|| baz.next().transpose()).collect::<Result<_>>()?;
+            assert_eq!(rest, (5..10u64).map(|i| i * i).collect::<Vec<_>>());
+            Ok(())
+        }
+        let mgr = SyncManager::builder().start_method(m).register::<dyn Squares, _, _>("baz", squares_below).start().unwrap();
+        let baz: SquaresProxy = mgr.create::<dyn Squares, _>("baz", 10u64).unwrap();
+        let first: Vec<u64> = std::iter::from_fn(|| baz.next().transpose()).take(5).collect::<Result<_>>().unwrap();
+        assert_eq!(first, vec![0, 1, 4, 9, 16]);
+        let mut p = common::start(m, child, (baz.clone(),));
+        common::join_ok(&mut p);
+        assert_eq!(baz.next().unwrap(), None, "the child took the rest");
+    }
+}
