@@ -335,17 +335,17 @@ start_methods! {
     /// MGR-09: `list(baz) == [i*i for i in range(10)]`, through a proxy turned into an iterator
     /// with `std::iter::from_fn`, in the parent and in a child.
     fn mgr_09_generator_as_an_iterator(m) {
-        fn child(baz: SquaresProxy) -> Result<()> {
-            let rest: Vec<u64> = std::iter::from_fn(|| baz.next().transpose()).collect::<Result<_>>()?;
+        fn child(squares: SquaresProxy) -> Result<()> {
+            let rest: Vec<u64> = std::iter::from_fn(|| squares.next().transpose()).collect::<Result<_>>()?;
             assert_eq!(rest, (5..10u64).map(|i| i * i).collect::<Vec<_>>());
             Ok(())
         }
         let mgr = SyncManager::builder().start_method(m).register::<dyn Squares, _, _>("baz", squares_below).start().unwrap();
-        let baz: SquaresProxy = mgr.create::<dyn Squares, _>("baz", 10u64).unwrap();
-        let first: Vec<u64> = std::iter::from_fn(|| baz.next().transpose()).take(5).collect::<Result<_>>().unwrap();
+        let squares: SquaresProxy = mgr.create::<dyn Squares, _>("baz", 10u64).unwrap();
+        let first: Vec<u64> = std::iter::from_fn(|| squares.next().transpose()).take(5).collect::<Result<_>>().unwrap();
         assert_eq!(first, vec![0, 1, 4, 9, 16]);
-        let mut p = common::start(m, child, (baz.clone(),));
+        let mut p = common::start(m, child, (squares.clone(),));
         common::join_ok(&mut p);
-        assert_eq!(baz.next().unwrap(), None, "the child took the rest");
+        assert_eq!(squares.next().unwrap(), None, "the child took the rest");
     }
 }
