@@ -94,10 +94,7 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn len(&self) -> Result<usize> {
-        expect(self.inner.call(Op::Len, Vec::new())?, |r| match r {
-            Reply::Count(n) => Ok(n as usize),
-            r => Err(r),
-        })
+        super::proxy::count(self.inner.call(Op::Len, Vec::new())?)
     }
 
     /// Whether the array has no item.

@@ -157,10 +157,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn contains_key(&self, key: &K) -> Result<bool> {
-        expect(self.call(Op::DictContains(self.key(key)?))?, |r| match r {
-            Reply::Bool(b) => Ok(b),
-            r => Err(r),
-        })
+        super::proxy::boolean(self.call(Op::DictContains(self.key(key)?))?)
     }
 
     /// How many entries (`len(d)`).
@@ -171,10 +168,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn len(&self) -> Result<usize> {
-        expect(self.call(Op::Len)?, |r| match r {
-            Reply::Count(n) => Ok(n as usize),
-            r => Err(r),
-        })
+        super::proxy::count(self.call(Op::Len)?)
     }
 
     /// Whether there is no entry.

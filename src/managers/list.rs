@@ -1,6 +1,6 @@
 //! `ListProxy`: a list in a manager's server (Python's `ListProxy`, from `manager.list()`).
 
-use super::proxy::{Inner, decode, encode_for, expect};
+use super::proxy::{Inner, count, decode, encode_for, expect};
 use super::wire::{Init, Kind, Op, Reply};
 use super::{SyncManager, proxy_common};
 use crate::{Error, Result};
@@ -71,13 +71,6 @@ fn encode_all<T: Serialize>(client: &super::client::Client, items: &[T]) -> Resu
         holds.extend(h);
     }
     Ok((encoded, holds))
-}
-
-fn count(reply: Reply) -> Result<usize> {
-    expect(reply, |r| match r {
-        Reply::Count(n) => Ok(n as usize),
-        r => Err(r),
-    })
 }
 
 fn values<T: DeserializeOwned>(reply: Reply) -> Result<Vec<T>> {

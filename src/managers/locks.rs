@@ -5,7 +5,7 @@
 //! next acquirer gets it with [`Error::OwnerDied`], as the native locks report a dead holder.
 //! CPython's manager keeps it held for ever.
 
-use super::proxy::{Inner, expect};
+use super::proxy::{Inner, boolean, expect};
 use super::wire::{Init, Kind, LockFlavour, Op, Reply, Wait};
 use super::{SyncManager, proxy_common};
 use crate::{Error, Result};
@@ -17,13 +17,6 @@ use std::time::Duration;
 /// The calling thread, as the server tells a process's threads apart.
 fn thread() -> u64 {
     crate::sys::proc::cached_tid() as u64
-}
-
-fn boolean(reply: Reply) -> Result<bool> {
-    expect(reply, |r| match r {
-        Reply::Bool(b) => Ok(b),
-        r => Err(r),
-    })
 }
 
 macro_rules! lock_proxy {
@@ -232,10 +225,7 @@ impl RLockProxy {
 }
 
 fn value(inner: &Inner) -> Result<usize> {
-    expect(inner.call(Op::LockValue, Vec::new())?, |r| match r {
-        Reply::Count(n) => Ok(n as usize),
-        r => Err(r),
-    })
+    super::proxy::count(inner.call(Op::LockValue, Vec::new())?)
 }
 
 impl SemaphoreProxy {
@@ -536,10 +526,7 @@ impl SyncManager {
 
 impl BarrierProxy {
     fn wait_waiting(&self, wait: Wait) -> Result<usize> {
-        expect(self.inner.call(Op::BarrierWait(wait), Vec::new())?, |r| match r {
-            Reply::Count(n) => Ok(n as usize),
-            r => Err(r),
-        })
+        super::proxy::count(self.inner.call(Op::BarrierWait(wait), Vec::new())?)
     }
 
     fn state(&self) -> Result<(usize, usize, bool)> {

@@ -110,10 +110,7 @@ impl Namespace {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn del(&self, name: &str) -> Result<bool> {
-        expect(self.inner.call(Op::NsDel(name.to_string()), Vec::new())?, |r| match r {
-            Reply::Bool(b) => Ok(b),
-            r => Err(r),
-        })
+        super::proxy::boolean(self.inner.call(Op::NsDel(name.to_string()), Vec::new())?)
     }
 
     /// The names set, in the order they were first set (`vars(ns)`'s keys).

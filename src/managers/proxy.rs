@@ -176,6 +176,22 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Resul
     Ok(Inner::new(wire.id, client))
 }
 
+/// A count the server sent.
+pub(crate) fn count(reply: Reply) -> Result<usize> {
+    expect(reply, |r| match r {
+        Reply::Count(n) => Ok(n as usize),
+        r => Err(r),
+    })
+}
+
+/// A yes or no the server sent.
+pub(crate) fn boolean(reply: Reply) -> Result<bool> {
+    expect(reply, |r| match r {
+        Reply::Bool(b) => Ok(b),
+        r => Err(r),
+    })
+}
+
 /// The reply's value, or a codec error naming what came instead.
 pub(crate) fn expect<T>(reply: Reply, pick: impl FnOnce(Reply) -> std::result::Result<T, Reply>) -> Result<T> {
     pick(reply).map_err(|other| Error::Codec(format!("unexpected reply from the manager: {other:?}")))

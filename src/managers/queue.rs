@@ -336,10 +336,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
     }
 
     fn join_waiting(&self, wait: Wait) -> Result<bool> {
-        expect(self.queue.inner.call(Op::QueueJoin(wait), Vec::new())?, |r| match r {
-            Reply::Bool(b) => Ok(b),
-            r => Err(r),
-        })
+        super::proxy::boolean(self.queue.inner.call(Op::QueueJoin(wait), Vec::new())?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `SetProxy`: a set in a manager's server (Python's `SetProxy`, from `manager.set()`,
 //! new in 3.14).
 
-use super::proxy::{Inner, decode, encode_for, expect};
+use super::proxy::{Inner, boolean, decode, encode_for, expect};
 use super::wire::{Init, Kind, Op, Reply, SetRelation};
 use super::{SyncManager, proxy_common};
 use crate::Result;
@@ -71,13 +71,6 @@ fn encode_all<T: Serialize>(
         holds.extend(h);
     }
     Ok((encoded, holds))
-}
-
-fn boolean(reply: Reply) -> Result<bool> {
-    expect(reply, |r| match r {
-        Reply::Bool(b) => Ok(b),
-        r => Err(r),
-    })
 }
 
 impl<T: Serialize + DeserializeOwned> SetProxy<T> {
@@ -154,10 +147,7 @@ impl<T: Serialize + DeserializeOwned> SetProxy<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn len(&self) -> Result<usize> {
-        expect(self.inner.call(Op::Len, Vec::new())?, |r| match r {
-            Reply::Count(n) => Ok(n as usize),
-            r => Err(r),
-        })
+        super::proxy::count(self.inner.call(Op::Len, Vec::new())?)
     }
 
     /// Whether there is no member.
