@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -464,7 +464,28 @@ pub(crate) fn become_fork_child(identity: Option<ForkIdentity>) {
 
 /// Warns once per process that forking a threaded process can deadlock the child, as CPython
 /// 3.12 does (`DeprecationWarning`). Set `MULTIPROCESS_NO_FORK_WARNING=1` to silence it.
+/// Threads of this crate's own running in this process (a pool's manager thread): forking
+/// from one of them, or beside one, is what the crate is built for, and no reason to warn.
+static OWN_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the calling thread as one of the crate's own while the guard lives.
+pub(crate) fn own_thread() -> OwnThread {
+    OWN_THREADS.fetch_add(1, Ordering::Relaxed);
+    OwnThread(())
+}
+
+/// See [`own_thread`].
+pub(crate) struct OwnThread(());
+
+impl Drop for OwnThread {
+    fn drop(&mut self) {
+        OWN_THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Warns once if this process has threads other than the forking one and the crate's own.
 fn warn_if_threaded(threads: usize) {
+    let threads = threads.saturating_sub(OWN_THREADS.load(Ordering::Relaxed));
     static WARNED: AtomicBool = AtomicBool::new(false);
     static SILENCED: OnceLock<bool> = OnceLock::new();
     if threads <= 1 || WARNED.load(Ordering::Relaxed) {

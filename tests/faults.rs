@@ -565,21 +565,26 @@ fn fs_size(path: &str) -> u64 {
     st.f_blocks * st.f_frsize
 }
 
-/// Asserts that `r` is the clear error for a segment of `size` bytes that `/dev/shm` has no
-/// room for.
-fn assert_no_room(r: Result<SharedMemory>, size: usize) {
+/// Asserts that `r` is the clear error for a segment of `size` bytes larger than all of
+/// `/dev/shm`: not "full" (an empty one would not hold it either), but the size against the
+/// whole (issue 16: it said "/dev/shm is full" when it was empty).
+fn assert_larger_than_dev_shm(r: Result<SharedMemory>, size: usize) {
     match r {
         Err(Error::Io(e)) => {
             assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
             let text = e.to_string();
-            assert!(text.contains("/dev/shm is full") && text.contains(&format!("{size} bytes")), "unclear: {text}");
+            assert!(
+                text.contains("more than all of /dev/shm") && text.contains(&format!("{size} bytes")),
+                "unclear: {text}"
+            );
+            assert!(!text.contains("is full"), "a segment larger than /dev/shm is not a full /dev/shm: {text}");
         }
-        other => panic!("a segment of {size} bytes with no room for it: {other:?}"),
+        other => panic!("a segment of {size} bytes, more than all of /dev/shm: {other:?}"),
     }
 }
 
 /// A segment larger than what `/dev/shm` has free is refused at once with a clear error
-/// (`ErrorKind::StorageFull`, saying that /dev/shm is full and the size), not created sparse
+/// (`ErrorKind::StorageFull`, naming the size against the whole of /dev/shm), not created sparse
 /// to die of SIGBUS at the first write past the free space; nothing is left in `/dev/shm`,
 /// and the next creation works. No memory is used on the way (the check comes first). The
 /// size is more than the whole of /dev/shm, so that it is more than what is free however
@@ -592,12 +597,12 @@ fn shm_larger_than_free_space_is_refused() {
         let generated = cleanup.add(unique("gen"));
         __private::force_shm_names(vec![generated.clone()]);
         let (r, took) = timed(|| SharedMemory::create(size));
-        assert_no_room(r, size);
+        assert_larger_than_dev_shm(r, size);
         assert_prompt(took);
         assert!(!shm_exists(&generated));
         let named = cleanup.add(unique("named"));
-        assert_no_room(SharedMemory::create_named(&named, size), size);
-        assert_no_room(SharedMemory::builder().track(false).create_named(&named, size), size);
+        assert_larger_than_dev_shm(SharedMemory::create_named(&named, size), size);
+        assert_larger_than_dev_shm(SharedMemory::builder().track(false).create_named(&named, size), size);
         assert!(!shm_exists(&named));
         let shm = SharedMemory::create_named(&named, 4096).unwrap();
         shm.write_at(4095, &[1]).unwrap();

@@ -102,3 +102,51 @@ start_methods! {
         assert!(rx.recv_timeout(LONG).unwrap());
     }
 }
+
+/// A fork pool in a program with one thread of its own says nothing about threads: its
+/// manager thread, which forks the workers, is the crate's (issue 16: it warned "this process
+/// has 2 threads" about itself). The program is a spawn child, whose target runs on its only
+/// thread (a test runs on a thread of the harness's); it reads its own stderr.
+#[test]
+fn a_fork_pool_does_not_warn_about_its_own_thread() {
+    fn square(x: u64) -> u64 {
+        x * x
+    }
+    fn program(report: Connection) -> Result<()> {
+        let threads = std::fs::read_dir("/proc/self/task")?.count();
+        let (stderr_r, stderr_w) = {
+            let mut fds = [0; 2];
+            // SAFETY: pipe(2) fills two descriptors we then own.
+            assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+            (fds[0], fds[1])
+        };
+        // SAFETY: plain descriptor juggling: stderr saved, pointed at the pipe, restored.
+        let saved = unsafe { libc::dup(2) };
+        // SAFETY: as above.
+        unsafe { libc::dup2(stderr_w, 2) };
+        // One task per worker: the pool's thread forks every replacement, with the program's
+        // thread beside it.
+        let pool = Pool::builder().processes(2).start_method(StartMethod::Fork).maxtasksperchild(1).build()?;
+        let squares = pool.map_chunked(square, 0..20u64, 1)?;
+        pool.close();
+        pool.join()?;
+        // SAFETY: as above.
+        unsafe {
+            libc::dup2(saved, 2);
+            libc::close(saved);
+            libc::close(stderr_w);
+        }
+        let mut text = Vec::new();
+        // SAFETY: the read end is ours; File takes it over.
+        let mut file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(stderr_r) };
+        std::io::Read::read_to_end(&mut file, &mut text)?;
+        assert_eq!(squares, (0..20).map(|x| x * x).collect::<Vec<_>>());
+        report.send(&(threads, String::from_utf8_lossy(&text).into_owned()))
+    }
+    let (a, b) = pipe().unwrap();
+    let mut p = common::start(StartMethod::Spawn, program, (b,));
+    let (threads, stderr): (usize, String) = a.recv().unwrap();
+    common::join_ok(&mut p);
+    assert_eq!(threads, 1, "the spawn child runs its target on its only thread");
+    assert!(!stderr.contains("threads; a forked child"), "warned about its own thread: {stderr}");
+}

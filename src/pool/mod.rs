@@ -237,7 +237,12 @@ impl PoolBuilder {
         let manager = Manager::new(config, reports.clone(), rx, pids.clone())?;
         let handle = std::thread::Builder::new()
             .name("multiprocess-pool".into())
-            .spawn(move || manager.run())
+            .spawn(move || {
+                // Forking workers from here, or from the program's thread beside it, is what
+                // the pool is for: this thread is no reason for the fork warning.
+                let _own = crate::process::own_thread();
+                manager.run()
+            })
             .map_err(Error::Io)?;
         Ok(Pool {
             commands: Mutex::new(tx),

@@ -733,6 +733,16 @@ fn create_exact(name: &str, size: usize, how: &SharedMemoryBuilder) -> Result<Sh
         if let Some((free, total)) = shm::room(fd.as_fd())?
             && size as u64 > free
         {
+            if size as u64 > total {
+                // Not a matter of room taken by others: it would not fit in an empty one.
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    format!(
+                        "{size} bytes of shared memory {name:?} are more than all of /dev/shm ({total} bytes, \
+                         {free} free): make it smaller, or /dev/shm larger"
+                    ),
+                )));
+            }
             return Err(no_room(name, size, &format!("{free} bytes free of {total}")));
         }
         shm::set_len(fd.as_fd(), size)?;
