@@ -180,13 +180,15 @@ pub mod __private {
 
     /// Descriptors this crate keeps open for the life of the process (the fork server's
     /// control socket and pidfd, this process's own pidfd, the pidfds of a few processes a
-    /// condition's notify found alive): not leaks.
+    /// condition's notify found alive, the set its children's pidfds are watched in): not
+    /// leaks.
     pub fn persistent_fds() -> Vec<std::os::fd::RawFd> {
         let mut fds = crate::popen::forkserver::server_fds();
         fds.extend(crate::process::self_pidfd_raw());
         fds.extend(crate::sys::proc::thread_count_fd());
         fds.extend(crate::resource_tracker::client_fd());
         fds.extend(crate::sys::pidfd::recent_fds());
+        fds.extend(crate::process::ended_set_raw());
         fds
     }
 

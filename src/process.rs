@@ -10,7 +10,7 @@ use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -512,6 +512,8 @@ pub(crate) struct Child {
     name: String,
     daemon: bool,
     pidfd: Pidfd,
+    /// Whether its pidfd is in this process's set of children's pidfds ([`ENDED`]).
+    watched: AtomicBool,
     /// The exit code once known (`returncode`).
     status: Mutex<Option<i32>>,
     /// For a forkserver child, the socket its exit status arrives on (the server is its parent).
@@ -520,7 +522,15 @@ pub(crate) struct Child {
 
 impl Child {
     pub(crate) fn new(pid: i32, spec: &ChildSpec, pidfd: Pidfd, channel: Option<OwnedFd>) -> Child {
-        Child { pid, name: spec.name.clone(), daemon: spec.daemon, pidfd, status: Mutex::new(None), channel }
+        Child {
+            pid,
+            name: spec.name.clone(),
+            daemon: spec.daemon,
+            pidfd,
+            watched: AtomicBool::new(false),
+            status: Mutex::new(None),
+            channel,
+        }
     }
 
     /// The exit code if the child has ended (reaping it), without blocking.
@@ -564,6 +574,33 @@ impl Child {
 /// Every child started here and not yet seen to end (CPython's `_children`).
 static CHILDREN: Mutex<Vec<Arc<Child>>> = Mutex::new(Vec::new());
 
+/// The pidfds of [`CHILDREN`], watched together: a child that ends makes its pidfd readable,
+/// and one `epoll_wait` finds those, so that reaping before a start costs the same with
+/// thousands of children alive as with none (CPython's `_cleanup` polls each). Made on first
+/// use, per process (a fork child makes its own: the parent's set is the parent's).
+static ENDED: Mutex<Option<(i32, crate::sys::socket::ReadySet)>> = Mutex::new(None);
+
+/// Runs `f` on this process's set of children's pidfds, made if needed; `None` if it cannot
+/// be made (out of descriptors): then every child is asked, as before.
+fn with_ended<R>(f: impl FnOnce(&crate::sys::socket::ReadySet) -> R) -> Option<R> {
+    let mut ended = lock(&ENDED);
+    let me = proc::cached_pid();
+    if ended.as_ref().is_none_or(|(owner, _)| *owner != me) {
+        // A fork child's copy of the parent's descriptor is forgotten, not closed: the parent
+        // keeps its set, and the child's copy costs one descriptor.
+        if let Some(old) = ended.take() {
+            std::mem::forget(old);
+        }
+        *ended = crate::sys::socket::ReadySet::new().ok().map(|set| (me, set));
+    }
+    ended.as_ref().map(|(_, set)| f(set))
+}
+
+/// The set's descriptor, for the leak checks (it lives as long as the process).
+pub(crate) fn ended_set_raw() -> Option<RawFd> {
+    lock(&ENDED).as_ref().filter(|(owner, _)| *owner == proc::cached_pid()).map(|(_, set)| set.as_fd().as_raw_fd())
+}
+
 fn register(child: Arc<Child>) {
     // Not a `Once`: a fork child would inherit one that another thread was running as
     // running for ever, and its first `start` would wait on it for ever.
@@ -574,17 +611,36 @@ fn register(child: Arc<Child>) {
         // SAFETY: registers a plain extern "C" function with no arguments.
         unsafe { libc::atexit(at_exit) };
     }
+    let watched = with_ended(|set| set.add(child.pidfd.as_fd(), Some(crate::sys::socket::Interest::Read)).is_ok());
+    child.watched.store(watched == Some(true), Ordering::Relaxed);
     lock(&CHILDREN).push(child);
 }
 
 fn unregister(child: &Arc<Child>) {
+    if child.watched.swap(false, Ordering::Relaxed) {
+        let _ = with_ended(|set| set.remove(child.pidfd.as_fd()));
+    }
     lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, child));
 }
 
-/// Reaps children that have ended (CPython's `_cleanup()`).
+/// Reaps children that have ended (CPython's `_cleanup()`): the ones whose pidfds the set
+/// says are readable, and any child the set does not watch.
 fn reap_finished() {
-    let children: Vec<Arc<Child>> = lock(&CHILDREN).clone();
+    let ready = with_ended(|set| set.ready_now(1024)).and_then(|r| r.ok());
+    let children: Vec<Arc<Child>> = lock(&CHILDREN)
+        .iter()
+        .filter(|c| match &ready {
+            Some(fds) => !c.watched.load(Ordering::Relaxed) || fds.contains(&c.pidfd.as_fd().as_raw_fd()),
+            None => true,
+        })
+        .cloned()
+        .collect();
     let ended: Vec<Arc<Child>> = children.into_iter().filter(|c| !matches!(c.poll(), Ok(None))).collect();
+    for child in &ended {
+        if child.watched.swap(false, Ordering::Relaxed) {
+            let _ = with_ended(|set| set.remove(child.pidfd.as_fd()));
+        }
+    }
     lock(&CHILDREN).retain(|c| !ended.iter().any(|e| Arc::ptr_eq(c, e)));
 }
 

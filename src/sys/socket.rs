@@ -9,7 +9,7 @@ use super::{Deadline, cvt, retry};
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -439,6 +439,17 @@ impl ReadySet {
         // our number.
         cvt(unsafe { libc::dup3(fresh.0.as_raw_fd(), self.0.as_raw_fd(), libc::O_CLOEXEC) })?;
         Ok(())
+    }
+}
+
+impl ReadySet {
+    /// The keys (the descriptors' numbers, as `add` registered them) of those ready now, at
+    /// most `max`, without waiting.
+    pub(crate) fn ready_now(&self, max: usize) -> io::Result<Vec<RawFd>> {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; max.clamp(1, 1024)];
+        // SAFETY: `events` has room for the count passed; a zero timeout does not block.
+        let n = retry(|| unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) })?;
+        Ok(events[..n as usize].iter().map(|e| e.u64 as RawFd).collect())
     }
 }
 
