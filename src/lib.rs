@@ -192,6 +192,11 @@ pub mod __private {
         fds
     }
 
+    /// How many children the last reaping before a start asked about.
+    pub fn last_reap_asked() -> usize {
+        crate::process::last_reap_asked()
+    }
+
     /// The pid of this process's resource tracker, if it has started one.
     pub fn tracker_pid() -> Option<u32> {
         crate::resource_tracker::tracker_pid()

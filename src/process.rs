@@ -596,6 +596,14 @@ fn with_ended<R>(f: impl FnOnce(&crate::sys::socket::ReadySet) -> R) -> Option<R
     ended.as_ref().map(|(_, set)| f(set))
 }
 
+/// How many children the last [`reap_finished`] asked about (for the tests: it must not grow
+/// with the children alive).
+static LAST_REAP_ASKED: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn last_reap_asked() -> usize {
+    LAST_REAP_ASKED.load(Ordering::Relaxed)
+}
+
 /// The set's descriptor, for the leak checks (it lives as long as the process).
 pub(crate) fn ended_set_raw() -> Option<RawFd> {
     lock(&ENDED).as_ref().filter(|(owner, _)| *owner == proc::cached_pid()).map(|(_, set)| set.as_fd().as_raw_fd())
@@ -635,6 +643,7 @@ fn reap_finished() {
         })
         .cloned()
         .collect();
+    LAST_REAP_ASKED.store(children.len(), Ordering::Relaxed);
     let ended: Vec<Arc<Child>> = children.into_iter().filter(|c| !matches!(c.poll(), Ok(None))).collect();
     for child in &ended {
         if child.watched.swap(false, Ordering::Relaxed) {
