@@ -18,6 +18,21 @@
 //! notify for a few microseconds before it sleeps, unless the last notifier of its process's
 //! waiters ran on its own CPU.
 //!
+//! The table has room for 262 144 processes waiting at once (`CAPACITY`): far more than a
+//! machine can run in practice, since each waiting process costs the kernel a great deal more
+//! than its 16-byte entry, so memory is the limit; a waiter from the process past it gets an
+//! error that names the capacity. The segment is 4.25 MiB of address space, but a memfd's
+//! pages cost memory only once touched: a condition that at most a few dozen processes wait
+//! on at once uses its first page alone, where the first group of 64 entries lives, and a
+//! page more for each 3 or 4 groups in use beyond. Entries are marked in use in three levels
+//! of 64-bit words (a word of bands, a word of groups per band, a word of entries per
+//! group), so a notify, and a registration looking for a free entry, read words in
+//! proportion to the entries in use, never the whole table. A registration tries its pid's
+//! home entry in the first group first, then the first entry not marked in use, so entries
+//! stay packed at the front; a dead process's entry is taken over when a registration's home
+//! is on it, cleared when a notify comes to it, and looked for in the whole table only when
+//! every entry is marked.
+//!
 //! In the benchmark harness (`sync_pingpong/condition`), a notify-and-wait round trip
 //! between two processes takes about 3.6 µs across CPUs (CPython about 190 µs) and 31 µs on
 //! one CPU (CPython 29 µs).
@@ -40,8 +55,14 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Processes that can wait on one condition at the same time.
-const ENTRIES: usize = 64;
+/// Entries in a group: a group's `used` word has a bit for each.
+const GROUP: usize = 64;
+/// Groups in a band: a band's `summary` word has a bit for each group that may be in use.
+const BAND: usize = 64;
+/// Bands: the `bands` word has a bit for each band that may be in use.
+const BANDS: usize = 64;
+/// Processes that can wait on one condition at the same time: 262 144.
+const CAPACITY: usize = GROUP * BAND * BANDS;
 /// An entry's word: the process's pid in the high half, then its registered waiters and its
 /// tokens, 16 bits each.
 const PID_SHIFT: u32 = 32;
@@ -61,6 +82,20 @@ fn tokens_of(word: u64) -> u64 {
     word & TOKENS
 }
 
+/// The lowest bit of `word` at `from` or above.
+fn first_set(word: u64, from: usize) -> Option<usize> {
+    let rest = if from < 64 { word & (!0u64 << from) } else { 0 };
+    (rest != 0).then(|| rest.trailing_zeros() as usize)
+}
+
+/// Sets bit `bit` of `word` unless it is set already: a bit that is already set (the common
+/// case, a process waiting again in its entry) costs a read, not a write to a shared line.
+fn set_bit(word: &AtomicU64, bit: usize) {
+    if word.load(Ordering::Relaxed) & (1 << bit) == 0 {
+        word.fetch_or(1 << bit, Ordering::SeqCst);
+    }
+}
+
 /// One process's waiters on a condition.
 #[repr(C)]
 struct Entry {
@@ -73,21 +108,36 @@ struct Entry {
     notifier_cpu: AtomicU32,
 }
 
-#[repr(C)]
-pub(crate) struct CondState {
+/// 64 entries, and which of them may be in use. A group with its word fills 17 cache lines,
+/// so an entry and the bit that says it is in use are on the same page.
+#[repr(C, align(64))]
+struct Group {
     /// Entries that may be in use, a bit each: set by a registration that claims an entry,
     /// cleared by a notify that finds the entry free. Both hold the lock, so a set bit is
-    /// never lost; a notify looks at these entries only, not at all 64.
+    /// never lost; a notify looks at these entries only.
     used: AtomicU64,
-    /// Where the next notify starts looking, so that no process's waiters are passed over
-    /// for ever by those of an entry before them.
+    entries: [Entry; GROUP],
+}
+
+#[repr(C)]
+pub(crate) struct CondState {
+    /// Where the next notify starts looking: past the last entry the previous one gave
+    /// tokens to, so that no process's waiters are passed over for ever by those before them.
     next: AtomicU32,
     _pad: u32,
-    entries: [Entry; ENTRIES],
+    /// The bands that may have a group in use, a bit each.
+    bands: AtomicU64,
+    /// For each band, the groups in it that may have an entry in use, a bit each.
+    summary: [AtomicU64; BANDS],
+    /// The entries: the first group, where each process first looks, shares the segment's
+    /// first page with the words above; the others are touched only when that many
+    /// processes wait at once.
+    groups: [Group; BAND * BANDS],
 }
 
 // SAFETY: atomics (and padding that is never read); zero is a condition with no entry in use.
-// A `notifier_cpu` of any value only decides whether a waiter spins.
+// A `notifier_cpu` of any value only decides whether a waiter spins; bit positions index
+// arrays of 64, so no word read can index out of them.
 unsafe impl SharedState for CondState {}
 
 impl Entry {
@@ -135,65 +185,163 @@ impl Entry {
         notified
     }
 
-    /// Frees the entry if our process has nothing left in it.
+    /// Frees the entry if our process has nothing left in it. Its bit stays set: only a
+    /// holder of the lock clears one (the next notify that comes to it).
     fn release_if_idle(&self, me: u32) {
         let idle = u64::from(me) << PID_SHIFT;
         let _ = self.word.compare_exchange(idle, 0, Ordering::SeqCst, Ordering::SeqCst);
     }
 }
 
+/// What a registration may take over besides a free entry or its own.
+#[derive(Clone, Copy, PartialEq)]
+enum Take {
+    OwnOrFree,
+    /// Also an entry of a process that has died, whatever it held.
+    OrDead,
+}
+
 impl CondState {
-    /// Registers a waiter of process `me` (the caller holds the lock): in its entry, or a
-    /// free one, or one whose process has died. Returns the entry and its sequence then.
-    fn register(&self, me: u32) -> Result<(&Entry, u32)> {
-        let mine = u64::from(me) << PID_SHIFT;
-        // Looking from a place of our own (the pid's) touches one entry most of the time, not
-        // all of them: the table is shared, and each entry read that another CPU has written
-        // costs a cache miss. First our entry or a free one, whichever comes first (two
-        // entries for one process work as well as one); then one of a process that has died.
-        let home = me as usize % ENTRIES;
-        for pass in 0..2 {
-            for k in 0..ENTRIES {
-                let i = (home + k) % ENTRIES;
-                let entry = &self.entries[i];
-                // The sequence is read before the registration lands: a notify runs only
-                // with the lock held, so none comes in between.
-                let seq = entry.seq.load(Ordering::SeqCst);
-                let registered = entry.update(|w| match (pass, pid_of(w)) {
-                    (0, p) if p == me && waiters_of(w) < 0xFFFF => Some(w + WAITER),
-                    (0, _) if w == 0 => Some(mine + WAITER),
-                    // An entry of a dead process is taken over, whatever it held.
-                    (1, p) if p != me && pidfd::process_gone(p as i32) => Some(mine + WAITER),
-                    _ => None,
-                });
-                if registered.is_some() {
-                    self.used.fetch_or(1 << i, Ordering::SeqCst);
-                    return Ok((entry, seq));
-                }
+    fn entry(&self, i: usize) -> &Entry {
+        &self.groups[i / GROUP % (BAND * BANDS)].entries[i % GROUP]
+    }
+
+    /// Marks entry `i` as perhaps in use, at every level (the caller holds the lock). From
+    /// the bottom up: a registrant killed half-way leaves a dead process's entry unmarked,
+    /// which only a registration coming to it finds again, never a live one.
+    fn mark_used(&self, i: usize) {
+        let g = i / GROUP % (BAND * BANDS);
+        set_bit(&self.groups[g].used, i % GROUP);
+        set_bit(&self.summary[g / BAND], g % BAND);
+        set_bit(&self.bands, g / BAND);
+    }
+
+    /// Marks entry `i` as free (the caller holds the lock and saw it free), and its group and
+    /// band if nothing else in them is marked.
+    fn mark_free(&self, i: usize) {
+        let g = i / GROUP % (BAND * BANDS);
+        let band = g / BAND;
+        if self.groups[g].used.fetch_and(!(1 << (i % GROUP)), Ordering::SeqCst) & !(1 << (i % GROUP)) != 0 {
+            return;
+        }
+        if self.summary[band].fetch_and(!(1 << (g % BAND)), Ordering::SeqCst) & !(1 << (g % BAND)) != 0 {
+            return;
+        }
+        self.bands.fetch_and(!(1 << band), Ordering::SeqCst);
+    }
+
+    /// The first entry at `from` or after that may be in use; it reads the bands' and groups'
+    /// words, so the cost follows the entries in use, not the capacity.
+    fn next_used(&self, from: usize) -> Option<usize> {
+        let mut at = from;
+        while at < CAPACITY {
+            let band_start = at / (GROUP * BAND);
+            let band = first_set(self.bands.load(Ordering::SeqCst), band_start)?;
+            if band != band_start {
+                at = band * GROUP * BAND;
+            }
+            let Some(group) = first_set(self.summary[band].load(Ordering::SeqCst), at / GROUP % BAND) else {
+                at = (band + 1) * GROUP * BAND;
+                continue;
+            };
+            let g = band * BAND + group;
+            if g * GROUP > at {
+                at = g * GROUP;
+            }
+            match first_set(self.groups[g].used.load(Ordering::SeqCst), at % GROUP) {
+                Some(e) => return Some(g * GROUP + e),
+                None => at = (g + 1) * GROUP,
             }
         }
-        Err(Error::Io(std::io::Error::other(format!("more than {ENTRIES} processes wait on this condition at once"))))
+        None
+    }
+
+    /// Adds a waiter of `me` to entry `i` if it is ours or free (or, with `Take::OrDead`,
+    /// of a process that has died); the sequence then.
+    fn claim(&self, i: usize, me: u32, take: Take) -> Option<(&Entry, u32)> {
+        let mine = u64::from(me) << PID_SHIFT;
+        let entry = self.entry(i);
+        // The sequence is read before the registration lands: a notify runs only with the
+        // lock held, so none comes in between.
+        let seq = entry.seq.load(Ordering::SeqCst);
+        entry.update(|w| match pid_of(w) {
+            p if p == me && waiters_of(w) < 0xFFFF => Some(w + WAITER),
+            _ if w == 0 => Some(mine + WAITER),
+            // An entry of a dead process is taken over, whatever it held.
+            p if take == Take::OrDead && p != me && !pidfd::process_alive_recently_seen(p as i32) => {
+                Some(mine + WAITER)
+            }
+            _ => None,
+        })?;
+        self.mark_used(i);
+        Some((entry, seq))
+    }
+
+    /// Registers a waiter of process `me` (the caller holds the lock): in its home entry (in
+    /// the first group, by pid) if that is ours, free, or a dead process's; or else in the
+    /// first entry not marked in use; or else, the table looking full, in any entry free or
+    /// of a dead process. Returns the entry and its sequence then.
+    fn register(&self, me: u32) -> Result<(&Entry, u32)> {
+        // Looking from a place of our own (the pid's) touches one entry most of the time: the
+        // table is shared, and each entry read that another CPU has written costs a cache
+        // miss. Two entries for one process work as well as one.
+        if let Some(found) = self.claim(me as usize % GROUP, me, Take::OrDead) {
+            return Ok(found);
+        }
+        let mut g = 0;
+        while g < BAND * BANDS {
+            let used = self.groups[g].used.load(Ordering::SeqCst);
+            if used == !0 {
+                g += 1;
+                continue;
+            }
+            let i = g * GROUP + (!used).trailing_zeros() as usize;
+            if let Some(found) = self.claim(i, me, Take::OwnOrFree) {
+                return Ok(found);
+            }
+            // Held but not marked (its registrant died half-way, or garbage): marked now, so
+            // that a notify comes to it; the next unmarked one is tried.
+            self.mark_used(i);
+        }
+        let mut alive = 0;
+        for i in 0..CAPACITY {
+            // One question per process, not per entry: a full table is mostly live processes.
+            let w = self.entry(i).word.load(Ordering::SeqCst);
+            let take = if w == 0 || pid_of(w) == me || pid_of(w) == alive { Take::OwnOrFree } else { Take::OrDead };
+            if let Some(found) = self.claim(i, me, take) {
+                return Ok(found);
+            }
+            alive = pid_of(w);
+        }
+        Err(Error::Io(std::io::Error::other(format!(
+            "more than {CAPACITY} processes wait on this condition at once (its capacity)"
+        ))))
     }
 
     /// Turns up to `n` registrations into tokens, passing over (and clearing) the entries of
     /// processes that have died; wakes that many sleepers. The caller holds the lock.
     fn notify(&self, n: u32, me: u32) {
         let mut left = u64::from(n);
-        let used = self.used.load(Ordering::SeqCst);
-        let start = self.next.fetch_add(1, Ordering::Relaxed) as usize;
-        for k in 0..ENTRIES {
-            if left == 0 {
-                break;
-            }
-            let i = (start + k) % ENTRIES;
-            if used & (1 << i) == 0 {
-                continue;
-            }
-            let entry = &self.entries[i];
+        let start = self.next.load(Ordering::Relaxed) as usize % CAPACITY;
+        let mut last = None;
+        let mut at = start;
+        let mut wrapped = false;
+        while left > 0 {
+            let i = match self.next_used(at) {
+                Some(i) if !wrapped || i < start => i,
+                _ if !wrapped && start > 0 => {
+                    wrapped = true;
+                    at = 0;
+                    continue;
+                }
+                _ => break,
+            };
+            at = i + 1;
+            let entry = self.entry(i);
             let word = entry.word.load(Ordering::SeqCst);
             if word == 0 {
                 // Freed since: no registration can come while we hold the lock.
-                self.used.fetch_and(!(1 << i), Ordering::SeqCst);
+                self.mark_free(i);
                 continue;
             }
             let pid = pid_of(word);
@@ -202,7 +350,9 @@ impl CondState {
             }
             if pid != me && !pidfd::process_alive_recently_seen(pid as i32) {
                 // Its waiters are dead (or the word is garbage): none can take a token.
-                let _ = entry.word.compare_exchange(word, 0, Ordering::SeqCst, Ordering::SeqCst);
+                if entry.word.compare_exchange(word, 0, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                    self.mark_free(i);
+                }
                 continue;
             }
             let mut moved = 0;
@@ -215,23 +365,35 @@ impl CondState {
             });
             if moved > 0 {
                 left -= moved;
+                last = Some(i);
                 entry.notifier_cpu.store(proc::current_cpu(), Ordering::Relaxed);
                 entry.seq.fetch_add(1, Ordering::SeqCst);
                 futex::wake(&entry.seq, moved as u32);
             }
         }
+        if let Some(last) = last {
+            let next = ((last + 1) % CAPACITY) as u32;
+            if self.next.load(Ordering::Relaxed) != next {
+                self.next.store(next, Ordering::Relaxed);
+            }
+        }
     }
 
-    /// The waiters registered by live processes, over all entries (for the repr: a dead
-    /// process's entry is cleared only when a notify or a registration comes to it).
+    /// The waiters registered by live processes, over the entries marked in use (for the
+    /// repr: a dead process's entry is cleared only when a notify or a registration comes
+    /// to it).
     fn waiters(&self) -> u64 {
         let me = proc::cached_pid() as u32;
-        self.entries
-            .iter()
-            .map(|e| e.word.load(Ordering::Relaxed))
-            .filter(|&w| waiters_of(w) > 0 && (pid_of(w) == me || !pidfd::process_gone(pid_of(w) as i32)))
-            .map(waiters_of)
-            .sum()
+        let mut sum = 0;
+        let mut at = 0;
+        while let Some(i) = self.next_used(at) {
+            at = i + 1;
+            let w = self.entry(i).word.load(Ordering::Relaxed);
+            if waiters_of(w) > 0 && (pid_of(w) == me || !pidfd::process_gone(pid_of(w) as i32)) {
+                sum += waiters_of(w);
+            }
+        }
+        sum
     }
 }
 
@@ -322,8 +484,8 @@ impl ConditionLock {
 /// A waiter killed inside `wait` is passed over: a later `notify` asks whether a process is
 /// alive before it counts that process's waiters, so the notification goes to a live waiter
 /// and no spurious wake-up follows (CPython's condition miscounts for ever after such a
-/// death). Up to 64 processes can wait on one condition at the same time; a waiter from a
-/// 65th gets an error.
+/// death). Up to 262 144 processes can wait on one condition at the same time (a waiter from
+/// the one past gets an error); the memory used follows the processes waiting.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Condition {
     shared: Shared<CondState>,
@@ -570,5 +732,121 @@ impl fmt::Debug for ConditionGuard<'_> {
 impl Drop for ConditionGuard<'_> {
     fn drop(&mut self) {
         let _ = self.cond.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid no process has (above the kernel's `PID_MAX_LIMIT`): a dead process's.
+    const DEAD: u32 = i32::MAX as u32;
+
+    fn table() -> Shared<CondState> {
+        Shared::new(c"multiprocess-condition-test", 0).unwrap()
+    }
+
+    fn set(state: &CondState, i: usize, pid: u32, waiters: u64) {
+        state.entry(i).word.store(u64::from(pid) << PID_SHIFT | waiters << 16, Ordering::SeqCst);
+        state.mark_used(i);
+    }
+
+    fn index_of(state: &CondState, entry: &Entry) -> usize {
+        (0..CAPACITY).find(|&i| std::ptr::eq(state.entry(i), entry)).unwrap()
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(std::mem::size_of::<Group>(), 1088);
+        assert_eq!(std::mem::size_of::<CondState>(), 576 + 4096 * 1088);
+        // The first group shares the segment's first page with the header and the summaries.
+        assert!(crate::heap::FIRST + std::mem::offset_of!(CondState, groups) + 1088 <= 4096);
+    }
+
+    #[test]
+    fn marks_at_three_levels() {
+        let shared = table();
+        let s = shared.state();
+        let marked = [3, 64, 4095, 4096, 100_000, CAPACITY - 1];
+        for &i in &marked {
+            set(s, i, DEAD, 1);
+        }
+        let mut seen = Vec::new();
+        let mut at = 0;
+        while let Some(i) = s.next_used(at) {
+            seen.push(i);
+            at = i + 1;
+        }
+        assert_eq!(seen, marked);
+        assert_eq!(s.next_used(65), Some(4095));
+        assert_eq!(s.next_used(4097), Some(100_000));
+        assert_eq!(s.next_used(CAPACITY), None);
+        for &i in &marked {
+            s.mark_free(i);
+        }
+        assert_eq!(s.next_used(0), None);
+        assert_eq!(s.bands.load(Ordering::SeqCst), 0);
+        assert!(s.summary.iter().all(|w| w.load(Ordering::SeqCst) == 0));
+    }
+
+    #[test]
+    fn notify_clears_dead_entries_and_goes_round() {
+        let shared = table();
+        let s = shared.state();
+        let me = proc::cached_pid() as u32;
+        set(s, 5, DEAD, 3);
+        set(s, 5000, me, 2);
+        set(s, 200_000, me, 1);
+        s.notify(1, me);
+        assert_eq!(s.entry(5).word.load(Ordering::SeqCst), 0, "the dead process's entry is cleared");
+        assert_eq!(s.next_used(0), Some(5000), "and unmarked");
+        assert_eq!(tokens_of(s.entry(5000).word.load(Ordering::SeqCst)), 1);
+        // The next notify starts past the last entry it gave tokens to.
+        s.notify(1, me);
+        assert_eq!(tokens_of(s.entry(200_000).word.load(Ordering::SeqCst)), 1);
+        s.notify(1, me);
+        assert_eq!(tokens_of(s.entry(5000).word.load(Ordering::SeqCst)), 2);
+    }
+
+    #[test]
+    fn registration_takes_home_then_the_first_unmarked_then_a_dead_one() {
+        let shared = table();
+        let s = shared.state();
+        let me = proc::cached_pid() as u32;
+        let home = me as usize % GROUP;
+        // A dead process at our home: taken over.
+        set(s, home, DEAD, 4);
+        let (entry, _) = s.register(me).unwrap();
+        assert_eq!(index_of(s, entry), home);
+        assert_eq!(entry.word.load(Ordering::SeqCst), u64::from(me) << PID_SHIFT | WAITER);
+        // Our home in use by a live process (pid 1): the first unmarked entry.
+        set(s, home, 1, 1);
+        let first = if home == 0 { 1 } else { 0 };
+        let (entry, _) = s.register(me).unwrap();
+        assert_eq!(index_of(s, entry), first);
+        // An entry held but unmarked (its registrant died half-way) is marked and passed.
+        let second = (0..GROUP).find(|&i| i != home && i != first).unwrap();
+        s.entry(second).word.store(u64::from(DEAD) << PID_SHIFT | WAITER, Ordering::SeqCst);
+        s.entry(first).word.store(u64::from(1u32) << PID_SHIFT | WAITER, Ordering::SeqCst);
+        let (entry, _) = s.register(me).unwrap();
+        assert!(index_of(s, entry) > second);
+        assert_eq!(s.next_used(second), Some(second));
+    }
+
+    #[test]
+    fn a_full_table_is_an_error_naming_its_capacity() {
+        let shared = table();
+        let s = shared.state();
+        let me = proc::cached_pid() as u32;
+        for i in 0..CAPACITY {
+            // Pid 1 is alive in every pid namespace.
+            set(s, i, 1, 1);
+        }
+        let Err(err) = s.register(me).map(|_| ()) else { panic!("registered in a full table") };
+        let err = err.to_string();
+        assert!(err.contains("more than 262144 processes"), "{err}");
+        set(s, 200_000, DEAD, 2);
+        let (entry, _) = s.register(me).unwrap();
+        assert_eq!(index_of(s, entry), 200_000, "a dead process's entry is taken over");
     }
 }
