@@ -6,6 +6,7 @@ The harness (bench/src/main.rs) runs this once per round and cell:
     python3 cpython_side.py process_start_join {fork|forkserver|spawn} ITERATIONS [--warmup W]
     python3 cpython_side.py pipe_pingpong {typed|bytes} ITERATIONS [--warmup W]
                             [--cpu PARENT_CPU] [--child-cpu CHILD_CPU]
+    python3 cpython_side.py pipe_bulk SIZE_BYTES MESSAGES [--warmup W] [--cpu P --child-cpu C]
     python3 cpython_side.py lock_uncontended lock ITERATIONS [--warmup W]
     python3 cpython_side.py lock_contended lock ITERATIONS [--warmup W] [--cpu P --child-cpu C]
     python3 cpython_side.py sync_pingpong {event|semaphore|barrier|condition} ITERATIONS [--warmup W]
@@ -131,6 +132,38 @@ def pipe_pingpong(kind, iterations, warmup, cpu, child_cpu):
     if p.exitcode != 0:
         raise SystemExit(f"echo child exited with {p.exitcode}")
     return elapsed / iterations * 1e6, "fork"
+
+
+def bulk_receiver(conn, n, size, cpu):
+    _pin(cpu)
+    for _ in range(n):
+        if len(conn.recv_bytes()) != size:
+            raise SystemExit("short message")
+    conn.send_bytes(b"k")
+    conn.close()
+
+
+def pipe_bulk(size, iterations, warmup, cpu, child_cpu):
+    """send_bytes of `size`-byte messages through a duplex Pipe() to a child that
+    recv_bytes each and answers one byte after the last: GB/s of payload."""
+    _pin(cpu)
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    p = ctx.Process(target=bulk_receiver, args=(child_end, warmup + iterations, size, child_cpu))
+    p.start()
+    child_end.close()
+    payload = bytes(i & 0xFF for i in range(256)) * (size // 256) + bytes(size % 256)
+    for _ in range(warmup):
+        parent_end.send_bytes(payload)
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        parent_end.send_bytes(payload)
+    parent_end.recv_bytes()
+    elapsed = time.perf_counter() - t0
+    p.join()
+    if p.exitcode != 0:
+        raise SystemExit(f"receiver exited with {p.exitcode}")
+    return size * iterations / elapsed / 1e9, "fork", "GB/s"
 
 
 def lock_uncontended(iterations, warmup):
@@ -791,6 +824,12 @@ def main():
         if a.variant not in ("typed", "bytes"):
             parser.error("pipe_pingpong takes typed or bytes")
         value, method = pipe_pingpong(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "pipe_bulk":
+        try:
+            size = int(a.variant)
+        except (TypeError, ValueError):
+            parser.error("pipe_bulk takes a message size in bytes")
+        value, method, unit = pipe_bulk(size, a.iterations, a.warmup, a.cpu, a.child_cpu)
     elif a.workload == "lock_uncontended":
         if a.variant != "lock":
             parser.error("lock_uncontended takes lock")

@@ -130,6 +130,13 @@ impl BootMessage {
         if len > MAX_BOOT_LEN {
             return Err(Error::BadMessageLength { len: len as u64, max: MAX_BOOT_LEN as u64 });
         }
+        // Copies of the encoded arguments in the parent: one, beyond the encoding itself
+        // (`reduction::encode`, which writes them once into their own vector, grown to the
+        // right size in one step for a byte run). A large body is written once from that
+        // vector into the memfd, which the child maps read-only: it copies nothing until it
+        // decodes. (Before the memfd the body was copied into `frame` and then into the
+        // socket: two. CPython pickles into a buffer and writes that to a pipe: one.)
+        // Measured with `perf` on a 256 MiB argument: `encode` and this write, nothing else.
         let memfd = if HEADER_LEN + len > INLINE_MAX {
             let memfd = sys::shm::sealed_copy(c"multiprocess-boot", &[&frame[HEADER_LEN..], args])?;
             frame.truncate(HEADER_LEN);

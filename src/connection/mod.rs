@@ -483,7 +483,9 @@ fn recv_vec(reader: &mut stream::Reader<'_>, len: u64, max: u64) -> Result<Vec<u
         let filled = buf.len();
         let target = if filled == 0 { len.min(ALLOC_AHEAD) } else { len.min(filled.saturating_mul(2)) };
         buf.try_reserve_exact(target - filled).map_err(|_| too_long())?;
-        reader.payload_uninit(&mut buf.spare_capacity_mut()[..target - filled])?;
+        let spare = &mut buf.spare_capacity_mut()[..target - filled];
+        fd::advise_huge_pages(spare);
+        reader.payload_uninit(spare)?;
         // SAFETY: `payload_uninit` returned Ok, so it wrote all `target - filled` bytes after
         // the first `filled`, inside the capacity reserved above.
         unsafe { buf.set_len(target) };

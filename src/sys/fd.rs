@@ -284,3 +284,48 @@ fn writev_all(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<()> {
         retry(|| unsafe { libc::writev(fd.as_raw_fd(), slices.as_ptr().cast(), slices.len() as libc::c_int) })
     })
 }
+
+/// The capacity [`grow_pipe`] asks for: 1 MiB, or less where `/proc/sys/fs/pipe-max-size`
+/// (the most an unprivileged process may ask) is less. Read once.
+fn big_pipe_size() -> usize {
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        let max = std::fs::read_to_string("/proc/sys/fs/pipe-max-size").ok().and_then(|s| s.trim().parse().ok());
+        max.unwrap_or(1 << 20).min(1 << 20)
+    })
+}
+
+/// Raises the capacity of the pipe behind `fd` (either end) to [`big_pipe_size`], never
+/// lowering it. Best effort: a refusal (a user over `pipe-user-pages-hard`, a kernel without
+/// `F_SETPIPE_SZ`) leaves the pipe as it was, which still works, only slower.
+///
+/// A 64 KiB pipe moves a large message in 64 KiB turns, each a wake-up of the other side;
+/// 1 MiB turns double the throughput. The pages are allocated as data arrives and freed as it
+/// is read, so a bigger pipe costs memory only while it is full; but it counts 256 pages
+/// against the user's `pipe-user-pages-soft` (16384 by default), past which the user's new
+/// pipes are made small. So only pipes that carry a large message are grown.
+pub(crate) fn grow_pipe(fd: BorrowedFd<'_>) {
+    let size = big_pipe_size() as libc::c_int;
+    // SAFETY: F_GETPIPE_SZ and F_SETPIPE_SZ take and return plain integers, on a descriptor
+    // we borrow.
+    unsafe {
+        if libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) < size {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size);
+        }
+    }
+}
+
+/// Asks for transparent huge pages under `buf` (the 2 MiB-aligned part of it), memory about
+/// to be filled by a large read. Fresh memory is faulted in page by page as a read copies
+/// into it; for a payload of many megabytes that costs more than the copy, and one fault per
+/// 2 MiB instead of one per 4 KiB removes most of it. Best effort: ignored where THP is off.
+pub(crate) fn advise_huge_pages(buf: &mut [MaybeUninit<u8>]) {
+    const HUGE: usize = 2 << 20;
+    let start = (buf.as_mut_ptr() as usize).next_multiple_of(HUGE);
+    let end = (buf.as_mut_ptr() as usize + buf.len()) & !(HUGE - 1);
+    if end > start {
+        // SAFETY: MADV_HUGEPAGE changes no contents and only advises on pages of `buf`, which
+        // we borrow mutably (the range is inside it and page aligned).
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+    }
+}

@@ -11,6 +11,7 @@ pub mod managers;
 pub mod managers_remote;
 mod partner;
 mod phases;
+pub mod pipe_bulk;
 pub mod pipe_pingpong;
 pub mod pools;
 pub mod process_start_join;
@@ -195,6 +196,7 @@ pub fn py_args(workload: &str, variant: &str, n: u32, warmup: u32, placement: Op
 pub const NAMES: &[&str] = &[
     process_start_join::NAME,
     pipe_pingpong::NAME,
+    pipe_bulk::NAME,
     lock_uncontended::NAME,
     lock_contended::NAME,
     sync_pingpong::NAME,
@@ -220,6 +222,7 @@ pub const NAMES: &[&str] = &[
 pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut rows = process_start_join::rows(cfg)?;
     rows.extend(pipe_pingpong::rows(cfg));
+    rows.extend(pipe_bulk::rows(cfg));
     rows.extend(lock_uncontended::rows(cfg));
     rows.extend(lock_contended::rows(cfg));
     rows.extend(sync_pingpong::rows(cfg));
