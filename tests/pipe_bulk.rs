@@ -9,7 +9,6 @@
 mod common;
 
 use multiprocess::*;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The message sizes: empty, one byte, the default pipe size and one either side of it (the
 /// pipe is grown above it), 1 MiB (the size it is grown to) and 64 MiB (many turns of the
@@ -55,30 +54,7 @@ fn round_trip_all(to_child: &Connection, from_child: &Connection) {
     }
 }
 
-/// Bytes that serde writes as one run (`serialize_bytes`), not one call per byte.
-struct Blob(Vec<u8>);
-
-impl Serialize for Blob {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Blob, D::Error> {
-        struct Bytes;
-        impl serde::de::Visitor<'_> for Bytes {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<Blob, E> {
-                Ok(Blob(v.to_vec()))
-            }
-        }
-        d.deserialize_bytes(Bytes)
-    }
-}
+use common::Blob;
 
 /// Checks its argument against the pattern it should be, and says so.
 fn check_arg(big: Blob, conn: Connection) -> Result<()> {

@@ -20,7 +20,7 @@ mod faults;
 use common::{join_ok, run_case, start};
 use faults::{children_file, gettid, read_children, signal, state_of};
 use multiprocess::*;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
 use std::time::{Duration, Instant};
 
 use common::isolated;
@@ -35,32 +35,7 @@ fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u64).wrapping_mul(2_654_435_761).rotate_right(13) as u8).collect()
 }
 
-/// Bytes that serde writes as one run (`serialize_bytes`), not one call per byte as a
-/// `Vec<u8>`: 8 MiB of them encode in milliseconds even in a debug build, so that what the
-/// tests time is the start, not the encoding.
-struct Blob(Vec<u8>);
-
-impl Serialize for Blob {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Blob, D::Error> {
-        struct Bytes;
-        impl serde::de::Visitor<'_> for Bytes {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<Blob, E> {
-                Ok(Blob(v.to_vec()))
-            }
-        }
-        d.deserialize_bytes(Bytes)
-    }
-}
+use common::Blob;
 
 /// Reports the length and hash of the arguments it was given.
 fn report_args(big: Blob, conn: Connection) -> Result<()> {

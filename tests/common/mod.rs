@@ -293,3 +293,31 @@ pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
     m.update(msg);
     m.finalize().into_bytes().to_vec()
 }
+
+/// Bytes that serde writes as one run (`serialize_bytes`), not one call per byte as a
+/// `Vec<u8>`: megabytes of them encode in milliseconds even in a debug build, so that what a
+/// test times is its subject, not the encoding.
+#[allow(dead_code)]
+pub struct Blob(pub Vec<u8>);
+
+impl serde::Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Blob, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> std::result::Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
