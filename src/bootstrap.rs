@@ -81,16 +81,21 @@ struct Boot {
     args_len: u64,
 }
 
-// The boot message on the wire: a fixed header (the body's length and where the body is),
-// sent with descriptors attached (`SCM_RIGHTS`): the parent's pidfd, then the memfd that
-// holds the body if it is there, then the arguments' handles. A small body follows the header
-// on the socket; a larger one is in a sealed memfd. Either way the parent writes at most
-// `INLINE_MAX` bytes to a socket nobody has written to, which takes them whole at once: its
-// `send` never waits for the child, so a child that does not read (stopped, say) cannot hold
-// up `start()`.
+// The boot message on the wire: a fixed header (the body's length, where the body is, how
+// many handles the arguments have), sent with descriptors attached (`SCM_RIGHTS`): the
+// parent's pidfd, then the memfd that holds the body if it is there, then the arguments'
+// handles. A small body follows the header on the socket; a larger one is in a sealed memfd.
+// Either way the parent writes at most `INLINE_MAX` bytes to a socket nobody has written to,
+// which takes them whole at once: its `send` never waits for the child, so a child that does
+// not read (stopped, say) cannot hold up `start()`.
+//
+// More handles than one message carries (`HANDLES_IN_MESSAGE_MAX`) travel packed: in the
+// queue of a socket of their own (`fd::pack_fds`), filled before the child exists, when
+// nobody reads it and a full one is an error, not a wait; that socket goes in their place.
 
-/// The header's length: the body's length, then where it is, each a little-endian `u64`.
-const HEADER_LEN: usize = 16;
+/// The header's length: the body's length, where it is, and how many handles the arguments
+/// have, each a little-endian `u64`.
+const HEADER_LEN: usize = 24;
 /// The body follows the header on the socket.
 const INLINE: u64 = 0;
 /// The body is in the memfd that comes after the parent's pidfd.
@@ -101,6 +106,9 @@ const IN_MEMFD: u64 = 1;
 /// Above this, the body goes in a memfd: making one costs about 10 µs, a tenth of a fork
 /// server start, so small messages, the usual ones, keep the socket.
 const INLINE_MAX: usize = 2048;
+/// The most handles that travel in the boot message itself, beside its own descriptors (the
+/// parent's pidfd, the memfd, room for a few more); more are packed.
+const HANDLES_IN_MESSAGE_MAX: usize = fd::MAX_FDS_PER_MESSAGE - 8;
 
 /// A boot message ready to send, made before the child exists: what can fail without a
 /// child (encoding, a memfd, too many handles) fails then.
@@ -108,6 +116,9 @@ pub(crate) struct BootMessage {
     /// The header, followed by the body when it travels inline.
     frame: Vec<u8>,
     memfd: Option<OwnedFd>,
+    /// The arguments' handles, packed ([`fd::pack_fds`]) when there are too many for the
+    /// message: it can be sent once only.
+    packed: Option<OwnedFd>,
 }
 
 impl BootMessage {
@@ -145,17 +156,19 @@ impl BootMessage {
             frame.extend_from_slice(args);
             None
         };
-        // The parent's pidfd and the memfd travel in the same message as the handles.
-        let handles = payload.args.fds.len();
-        if 1 + usize::from(memfd.is_some()) + handles > fd::MAX_FDS_PER_MESSAGE {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{handles} handles in a child's arguments, more than one message carries"),
-            )));
-        }
+        let handles = &payload.args.fds;
+        let packed = if handles.len() > HANDLES_IN_MESSAGE_MAX {
+            // SAFETY: the descriptors are owned by the arguments being encoded, which outlive
+            // this call; once packed, the kernel holds its own references to their files.
+            let borrowed: Vec<_> = handles.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }).collect();
+            Some(fd::pack_fds(&borrowed)?)
+        } else {
+            None
+        };
         frame[..8].copy_from_slice(&(len as u64).to_le_bytes());
-        frame[8..HEADER_LEN].copy_from_slice(&if memfd.is_some() { IN_MEMFD } else { INLINE }.to_le_bytes());
-        Ok(BootMessage { frame, memfd })
+        frame[8..16].copy_from_slice(&if memfd.is_some() { IN_MEMFD } else { INLINE }.to_le_bytes());
+        frame[16..HEADER_LEN].copy_from_slice(&(handles.len() as u64).to_le_bytes());
+        Ok(BootMessage { frame, memfd, packed })
     }
 
     /// Sends the message on `channel` (a fresh socket nothing else was sent on), with this
@@ -165,8 +178,11 @@ impl BootMessage {
         let me = process::self_pidfd()?;
         let mut handles = vec![me.as_fd()];
         handles.extend(self.memfd.as_ref().map(|m| m.as_fd()));
-        // SAFETY: the descriptors are owned by the arguments being sent, which outlive this call.
-        handles.extend(fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }));
+        match &self.packed {
+            Some(packed) => handles.push(packed.as_fd()),
+            // SAFETY: the descriptors are owned by the arguments being sent, which outlive this call.
+            None => handles.extend(fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })),
+        }
         fd::try_send_with_fds(channel, &self.frame, &handles).map_err(Error::from_write)
     }
 }
@@ -220,6 +236,19 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Body, Vec<OwnedFd>)> {
     }
     let len = u64::from_le_bytes(std::array::from_fn(|i| header[i]));
     let place = u64::from_le_bytes(std::array::from_fn(|i| header[8 + i]));
+    let handles = u64::from_le_bytes(std::array::from_fn(|i| header[16 + i]));
+    let body = recv_body(channel, len, place, &mut fds)?;
+    take_handles(&mut fds, handles)?;
+    Ok((body, fds))
+}
+
+/// The descriptors before the arguments' handles in a boot message, once its memfd is taken
+/// out: the parent's pidfd.
+const LEADING_FDS: usize = 1;
+
+/// Reads the body of a boot message whose header said `len` and `place`, taking its memfd
+/// out of `fds` if it is there.
+fn recv_body(channel: BorrowedFd<'_>, len: u64, place: u64, fds: &mut Vec<OwnedFd>) -> Result<Body> {
     let bad = |max: usize| Error::BadMessageLength { len, max: max as u64 };
     match place {
         INLINE => {
@@ -229,7 +258,7 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Body, Vec<OwnedFd>)> {
             if !fd::recv_exact(channel, &mut body)? {
                 return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
             }
-            Ok((Body::Inline(body), fds))
+            Ok(Body::Inline(body))
         }
         IN_MEMFD => {
             let len = usize::try_from(len).ok().filter(|&l| l <= MAX_BOOT_LEN).ok_or(bad(MAX_BOOT_LEN))?;
@@ -238,10 +267,29 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Body, Vec<OwnedFd>)> {
             }
             let memfd = fds.remove(1);
             let map = sys::shm::SealedMap::new(memfd.as_fd(), len)?;
-            Ok((Body::Mapped(map), fds))
+            Ok(Body::Mapped(map))
         }
         other => Err(Error::Codec(format!("a boot message header of unknown kind {other}"))),
     }
+}
+
+/// Checks that the `count` handles the header announced came, in the message after its own
+/// descriptors or packed in their place, and unpacks them. Fewer or more is an error.
+fn take_handles(fds: &mut Vec<OwnedFd>, count: u64) -> Result<()> {
+    let in_message = fds.len().saturating_sub(LEADING_FDS);
+    if count > HANDLES_IN_MESSAGE_MAX as u64 {
+        let count = usize::try_from(count).map_err(|_| Error::Codec(format!("{count} handles announced")))?;
+        if in_message != 1 {
+            return Err(Error::Codec(format!(
+                "{count} handles announced, packed, and {in_message} descriptors in their place"
+            )));
+        }
+        let packed = fds.pop().ok_or_else(|| Error::Codec("the packed handles are missing".into()))?;
+        fds.extend(fd::unpack_fds(packed.as_fd(), count)?);
+    } else if in_message as u64 != count {
+        return Err(Error::Codec(format!("{in_message} handles arrived, {count} announced")));
+    }
+    Ok(())
 }
 
 /// Decodes a boot message's body: the [`Boot`], and where the arguments after it lie in
@@ -377,11 +425,16 @@ mod tests {
         BootMessage::new(&spec(), &payload).unwrap()
     }
 
-    /// Sends `header` (and `body`) with `fds` on a fresh socket and reads it back as a child.
+    /// Sends `header` (and `body`) with `fds` on a fresh socket and reads it back as a child;
+    /// the header announces no handles.
     fn receive(header: [u64; 2], body: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(Body, Vec<OwnedFd>)> {
+        receive_handles([header[0], header[1], 0], body, fds)
+    }
+
+    /// [`receive`] with a header that announces `header[2]` handles.
+    fn receive_handles(header: [u64; 3], body: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(Body, Vec<OwnedFd>)> {
         let (ours, theirs) = fd::socketpair().unwrap();
-        let mut frame = header[0].to_le_bytes().to_vec();
-        frame.extend_from_slice(&header[1].to_le_bytes());
+        let mut frame: Vec<u8> = header.iter().flat_map(|w| w.to_le_bytes()).collect();
         frame.extend_from_slice(body);
         fd::send_with_fds(ours.as_fd(), &frame, fds).unwrap();
         drop(ours);
@@ -445,6 +498,55 @@ mod tests {
         // A well-formed header with a sealed memfd of garbage reads, then fails to decode.
         let (body, _) = receive([10, IN_MEMFD], &[], &[pidfd, sealed.as_fd()]).unwrap();
         assert!(decode_boot(body.as_slice()).is_err());
+    }
+
+    #[test]
+    fn handles_travel_in_the_message_or_packed_and_are_counted() {
+        let me = process::self_pidfd().unwrap();
+        let segments: Vec<_> = (0..602).map(|_| sys::shm::Segment::anonymous(c"test", 1).unwrap()).collect();
+        let raw: Vec<RawFd> = segments.iter().map(|s| std::os::fd::AsRawFd::as_raw_fd(&s.fd())).collect();
+        let inode = |fd: BorrowedFd<'_>| {
+            let file = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+            std::os::unix::fs::MetadataExt::ino(&file.metadata().unwrap())
+        };
+        for n in [0, 1, HANDLES_IN_MESSAGE_MAX, HANDLES_IN_MESSAGE_MAX + 1, 253, 600] {
+            for len in [10, 5000] {
+                let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: raw[..n].to_vec() } };
+                let message = BootMessage::new(&spec(), &payload).unwrap();
+                assert_eq!(message.packed.is_some(), n > HANDLES_IN_MESSAGE_MAX, "{n}");
+                let (ours, theirs) = fd::socketpair().unwrap();
+                message.send(ours.as_fd(), &payload.args.fds).unwrap();
+                let (body, fds) = recv_boot(theirs.as_fd()).unwrap();
+                assert_eq!(decode_boot(body.as_slice()).unwrap().1.len(), len, "{n}");
+                assert_eq!(fds.len(), 1 + n, "{n}");
+                // In order, each the file it was.
+                for (got, sent) in fds[1..].iter().zip(&segments) {
+                    assert_eq!(inode(got.as_fd()), inode(sent.fd()), "{n}");
+                }
+            }
+        }
+        // A header that announces more or fewer than came.
+        let pidfd = me.as_fd();
+        let some: Vec<BorrowedFd<'_>> = [pidfd].into_iter().chain(segments[..3].iter().map(|s| s.fd())).collect();
+        assert!(matches!(receive_handles([0, INLINE, 2], &[], &some), Err(Error::Codec(_))));
+        assert!(matches!(receive_handles([0, INLINE, 4], &[], &some), Err(Error::Codec(_))));
+        assert!(receive_handles([0, INLINE, 3], &[], &some).is_ok());
+        let packed = |n: usize| fd::pack_fds(&segments[..n].iter().map(|s| s.fd()).collect::<Vec<_>>()).unwrap();
+        let over = HANDLES_IN_MESSAGE_MAX as u64 + 1;
+        for (announced, sent) in
+            [(over, over as usize - 1), (over, over as usize + 1), (600, 599), (600, 601), (600, 0)]
+        {
+            let bag = packed(sent);
+            let got = receive_handles([0, INLINE, announced], &[], &[pidfd, bag.as_fd()]);
+            assert_eq!(got.is_ok(), announced as usize == sent, "{announced} announced, {sent} sent");
+        }
+        assert!(receive_handles([0, INLINE, 600], &[], &[pidfd, packed(600).as_fd()]).is_ok());
+        // Packed handles announced, but none or two descriptors in their place, or not a socket.
+        assert!(matches!(receive_handles([0, INLINE, 600], &[], &[pidfd]), Err(Error::Codec(_))));
+        let (a, b) = (packed(600), packed(600));
+        assert!(matches!(receive_handles([0, INLINE, 600], &[], &[pidfd, a.as_fd(), b.as_fd()]), Err(Error::Codec(_))));
+        assert!(receive_handles([0, INLINE, 600], &[], &[pidfd, segments[0].fd()]).is_err());
+        assert!(receive_handles([0, INLINE, u64::MAX], &[], &[pidfd, packed(3).as_fd()]).is_err());
     }
 
     #[test]

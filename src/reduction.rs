@@ -2,20 +2,42 @@
 //!
 //! A child's arguments are serde values. Objects that own an OS handle serialize as an index
 //! into a side table of descriptors; the descriptors themselves go to the child with
-//! `SCM_RIGHTS` in the same message. Serializing such an object anywhere else is an error, so a
+//! `SCM_RIGHTS` beside the message. Serializing such an object anywhere else is an error, so a
 //! handle can never be turned into a meaningless number on the wire.
+//!
+//! A descriptor that several handles share (clones of one `Lock`, objects in one arena) is in
+//! the table once, and travels once: the child gives each handle after the first a duplicate.
 
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 thread_local! {
     /// Descriptors collected while encoding a child's arguments; `None` outside `encode`.
-    static OUTGOING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     /// Descriptors received with a child's arguments; `None` outside `decode`.
-    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<Incoming>>> = const { RefCell::new(None) };
+}
+
+/// The descriptors of the handles encoded so far, each once, and the index of each.
+#[derive(Default)]
+struct Outgoing {
+    fds: Vec<RawFd>,
+    index: HashMap<RawFd, u32>,
+}
+
+/// A received descriptor, before and after the first handle that names it claims it.
+enum Incoming {
+    Unclaimed(OwnedFd),
+    /// Taken by a handle, which holds it as `fd`; `file` is what `fd` named then, so that a
+    /// later handle's duplicate is of that file, not of another that reused the number.
+    Claimed {
+        fd: RawFd,
+        file: (u64, u64),
+    },
 }
 
 /// Arguments encoded for a child: the bytes and the descriptors they refer to by index. The
@@ -26,18 +48,24 @@ pub(crate) struct Encoded {
 }
 
 /// Encodes `value`, collecting the descriptors of the handles inside it.
+/// Encodes `value`, collecting the descriptors of the handles inside it. A descriptor that
+/// several handles hold (the same number: the same open file) is collected once.
+///
+/// Only the same number counts as the same: two descriptors of one file (one `dup` of the
+/// other, or a pipe opened twice) stay two, because what they share is not all there is to
+/// them (a pipe's `O_NONBLOCK` belongs to each open file, not to the pipe).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    OUTGOING.with(|o| *o.borrow_mut() = Some(Vec::new()));
+    OUTGOING.with(|o| *o.borrow_mut() = Some(Outgoing::default()));
     let bytes = postcard::to_allocvec(value);
-    let fds = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    let fds = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default().fds;
     Ok(Encoded { bytes: bytes?, fds })
 }
 
-/// Decodes `bytes` whose handles arrived as `fds`. Every descriptor must be claimed by exactly
-/// one handle; the ones left over are closed. Every byte must belong to the value, as in
-/// [`from_bytes_exact`].
+/// Decodes `bytes` whose handles arrived as `fds`. The first handle that names a descriptor
+/// takes it, the next ones get duplicates of it; the descriptors no handle names are closed.
+/// Every byte must belong to the value, as in [`from_bytes_exact`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
-    INCOMING.with(|i| *i.borrow_mut() = Some(fds.into_iter().map(Some).collect()));
+    INCOMING.with(|i| *i.borrow_mut() = Some(fds.into_iter().map(Incoming::Unclaimed).collect()));
     let value = from_bytes_exact(bytes);
     INCOMING.with(|i| i.borrow_mut().take());
     value
@@ -74,8 +102,11 @@ pub(crate) fn can_send_fds() -> bool {
 pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::result::Result<S::Ok, S::Error> {
     let index = OUTGOING.with(|o| {
         o.borrow_mut().as_mut().map(|table| {
-            table.push(fd.as_raw_fd());
-            table.len() as u32 - 1
+            let next = table.fds.len() as u32;
+            *table.index.entry(fd.as_raw_fd()).or_insert_with(|| {
+                table.fds.push(fd.as_raw_fd());
+                next
+            })
         })
     });
     match index {
@@ -84,7 +115,8 @@ pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::resu
     }
 }
 
-/// Takes the descriptor a serialized index names from the incoming table.
+/// Takes the descriptor a serialized index names from the incoming table, or, if a handle
+/// took it already, a duplicate of it.
 pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<OwnedFd, D::Error> {
     let index = u32::deserialize(d)? as usize;
     INCOMING.with(|i| {
@@ -92,11 +124,49 @@ pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> std::result::Re
         let table = table
             .as_mut()
             .ok_or_else(|| crate::error::de_custom("a handle can only be received by a child process"))?;
-        table
-            .get_mut(index)
-            .and_then(Option::take)
-            .ok_or_else(|| crate::error::de_custom(format!("handle {index} is missing or claimed twice")))
+        let slot = table.get_mut(index).ok_or_else(|| crate::error::de_custom(format!("handle {index} is missing")))?;
+        claim(slot).map_err(|e| crate::error::de_custom(format!("handle {index}: {e}")))
     })
+}
+
+/// The descriptor in `slot` for one more handle: the received one for the first, then
+/// duplicates of it, while the first handle still holds it (every handle keeps its
+/// descriptor; a handle that dropped it, and another file in its number, give an error).
+fn claim(slot: &mut Incoming) -> std::io::Result<OwnedFd> {
+    match slot {
+        Incoming::Unclaimed(fd) => {
+            let file = file_identity(fd.as_fd())?;
+            let raw = fd.as_raw_fd();
+            match std::mem::replace(slot, Incoming::Claimed { fd: raw, file }) {
+                Incoming::Unclaimed(fd) => Ok(fd),
+                Incoming::Claimed { .. } => unreachable!("the slot was unclaimed a line above"),
+            }
+        }
+        Incoming::Claimed { fd, file } => {
+            if !crate::sys::fd::is_open(*fd) {
+                return Err(std::io::Error::other("closed before its next claim"));
+            }
+            // SAFETY: `fd` is open (checked above) and borrowed for the two calls below only.
+            // Nothing closes it meanwhile: a child decodes its arguments before its target
+            // runs, on its only thread, and the handle that holds it is being decoded here.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
+            if file_identity(borrowed)? != *file {
+                return Err(std::io::Error::other("closed before its next claim, its number reused"));
+            }
+            borrowed.try_clone_to_owned()
+        }
+    }
+}
+
+/// The (device, inode) of the file `fd` names.
+fn file_identity(fd: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat writes a whole `stat` into `st` on success, and only then is it read.
+    let st = unsafe {
+        crate::sys::cvt(libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()))?;
+        st.assume_init()
+    };
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// A descriptor to serialize as a handle (see [`serialize_fd`]).
@@ -126,6 +196,56 @@ mod tests {
         let bytes = postcard::to_allocvec(&(7u32, 9u32)).unwrap();
         assert_eq!(from_bytes_exact::<(u32, u32)>(&bytes).unwrap(), (7, 9));
         assert_eq!(decode::<(u32, u32)>(&bytes, Vec::new()).unwrap(), (7, 9));
+    }
+
+    /// Descriptors to encode: `SendFd`s of `fds`, decoded as `RecvFd`s.
+    #[derive(Serialize)]
+    struct Out<'a>(Vec<SendFd<'a>>);
+    #[derive(Deserialize)]
+    struct In(Vec<RecvFd>);
+
+    fn inode(fd: BorrowedFd<'_>) -> u64 {
+        file_identity(fd).unwrap().1
+    }
+
+    #[test]
+    fn a_shared_descriptor_travels_once_and_each_handle_gets_its_own() {
+        let (a, b) = crate::sys::fd::pipe().unwrap();
+        let order = [&a, &b, &a, &a, &b];
+        let encoded = encode(&Out(order.iter().map(|f| SendFd(f.as_fd())).collect())).unwrap();
+        assert_eq!(encoded.fds, vec![a.as_raw_fd(), b.as_raw_fd()]);
+        // What the child receives: its own copies of the two.
+        let received = vec![a.try_clone().unwrap(), b.try_clone().unwrap()];
+        let In(got) = decode(&encoded.bytes, received).unwrap();
+        assert_eq!(got.len(), 5);
+        let mut numbers: Vec<RawFd> = got.iter().map(|f| f.0.as_raw_fd()).collect();
+        for (got, sent) in got.iter().zip(order) {
+            assert_eq!(inode(got.0.as_fd()), inode(sent.as_fd()));
+        }
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), 5, "each handle holds a descriptor of its own");
+        // An index nothing came for: an error.
+        let lone = encode(&Out(vec![SendFd(a.as_fd())])).unwrap();
+        assert!(decode::<In>(&lone.bytes, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn a_claim_after_the_first_holder_let_go_is_an_error() {
+        // A handle that drops its descriptor while decoding: the next one's duplicate would be
+        // of whatever reused the number.
+        struct Drops;
+        impl<'de> Deserialize<'de> for Drops {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Drops, D::Error> {
+                drop(deserialize_fd(d)?);
+                Ok(Drops)
+            }
+        }
+        let (a, _b) = crate::sys::fd::pipe().unwrap();
+        let encoded = encode(&Out(vec![SendFd(a.as_fd()), SendFd(a.as_fd())])).unwrap();
+        assert_eq!(encoded.fds.len(), 1);
+        let received = vec![a.try_clone().unwrap()];
+        assert!(decode::<(Drops, RecvFd)>(&encoded.bytes[1..], received).is_err());
     }
 
     #[test]

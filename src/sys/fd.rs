@@ -4,7 +4,7 @@
 use super::{Deadline, cvt, retry};
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// The kernel's limit on descriptors in one `SCM_RIGHTS` message.
 pub(crate) const MAX_FDS_PER_MESSAGE: usize = 253;
@@ -168,6 +168,11 @@ pub(crate) fn try_recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> 
 /// Receives up to `buf.len()` bytes and any descriptors that travel with them (close-on-exec).
 /// Returns the byte count (0 at end of stream) and the descriptors.
 pub(crate) fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    recvmsg_with_fds(fd, buf, 0)
+}
+
+/// One `recvmsg` with `flags`: the byte count and the descriptors that came with the bytes.
+fn recvmsg_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, Vec<OwnedFd>)> {
     // SAFETY: pure computation on a length.
     let space = unsafe { libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32) } as usize;
     let mut control = vec![0u64; space.div_ceil(8)];
@@ -179,7 +184,7 @@ pub(crate) fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(u
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = space as _;
     // SAFETY: `msg` points at live buffers of the stated sizes.
-    let n = retry(|| unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) })? as usize;
+    let n = retry(|| unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) })? as usize;
     let mut fds = Vec::new();
     // SAFETY: the kernel filled `control` with `msg_controllen` bytes of well-formed headers;
     // CMSG_FIRSTHDR/CMSG_NXTHDR walk only inside them. Each SCM_RIGHTS descriptor is new and ours.
@@ -201,6 +206,66 @@ pub(crate) fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(u
         return Err(io::Error::new(io::ErrorKind::InvalidData, "handles were truncated in transit"));
     }
     Ok((n, fds))
+}
+
+/// Packs `fds`, in order, into the queue of a fresh socket, and returns its reading end: one
+/// descriptor that carries any number of them, as many `SCM_RIGHTS` messages (of at most
+/// [`MAX_FDS_PER_MESSAGE`] each) waiting to be read. [`unpack_fds`] takes them out.
+///
+/// Never waits: nobody reads the socket while it is filled, so a message that does not fit
+/// is an error, not a wait. Each message is one byte (the number of descriptors it carries)
+/// and is charged about 770 bytes against the send buffer: a buffer of the default size
+/// (`net.core.wmem_default`, 208 KiB) takes 278 messages (70,000 descriptors), one of the
+/// kernel's smallest (4608 bytes, whatever the sysctls say) 6 (1,518).
+pub(crate) fn pack_fds(fds: &[BorrowedFd<'_>]) -> io::Result<OwnedFd> {
+    let (writer, reader) = socketpair()?;
+    for chunk in fds.chunks(MAX_FDS_PER_MESSAGE) {
+        try_send_with_fds(writer.as_fd(), &[chunk.len() as u8], chunk).map_err(|e| {
+            if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{} handles do not fit in one socket's buffer (net.core.wmem_default)", fds.len()),
+                )
+            } else {
+                e
+            }
+        })?;
+    }
+    // Closed, so that a reader sees the end after the last message, and never waits.
+    drop(writer);
+    Ok(reader)
+}
+
+/// Takes the `count` descriptors [`pack_fds`] packed into `packed`, in order. Fewer or more
+/// than `count` is an error. Never waits: everything was queued before `packed` travelled,
+/// so an empty queue is the end, even if a writer is still open.
+pub(crate) fn unpack_fds(packed: BorrowedFd<'_>, count: usize) -> io::Result<Vec<OwnedFd>> {
+    // (A count the sender announced: space is reserved for a sane one only.)
+    let mut fds = Vec::with_capacity(count.min(1 << 16));
+    loop {
+        let mut announced = [0u8; 1];
+        let (n, got) = match recvmsg_with_fds(packed, &mut announced, libc::MSG_DONTWAIT) {
+            Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => (0, Vec::new()),
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            if fds.len() != count {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} handles arrived, {count} announced", fds.len()),
+                ));
+            }
+            return Ok(fds);
+        }
+        if got.len() != usize::from(announced[0]) || fds.len() + got.len() > count {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a message of {} handles, {} announced, {count} in all", got.len(), announced[0]),
+            ));
+        }
+        fds.extend(got);
+    }
 }
 
 /// Waits until at least one of `fds` is readable (or hung up) or the deadline passes; returns
