@@ -78,12 +78,16 @@ struct Boot {
     parent_pid: i32,
     parent_name: String,
     authkey: Vec<u8>,
+    /// The pid of the resource tracker the child is to share, whose socket then travels after
+    /// the parent's pidfd (and the memfd); `None` if the parent has none to share.
+    tracker: Option<u32>,
     args_len: u64,
 }
 
 // The boot message on the wire: a fixed header (the body's length and where the body is),
 // sent with descriptors attached (`SCM_RIGHTS`): the parent's pidfd, then the memfd that
-// holds the body if it is there, then the arguments' handles. A small body follows the header
+// holds the body if it is there, then the resource tracker's socket if the parent shares one,
+// then the arguments' handles. A small body follows the header
 // on the socket; a larger one is in a sealed memfd. Either way the parent writes at most
 // `INLINE_MAX` bytes to a socket nobody has written to, which takes them whole at once: its
 // `send` never waits for the child, so a child that does not read (stopped, say) cannot hold
@@ -108,12 +112,16 @@ pub(crate) struct BootMessage {
     /// The header, followed by the body when it travels inline.
     frame: Vec<u8>,
     memfd: Option<OwnedFd>,
+    /// A copy of the resource tracker's socket, for the child to share.
+    tracker: Option<OwnedFd>,
 }
 
 impl BootMessage {
     /// The message that starts a child described by `spec` on `payload`, to be sent with the
-    /// arguments' handles (`payload.args.fds`).
-    pub(crate) fn new(spec: &ChildSpec, payload: &Payload) -> Result<BootMessage> {
+    /// arguments' handles (`payload.args.fds`), and the resource tracker (socket, pid) the
+    /// child is to share.
+    pub(crate) fn new(spec: &ChildSpec, payload: &Payload, tracker: Option<(OwnedFd, u32)>) -> Result<BootMessage> {
+        let (tracker, tracker_pid) = tracker.unzip();
         let args = &payload.args.bytes;
         let me = process::current_process();
         let boot = Boot {
@@ -123,6 +131,7 @@ impl BootMessage {
             parent_pid: sys::proc::getpid(),
             parent_name: me.name().to_string(),
             authkey: process::authkey()?.to_vec(),
+            tracker: tracker_pid,
             args_len: args.len() as u64,
         };
         let mut frame = postcard::to_extend(&boot, vec![0u8; HEADER_LEN])?;
@@ -145,9 +154,10 @@ impl BootMessage {
             frame.extend_from_slice(args);
             None
         };
-        // The parent's pidfd and the memfd travel in the same message as the handles.
+        // The parent's pidfd, the memfd and the tracker travel in the same message as the
+        // handles.
         let handles = payload.args.fds.len();
-        if 1 + usize::from(memfd.is_some()) + handles > fd::MAX_FDS_PER_MESSAGE {
+        if 1 + usize::from(memfd.is_some()) + usize::from(tracker.is_some()) + handles > fd::MAX_FDS_PER_MESSAGE {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("{handles} handles in a child's arguments, more than one message carries"),
@@ -155,16 +165,17 @@ impl BootMessage {
         }
         frame[..8].copy_from_slice(&(len as u64).to_le_bytes());
         frame[8..HEADER_LEN].copy_from_slice(&if memfd.is_some() { IN_MEMFD } else { INLINE }.to_le_bytes());
-        Ok(BootMessage { frame, memfd })
+        Ok(BootMessage { frame, memfd, tracker })
     }
 
     /// Sends the message on `channel` (a fresh socket nothing else was sent on), with this
-    /// process's pidfd and `fds`, the arguments' handles. Never waits for the reader: a full
+    /// process's pidfd, the tracker's socket and `fds`, the arguments' handles. Never waits for the reader: a full
     /// socket would be an error, but cannot be (see [`INLINE_MAX`]).
     pub(crate) fn send(&self, channel: BorrowedFd<'_>, fds: &[RawFd]) -> Result<()> {
         let me = process::self_pidfd()?;
         let mut handles = vec![me.as_fd()];
         handles.extend(self.memfd.as_ref().map(|m| m.as_fd()));
+        handles.extend(self.tracker.as_ref().map(|t| t.as_fd()));
         // SAFETY: the descriptors are owned by the arguments being sent, which outlive this call.
         handles.extend(fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }));
         fd::try_send_with_fds(channel, &self.frame, &handles).map_err(Error::from_write)
@@ -283,6 +294,12 @@ pub(crate) fn child_main(channel: OwnedFd, method: StartMethod, server: Option<i
         fail("the parent's handle is missing from the start-up message");
     }
     let parent_pidfd = fds.remove(0);
+    if let Some(tracker_pid) = boot.tracker {
+        if fds.is_empty() {
+            fail("the resource tracker's socket is missing from the start-up message");
+        }
+        crate::resource_tracker::adopt_inherited(fds.remove(0), tracker_pid);
+    }
     if let (true, StartMethod::ForkServer, Some(server)) = (boot.spec.daemon, method, server) {
         // Our parent is the fork server, which lives exactly as long as the client that
         // asked for us: dying with it is dying with the client. If it is gone already, so
@@ -367,6 +384,7 @@ pub(crate) fn run_and_exit(target: impl FnOnce() -> std::result::Result<i32, Str
 mod tests {
     use super::*;
     use crate::reduction::Encoded;
+    use std::os::fd::AsRawFd;
 
     fn spec() -> ChildSpec {
         ChildSpec { name: "Process-1".into(), identity: vec![1], daemon: false, method: StartMethod::Spawn }
@@ -374,7 +392,7 @@ mod tests {
 
     fn message(args: Vec<u8>) -> BootMessage {
         let payload = Payload { entry: 42, args: Encoded { bytes: args, fds: Vec::new() } };
-        BootMessage::new(&spec(), &payload).unwrap()
+        BootMessage::new(&spec(), &payload, None).unwrap()
     }
 
     /// Sends `header` (and `body`) with `fds` on a fresh socket and reads it back as a child.
@@ -409,6 +427,34 @@ mod tests {
         // Large arguments go in a memfd, small ones do not.
         assert!(message(vec![0; 4096]).memfd.is_some());
         assert!(message(vec![0; 100]).memfd.is_none());
+    }
+
+    #[test]
+    fn tracker_socket_travels_after_the_pidfd_and_memfd() {
+        for len in [10, 5000] {
+            let (tracker, _peer) = fd::seqpacket_pair().unwrap();
+            let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: Vec::new() } };
+            let message = BootMessage::new(&spec(), &payload, Some((tracker, 4321))).unwrap();
+            let (ours, theirs) = fd::socketpair().unwrap();
+            let (extra, _) = fd::socketpair().unwrap();
+            message.send(ours.as_fd(), &[extra.as_raw_fd()]).unwrap();
+            let (body, fds) = recv_boot(theirs.as_fd()).unwrap();
+            let (boot, _) = decode_boot(body.as_slice()).unwrap();
+            assert_eq!(boot.tracker, Some(4321));
+            // The pidfd, the tracker's socket, the argument's handle.
+            assert_eq!(fds.len(), 3, "{len}");
+            let kind = |fd: &OwnedFd| {
+                let mut kind: libc::c_int = 0;
+                let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt writes at most `size` bytes into `kind`.
+                unsafe {
+                    libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut kind).cast(), &mut size)
+                };
+                kind
+            };
+            assert_eq!(kind(&fds[1]), libc::SOCK_SEQPACKET);
+            assert_eq!(kind(&fds[2]), libc::SOCK_STREAM);
+        }
     }
 
     #[test]
