@@ -78,16 +78,20 @@ struct Boot {
     parent_pid: i32,
     parent_name: String,
     authkey: Vec<u8>,
+    /// The pid of the resource tracker the child is to share, whose socket then travels after
+    /// the parent's pidfd (and the memfd); `None` if the parent has none to share.
+    tracker: Option<u32>,
     args_len: u64,
 }
 
-// The boot message on the wire: a fixed header (the body's length, where the body is, how
-// many handles the arguments have), sent with descriptors attached (`SCM_RIGHTS`): the
-// parent's pidfd, then the memfd that holds the body if it is there, then the arguments'
-// handles. A small body follows the header on the socket; a larger one is in a sealed memfd.
-// Either way the parent writes at most `INLINE_MAX` bytes to a socket nobody has written to,
-// which takes them whole at once: its `send` never waits for the child, so a child that does
-// not read (stopped, say) cannot hold up `start()`.
+// The boot message on the wire: a fixed header (the body's length, where the body is and
+// whether the resource tracker's socket comes, how many handles the arguments have), sent
+// with descriptors attached (`SCM_RIGHTS`): the parent's pidfd, then the memfd that holds the
+// body if it is there, then the resource tracker's socket if the parent shares one, then the
+// arguments' handles. A small body follows the header on the socket; a larger one is in a
+// sealed memfd. Either way the parent writes at most `INLINE_MAX` bytes to a socket nobody
+// has written to, which takes them whole at once: its `send` never waits for the child, so a
+// child that does not read (stopped, say) cannot hold up `start()`.
 //
 // More handles than one message carries (`HANDLES_IN_MESSAGE_MAX`) travel packed: in the
 // queue of a socket of their own (`fd::pack_fds`), filled before the child exists, when
@@ -100,6 +104,8 @@ const HEADER_LEN: usize = 24;
 const INLINE: u64 = 0;
 /// The body is in the memfd that comes after the parent's pidfd.
 const IN_MEMFD: u64 = 1;
+/// Added to the place word: the resource tracker's socket comes after the pidfd and the memfd.
+const WITH_TRACKER: u64 = 2;
 /// The most a boot message sends on the socket, header included. A Unix stream socket's
 /// send buffer is at least `SOCK_MIN_SNDBUF` (4608 bytes, whatever the sysctls say), and the
 /// first write to an empty one is taken whole up to half of it, less 64 bytes of overhead.
@@ -119,12 +125,16 @@ pub(crate) struct BootMessage {
     /// The arguments' handles, packed ([`fd::pack_fds`]) when there are too many for the
     /// message: it can be sent once only.
     packed: Option<OwnedFd>,
+    /// A copy of the resource tracker's socket, for the child to share.
+    tracker: Option<OwnedFd>,
 }
 
 impl BootMessage {
     /// The message that starts a child described by `spec` on `payload`, to be sent with the
-    /// arguments' handles (`payload.args.fds`).
-    pub(crate) fn new(spec: &ChildSpec, payload: &Payload) -> Result<BootMessage> {
+    /// arguments' handles (`payload.args.fds`), and the resource tracker (socket, pid) the
+    /// child is to share.
+    pub(crate) fn new(spec: &ChildSpec, payload: &Payload, tracker: Option<(OwnedFd, u32)>) -> Result<BootMessage> {
+        let (tracker, tracker_pid) = tracker.unzip();
         let args = &payload.args.bytes;
         let me = process::current_process();
         let boot = Boot {
@@ -134,6 +144,7 @@ impl BootMessage {
             parent_pid: sys::proc::getpid(),
             parent_name: me.name().to_string(),
             authkey: process::authkey()?.to_vec(),
+            tracker: tracker_pid,
             args_len: args.len() as u64,
         };
         let mut frame = postcard::to_extend(&boot, vec![0u8; HEADER_LEN])?;
@@ -165,19 +176,21 @@ impl BootMessage {
         } else {
             None
         };
+        let place = if memfd.is_some() { IN_MEMFD } else { INLINE } | if tracker.is_some() { WITH_TRACKER } else { 0 };
         frame[..8].copy_from_slice(&(len as u64).to_le_bytes());
-        frame[8..16].copy_from_slice(&if memfd.is_some() { IN_MEMFD } else { INLINE }.to_le_bytes());
+        frame[8..16].copy_from_slice(&place.to_le_bytes());
         frame[16..HEADER_LEN].copy_from_slice(&(handles.len() as u64).to_le_bytes());
-        Ok(BootMessage { frame, memfd, packed })
+        Ok(BootMessage { frame, memfd, packed, tracker })
     }
 
     /// Sends the message on `channel` (a fresh socket nothing else was sent on), with this
-    /// process's pidfd and `fds`, the arguments' handles. Never waits for the reader: a full
+    /// process's pidfd, the tracker's socket and `fds`, the arguments' handles. Never waits for the reader: a full
     /// socket would be an error, but cannot be (see [`INLINE_MAX`]).
     pub(crate) fn send(&self, channel: BorrowedFd<'_>, fds: &[RawFd]) -> Result<()> {
         let me = process::self_pidfd()?;
         let mut handles = vec![me.as_fd()];
         handles.extend(self.memfd.as_ref().map(|m| m.as_fd()));
+        handles.extend(self.tracker.as_ref().map(|t| t.as_fd()));
         match &self.packed {
             Some(packed) => handles.push(packed.as_fd()),
             // SAFETY: the descriptors are owned by the arguments being sent, which outlive this call.
@@ -219,7 +232,7 @@ impl Body {
 /// Reads what [`BootMessage::send`] sent: the body and the descriptors (this process's
 /// parent's pidfd first, then the arguments' handles). Every length is checked before it is
 /// used: garbage gives an error, never a panic, a huge allocation or a bad access.
-fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Body, Vec<OwnedFd>)> {
+fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Body, Vec<OwnedFd>, bool)> {
     let mut header = [0u8; HEADER_LEN];
     let mut got = 0;
     let mut fds = Vec::new();
@@ -237,13 +250,14 @@ fn recv_boot(channel: BorrowedFd<'_>) -> Result<(Body, Vec<OwnedFd>)> {
     let len = u64::from_le_bytes(std::array::from_fn(|i| header[i]));
     let place = u64::from_le_bytes(std::array::from_fn(|i| header[8 + i]));
     let handles = u64::from_le_bytes(std::array::from_fn(|i| header[16 + i]));
-    let body = recv_body(channel, len, place, &mut fds)?;
-    take_handles(&mut fds, handles)?;
-    Ok((body, fds))
+    let body = recv_body(channel, len, place & !WITH_TRACKER, &mut fds)?;
+    let with_tracker = place & WITH_TRACKER != 0;
+    take_handles(&mut fds, handles, LEADING_FDS + usize::from(with_tracker))?;
+    Ok((body, fds, with_tracker))
 }
 
 /// The descriptors before the arguments' handles in a boot message, once its memfd is taken
-/// out: the parent's pidfd.
+/// out: the parent's pidfd (and the tracker's socket after it, if the header says so).
 const LEADING_FDS: usize = 1;
 
 /// Reads the body of a boot message whose header said `len` and `place`, taking its memfd
@@ -275,8 +289,8 @@ fn recv_body(channel: BorrowedFd<'_>, len: u64, place: u64, fds: &mut Vec<OwnedF
 
 /// Checks that the `count` handles the header announced came, in the message after its own
 /// descriptors or packed in their place, and unpacks them. Fewer or more is an error.
-fn take_handles(fds: &mut Vec<OwnedFd>, count: u64) -> Result<()> {
-    let in_message = fds.len().saturating_sub(LEADING_FDS);
+fn take_handles(fds: &mut Vec<OwnedFd>, count: u64, leading: usize) -> Result<()> {
+    let in_message = fds.len().saturating_sub(leading);
     if count > HANDLES_IN_MESSAGE_MAX as u64 {
         let count = usize::try_from(count).map_err(|_| Error::Codec(format!("{count} handles announced")))?;
         if in_message != 1 {
@@ -308,7 +322,7 @@ fn decode_boot(body: &[u8]) -> Result<(Boot, std::ops::Range<usize>)> {
 pub(crate) fn child_main(channel: OwnedFd, method: StartMethod, server: Option<i32>) -> ! {
     // A Rust program ignores SIGPIPE (std does it before main, which has not run here).
     sys::proc::ignore_signal(libc::SIGPIPE);
-    let (body, mut fds) = match recv_boot(channel.as_fd()) {
+    let (body, mut fds, with_tracker) = match recv_boot(channel.as_fd()) {
         Ok(b) => b,
         // The parent closed the channel before sending a byte: it gave up on this start (its
         // `start()` returned the error) and this child has nothing to run nor to say.
@@ -331,6 +345,15 @@ pub(crate) fn child_main(channel: OwnedFd, method: StartMethod, server: Option<i
         fail("the parent's handle is missing from the start-up message");
     }
     let parent_pidfd = fds.remove(0);
+    if with_tracker != boot.tracker.is_some() {
+        fail("the start-up message's header and body disagree on the resource tracker");
+    }
+    if let Some(tracker_pid) = boot.tracker {
+        if fds.is_empty() {
+            fail("the resource tracker's socket is missing from the start-up message");
+        }
+        crate::resource_tracker::adopt_inherited(fds.remove(0), tracker_pid);
+    }
     if let (true, StartMethod::ForkServer, Some(server)) = (boot.spec.daemon, method, server) {
         // Our parent is the fork server, which lives exactly as long as the client that
         // asked for us: dying with it is dying with the client. If it is gone already, so
@@ -415,6 +438,7 @@ pub(crate) fn run_and_exit(target: impl FnOnce() -> std::result::Result<i32, Str
 mod tests {
     use super::*;
     use crate::reduction::Encoded;
+    use std::os::fd::AsRawFd;
 
     fn spec() -> ChildSpec {
         ChildSpec { name: "Process-1".into(), identity: vec![1], daemon: false, method: StartMethod::Spawn }
@@ -422,7 +446,7 @@ mod tests {
 
     fn message(args: Vec<u8>) -> BootMessage {
         let payload = Payload { entry: 42, args: Encoded { bytes: args, fds: Vec::new() } };
-        BootMessage::new(&spec(), &payload).unwrap()
+        BootMessage::new(&spec(), &payload, None).unwrap()
     }
 
     /// Sends `header` (and `body`) with `fds` on a fresh socket and reads it back as a child;
@@ -438,7 +462,7 @@ mod tests {
         frame.extend_from_slice(body);
         fd::send_with_fds(ours.as_fd(), &frame, fds).unwrap();
         drop(ours);
-        recv_boot(theirs.as_fd())
+        recv_boot(theirs.as_fd()).map(|(body, fds, _)| (body, fds))
     }
 
     #[test]
@@ -450,7 +474,7 @@ mod tests {
             assert!(message.frame.len() <= INLINE_MAX, "{len}: {} bytes on the socket", message.frame.len());
             let (ours, theirs) = fd::socketpair().unwrap();
             message.send(ours.as_fd(), &[]).unwrap();
-            let (body, fds) = recv_boot(theirs.as_fd()).unwrap();
+            let (body, fds, _) = recv_boot(theirs.as_fd()).unwrap();
             assert_eq!(matches!(body, Body::Mapped(_)), message.memfd.is_some(), "{len}");
             // The parent's pidfd only: the memfd was taken out and closed once mapped.
             assert_eq!(fds.len(), 1, "{len}");
@@ -462,6 +486,35 @@ mod tests {
         // Large arguments go in a memfd, small ones do not.
         assert!(message(vec![0; 4096]).memfd.is_some());
         assert!(message(vec![0; 100]).memfd.is_none());
+    }
+
+    #[test]
+    fn tracker_socket_travels_after_the_pidfd_and_memfd() {
+        for len in [10, 5000] {
+            let (tracker, _peer) = fd::seqpacket_pair().unwrap();
+            let (extra, _) = fd::socketpair().unwrap();
+            let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: vec![extra.as_raw_fd()] } };
+            let message = BootMessage::new(&spec(), &payload, Some((tracker, 4321))).unwrap();
+            let (ours, theirs) = fd::socketpair().unwrap();
+            message.send(ours.as_fd(), &payload.args.fds).unwrap();
+            let (body, fds, with_tracker) = recv_boot(theirs.as_fd()).unwrap();
+            assert!(with_tracker, "the header says the tracker's socket comes");
+            let (boot, _) = decode_boot(body.as_slice()).unwrap();
+            assert_eq!(boot.tracker, Some(4321));
+            // The pidfd, the tracker's socket, the argument's handle.
+            assert_eq!(fds.len(), 3, "{len}");
+            let kind = |fd: &OwnedFd| {
+                let mut kind: libc::c_int = 0;
+                let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt writes at most `size` bytes into `kind`.
+                unsafe {
+                    libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut kind).cast(), &mut size)
+                };
+                kind
+            };
+            assert_eq!(kind(&fds[1]), libc::SOCK_SEQPACKET);
+            assert_eq!(kind(&fds[2]), libc::SOCK_STREAM);
+        }
     }
 
     #[test]
@@ -512,11 +565,11 @@ mod tests {
         for n in [0, 1, HANDLES_IN_MESSAGE_MAX, HANDLES_IN_MESSAGE_MAX + 1, 253, 600] {
             for len in [10, 5000] {
                 let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: raw[..n].to_vec() } };
-                let message = BootMessage::new(&spec(), &payload).unwrap();
+                let message = BootMessage::new(&spec(), &payload, None).unwrap();
                 assert_eq!(message.packed.is_some(), n > HANDLES_IN_MESSAGE_MAX, "{n}");
                 let (ours, theirs) = fd::socketpair().unwrap();
                 message.send(ours.as_fd(), &payload.args.fds).unwrap();
-                let (body, fds) = recv_boot(theirs.as_fd()).unwrap();
+                let (body, fds, _) = recv_boot(theirs.as_fd()).unwrap();
                 assert_eq!(decode_boot(body.as_slice()).unwrap().1.len(), len, "{n}");
                 assert_eq!(fds.len(), 1 + n, "{n}");
                 // In order, each the file it was.

@@ -2,53 +2,68 @@
 //! unlinks the named shared-memory segments a process created and left behind, once that
 //! process has ended, however it ended (returning from `main`, `exit`, a panic, `SIGKILL`).
 //!
-//! Each process that creates a tracked segment gets a tracker of its own, started on first
-//! use: this binary run again in the `tracker` role. That first process forks the tracker and
-//! exits at once, and the creator reaps it, so the tracker is nobody's child (no zombie, no
-//! stray child) and leads a session of its own (a signal to the creator's process group or
-//! terminal does not reach it; it also ignores `SIGINT`, `SIGTERM` and `SIGHUP`, as CPython's
-//! does, so that it outlives the processes it watches). The creator keeps one end of a
-//! sequenced-packet socket pair and the tracker reads the other. When the creator ends, the
-//! kernel closes its end; the tracker reads end of file, unlinks every segment still
-//! registered, and exits.
+//! One tracker serves a whole process tree, as CPython's does under spawn and forkserver. A
+//! process starts it (this binary run again in the `tracker` role) when it first starts a
+//! child, under any start method, or first creates a tracked segment, whichever comes first,
+//! and passes it down: a fork child keeps the inherited socket, a spawn or forkserver child is
+//! sent it with its boot message. So a pool's workers, however many come and go, share their
+//! owner's tracker, and a child that creates a segment starts no process.
+//!
+//! The tracker is a direct child of the process that started it, which reaps it if it dies
+//! (killed by hand) and it replaces it; otherwise it lives as long as the tree and ends after
+//! its starter, so it is never a zombie while the program runs, even under a PID 1 that never
+//! reaps (CPython's and our old per-process trackers were orphans, each a zombie of PID 1
+//! once it ended). It leads a session of its own (a signal to the program's process group or
+//! terminal does not reach it) and ignores `SIGINT`, `SIGTERM` and `SIGHUP`, as CPython's
+//! does, so that it outlives the processes it watches.
+//!
+//! Every holder of the socket's client end writes to it; the tracker reads the other end.
+//! Each message names its sender (pid and [process tag](crate::sys::pidfd::own_tag)), and the
+//! tracker keeps each sender's segments apart and watches each sender that has any through a
+//! pidfd: when that process ends, its segments are unlinked at once, whatever the rest of the
+//! tree does (a segment a child creates goes when that child ends, as before; CPython keeps it
+//! until the whole program ends). When the last holder is gone the tracker reads end of file,
+//! unlinks whatever is left, and exits.
 //!
 //! # Protocol
 //!
-//! The tracker first sends its pid (4 bytes, little-endian): the creator waits for it, so a
-//! tracker that cannot start is an error at once, not a leak later. Then the creator sends
-//! one packet per message and is never answered:
+//! The tracker first sends its pid (4 bytes, little-endian): a process that starts one in
+//! order to register waits for it, so a tracker that cannot start is an error at once, not a
+//! leak later (one started for a child is not waited for). Then the clients send one packet
+//! per message and are never answered:
 //!
 //! | bytes | field |
 //! |---|---|
 //! | 0 | `b'R'` register, `b'U'` unregister |
-//! | 1..9 | the segment's device number (u64, little-endian) |
-//! | 9..17 | its inode number (u64, little-endian) |
-//! | 17.. | its name without the leading `/` (1 to 255 bytes) |
+//! | 1..5 | the sender's pid (i32, little-endian) |
+//! | 5..9 | the sender's process tag (u32, little-endian; 0 if unknown) |
+//! | 9..17 | the segment's device number (u64, little-endian) |
+//! | 17..25 | its inode number (u64, little-endian) |
+//! | 25.. | its name without the leading `/` (1 to 255 bytes) |
 //!
-//! A segment is known by (name, device, inode) and at the end unlinked only if its name still
-//! names that very file: a segment that someone else unlinked and made again under the same
-//! name is theirs, and is left alone. Only creators register: a process that merely attaches
-//! never causes an unlink (CPython's tracker registers attachers too, unlinks what they attached
-//! to when they exit, and warns about "leaked" segments that were not leaked; this one prints
-//! nothing).
+//! A message is untrusted bytes: one that does not parse, or names no possible process, is
+//! dropped. A segment is known by (name, device, inode) and at the end unlinked only if its
+//! name still names that very file: a segment that someone else unlinked and made again under
+//! the same name is theirs, and is left alone. Only creators register: a process that merely
+//! attaches never causes an unlink (CPython's tracker registers attachers too, unlinks what
+//! they attached to when they exit, and warns about "leaked" segments that were not leaked;
+//! this one prints nothing).
 //!
-//! A fork child does not share its parent's tracker: an `atfork` handler closes the inherited
-//! socket in the child, so that the parent's tracker still sees the parent go, and the child
-//! starts a tracker of its own if it creates a segment. If a tracker dies (killed by hand),
-//! the next message finds the socket broken: a new tracker is started and told everything
-//! still registered.
+//! If the tracker dies (killed by hand), the next message a process sends finds the socket
+//! broken: that process starts a new tracker, tells it everything it has registered, and
+//! passes the new one to the children it starts from then on.
 
 use crate::popen::spawn::exec_self;
-use crate::sys::pidfd::Pidfd;
+use crate::sys::pidfd::{self, Pidfd};
 use crate::sys::{Deadline, fd, futex, proc, shm};
 use crate::{Error, Result};
 use std::cell::UnsafeCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::io;
 use std::ops::{Deref, DerefMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 /// The role name `bootstrap` knows the tracker by.
@@ -58,10 +73,14 @@ const REGISTER: u8 = b'R';
 const UNREGISTER: u8 = b'U';
 /// A segment name's longest form: a file name in `/dev/shm`.
 pub(crate) const NAME_MAX: usize = 255;
-const HEADER: usize = 17;
+const HEADER: usize = 25;
 const MAX_MESSAGE: usize = HEADER + NAME_MAX;
 /// How long a tracker may take to start (an exec of this binary on a loaded machine).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the tracker looks at senders it could not open a pidfd for (out of descriptors).
+const UNWATCHED_POLL: Duration = Duration::from_secs(1);
+/// The most messages the tracker reads in a row before it looks at ended senders again.
+const DRAIN_MAX: usize = 1024;
 
 /// One registered segment.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,39 +90,58 @@ struct Entry {
     ino: u64,
 }
 
+/// The process a message came from: its pid and tag (0: unknown).
+type Sender = (i32, u32);
+
 impl Entry {
-    fn encode(&self, op: u8) -> Vec<u8> {
+    fn encode(&self, op: u8, sender: Sender) -> Vec<u8> {
         let mut msg = Vec::with_capacity(HEADER + self.name.len());
         msg.push(op);
+        msg.extend_from_slice(&sender.0.to_le_bytes());
+        msg.extend_from_slice(&sender.1.to_le_bytes());
         msg.extend_from_slice(&self.dev.to_le_bytes());
         msg.extend_from_slice(&self.ino.to_le_bytes());
         msg.extend_from_slice(&self.name);
         msg
     }
 
-    fn decode(msg: &[u8]) -> Option<(u8, Entry)> {
+    fn decode(msg: &[u8]) -> Option<(u8, Sender, Entry)> {
         let (head, name) = msg.split_at_checked(HEADER)?;
         if name.is_empty() || name.len() > NAME_MAX || name.contains(&0) || name.contains(&b'/') {
             return None;
         }
-        let dev = u64::from_le_bytes(head[1..9].try_into().ok()?);
-        let ino = u64::from_le_bytes(head[9..17].try_into().ok()?);
-        Some((head[0], Entry { name: name.to_vec(), dev, ino }))
+        let op = head[0];
+        if op != REGISTER && op != UNREGISTER {
+            return None;
+        }
+        let pid = i32::from_le_bytes(head[1..5].try_into().ok()?);
+        let tag = u32::from_le_bytes(head[5..9].try_into().ok()?);
+        if pid <= 0 {
+            return None;
+        }
+        let dev = u64::from_le_bytes(head[9..17].try_into().ok()?);
+        let ino = u64::from_le_bytes(head[17..25].try_into().ok()?);
+        Some((op, (pid, tag), Entry { name: name.to_vec(), dev, ino }))
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The creator's side.
+/// This process, as it names itself to the tracker.
+fn me() -> Sender {
+    (proc::cached_pid(), pidfd::own_tag())
+}
 
-/// Registers the segment `name` (no leading `/`) whose file is `id` (device, inode) with this
-/// process's tracker, starting the tracker if there is none yet: from now on, if this process
-/// ends before [`unregister`], the tracker unlinks it.
+// ---------------------------------------------------------------------------------------------
+// The clients' side.
+
+/// Registers the segment `name` (no leading `/`) whose file is `id` (device, inode) with the
+/// tree's tracker, starting one if this process has none: from now on, if this process ends
+/// before [`unregister`], the tracker unlinks it.
 pub(crate) fn register(name: &str, id: (u64, u64)) -> Result<()> {
     let entry = Entry { name: name.as_bytes().to_vec(), dev: id.0, ino: id.1 };
     let mut client = CLIENT.lock();
     client.adopt();
     client.registered.insert(entry.clone());
-    if let Err(e) = client.deliver(&entry.encode(REGISTER), true) {
+    if let Err(e) = client.deliver(&entry.encode(REGISTER, me()), true) {
         client.registered.remove(&entry);
         return Err(e);
     }
@@ -120,17 +158,54 @@ pub(crate) fn unregister(name: &str, id: (u64, u64)) {
         // A tracker that died forgot everything anyway: a new one, told what is left, is
         // only worth starting if something is.
         let restart = !client.registered.is_empty();
-        let _ = client.deliver(&entry.encode(UNREGISTER), restart);
+        let _ = client.deliver(&entry.encode(UNREGISTER, me()), restart);
     }
 }
 
-/// This process's tracker socket, kept open for the life of the process: not a leak.
-pub(crate) fn client_fd() -> Option<i32> {
-    let fd = SOCKET_FD.load(Ordering::Relaxed);
-    (fd >= 0).then_some(fd)
+/// Makes sure this process has a live tracker before it starts a child, which will share it
+/// (a fork child inherits the socket). Starting one costs a fork and an exec, not waited for;
+/// a tracker that cannot start is no reason not to start the child, which then starts its own
+/// when it first creates a segment.
+pub(crate) fn ensure_running() {
+    let mut client = CLIENT.lock();
+    client.adopt();
+    let _ = client.ensure_live();
 }
 
-/// The pid of this process's tracker, if it has started one.
+/// The tracker a spawn or forkserver child is to share: a copy of the socket and the tracker's
+/// pid, starting a tracker if this process has none (see [`ensure_running`]).
+pub(crate) fn handle_for_child() -> Option<(OwnedFd, u32)> {
+    let mut client = CLIENT.lock();
+    client.adopt();
+    client.ensure_live().ok()?;
+    let socket = client.socket.as_ref()?;
+    Some((fd::dup(socket.as_fd()).ok()?, client.tracker_pid as u32))
+}
+
+/// Takes the tracker socket a spawn or forkserver child was sent with its boot message, before
+/// its target runs. Anything but a sequenced-packet socket is dropped: the child then starts a
+/// tracker of its own if it needs one.
+pub(crate) fn adopt_inherited(socket: OwnedFd, tracker_pid: u32) {
+    if !is_seqpacket(socket.as_fd()) || tracker_pid == 0 || tracker_pid > i32::MAX as u32 {
+        return;
+    }
+    let mut client = CLIENT.lock();
+    client.adopt();
+    client.socket = Some(socket);
+    client.tracker_pid = tracker_pid as i32;
+    client.tracker = None;
+}
+
+/// The descriptors this process keeps for its tracker for the life of the process (the
+/// socket, and the pidfd of a tracker it started): not leaks.
+pub(crate) fn client_fd() -> Vec<i32> {
+    let client = CLIENT.lock();
+    let mut fds: Vec<i32> = client.socket.iter().map(|s| s.as_raw_fd()).collect();
+    fds.extend(client.tracker.iter().map(|t| t.as_fd().as_raw_fd()));
+    fds
+}
+
+/// The pid of the tracker this process uses, if it has one.
 pub(crate) fn tracker_pid() -> Option<u32> {
     let mut client = CLIENT.lock();
     client.adopt();
@@ -141,30 +216,42 @@ pub(crate) fn tracker_pid() -> Option<u32> {
 struct Client {
     /// The process this state belongs to: a fork child finds its parent's here.
     owner: i32,
+    /// The client end of the tracker's socket, shared with the rest of the tree.
     socket: Option<OwnedFd>,
     tracker_pid: i32,
+    /// The tracker's pidfd, in the process that started it (its parent), which reaps it.
+    tracker: Option<Pidfd>,
+    /// The segments this process registered.
     registered: BTreeSet<Entry>,
 }
 
-static CLIENT: ForkSafeLock<Client> =
-    ForkSafeLock::new(Client { owner: 0, socket: None, tracker_pid: 0, registered: BTreeSet::new() });
+const fn fresh_client() -> Client {
+    Client { owner: 0, socket: None, tracker_pid: 0, tracker: None, registered: BTreeSet::new() }
+}
 
-/// The socket's number, readable without the lock: the `atfork` handler closes it in a fork
-/// child, and the leak checks of the tests list it.
-static SOCKET_FD: AtomicI32 = AtomicI32::new(-1);
+static CLIENT: ForkSafeLock<Client> = ForkSafeLock::new(fresh_client());
 
 impl Client {
-    /// Makes the state this process's: in a fork child, the parent's socket was closed by the
-    /// `atfork` handler (forget it, do not close its number twice) and the parent's
-    /// registrations are the parent's tracker's business.
+    /// Makes the state this process's: a fork child keeps the inherited socket (it shares the
+    /// tracker) but not the parent's registrations, which the tracker keeps under the
+    /// parent's name, nor the tracker's pidfd (the tracker is not its child to reap).
     fn adopt(&mut self) {
         let me = proc::cached_pid();
         if self.owner != me {
-            std::mem::forget(self.socket.take());
-            self.registered.clear();
-            self.tracker_pid = 0;
+            // Forgotten, not freed: freeing would write to pages shared with the parent.
+            std::mem::forget(std::mem::take(&mut self.registered));
+            self.tracker = None;
             self.owner = me;
         }
+    }
+
+    /// Starts a tracker, without waiting for it, unless this process has one whose socket
+    /// still has a reader.
+    fn ensure_live(&mut self) -> Result<()> {
+        if self.socket.as_ref().is_some_and(|s| !peer_gone(s.as_fd())) {
+            return Ok(());
+        }
+        self.replace(false)
     }
 
     /// Sends `msg` to the tracker; if there is none, or it died, and `restart`, starts one
@@ -180,16 +267,28 @@ impl Client {
         if !restart {
             return Ok(());
         }
-        install_atfork_handler();
-        let (socket, pid) = start()?;
-        for entry in &self.registered {
-            fd::send_all(socket.as_fd(), &[&entry.encode(REGISTER)])?;
+        self.replace(true)
+    }
+
+    /// Reaps the old tracker if it is ours, starts a new one and tells it what this process
+    /// has registered.
+    fn replace(&mut self, wait: bool) -> Result<()> {
+        if let Some(old) = self.tracker.take() {
+            // Its socket has no reader: it is dead or dying.
+            if !old.wait_exited(Deadline::after(Some(Duration::from_secs(1)))).unwrap_or(false) {
+                let _ = old.send_signal(libc::SIGKILL);
+                let _ = old.wait_exited(Deadline::after(Some(START_TIMEOUT)));
+            }
+            let _ = old.try_reap();
         }
-        // Published before the old one closes, so that a fork in between finds an open
-        // socket of ours under the number it closes.
-        SOCKET_FD.store(socket.as_raw_fd(), Ordering::Relaxed);
+        let (socket, pid, pidfd) = start(wait)?;
+        let me = me();
+        for entry in &self.registered {
+            fd::send_all(socket.as_fd(), &[&entry.encode(REGISTER, me)])?;
+        }
         self.socket = Some(socket);
         self.tracker_pid = pid;
+        self.tracker = Some(pidfd);
         Ok(())
     }
 }
@@ -198,56 +297,49 @@ fn is_broken(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN | libc::EBADF))
 }
 
-/// Starts a tracker: its socket and its pid.
-fn start() -> Result<(OwnedFd, i32)> {
-    let (ours, theirs) = fd::seqpacket_pair()?;
-    let (_, first) = exec_self(ROLE, theirs, None)?;
-    let hello = read_hello(&ours);
-    reap(&first);
-    Ok((ours, hello?))
+/// Whether the other end of the tracker socket is closed (the tracker is gone), without
+/// waiting: a hang-up or error shows in `poll` even while the tracker's hello is unread.
+fn peer_gone(socket: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd { fd: socket.as_raw_fd(), events: 0, revents: 0 };
+    // SAFETY: poll on one live pollfd, with no wait.
+    let r = unsafe { libc::poll(&mut pfd, 1, 0) };
+    r > 0 && pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
 }
 
-fn read_hello(socket: &OwnedFd) -> Result<i32> {
+/// Whether `fd` is a sequenced-packet socket.
+fn is_seqpacket(fd: BorrowedFd<'_>) -> bool {
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `kind`, which lives for the call.
+    let r =
+        unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE, (&raw mut kind).cast(), &mut len) };
+    r == 0 && kind == libc::SOCK_SEQPACKET
+}
+
+/// Starts a tracker as our child: its socket, pid and pidfd. With `wait`, waits for its hello,
+/// so that one that cannot start is an error now.
+fn start(wait: bool) -> Result<(OwnedFd, i32, Pidfd)> {
+    let (ours, theirs) = fd::seqpacket_pair()?;
+    let (pid, pidfd) = exec_self(ROLE, theirs, None)?;
+    if wait && let Err(e) = read_hello(&ours, pid) {
+        let _ = pidfd.send_signal(libc::SIGKILL);
+        let _ = pidfd.wait_exited(Deadline::after(Some(START_TIMEOUT)));
+        let _ = pidfd.try_reap();
+        return Err(e);
+    }
+    Ok((ours, pid, pidfd))
+}
+
+fn read_hello(socket: &OwnedFd, pid: i32) -> Result<()> {
     let not_started = || Error::Io(io::Error::other("the resource tracker did not start"));
     if !fd::poll_readable(&[socket.as_fd()], Deadline::after(Some(START_TIMEOUT)))?[0] {
         return Err(not_started());
     }
-    let mut pid = [0u8; 4];
-    if fd::read_some(socket.as_fd(), &mut pid)? != pid.len() {
+    let mut hello = [0u8; 4];
+    if fd::try_recv(socket.as_fd(), &mut hello)? != hello.len() || i32::from_le_bytes(hello) != pid {
         return Err(not_started());
     }
-    Ok(i32::from_le_bytes(pid))
-}
-
-/// Reaps the tracker's first process, which exits as soon as it has forked the tracker (or,
-/// stuck, is killed).
-fn reap(first: &Pidfd) {
-    if !first.wait_exited(Deadline::after(Some(START_TIMEOUT))).unwrap_or(false) {
-        let _ = first.send_signal(libc::SIGKILL);
-        let _ = first.wait_exited(Deadline::NEVER);
-    }
-    let _ = first.try_reap();
-}
-
-fn install_atfork_handler() {
-    // Not a `Once`: a fork child would inherit one that another thread was running as
-    // running for ever, and wait on it for ever.
-    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if !DONE.swap(true, Ordering::AcqRel) {
-        // SAFETY: registers a plain extern "C" function with no arguments for the child side.
-        unsafe { libc::pthread_atfork(None, None, Some(close_in_fork_child)) };
-    }
-}
-
-/// Runs in every fork child: closes the child's copy of the parent's tracker socket, so that
-/// the parent's tracker sees end of file when the parent ends, whatever the child does.
-extern "C" fn close_in_fork_child() {
-    let fd = SOCKET_FD.swap(-1, Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: in the child this number is the inherited copy of the socket the client
-        // state owns; `adopt` forgets that state without closing it, so it is closed once.
-        drop(unsafe { OwnedFd::from_raw_fd(fd) });
-    }
+    Ok(())
 }
 
 /// A process-local lock a fork child never finds stuck: its word holds the holding process's
@@ -265,11 +357,7 @@ unsafe impl<T: Send> Sync for ForkSafeLock<T> {}
 
 impl ForkSafeLock<Client> {
     const fn new(value: Client) -> ForkSafeLock<Client> {
-        ForkSafeLock {
-            word: AtomicU32::new(0),
-            data: UnsafeCell::new(value),
-            fresh: || Client { owner: 0, socket: None, tracker_pid: 0, registered: BTreeSet::new() },
-        }
+        ForkSafeLock { word: AtomicU32::new(0), data: UnsafeCell::new(value), fresh: fresh_client }
     }
 }
 
@@ -324,22 +412,99 @@ impl<T> Drop for Guard<'_, T> {
 // ---------------------------------------------------------------------------------------------
 // The tracker.
 
-/// The tracker's life: detach, say hello, record registrations until end of file, then unlink
-/// what is left. Runs in a fresh, single-threaded process; never returns.
+/// The segments of one sender, and its pidfd (`None` if none could be opened: then it is
+/// looked at every [`UNWATCHED_POLL`]).
+struct Holder {
+    pidfd: Option<Pidfd>,
+    entries: BTreeSet<Entry>,
+}
+
+/// What the tracker knows: each live sender's segments.
+#[derive(Default)]
+struct Registry {
+    holders: BTreeMap<Sender, Holder>,
+}
+
+impl Registry {
+    fn apply(&mut self, op: u8, sender: Sender, entry: Entry) {
+        if op == UNREGISTER {
+            if let Some(holder) = self.holders.get_mut(&sender) {
+                holder.entries.remove(&entry);
+                if holder.entries.is_empty() {
+                    self.holders.remove(&sender);
+                }
+            }
+            return;
+        }
+        if let Some(holder) = self.holders.get_mut(&sender) {
+            holder.entries.insert(entry);
+            return;
+        }
+        // A new sender: watched from now on, unless it has already ended (then its segment
+        // goes now). The pidfd is opened before the tag is checked, so that a pid recycled
+        // in between shows as a tag that does not match, never as a stranger watched.
+        let pidfd = match Pidfd::open(sender.0) {
+            Ok(p) => Some(p),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => return unlink_if_same(&entry),
+            // Out of descriptors, say: looked at by pid and tag instead.
+            Err(_) => None,
+        };
+        let ended = pidfd.as_ref().is_some_and(|p| p.has_exited().unwrap_or(false))
+            || pidfd::process_with_tag_gone(sender.0, sender.1);
+        if ended {
+            return unlink_if_same(&entry);
+        }
+        self.holders.insert(sender, Holder { pidfd, entries: BTreeSet::from([entry]) });
+    }
+
+    /// Unlinks the segments of `sender`, which has ended.
+    fn ended(&mut self, sender: Sender) {
+        if let Some(holder) = self.holders.remove(&sender) {
+            for entry in &holder.entries {
+                unlink_if_same(entry);
+            }
+        }
+    }
+
+    /// The senders whose ends `ready` (one flag per watched pidfd, in the order of
+    /// [`watched`](Registry::watched)) shows, or that the unwatched look finds gone.
+    fn ended_senders(&self, watched: &[Sender], ready: &[bool]) -> Vec<Sender> {
+        let mut gone: Vec<Sender> = Vec::new();
+        for (sender, _) in watched.iter().zip(ready).filter(|(_, r)| **r) {
+            // Still the same holder (the drain may have replaced it): ask its pidfd again.
+            if let Some(Holder { pidfd: Some(p), .. }) = self.holders.get(sender)
+                && p.has_exited().unwrap_or(false)
+            {
+                gone.push(*sender);
+            }
+        }
+        for (sender, holder) in &self.holders {
+            if holder.pidfd.is_none() && pidfd::process_with_tag_gone(sender.0, sender.1) {
+                gone.push(*sender);
+            }
+        }
+        gone
+    }
+
+    fn watched(&self) -> Vec<Sender> {
+        self.holders.iter().filter(|(_, h)| h.pidfd.is_some()).map(|(s, _)| *s).collect()
+    }
+
+    fn has_unwatched(&self) -> bool {
+        self.holders.values().any(|h| h.pidfd.is_none())
+    }
+}
+
+/// The tracker's life: detach, say hello, record registrations and unlink the segments of
+/// each sender that ends, until end of file; then unlink what is left. Runs in a fresh,
+/// single-threaded process; never returns.
 pub(crate) fn serve(channel: OwnedFd) -> ! {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         proc::ignore_signal(signal);
     }
-    // SAFETY: this process has one thread (it runs before `main`), so the child inherits no
-    // lock held elsewhere.
-    match unsafe { proc::fork() } {
-        Ok(0) => {}
-        Ok(_) => proc::exit_now(0),
-        Err(_) => proc::exit_now(1),
-    }
     let _ = proc::new_session();
-    // The tracker prints nothing and reads nothing, and must not keep the creator's terminal
-    // or output pipes open after the creator is gone (a test runner waits for those to close).
+    // The tracker prints nothing and reads nothing, and must not keep the program's terminal
+    // or output pipes open after the program is gone (a test runner waits for those to close).
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         for stdio in 0..=2 {
             let _ = proc::dup2(null.as_raw_fd(), stdio);
@@ -352,24 +517,58 @@ pub(crate) fn serve(channel: OwnedFd) -> ! {
     if fd::send_all(channel.as_fd(), &[&proc::getpid().to_le_bytes()]).is_err() {
         proc::exit_now(0);
     }
-    let mut live = BTreeSet::new();
+    let mut registry = Registry::default();
     let mut buf = [0u8; MAX_MESSAGE + 1];
     loop {
-        match fd::read_some(channel.as_fd(), &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => match Entry::decode(&buf[..n]) {
-                Some((REGISTER, entry)) => {
-                    live.insert(entry);
+        let watched = registry.watched();
+        let ready = {
+            let mut fds = vec![channel.as_fd()];
+            fds.extend(watched.iter().filter_map(|s| registry.holders.get(s)?.pidfd.as_ref().map(|p| p.as_fd())));
+            let deadline = Deadline::after(registry.has_unwatched().then_some(UNWATCHED_POLL));
+            match fd::poll_readable(&fds, deadline) {
+                Ok(ready) => ready,
+                // More descriptors than `RLIMIT_NOFILE` (lowered from outside): wait for it
+                // to be raised rather than stop watching.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
                 }
-                Some((UNREGISTER, entry)) => {
-                    live.remove(&entry);
+                Err(_) => break,
+            }
+        };
+        // Every message a sender sent before it ended is read before its end is acted on.
+        let mut eof = false;
+        if ready[0] {
+            for _ in 0..DRAIN_MAX {
+                match fd::try_recv(channel.as_fd(), &mut buf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        // Not ours to understand: the sender is broken, not us.
+                        if let Some((op, sender, entry)) = Entry::decode(&buf[..n]) {
+                            registry.apply(op, sender, entry);
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
                 }
-                _ => {} // not ours to understand: the sender is broken, not us
-            },
+            }
+        }
+        for sender in registry.ended_senders(&watched, &ready[1..]) {
+            registry.ended(sender);
+        }
+        if eof {
+            break;
         }
     }
-    for entry in &live {
-        unlink_if_same(entry);
+    let senders: Vec<Sender> = registry.holders.keys().copied().collect();
+    for sender in senders {
+        registry.ended(sender);
     }
     proc::exit_now(0)
 }

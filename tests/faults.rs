@@ -129,10 +129,12 @@ const ATTEMPTS: usize = 20;
 /// Where new children of a start under `m` appear: this thread's for fork and spawn, the
 /// fork server's for forkserver (started first if needed).
 fn children_file_for(m: StartMethod) -> String {
+    // A first start also starts the resource tracker the children share, a child of ours
+    // that would look like the child being watched.
+    let mut warm = start(m, exit_zero, ());
+    join_ok(&mut warm);
     match m {
         StartMethod::ForkServer => {
-            let mut warm = start(m, exit_zero, ());
-            join_ok(&mut warm);
             let server = __private::forkserver_pid().expect("a fork server runs");
             children_file(server, server as i32)
         }

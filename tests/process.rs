@@ -1104,7 +1104,10 @@ start_methods! {
 /// each) and of its parent's pidfd; stays alive until the parent sends on `release` or closes.
 fn report_fds(report: Connection, release: Connection) -> Result<()> {
     let parent_fd = parent_process().and_then(|p| p.sentinel().ok().map(|fd| fd.as_raw_fd()));
-    report.send(&(fds_with_targets(), vec![report.fileno()?, release.fileno()?], parent_fd))?;
+    // The crate's own (the resource tracker's socket, which children share) count as given.
+    let mut given = vec![report.fileno()?, release.fileno()?];
+    given.extend(__private::persistent_fds());
+    report.send(&(fds_with_targets(), given, parent_fd))?;
     let _ = release.recv::<()>();
     Ok(())
 }
@@ -1128,7 +1131,7 @@ fn standard_fds() -> BTreeSet<RawFd> {
 
 /// PROC-35 (spawn and forkserver only, as in CPython): five children alive at once hold the
 /// same number of descriptors (none holds its siblings'): exactly the standard ones, its two
-/// connections and its parent's pidfd.
+/// connections, its parent's pidfd and the resource tracker's socket (one for the tree).
 fn proc_35_case(m: StartMethod) {
     let ctx = get_context(m);
     let mut conns = Vec::new();
@@ -1139,7 +1142,7 @@ fn proc_35_case(m: StartMethod) {
         procs.push(p);
     }
     let counts: Vec<usize> = conns.iter().map(|(r, _)| r.recv::<FdReport>().unwrap().0.len()).collect();
-    assert_eq!(counts, vec![standard_fds().len() + 3; 5]);
+    assert_eq!(counts, vec![standard_fds().len() + 4; 5]);
     for (_, release) in &conns {
         release.send(&()).unwrap();
     }
@@ -1164,7 +1167,7 @@ mod proc_35_children_do_not_inherit_siblings_fds {
 start_methods! {
     /// MISC-06: a descriptor the parent has open (not passed to the child) is inherited by a
     /// fork child only. A spawn or forkserver child holds exactly stdin, stdout, stderr, the
-    /// handles in its arguments and its parent's pidfd.
+    /// handles in its arguments, its parent's pidfd and the resource tracker's socket.
     fn misc_06_child_holds_only_what_it_was_given(m) {
         let path = TempPath::new("misc06", m);
         let file = std::fs::File::create(&path.0).unwrap();

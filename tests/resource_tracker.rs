@@ -1,10 +1,11 @@
 //! The resource tracker: CONFORMANCE.md SHM-15, SHM-16 and SHM-26 in the form that translates
 //! (a named segment whose creator ended, however it ended, is unlinked; one merely attached
 //! to is not), without CPython's warnings. Each case with children runs under every start
-//! method; a fork child must get a tracker of its own, not share its parent's. Every test
-//! names its segments after its pid and start method and unlinks them even when it fails.
+//! method; children share their parent's tracker (one per process tree, see
+//! tests/tracker_tree.rs), which still unlinks a child's segments when that child ends. Every
+//! test names its segments after its pid and start method and unlinks them even when it fails.
 mod common;
-use common::{Cleanup, guarded, pid_alive};
+use common::{Cleanup, guarded, isolated, pid_alive, run_case};
 use multiprocess::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -85,9 +86,9 @@ fn create_and_end(name: String, panic: bool) -> Result<()> {
 }
 
 start_methods! {
-    /// SHM-15 with SIGKILL: a child creates a segment and is killed; its tracker (not the
-    /// parent's: the parent has one, which a fork child must not share) unlinks the segment
-    /// and exits. The parent's own segment is untouched.
+    /// SHM-15 with SIGKILL: a child creates a segment and is killed; the tracker, which it
+    /// shares with its parent, unlinks the segment at once and lives on for the parent, whose
+    /// own segment is untouched.
     fn tracker_unlinks_after_sigkill(m) {
         let mut cleanup = Cleanup::new();
         let mine = SharedMemory::create(8).unwrap();
@@ -97,22 +98,22 @@ start_methods! {
         let (ours, theirs) = pipe().unwrap();
         let mut p = get_context(m).process(create_and_wait, (name.clone(), String::new(), theirs));
         p.start().unwrap();
-        let child_tracker = ours.recv::<Option<u32>>().unwrap().expect("the child started a tracker");
-        assert_ne!(child_tracker, parent_tracker);
+        let child_tracker = ours.recv::<Option<u32>>().unwrap().expect("the child has a tracker");
+        assert_eq!(child_tracker, parent_tracker, "the child did not share its parent's tracker");
         assert!(exists(&name));
         p.kill().unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(-libc::SIGKILL));
         assert!(eventually(CLEANUP, || !exists(&name)), "{name} was not unlinked");
-        assert!(eventually(CLEANUP, || !pid_alive(child_tracker)), "the child's tracker did not exit");
+        assert!(pid_alive(parent_tracker), "the tracker ended with the child");
         assert!(exists(mine.name()));
         assert_eq!(tracker_pid(), parent_tracker);
         mine.unlink().unwrap();
     }
 
     /// SHM-16's `track=False` in its creator's form: an untracked segment of a killed child
-    /// stays (checked once the child's tracker has cleaned up its tracked one), and is
-    /// unlinked by hand.
+    /// stays (checked once the tracker has cleaned up the child's tracked one: it unlinks a
+    /// process's segments all at once), and is unlinked by hand.
     fn untracked_segment_survives_sigkill(m) {
         let mut cleanup = Cleanup::new();
         let tracked = cleanup.add(unique(&format!("tr{m}")));
@@ -120,11 +121,10 @@ start_methods! {
         let (ours, theirs) = pipe().unwrap();
         let mut p = get_context(m).process(create_and_wait, (tracked.clone(), untracked.clone(), theirs));
         p.start().unwrap();
-        let child_tracker = ours.recv::<Option<u32>>().unwrap().unwrap();
+        ours.recv::<Option<u32>>().unwrap().unwrap();
         p.kill().unwrap();
         p.join().unwrap();
         assert!(eventually(CLEANUP, || !exists(&tracked)), "{tracked} was not unlinked");
-        assert!(eventually(CLEANUP, || !pid_alive(child_tracker)), "the child's tracker did not exit");
         assert!(exists(&untracked), "an untracked segment was unlinked");
         SharedMemory::open(&untracked).unwrap().unlink().unwrap();
     }
@@ -260,7 +260,7 @@ fn cycles_then_wait(prefix: String, conn: Connection) -> Result<()> {
 
 start_methods! {
     /// The same after 300 cycles in a child that is then killed holding 3 segments: all gone,
-    /// and its tracker exits.
+    /// and the tracker, its parent's, lives on.
     fn cycles_then_sigkill_leave_nothing(m) {
         let prefix = unique(&format!("kc{m}"));
         let mut names: Vec<String> = (0..300).map(|i| format!("{prefix}_{i}")).collect();
@@ -274,16 +274,17 @@ start_methods! {
         p.kill().unwrap();
         p.join().unwrap();
         assert!(eventually(CLEANUP, || entries_with_prefix(&prefix).is_empty()), "{:?}", entries_with_prefix(&prefix));
-        assert!(eventually(CLEANUP, || !pid_alive(tracker)), "the tracker did not exit");
+        assert_eq!(Some(tracker), __private::tracker_pid());
+        assert!(pid_alive(tracker), "the tracker ended with the child");
     }
 }
 
-/// Creates `first`, kills its own tracker, creates `second` (which starts a new tracker, told
-/// about `first` too), reports both trackers' pids, then waits to be killed.
+/// Creates `first`, kills its tracker (its parent's), creates `second` (which starts a new
+/// tracker, told about `first` too), reports both trackers' pids, then waits to be killed.
 fn outlive_own_tracker(first: String, second: String, conn: Connection) -> Result<()> {
     let _a = SharedMemory::create_named(&first, 8)?;
     let old = __private::tracker_pid().unwrap_or(0);
-    // SAFETY: kill sends a signal to our own tracker, whose pid we were just told.
+    // SAFETY: kill sends a signal to our tracker, whose pid we were just told.
     unsafe { libc::kill(old as i32, libc::SIGKILL) };
     while std::fs::read_to_string(format!("/proc/{old}/stat")).is_ok_and(|s| !s.contains(") Z")) {
         std::thread::sleep(Duration::from_millis(5));
@@ -294,39 +295,73 @@ fn outlive_own_tracker(first: String, second: String, conn: Connection) -> Resul
     Ok(())
 }
 
-start_methods! {
-    /// A tracker killed by hand is replaced on the next creation, and the new one is told about
-    /// the segments registered before: both are unlinked when the creator is killed.
-    fn killed_tracker_is_replaced_and_told_everything(m) {
-        let mut cleanup = Cleanup::new();
-        let first = cleanup.add(unique(&format!("f{m}")));
-        let second = cleanup.add(unique(&format!("s{m}")));
-        let (ours, theirs) = pipe().unwrap();
-        let mut p = get_context(m).process(outlive_own_tracker, (first.clone(), second.clone(), theirs));
-        p.start().unwrap();
-        let (old, new) = ours.recv::<(u32, u32)>().unwrap();
-        assert_ne!(old, 0);
-        assert_ne!(new, 0);
-        assert_ne!(old, new);
-        assert!(exists(&first) && exists(&second));
-        p.kill().unwrap();
-        p.join().unwrap();
-        assert!(eventually(CLEANUP, || !exists(&first) && !exists(&second)), "segments left behind");
-        assert!(eventually(CLEANUP, || !pid_alive(new)), "the new tracker did not exit");
+/// A tracker killed by hand is replaced on the next creation, and the new one is told about
+/// the segments registered before: both are unlinked when the creator is killed. The killed
+/// one was the parent's, its child: the parent reaps it and starts another when it next needs
+/// one. (Alone in its process: it kills the tracker the tests beside it share.)
+fn killed_tracker_is_replaced_and_told_everything(m: StartMethod) {
+    let mut cleanup = Cleanup::new();
+    let first = cleanup.add(unique(&format!("f{m}")));
+    let second = cleanup.add(unique(&format!("s{m}")));
+    let (ours, theirs) = pipe().unwrap();
+    let mut p = get_context(m).process(outlive_own_tracker, (first.clone(), second.clone(), theirs));
+    p.start().unwrap();
+    let parents = __private::tracker_pid().expect("the parent started a tracker for its child");
+    let (old, new) = ours.recv::<(u32, u32)>().unwrap();
+    assert_eq!(old, parents);
+    assert_ne!(new, 0);
+    assert_ne!(old, new);
+    assert!(exists(&first) && exists(&second));
+    p.kill().unwrap();
+    p.join().unwrap();
+    assert!(eventually(CLEANUP, || !exists(&first) && !exists(&second)), "segments left behind");
+    assert!(eventually(CLEANUP, || !pid_alive(new)), "the new tracker did not exit");
+    // The parent notices its tracker is gone when it next uses it: it reaps it and starts
+    // another, which the next child shares.
+    let mine = SharedMemory::create(8).unwrap();
+    cleanup.add(mine.name().to_string());
+    let replaced = tracker_pid();
+    assert_ne!(replaced, old);
+    assert!(
+        common::children_of(std::process::id()).iter().all(|(pid, _)| *pid != old),
+        "the old tracker was not reaped"
+    );
+    mine.unlink().unwrap();
+}
+
+mod killed_tracker_is_replaced {
+    use super::*;
+    #[test]
+    fn fork() {
+        isolated("killed_tracker_is_replaced::fork", || {
+            run_case(StartMethod::Fork, killed_tracker_is_replaced_and_told_everything)
+        });
+    }
+    #[test]
+    fn spawn() {
+        isolated("killed_tracker_is_replaced::spawn", || {
+            run_case(StartMethod::Spawn, killed_tracker_is_replaced_and_told_everything)
+        });
+    }
+    #[test]
+    fn forkserver() {
+        isolated("killed_tracker_is_replaced::forkserver", || {
+            run_case(StartMethod::ForkServer, killed_tracker_is_replaced_and_told_everything)
+        });
     }
 }
 
-/// The tracker is nobody's child here: it is not left as a child of the creator (no zombie to
-/// reap, nothing for the leak guard to find), and it runs in a session of its own.
+/// The tracker is a child of the process that started it (which reaps it if it dies: see
+/// `killed_tracker_is_replaced`), never an orphan that a non-reaping PID 1 would keep as a
+/// zombie, and it runs in a session of its own. It lives as long as the tree does.
 #[test]
-fn tracker_is_not_a_child_of_its_creator() {
+fn tracker_is_a_child_of_its_starter_in_its_own_session() {
     guarded(|| {
         let shm = SharedMemory::create(8).unwrap();
         let _cleanup = Cleanup(vec![shm.name().to_string()]);
         let tracker = tracker_pid();
         assert!(pid_alive(tracker));
-        assert_ne!(ppid_of(tracker), Some(std::process::id()));
-        assert!(common::stray_children().iter().all(|(pid, _)| *pid != tracker));
+        assert_eq!(ppid_of(tracker), Some(std::process::id()));
         // SAFETY: getsid only reads.
         let (theirs, ours) = unsafe { (libc::getsid(tracker as i32), libc::getsid(0)) };
         assert_eq!(theirs, tracker as i32);
@@ -335,7 +370,7 @@ fn tracker_is_not_a_child_of_its_creator() {
     });
 }
 
-/// An untracked segment never starts a tracker.
+/// Creates an untracked segment and reports the tracker it has.
 fn untracked_only(name: String, conn: Connection) -> Result<()> {
     let shm = SharedMemory::builder().track(false).create_named(&name, 8)?;
     conn.send(&__private::tracker_pid())?;
@@ -343,7 +378,8 @@ fn untracked_only(name: String, conn: Connection) -> Result<()> {
 }
 
 start_methods! {
-    /// A process that creates only untracked segments (or only attaches) starts no tracker.
+    /// A child that creates only untracked segments (or only attaches) has its parent's
+    /// tracker, and starts none of its own.
     fn untracked_creation_starts_no_tracker(m) {
         let mut cleanup = Cleanup::new();
         let name = cleanup.add(unique(&format!("nt{m}")));
@@ -353,10 +389,26 @@ start_methods! {
         let tracker = ours.recv::<Option<u32>>().unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode(), Some(0));
-        // A fork child inherits no tracker either, even when its parent has one.
-        assert_eq!(tracker, None);
+        assert_eq!(tracker, __private::tracker_pid());
+        assert!(tracker.is_some());
         assert!(!exists(&name));
     }
+}
+
+/// A process that starts no child and creates only untracked segments (or only attaches)
+/// starts no tracker at all.
+#[test]
+fn untracked_creation_alone_starts_no_tracker() {
+    isolated("untracked_creation_alone_starts_no_tracker", || {
+        let name = unique("ntalone");
+        let _cleanup = Cleanup(vec![name.clone()]);
+        let shm = SharedMemory::builder().track(false).create_named(&name, 8).unwrap();
+        let again = SharedMemory::open(&name).unwrap();
+        drop(again);
+        assert_eq!(__private::tracker_pid(), None);
+        shm.unlink().unwrap();
+        assert_eq!(__private::tracker_pid(), None);
+    });
 }
 
 /// Sleeps for a minute (a grandchild that outlives its parent).
@@ -385,9 +437,9 @@ impl Drop for KillOnDrop {
 }
 
 start_methods! {
-    /// A fork child does not hold its parent's tracker socket: when the creator is killed
-    /// while its fork child lives on, the creator's segment is unlinked at once, not when the
-    /// child ends.
+    /// A fork child shares its parent's tracker, which still watches each process on its own:
+    /// when the creator is killed while its fork child lives on, the creator's segment is
+    /// unlinked at once, not when the child ends.
     fn fork_grandchild_does_not_delay_cleanup(m) {
         let mut cleanup = Cleanup::new();
         let name = cleanup.add(unique(&format!("gc{m}")));

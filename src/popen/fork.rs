@@ -12,6 +12,9 @@ use std::os::fd::AsFd;
 /// Forks a child that runs `launch` (taken out of the option in the child only).
 pub(crate) fn start(spec: &ChildSpec, launch: &mut Option<Box<dyn Launch>>) -> Result<Child> {
     let parent = proc::getpid();
+    // The child inherits this process's resource tracker (started now if there is none), so
+    // that children, and pool workers, start none of their own.
+    crate::resource_tracker::ensure_running();
     let identity = ForkIdentity::new(spec)?;
     // A descriptor slot held for the child's pidfd: out of descriptors, we fail here, before
     // there is a child, rather than after, with a child already running the target.

@@ -81,7 +81,8 @@ pub(crate) static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 /// that, even before it has read its orders, is a started child whose death its exit code
 /// tells (as under fork). `Err` means that no child ran the target.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
-    let message = BootMessage::new(spec, &payload)?;
+    // The child shares this process's resource tracker (started now if there is none).
+    let message = BootMessage::new(spec, &payload, crate::resource_tracker::handle_for_child())?;
     // Made now, so that a lack of descriptors shows before any child exists.
     process::self_pidfd()?;
     // A server that died (killed, or gone with a crash) is replaced once, as CPython does.

@@ -33,11 +33,12 @@ pub(crate) fn exec_self(role: &str, channel: OwnedFd, pdeathsig: Option<libc::c_
     let parent = proc::getpid();
     // Everything the child needs is made here: between fork and exec it may not allocate.
     let image = Image::new(role, raw)?;
+    let tracker = role == crate::resource_tracker::ROLE;
     // SAFETY: the child runs only `exec_child`, which makes async-signal-safe syscalls and
     // touches only memory made before the fork; it never returns.
     let pid = unsafe { proc::fork()? };
     if pid == 0 {
-        exec_child(&image, raw, parent, pdeathsig);
+        exec_child(&image, raw, parent, pdeathsig, tracker);
     }
     // Our unreaped child: its pid cannot be recycled before this.
     let pidfd = match Pidfd::open(pid) {
@@ -90,7 +91,7 @@ impl Image {
 }
 
 /// The child's side of [`exec_self`], between fork and exec: async-signal-safe syscalls only.
-fn exec_child(image: &Image, channel: RawFd, parent: libc::pid_t, pdeathsig: Option<libc::c_int>) -> ! {
+fn exec_child(image: &Image, channel: RawFd, parent: libc::pid_t, pdeathsig: Option<libc::c_int>, tracker: bool) -> ! {
     // The state `std::process::Command` gives a child: no signal blocked, SIGPIPE at its
     // default (a Rust parent ignores it, and ignored signals stay ignored across exec).
     // SAFETY: sigemptyset on a local set, sigprocmask on this (the only) thread, and
@@ -107,6 +108,17 @@ fn exec_child(image: &Image, channel: RawFd, parent: libc::pid_t, pdeathsig: Opt
     // SAFETY: fcntl on our own descriptor.
     if unsafe { libc::fcntl(channel, libc::F_SETFD, 0) } == -1 {
         exec_failed(b"cannot keep its channel to the parent");
+    }
+    if tracker {
+        // The resource tracker ignores these, and leads a session of its own, from before its
+        // exec (ignored signals stay ignored across it): nobody waits for it to start, and a
+        // Ctrl-C or `kill` meant for the program may come at once.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            // SAFETY: signal(SIG_IGN) installs no handler code; async-signal-safe.
+            unsafe { libc::signal(sig, libc::SIG_IGN) };
+        }
+        // SAFETY: setsid takes no arguments; async-signal-safe.
+        unsafe { libc::setsid() };
     }
     if let Some(sig) = pdeathsig
         && (proc::set_parent_death_signal(sig).is_err() || proc::getppid() != parent)
@@ -171,7 +183,8 @@ fn mark_cloexec_except(keep: RawFd) {
 /// that is stopped, or slow to read, does not hold up `start`.
 pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
     // Everything that can fail without a child is done before there is one.
-    let message = BootMessage::new(spec, &payload)?;
+    // The child shares this process's resource tracker (started now if there is none).
+    let message = BootMessage::new(spec, &payload, crate::resource_tracker::handle_for_child())?;
     process::self_pidfd()?;
     let (ours, theirs) = fd::socketpair()?;
     let pdeathsig = spec.daemon.then_some(libc::SIGTERM);

@@ -26,14 +26,14 @@
 //! A segment lives until it is unlinked, even after every process has closed it. As in
 //! CPython, the process that *creates* a segment owns it: if it ends without calling
 //! [`unlink`](SharedMemory::unlink) (it returned, exited, panicked or was killed, even by
-//! `SIGKILL`), its resource tracker, a small process started on the first creation, unlinks
+//! `SIGKILL`), the resource tracker, a small process the whole process tree shares, unlinks
 //! the segment within moments. Processes that merely [`open`](SharedMemory::open) a segment
 //! never cause it to be unlinked (CPython's tracker does, gh-82300). A segment that should
 //! outlive its creator is made with [`SharedMemory::builder`]`().track(false)`, and then must
 //! be unlinked by someone.
 //!
-//! Each process has its own tracker, fork children included: a segment a child creates is
-//! unlinked when that child ends, not when the whole program does as in CPython. Hand a
+//! The tracker watches each creator on its own: a segment a child creates is unlinked when
+//! that child ends, not when the whole program does as in CPython. Hand a
 //! segment that must outlive a child to its parent by making it in the parent, or untracked.
 //!
 //! # Passing to a child

@@ -92,7 +92,7 @@ fn rerun(name: &str) -> std::process::Command {
 
 /// Notes the open descriptors; [`check`](LeakGuard::check) fails the test if new ones are
 /// still open (other than the crate's persistent ones) or a child other than the fork server
-/// is left, running or zombie.
+/// and the resource tracker is left, running or zombie.
 pub struct LeakGuard {
     fds: BTreeSet<i32>,
 }
@@ -144,8 +144,8 @@ fn describe(fds: &[i32]) -> String {
 /// This process's children (with their state letter), other than the fork server.
 pub fn stray_children() -> Vec<(u32, char)> {
     let me = std::process::id();
-    let server = multiprocess::__private::forkserver_pid();
-    children_of(me).into_iter().filter(|(pid, _)| Some(*pid) != server).collect()
+    let ours = [multiprocess::__private::forkserver_pid(), multiprocess::__private::tracker_pid()];
+    children_of(me).into_iter().filter(|(pid, _)| !ours.contains(&Some(*pid))).collect()
 }
 
 /// The children of `parent` with their state letters (`Z` for a zombie), read from /proc.
