@@ -996,7 +996,7 @@ start_methods! {
     /// MISC-07: the tracker ignores SIGINT, SIGTERM and SIGHUP (it outlives a Ctrl-C to the
     /// program); SIGKILLed from outside, it is replaced by the next creation, and the new one
     /// is told what the old one knew: both segments are unlinked when their creator is then
-    /// killed. (No warning is printed, deliberately; each process has its own tracker, see
+    /// killed. (No warning is printed, deliberately; a process tree shares one tracker, see
     /// tests/resource_tracker.rs.)
     fn misc_07_tracker_ignores_signals_and_restarts_after_sigkill(m) {
         let mut cleanup = Cleanup::new();
