@@ -1,5 +1,6 @@
 //! The end of the run: nothing left behind. No zombie (among this process's children and the
-//! fork server's), no child still running other than the fork server, no process of the run
+//! fork server's), no child still running other than the fork server and the resource
+//! tracker, no process of the run
 //! still alive (found by the mark every process of the run inherits in its environment: the
 //! spawned children, the fork server's, the resource trackers of killed children), no new
 //! `/dev/shm` entry, and this process's descriptors back to what they were at the start
@@ -100,6 +101,9 @@ pub fn check(before: &Snapshot, segments: &[String]) -> Report {
 fn look(before: &Snapshot, segments: &[String]) -> Report {
     let me = std::process::id();
     let server = multiprocess::__private::forkserver_pid();
+    // The resource tracker the whole run shares is a child of this process, and stays for
+    // its life, as the fork server does.
+    let tracker = multiprocess::__private::tracker_pid();
     let procs = processes();
     let mut zombies = Vec::new();
     let mut children = Vec::new();
@@ -107,14 +111,16 @@ fn look(before: &Snapshot, segments: &[String]) -> Report {
         let ours = p.ppid == me || Some(p.ppid) == server;
         if ours && p.state == 'Z' {
             zombies.push((p.pid, p.ppid));
-        } else if p.ppid == me && Some(p.pid) != server {
+        } else if p.ppid == me && Some(p.pid) != server && Some(p.pid) != tracker {
             children.push(p.pid);
         }
     }
     let mark = format!("{RUN_MARK}={}", std::env::var(RUN_MARK).unwrap_or_default());
     let processes = procs
         .iter()
-        .filter(|p| p.pid != me && Some(p.pid) != server && p.state != 'Z' && has_mark(p.pid, &mark))
+        .filter(|p| {
+            p.pid != me && Some(p.pid) != server && Some(p.pid) != tracker && p.state != 'Z' && has_mark(p.pid, &mark)
+        })
         .map(|p| (p.pid, p.comm.clone()))
         .collect();
     let now = shm_entries();
