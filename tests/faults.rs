@@ -992,7 +992,9 @@ fn create_report_create(first: String, second: String, conn: Connection) -> Resu
     Ok(())
 }
 
-start_methods! {
+// Alone in its process: the test kills the tracker, which a process tree shares (under
+// plain `cargo test`, every test of this binary).
+isolated_start_methods! {
     /// MISC-07: the tracker ignores SIGINT, SIGTERM and SIGHUP (it outlives a Ctrl-C to the
     /// program); SIGKILLed from outside, it is replaced by the next creation, and the new one
     /// is told what the old one knew: both segments are unlinked when their creator is then
