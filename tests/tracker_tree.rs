@@ -7,7 +7,7 @@ mod common;
 use common::{Cleanup, children_of, pid_alive};
 use multiprocess::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How many children each case starts.
 const CHILDREN: usize = 50;
@@ -21,19 +21,6 @@ fn unique(tag: &str) -> String {
 
 fn exists(name: &str) -> bool {
     std::path::Path::new("/dev/shm").join(name).exists()
-}
-
-fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Creates the tracked segment `name`, reports its tracker's pid, then waits for the parent
@@ -116,7 +103,7 @@ start_methods! {
             assert_eq!(added, Vec::<u32>::new(), "processes other than the children");
         }
         finish(&mut children, conns);
-        assert!(eventually(CLEANUP, || names.iter().all(|n| !exists(n))), "segments left after their creators returned");
+        assert!(common::eventually_within(CLEANUP, || names.iter().all(|n| !exists(n))), "segments left after their creators returned");
         assert!(pid_alive(tracker), "the tracker ended with the children");
     }
 
@@ -132,7 +119,7 @@ start_methods! {
             child.kill().unwrap();
             child.join().unwrap();
             assert_eq!(child.exitcode(), Some(-libc::SIGKILL));
-            assert!(eventually(CLEANUP, || !exists(&names[i])), "child {i}'s segment was not unlinked");
+            assert!(common::eventually_within(CLEANUP, || !exists(&names[i])), "child {i}'s segment was not unlinked");
             let kept: Vec<&String> = names[i + 1..].iter().filter(|n| !exists(n)).collect();
             assert!(kept.is_empty(), "killing child {i} unlinked others' segments: {kept:?}");
         }
@@ -174,7 +161,10 @@ fn pool_program(m: StartMethod, prefix: &str) {
     assert!(pool.map(leave_segment, names.clone()).unwrap().into_iter().all(|ok| ok));
     pool.close();
     pool.join().unwrap();
-    assert!(eventually(CLEANUP, || names.iter().all(|n| !exists(n))), "segments left after their workers ended");
+    assert!(
+        common::eventually_within(CLEANUP, || names.iter().all(|n| !exists(n))),
+        "segments left after their workers ended"
+    );
     // A tracker that ends as an orphan becomes a zombie a moment later.
     std::thread::sleep(Duration::from_millis(300));
     let me = proc_pid();
