@@ -445,7 +445,7 @@ mod tests {
     }
 
     fn message(args: Vec<u8>) -> BootMessage {
-        let payload = Payload { entry: 42, args: Encoded { bytes: args, fds: Vec::new() } };
+        let payload = Payload { entry: 42, args: Encoded::plain(args) };
         BootMessage::new(&spec(), &payload, None).unwrap()
     }
 
@@ -493,7 +493,7 @@ mod tests {
         for len in [10, 5000] {
             let (tracker, _peer) = fd::seqpacket_pair().unwrap();
             let (extra, _) = fd::socketpair().unwrap();
-            let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: vec![extra.as_raw_fd()] } };
+            let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: vec![extra.as_raw_fd()], tickets: Vec::new() } };
             let message = BootMessage::new(&spec(), &payload, Some((tracker, 4321))).unwrap();
             let (ours, theirs) = fd::socketpair().unwrap();
             message.send(ours.as_fd(), &payload.args.fds).unwrap();
@@ -532,8 +532,8 @@ mod tests {
         assert!(matches!(receive([10, IN_MEMFD], &[], &[pidfd]), Err(Error::Codec(_))));
         assert!(matches!(receive([10, IN_MEMFD], &[], &[pidfd, pidfd]), Err(Error::Io(_))));
         // A memfd not sealed against writing: its bytes could change under the child.
-        let open = sys::shm::Segment::anonymous(c"test", 10).unwrap();
-        assert!(matches!(receive([10, IN_MEMFD], &[], &[pidfd, open.fd()]), Err(Error::Io(_))));
+        let open = sys::shm::sparse_memfd(c"test", 10).unwrap();
+        assert!(matches!(receive([10, IN_MEMFD], &[], &[pidfd, open.as_fd()]), Err(Error::Io(_))));
         // A sealed memfd of another length than announced, or empty.
         let sealed = sys::shm::sealed_copy(c"test", &[&[7; 10]]).unwrap();
         assert!(matches!(receive([11, IN_MEMFD], &[], &[pidfd, sealed.as_fd()]), Err(Error::Io(_))));
@@ -556,15 +556,15 @@ mod tests {
     #[test]
     fn handles_travel_in_the_message_or_packed_and_are_counted() {
         let me = process::self_pidfd().unwrap();
-        let segments: Vec<_> = (0..602).map(|_| sys::shm::Segment::anonymous(c"test", 1).unwrap()).collect();
-        let raw: Vec<RawFd> = segments.iter().map(|s| std::os::fd::AsRawFd::as_raw_fd(&s.fd())).collect();
+        let segments: Vec<_> = (0..602).map(|_| sys::shm::sparse_memfd(c"test", 1).unwrap()).collect();
+        let raw: Vec<RawFd> = segments.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
         let inode = |fd: BorrowedFd<'_>| {
             let file = std::fs::File::from(fd.try_clone_to_owned().unwrap());
             std::os::unix::fs::MetadataExt::ino(&file.metadata().unwrap())
         };
         for n in [0, 1, HANDLES_IN_MESSAGE_MAX, HANDLES_IN_MESSAGE_MAX + 1, 253, 600] {
             for len in [10, 5000] {
-                let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: raw[..n].to_vec() } };
+                let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: raw[..n].to_vec(), tickets: Vec::new() } };
                 let message = BootMessage::new(&spec(), &payload, None).unwrap();
                 assert_eq!(message.packed.is_some(), n > HANDLES_IN_MESSAGE_MAX, "{n}");
                 let (ours, theirs) = fd::socketpair().unwrap();
@@ -574,17 +574,17 @@ mod tests {
                 assert_eq!(fds.len(), 1 + n, "{n}");
                 // In order, each the file it was.
                 for (got, sent) in fds[1..].iter().zip(&segments) {
-                    assert_eq!(inode(got.as_fd()), inode(sent.fd()), "{n}");
+                    assert_eq!(inode(got.as_fd()), inode(sent.as_fd()), "{n}");
                 }
             }
         }
         // A header that announces more or fewer than came.
         let pidfd = me.as_fd();
-        let some: Vec<BorrowedFd<'_>> = [pidfd].into_iter().chain(segments[..3].iter().map(|s| s.fd())).collect();
+        let some: Vec<BorrowedFd<'_>> = [pidfd].into_iter().chain(segments[..3].iter().map(|s| s.as_fd())).collect();
         assert!(matches!(receive_handles([0, INLINE, 2], &[], &some), Err(Error::Codec(_))));
         assert!(matches!(receive_handles([0, INLINE, 4], &[], &some), Err(Error::Codec(_))));
         assert!(receive_handles([0, INLINE, 3], &[], &some).is_ok());
-        let packed = |n: usize| fd::pack_fds(&segments[..n].iter().map(|s| s.fd()).collect::<Vec<_>>()).unwrap();
+        let packed = |n: usize| fd::pack_fds(&segments[..n].iter().map(|s| s.as_fd()).collect::<Vec<_>>()).unwrap();
         let over = HANDLES_IN_MESSAGE_MAX as u64 + 1;
         for (announced, sent) in
             [(over, over as usize - 1), (over, over as usize + 1), (600, 599), (600, 601), (600, 0)]
@@ -598,7 +598,7 @@ mod tests {
         assert!(matches!(receive_handles([0, INLINE, 600], &[], &[pidfd]), Err(Error::Codec(_))));
         let (a, b) = (packed(600), packed(600));
         assert!(matches!(receive_handles([0, INLINE, 600], &[], &[pidfd, a.as_fd(), b.as_fd()]), Err(Error::Codec(_))));
-        assert!(receive_handles([0, INLINE, 600], &[], &[pidfd, segments[0].fd()]).is_err());
+        assert!(receive_handles([0, INLINE, 600], &[], &[pidfd, segments[0].as_fd()]).is_err());
         assert!(receive_handles([0, INLINE, u64::MAX], &[], &[pidfd, packed(3).as_fd()]).is_err());
     }
 

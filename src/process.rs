@@ -390,15 +390,13 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     warn_if_threaded(threads);
     // References for the manager proxies the child inherits (nothing without proxies).
     let proxies = crate::managers::fork::before_fork();
+    // Holds for the shared objects the child inherits (the heap's lock is held till after).
+    let heap = crate::heap::before_fork();
     if threads == 1 {
         // No other thread can hold a lock, and the caller's thread holds none of ours.
         // SAFETY: by the caller's contract.
-        let pid = unsafe { proc::fork()? };
-        if pid == 0 {
-            in_child();
-            proxies.in_child();
-        }
-        return Ok(pid);
+        let pid = unsafe { proc::fork() };
+        return after_fork(pid, heap, proxies, in_child);
     }
     let stdout = io::stdout().lock();
     let stderr = io::stderr().lock();
@@ -407,18 +405,33 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     let children = lock(&CHILDREN);
     let self_pidfd = lock(&SELF_PIDFD);
     // SAFETY: by the caller's contract.
-    let pid = unsafe { proc::fork()? };
+    let pid = unsafe { proc::fork() };
     drop(self_pidfd);
     drop(children);
     drop(server);
     drop(me);
     drop(stderr);
     drop(stdout);
-    if pid == 0 {
-        in_child();
-        proxies.in_child();
+    after_fork(pid, heap, proxies, in_child)
+}
+
+/// The end of [`fork_locked`], either side.
+fn after_fork(
+    pid: io::Result<i32>,
+    heap: crate::heap::ForkPins,
+    proxies: crate::managers::fork::ForkGuard,
+    in_child: impl FnOnce(),
+) -> io::Result<i32> {
+    match pid {
+        Ok(0) => {
+            heap.in_child();
+            in_child();
+            proxies.in_child();
+        }
+        Ok(_) => heap.in_parent(true),
+        Err(_) => heap.in_parent(false),
     }
-    Ok(pid)
+    pid
 }
 
 /// What a fork child becomes, built in the parent before the fork: every allocation is made
@@ -759,6 +772,8 @@ fn flush_stdio() {
 pub(crate) fn exit_child(code: i32) -> ! {
     finish_children();
     flush_stdio();
+    // The shared objects this child still holds are its parent's to free now.
+    crate::heap::release_all();
     proc::exit_now(code)
 }
 

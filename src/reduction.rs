@@ -8,6 +8,7 @@
 //! A descriptor that several handles share (clones of one `Lock`, objects in one arena) is in
 //! the table once, and travels once: the child gives each handle after the first a duplicate.
 
+use crate::heap::Ticket;
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -27,6 +28,7 @@ thread_local! {
 struct Outgoing {
     fds: Vec<RawFd>,
     index: HashMap<RawFd, u32>,
+    tickets: Vec<Ticket>,
 }
 
 /// A received descriptor, before and after the first handle that names it claims it.
@@ -45,9 +47,33 @@ enum Incoming {
 pub(crate) struct Encoded {
     pub(crate) bytes: Vec<u8>,
     pub(crate) fds: Vec<RawFd>,
+    /// Holds on the shared objects inside, for the child to take over (see `heap`): given
+    /// back if these arguments are dropped before [`delivered`](Encoded::delivered).
+    pub(crate) tickets: Vec<Ticket>,
 }
 
-/// Encodes `value`, collecting the descriptors of the handles inside it.
+impl Encoded {
+    /// Arguments without handles.
+    #[cfg(test)]
+    pub(crate) fn plain(bytes: Vec<u8>) -> Encoded {
+        Encoded { bytes, fds: Vec::new(), tickets: Vec::new() }
+    }
+
+    /// The arguments reached the child: the holds on the shared objects in them are its.
+    pub(crate) fn delivered(&mut self) {
+        self.tickets.drain(..).for_each(Ticket::delivered);
+    }
+}
+
+/// Adds a hold on a shared object to the arguments being encoded (see [`Encoded::tickets`]).
+pub(crate) fn add_ticket(ticket: Ticket) {
+    OUTGOING.with(|o| {
+        if let Some(table) = o.borrow_mut().as_mut() {
+            table.tickets.push(ticket);
+        }
+    });
+}
+
 /// Encodes `value`, collecting the descriptors of the handles inside it. A descriptor that
 /// several handles hold (the same number: the same open file) is collected once.
 ///
@@ -57,8 +83,8 @@ pub(crate) struct Encoded {
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
     OUTGOING.with(|o| *o.borrow_mut() = Some(Outgoing::default()));
     let bytes = postcard::to_allocvec(value);
-    let fds = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default().fds;
-    Ok(Encoded { bytes: bytes?, fds })
+    let table = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    Ok(Encoded { bytes: bytes?, fds: table.fds, tickets: table.tickets })
 }
 
 /// Decodes `bytes` whose handles arrived as `fds`. The first handle that names a descriptor

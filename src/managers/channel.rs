@@ -67,7 +67,7 @@ pub(crate) struct Channel {
 impl Channel {
     /// A new mailbox, for a client to offer its server.
     pub(crate) fn create() -> Result<Channel> {
-        let shared = Shared::new(c"multiprocess-manager-channel", 2 * AREA)?;
+        let shared = Shared::alone(2 * AREA)?;
         Ok(Channel { shared, sent: 0, received: 0 })
     }
 
@@ -79,7 +79,7 @@ impl Channel {
         if n != 1 || fds.len() != 1 {
             return Err(Error::Codec("a channel offer without its segment".into()));
         }
-        let shared = Shared::<Mailbox>::from_fd(fds.remove(0), crate::heap::FIRST)?;
+        let shared = Shared::<Mailbox>::from_alone_fd(fds.remove(0))?;
         if shared.tail().1 < 2 * AREA {
             return Err(Error::Codec("a channel segment too small for its mailbox".into()));
         }
@@ -88,7 +88,7 @@ impl Channel {
 
     /// Hands the mailbox's descriptor to the server on `conn`.
     pub(crate) fn offer(&self, conn: &Connection) -> Result<()> {
-        fd::send_with_fds(raw(conn)?, &[1], &[self.shared.segment().fd()]).map_err(Error::from_write)
+        fd::send_with_fds(raw(conn)?, &[1], &[self.shared.alone_fd()]).map_err(Error::from_write)
     }
 
     /// Sends `message` one way: into the mailbox, or on the socket if it does not fit.

@@ -80,7 +80,7 @@ pub(crate) static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 /// `Ok` once the server has forked the child and told us its pid: a child that dies after
 /// that, even before it has read its orders, is a started child whose death its exit code
 /// tells (as under fork). `Err` means that no child ran the target.
-pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
+pub(crate) fn start(spec: &ChildSpec, mut payload: Payload) -> Result<Child> {
     // The child shares this process's resource tracker (started now if there is none).
     let message = BootMessage::new(spec, &payload, crate::resource_tracker::handle_for_child())?;
     // Made now, so that a lack of descriptors shows before any child exists.
@@ -88,7 +88,11 @@ pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
     // A server that died (killed, or gone with a crash) is replaced once, as CPython does.
     for _ in 0..2 {
         match request(spec, &message, &payload.args.fds)? {
-            Requested::Started(child) => return Ok(child),
+            Requested::Started(child) => {
+                // The shared objects in the arguments are the child's now.
+                payload.args.delivered();
+                return Ok(child);
+            }
             Requested::ServerGone(pid) => {
                 let mut server = lock(&SERVER);
                 // Another thread may have replaced it already: that one is not ours to end.

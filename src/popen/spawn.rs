@@ -181,7 +181,7 @@ fn mark_cloexec_except(keep: RawFd) {
 /// `Err` means that no child runs the target: nothing was started, or the child was killed
 /// and reaped before it could read whole orders. Nothing here waits for the child: a child
 /// that is stopped, or slow to read, does not hold up `start`.
-pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
+pub(crate) fn start(spec: &ChildSpec, mut payload: Payload) -> Result<Child> {
     // Everything that can fail without a child is done before there is one.
     // The child shares this process's resource tracker (started now if there is none).
     let message = BootMessage::new(spec, &payload, crate::resource_tracker::handle_for_child())?;
@@ -192,8 +192,12 @@ pub(crate) fn start(spec: &ChildSpec, payload: Payload) -> Result<Child> {
     let child = Child::new(pid, spec, pidfd, None);
     match message.send(ours.as_fd(), &payload.args.fds) {
         // A broken pipe: the child closed its end, which it does only by reading its orders
-        // or by dying.
-        Ok(()) | Err(Error::BrokenPipe) => Ok(child),
+        // or by dying. Either way the shared objects in the arguments may be its now (a
+        // hold it never took is kept, rather than one it took given back).
+        Ok(()) | Err(Error::BrokenPipe) => {
+            payload.args.delivered();
+            Ok(child)
+        }
         Err(e) => {
             child.kill_and_reap();
             Err(e)

@@ -109,6 +109,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
                     payload.len(),
                     ring.max_payload()
                 )),
+                PutFail::Map(e) => Error::from(e),
             })
         });
         match sent {
@@ -127,6 +128,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
             ring.get(out, deadline).map_err(|e| match e {
                 GetFail::Empty => Error::Empty,
                 GetFail::Corrupt(what) => Error::Codec(format!("queue corrupted: {what}")),
+                GetFail::Map(e) => Error::from(e),
             })
         };
         if codec::is_bytes::<T>() {

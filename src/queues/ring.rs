@@ -35,7 +35,7 @@
 use super::signal::Signal;
 use crate::heap::{Shared, SharedState};
 use crate::synchronize::mutex::{Acquired, RawMutex};
-use crate::sys::{Deadline, shm};
+use crate::sys::Deadline;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -228,6 +228,36 @@ pub(crate) struct RingState {
 // position and length read from it is validated before it is used.
 unsafe impl SharedState for RingState {}
 
+/// Ring byte 0 in a window that maps the ring's first `.1` bytes.
+#[derive(Clone, Copy)]
+struct Ring0(*mut u8, u64);
+
+impl Ring0 {
+    /// A pointer to ring byte `at`, with `len` bytes mapped from it.
+    fn at(self, at: u64, len: u64) -> *mut u8 {
+        assert!(at.checked_add(len).is_some_and(|end| end <= self.1), "ring byte {at} out of the window");
+        // SAFETY: `[at, at + len)` lies inside the window (asserted above).
+        unsafe { self.0.add(at as usize) }
+    }
+
+    /// The 32-bit word at ring byte `at` (8-aligned).
+    fn word<'a>(self, at: u64) -> &'a AtomicU32 {
+        // SAFETY: the word lies in the window (checked by `at`), aligned since `at` is 8-aligned
+        // and the window page-aligned; the caller's ring keeps the window mapped.
+        unsafe { AtomicU32::from_ptr(self.at(at, 4).cast()) }
+    }
+
+    fn write_header(self, at: u64, len: u32, kind: u32) {
+        self.word(at).store(len, Ordering::Relaxed);
+        self.word(at + 4).store(kind, Ordering::Relaxed);
+    }
+}
+
+/// Where ring byte 0 is in a ring's block: the first page boundary after its state.
+fn ring_start() -> usize {
+    (crate::heap::FIRST + std::mem::size_of::<RingState>()).next_multiple_of(PAGE as usize)
+}
+
 /// Where a record goes: ring offset `at`, after `skip` bytes taken by a `lead` record (a pad
 /// or a jump) at the tail, if `skip > 0`.
 #[derive(Clone, Copy, Debug)]
@@ -244,6 +274,8 @@ pub(crate) enum PutFail {
     Full,
     /// The record can never fit.
     TooLarge,
+    /// The ring's pages could not be mapped here (no address space left).
+    Map(io::Error),
 }
 
 /// Why a `get` gave nothing.
@@ -253,13 +285,16 @@ pub(crate) enum GetFail {
     Empty,
     /// What the ring holds is not a record: another process wrote into it.
     Corrupt(&'static str),
+    /// The ring's pages could not be mapped here (no address space left).
+    Map(io::Error),
 }
 
 /// This process's handle on a ring: the mapping and the geometry it checked when it made or
 /// attached it (kept here, so that a later scribble on the shared copy changes nothing).
 pub(crate) struct Ring {
     shared: Shared<RingState>,
-    base: *mut u8,
+    /// Where ring byte 0 is in the block: on the first page boundary after the state.
+    ring_off: usize,
     ring_len: u64,
     soft_len: u64,
     /// Where trimming starts: `soft_len + KEEP` (less in tests, so that they trim).
@@ -269,7 +304,7 @@ pub(crate) struct Ring {
     first_yield: u32,
 }
 
-// SAFETY: `base` points into the mapping that `shared` keeps alive; the ring's bytes are only
+// SAFETY: the ring's bytes lie in windows that `shared` keeps mapped; they are only
 // touched under the put lock (free space) or the get lock (published records), which is what
 // the protocol below is about, so the handle can be shared and sent between threads.
 unsafe impl Send for Ring {}
@@ -288,7 +323,11 @@ impl Ring {
             .ok()
             .and_then(|len| len.checked_add(PAGE as usize))
             .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let shared = Shared::<RingState>::new(c"multiprocess-queue", extra)?;
+        // Only the state and the warm part are mapped at first: the rest of the ring's
+        // address space is reserved as file offsets, and mapped in each process as records
+        // reach it (so a queue costs its warm part of address space, not 4 GiB).
+        let first = ring_start() + soft_len as usize + PAGE as usize;
+        let shared = Shared::<RingState>::lazy(extra, first)?;
         let config = &shared.state().config;
         config.ring_len.store(ring_len, Ordering::Relaxed);
         config.soft_len.store(soft_len, Ordering::Relaxed);
@@ -312,22 +351,20 @@ impl Ring {
         let soft_len = config.soft_len.load(Ordering::Relaxed);
         let maxsize = config.maxsize.load(Ordering::Relaxed);
         // The ring starts at the first page boundary after the state, so that its pages are
-        // whole pages of the segment (and can be given back whole).
-        let (after_state, room) = shared.tail();
-        let pad = (after_state as usize).next_multiple_of(PAGE as usize) - after_state as usize;
-        if !ring_len.is_power_of_two()
+        // whole pages of the file (and can be given back whole).
+        let ring_off = ring_start();
+        if shared.offset() != crate::heap::FIRST
+            || !ring_len.is_power_of_two()
             || !(2 * PAGE..=RING_LEN).contains(&ring_len)
-            || ring_len + pad as u64 > room as u64
+            || ring_len + ring_off as u64 > shared.block_len()
             || soft_len > ring_len
             || !soft_len.is_multiple_of(PAGE)
             || maxsize > MAX_ITEMS
         {
             return Err(bad("bad geometry"));
         }
-        // SAFETY: `pad + ring_len <= room` (checked above): the ring lies in the mapping.
-        let base = unsafe { after_state.add(pad) };
         let keep_end = (soft_len + KEEP).min(ring_len / 2);
-        Ok(Ring { shared, base, ring_len, soft_len, keep_end, maxsize, first_yield: PLAIN_FIRST_YIELD })
+        Ok(Ring { shared, ring_off, ring_len, soft_len, keep_end, maxsize, first_yield: PLAIN_FIRST_YIELD })
     }
 
     /// Makes this handle's waits yield from the start (a pool's queues).
@@ -378,24 +415,14 @@ impl Ring {
         self.ring_len / 2 - HEADER
     }
 
-    /// A pointer to ring byte `at` (`at < ring_len`).
-    fn at(&self, at: u64) -> *mut u8 {
-        debug_assert!(at < self.ring_len);
-        // SAFETY: `at < ring_len <= room`, checked in `attach`, so the result stays inside the
-        // mapping.
-        unsafe { self.base.add(at as usize) }
-    }
-
-    /// The 32-bit word at ring byte `at` (8-aligned, `at + 8 <= ring_len`).
-    fn word(&self, at: u64) -> &AtomicU32 {
-        // SAFETY: `at` is 8-aligned and at most `ring_len - 8` (checked by every caller), so
-        // the word lies in the mapping, aligned; the mapping lives as long as `self`.
-        unsafe { AtomicU32::from_ptr(self.at(at).cast()) }
-    }
-
-    fn write_header(&self, at: u64, len: u32, kind: u32) {
-        self.word(at).store(len, Ordering::Relaxed);
-        self.word(at + 4).store(kind, Ordering::Relaxed);
+    /// Ring byte 0 in a window of this process's that maps the ring up to byte `end`
+    /// (`end <= ring_len`, which `attach` checked lies in the block); mapped now if no window
+    /// reaches that far yet. Valid as long as `self`.
+    fn ring(&self, end: u64) -> io::Result<Ring0> {
+        debug_assert!(end <= self.ring_len);
+        let base = self.shared.reach(self.ring_off + end as usize)?;
+        // SAFETY: the window maps the block from its first byte past `ring_off + end`.
+        Ok(Ring0(unsafe { base.add(self.ring_off) }, end))
     }
 
     /// Appends one record holding `payload`, waiting for room until `deadline`.
@@ -417,20 +444,28 @@ impl Ring {
             Acquired::Yes => {}
         }
         let placed = self.place(size, deadline);
-        let result = match placed {
-            Some((tail, Place { at, skip, lead })) => {
+        // The window must reach the record's end, and a pad record's at the old tail.
+        let window = placed
+            .map(|(tail, place)| {
+                let lead_end = if place.skip > 0 { (tail.bytes() & (self.ring_len - 1)) + HEADER } else { 0 };
+                self.ring((place.at + size).max(lead_end))
+            })
+            .transpose();
+        let result = match (placed, window) {
+            (_, Err(e)) => Err(PutFail::Map(e)),
+            (Some((tail, Place { at, skip, lead })), Ok(Some(ring))) => {
                 if skip > 0 {
                     let from = tail.bytes() & (self.ring_len - 1);
-                    self.write_header(from, (skip - HEADER) as u32, lead);
+                    ring.write_header(from, (skip - HEADER) as u32, lead);
                     if lead == KIND_PAD {
                         state.put.lap_end.store(from, Ordering::Relaxed);
                     }
                 }
-                self.write_header(at, len as u32, KIND_DATA);
+                ring.write_header(at, len as u32, KIND_DATA);
                 // SAFETY: `place` found `[at, at + size)` free and inside the ring: no
                 // consumer reads it until `tail` moves past it, and we hold the put lock, so
                 // no other producer writes it; `payload` is our own memory.
-                unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), self.at(at + HEADER), payload.len()) };
+                unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), ring.at(at + HEADER, len), payload.len()) };
                 let end = at + size;
                 if end > self.keep_end && end > state.extent.end.load(Ordering::Relaxed) {
                     state.extent.end.store(end, Ordering::Relaxed);
@@ -438,7 +473,7 @@ impl Ring {
                 state.tail.pos.store(tail.advance(skip + size, 1).0, Ordering::Release);
                 Ok(())
             }
-            None => Err(PutFail::Full),
+            _ => Err(PutFail::Full),
         };
         state.put.lock.unlock();
         if result.is_ok() {
@@ -616,8 +651,9 @@ impl Ring {
             if avail >= 2 * self.ring_len || avail < HEADER || at + HEADER > self.ring_len {
                 return Err(GetFail::Corrupt("positions out of range"));
             }
-            let len = self.word(at).load(Ordering::Relaxed) as u64;
-            let kind = self.word(at + 4).load(Ordering::Relaxed);
+            let ring = self.ring(at + HEADER).map_err(GetFail::Map)?;
+            let len = ring.word(at).load(Ordering::Relaxed) as u64;
+            let kind = ring.word(at + 4).load(Ordering::Relaxed);
             match kind {
                 KIND_PAD => {
                     let skip = HEADER + len;
@@ -640,6 +676,7 @@ impl Ring {
                     if size > avail || at + size > self.ring_len {
                         return Err(GetFail::Corrupt("record longer than what was published"));
                     }
+                    let ring = self.ring(at + size).map_err(GetFail::Map)?;
                     out.clear();
                     out.reserve_exact(len as usize);
                     // SAFETY: `[at + 8, at + 8 + len)` lies in the ring (checked above) and in
@@ -647,7 +684,7 @@ impl Ring {
                     // and which no other consumer reads while we hold the get lock; `out` has
                     // room for `len` bytes, which the copy initialises before `set_len`.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(self.at(at + HEADER), out.as_mut_ptr(), len as usize);
+                        std::ptr::copy_nonoverlapping(ring.at(at + HEADER, len), out.as_mut_ptr(), len as usize);
                         out.set_len(len as usize);
                     }
                     self.release_behind(at);
@@ -680,8 +717,7 @@ impl Ring {
         let tail = self.tail();
         let (head_at, tail_at) = (head.bytes() & (self.ring_len - 1), tail.bytes() & (self.ring_len - 1));
         if self.lap(head) == self.lap(tail) && tail_at >= head_at && head_at >= to {
-            let offset = self.base as usize - self.shared.segment().as_ptr() as usize + from as usize;
-            if shm::discard(self.shared.segment(), offset, (to - from) as usize).is_ok() {
+            if self.shared.discard(self.ring_off as u64 + from, to - from).is_ok() {
                 state.get.released.store(to, Ordering::Relaxed);
             }
         }
@@ -707,10 +743,9 @@ impl Ring {
         if self.is_empty() && extent > from {
             // Both ends are page boundaries: the ring starts on one, `from` is one (half the
             // ring, or the warm part plus KEEP), and `extent` is rounded up within the ring.
-            let offset = self.base as usize - self.shared.segment().as_ptr() as usize + from as usize;
-            let len = (extent.next_multiple_of(PAGE) - from) as usize;
+            let len = extent.next_multiple_of(PAGE) - from;
             // Failure only leaves the memory in use: nothing to undo.
-            if shm::discard(self.shared.segment(), offset, len).is_ok() {
+            if self.shared.discard(self.ring_off as u64 + from, len).is_ok() {
                 state.extent.end.store(0, Ordering::Relaxed);
                 state.get.released.store(0, Ordering::Relaxed);
             }
@@ -735,7 +770,7 @@ impl Ring {
     /// How far producers went past the kept part, and the ring's first byte (for tests).
     #[cfg(test)]
     pub(crate) fn extent_and_base(&self) -> (u64, *mut u8) {
-        (self.state().extent.end.load(Ordering::Relaxed), self.base)
+        (self.state().extent.end.load(Ordering::Relaxed), self.ring(self.ring_len).expect("mapping the ring").0)
     }
 
     /// `JoinableQueue`: items put but not yet marked done.

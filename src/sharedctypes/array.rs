@@ -9,7 +9,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-const NAME: &std::ffi::CStr = c"multiprocess-array";
 
 /// A fixed-length array of `T` in shared memory, with a lock (Python's
 /// `multiprocessing.Array(typecode, size_or_initializer)`).
@@ -59,7 +58,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<Array<T>> {
-        Ok(Array { synced: Synced::new(NAME, len, None)? })
+        Ok(Array { synced: Synced::new(len, None)? })
     }
 
     /// A new array holding a copy of `values` (Python's `Array('i', [1, 2, 3])`).
@@ -70,7 +69,7 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn from_slice(values: &[T]) -> Result<Array<T>> {
-        Ok(Array { synced: Synced::new(NAME, values.len(), Some(values))? })
+        Ok(Array { synced: Synced::new(values.len(), Some(values))? })
     }
 
     /// A new array holding what `iter` yields (Python's `Array('i', range(10))`).

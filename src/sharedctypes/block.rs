@@ -9,7 +9,6 @@ use super::Pod;
 use crate::heap::{FIRST, Shared, SharedState};
 use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::io;
 use std::mem::{MaybeUninit, align_of, size_of};
 use std::ptr::NonNull;
@@ -48,8 +47,8 @@ impl<S: SharedState, T: Pod> Block<S, T> {
         start.next_multiple_of(align_of::<T>()) - start
     }
 
-    /// A new segment holding a zeroed state and `len` zeroed elements.
-    pub(super) fn new(name: &CStr, len: usize) -> Result<Self> {
+    /// A new block holding a zeroed state and `len` zeroed elements.
+    pub(super) fn new(len: usize) -> Result<Self> {
         if align_of::<T>() > MAX_ALIGN {
             return Err(Error::InvalidArgument(format!(
                 "an element aligned to {} bytes; at most {MAX_ALIGN} is supported",
@@ -60,7 +59,7 @@ impl<S: SharedState, T: Pod> Block<S, T> {
             .checked_mul(len)
             .and_then(|b| b.checked_add(Self::pad()))
             .ok_or_else(|| Error::InvalidArgument(format!("an array of {len} elements is too large")))?;
-        Ok(Self::attach(Shared::new(name, bytes)?, len)?)
+        Ok(Self::attach(Shared::aligned(bytes, align_of::<T>())?, len)?)
     }
 
     /// The block of `len` elements in `shared`'s segment, checked to fit in it: its size comes
@@ -73,7 +72,7 @@ impl<S: SharedState, T: Pod> Block<S, T> {
         }
         // Where the state sits: objects made here put it at FIRST, and the data's offset is
         // reckoned from there.
-        let offset = (shared.state() as *const S as usize).wrapping_sub(shared.segment().as_ptr() as usize);
+        let offset = shared.offset();
         if offset != FIRST {
             return Err(invalid(format!("shared object state at offset {offset}, {FIRST} expected")));
         }
@@ -233,7 +232,7 @@ mod tests {
 
     #[test]
     fn attach_rejects_a_length_past_the_segment() {
-        let block = Block::<NoState, u64>::new(c"test", 10).unwrap();
+        let block = Block::<NoState, u64>::new(10).unwrap();
         let room = block.shared().tail().1;
         assert!(Block::<NoState, u64>::attach(block.shared().clone(), 10).is_ok());
         assert!(Block::<NoState, u64>::attach(block.shared().clone(), room / 8 + 1).is_err());
@@ -248,17 +247,17 @@ mod tests {
         struct Wide([u8; 256]);
         // SAFETY: bytes only.
         unsafe impl Pod for Wide {}
-        let block = Block::<Word, Wide>::new(c"test", 3).unwrap();
+        let block = Block::<Word, Wide>::new(3).unwrap();
         assert!(block.ptr().is_aligned());
         assert!(block.ptr() as usize >= block.state() as *const Word as usize + 4);
-        let block = Block::<Word, u8>::new(c"test", 0).unwrap();
+        let block = Block::<Word, u8>::new(0).unwrap();
         assert_eq!(block.len(), 0);
     }
 
     #[test]
     fn atomic_copies_round_trip_every_shape() {
         fn round_trip<T: Pod + PartialEq + std::fmt::Debug>(x: T) {
-            let block = Block::<NoState, T>::new(c"test", 1).unwrap();
+            let block = Block::<NoState, T>::new(1).unwrap();
             // SAFETY: the block's one element, only reached here.
             unsafe {
                 atomic_store(block.ptr(), x);

@@ -7,7 +7,6 @@ use super::block::{Block, atomic_load, atomic_store};
 use crate::heap::SharedState;
 use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::ffi::CStr;
 use std::fmt;
 
 /// The state of a raw object: none.
@@ -16,8 +15,6 @@ pub(super) struct NoLock;
 // SAFETY: zero-sized.
 unsafe impl SharedState for NoLock {}
 
-const VALUE: &CStr = c"multiprocess-rawvalue";
-const ARRAY: &CStr = c"multiprocess-rawarray";
 
 /// One `T` in shared memory, without a lock (Python's `multiprocessing.RawValue`, or
 /// `Value(..., lock=False)`).
@@ -64,7 +61,7 @@ impl<T: Pod> RawValue<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(value: T) -> Result<RawValue<T>> {
-        let mut block = Block::new(VALUE, 1)?;
+        let mut block = Block::new(1)?;
         block.init_from(&[value]);
         Ok(RawValue { block })
     }
@@ -177,7 +174,7 @@ impl<T: Pod> RawArray<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(len: usize) -> Result<RawArray<T>> {
-        Ok(RawArray { block: Block::new(ARRAY, len)? })
+        Ok(RawArray { block: Block::new(len)? })
     }
 
     /// A new array holding a copy of `values` (Python's `RawArray('d', [1.0, 2.0])`).
@@ -188,7 +185,7 @@ impl<T: Pod> RawArray<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn from_slice(values: &[T]) -> Result<RawArray<T>> {
-        let mut block = Block::new(ARRAY, values.len())?;
+        let mut block = Block::new(values.len())?;
         block.init_from(values);
         Ok(RawArray { block })
     }

@@ -14,7 +14,6 @@ use crate::synchronize::{RLock, RLockState};
 use crate::sys::{Deadline, pidfd, proc};
 use crate::{Error, Result};
 use serde::{Deserializer, Serializer};
-use std::ffi::CStr;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -77,8 +76,8 @@ impl<T> Clone for Synced<T> {
 
 impl<T: Pod> Synced<T> {
     /// A new object of `len` zeroed elements, `values` written in if given.
-    pub(super) fn new(name: &CStr, len: usize, values: Option<&[T]>) -> Result<Self> {
-        let mut block = Block::new(name, len)?;
+    pub(super) fn new(len: usize, values: Option<&[T]>) -> Result<Self> {
+        let mut block = Block::new(len)?;
         if let Some(values) = values {
             block.init_from(values);
         }

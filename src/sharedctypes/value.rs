@@ -56,7 +56,7 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new(value: T) -> Result<Value<T>> {
-        Ok(Value { synced: Synced::new(c"multiprocess-value", 1, Some(&[value]))? })
+        Ok(Value { synced: Synced::new(1, Some(&[value]))? })
     }
 
     /// The value, read under the lock (Python's `v.value`).

@@ -104,7 +104,7 @@ impl Barrier {
         if parties == 0 || parties > i32::MAX as u32 {
             return Err(Error::InvalidArgument(format!("a barrier needs 1 to 2^31 - 1 parties, not {parties}")));
         }
-        Ok(Barrier { shared: Shared::new(c"multiprocess-barrier", 0)?, parties, timeout: None, action: None })
+        Ok(Barrier { shared: Shared::new(0)?, parties, timeout: None, action: None })
     }
 
     /// Sets a function that the last party to arrive runs, once per pass, before the others

@@ -513,7 +513,7 @@ impl Condition {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn with_lock(lock: impl Into<ConditionLock>) -> Result<Condition> {
-        Ok(Condition { shared: Shared::new(c"multiprocess-condition", 0)?, lock: lock.into() })
+        Ok(Condition { shared: Shared::new(0)?, lock: lock.into() })
     }
 
     fn state(&self) -> &CondState {
@@ -743,7 +743,7 @@ mod tests {
     const DEAD: u32 = i32::MAX as u32;
 
     fn table() -> Shared<CondState> {
-        Shared::new(c"multiprocess-condition-test", 0).unwrap()
+        Shared::new(0).unwrap()
     }
 
     fn set(state: &CondState, i: usize, pid: u32, waiters: u64) {

@@ -57,7 +57,7 @@ impl Event {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new() -> Result<Event> {
-        Ok(Event { shared: Shared::new(c"multiprocess-event", 0)? })
+        Ok(Event { shared: Shared::new(0)? })
     }
 
     fn state(&self) -> &EventState {

@@ -95,7 +95,7 @@ impl Lock {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new() -> Result<Lock> {
-        Ok(Lock { shared: Shared::new(c"multiprocess-lock", 0)? })
+        Ok(Lock { shared: Shared::new(0)? })
     }
 
     pub(crate) fn state(&self) -> &LockState {
@@ -354,7 +354,7 @@ impl RLock {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn new() -> Result<RLock> {
-        Ok(RLock { shared: Shared::new(c"multiprocess-rlock", 0)? })
+        Ok(RLock { shared: Shared::new(0)? })
     }
 
     pub(crate) fn from_shared(shared: Shared<RLockState>) -> RLock {

@@ -119,7 +119,7 @@ impl Semaphore {
         if value > max {
             return Err(Error::InvalidArgument(format!("semaphore value {value} above its maximum {max}")));
         }
-        let shared: Shared<SemState> = Shared::new(c"multiprocess-semaphore", 0)?;
+        let shared: Shared<SemState> = Shared::new(0)?;
         shared.state().value.store(value, Ordering::Relaxed);
         Ok(Semaphore { shared, max })
     }

@@ -1,9 +1,9 @@
-//! Shared-memory segments: a descriptor and its `MAP_SHARED` mapping.
+//! Shared memory: files (memfds and `/dev/shm` entries) and `MAP_SHARED` mappings of them.
 //!
-//! Anonymous objects (locks, values, queues) live in a memfd each, so nothing outlives the
-//! last process that holds it and nothing appears in `/dev/shm`. Named segments
-//! (`SharedMemory`) live in `/dev/shm` through `shm_open`. Either way a child gets the segment
-//! by inheriting or receiving the descriptor and mapping it itself.
+//! Anonymous objects (locks, values, queues) live in sparse memfds, the heap's arenas, so
+//! nothing outlives the last process that holds them and nothing appears in `/dev/shm`.
+//! Named segments (`SharedMemory`) live in `/dev/shm` through `shm_open`. Either way a child
+//! gets the file by inheriting or receiving the descriptor and mapping it itself.
 
 use super::{cvt, retry};
 use std::ffi::CStr;
@@ -29,61 +29,9 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 impl Segment {
-    /// A new zero-filled anonymous segment of `len` bytes (at least one). `name` shows in
-    /// `/proc/<pid>/fd` and `/proc/<pid>/maps`, for diagnostics only.
-    pub(crate) fn anonymous(name: &CStr, len: usize) -> io::Result<Segment> {
-        // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor.
-        let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
-        // SAFETY: the descriptor is new and ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        set_len(fd.as_fd(), len.max(1))?;
-        // Sealed at its size: a process holding the descriptor cannot shrink it under our
-        // mapping, which would turn our next access into SIGBUS.
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-        // SAFETY: F_ADD_SEALS on a descriptor we own, with a plain flags argument.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
-        Segment::map(fd, len.max(1))
-    }
-
-    /// Maps the anonymous segment behind `fd` (received from another process), whole. Fails
-    /// with `InvalidData` if it is smaller than `min_len` (its size comes from the kernel,
-    /// never from what another process wrote) or is not sealed against shrinking.
-    pub(crate) fn from_fd(fd: OwnedFd, min_len: usize) -> io::Result<Segment> {
-        // SAFETY: F_GET_SEALS on a descriptor we own.
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        if seals == -1 || seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "not a sealed shared segment: another process could shrink it under our mapping",
-            ));
-        }
-        let len = size_of_fd(fd.as_fd())?;
-        if len < min_len.max(1) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("shared segment of {len} bytes, at least {min_len} expected"),
-            ));
-        }
-        Segment::map(fd, len)
-    }
-
     /// Maps `len` bytes of `fd`, read and write, shared.
     pub(crate) fn map(fd: OwnedFd, len: usize) -> io::Result<Segment> {
-        // SAFETY: a fresh shared mapping of a descriptor we own; the kernel picks the address.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let ptr = map_shared(fd.as_fd(), 0, len)?;
         Ok(Segment { fd, ptr, len })
     }
 
@@ -109,6 +57,112 @@ impl Drop for Segment {
         // since every reference into it borrows this segment.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// A fresh `MAP_SHARED` read-write mapping of `len` bytes of `fd` from `offset` (page-aligned).
+fn map_shared(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<NonNull<u8>> {
+    let offset = libc::off_t::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: a fresh shared mapping of a descriptor we borrow; the kernel picks the address,
+    // so no existing memory is affected.
+    let ptr = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), offset)
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))
+}
+
+/// A window of a shared file mapped into this process: `len` bytes from a page-aligned
+/// offset. The file's pages stay whatever other processes make them; the window goes when
+/// this drops. Holding a window does not hold the descriptor it was made from.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: as for `Segment`: the bytes are only reached through atomics or locks built on them.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes (at least one) of `fd` from `offset`, which must be page-aligned. The
+    /// caller keeps the window inside the file: a byte past its end raises `SIGBUS`.
+    pub(crate) fn new(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<Mapping> {
+        Ok(Mapping { ptr: map_shared(fd, offset, len.max(1))?, len: len.max(1) })
+    }
+
+    /// The window's first byte (page-aligned).
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The window's length.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the window made in `new`; every reference into it borrows it.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A new anonymous memfd of `len` bytes that hold no memory until touched (a sparse file),
+/// sealed at that size: nobody can shrink it under a mapping, nor grow it.
+pub(crate) fn sparse_memfd(name: &CStr, len: u64) -> io::Result<OwnedFd> {
+    // SAFETY: memfd_create reads a NUL-terminated name and returns a new descriptor.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+    // SAFETY: the descriptor is new and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_len(fd.as_fd(), usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on a descriptor we own, with a plain flags argument.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(fd)
+}
+
+/// The size of the memfd behind `fd` (received from another process), if it is sealed
+/// against shrinking; `InvalidData` if not, since another process could then shrink it under
+/// our mappings (turning our next access into `SIGBUS`).
+pub(crate) fn sealed_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: F_GET_SEALS on a descriptor we borrow.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals == -1 || seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a sealed shared segment: another process could shrink it under our mapping",
+        ));
+    }
+    Ok(size_of_fd(fd)? as u64)
+}
+
+/// Frees the memory behind `[offset, offset + len)` of the file behind `fd` (page-aligned):
+/// those bytes read as zeros afterwards, in every process that maps them, and hold no memory
+/// until written again. The file keeps its size.
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (offset, len) = match (libc::off_t::try_from(offset), libc::off_t::try_from(len)) {
+        (Ok(o), Ok(l)) => (o, l),
+        _ => return Err(io::Error::from(io::ErrorKind::InvalidInput)),
+    };
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on a descriptor we borrow, with plain integer arguments.
+    retry(|| unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, len) }).map(drop)
+}
+
+/// The largest file this process may make (`RLIMIT_FSIZE`; making a larger one would raise
+/// `SIGXFSZ`), or `None` if unlimited.
+pub(crate) fn file_size_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into `limit`, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    Some(limit.rlim_cur)
 }
 
 /// Sets the size of the file behind `fd`.
@@ -190,18 +244,6 @@ pub(crate) fn file_id(fd: BorrowedFd<'_>) -> io::Result<(u64, u64)> {
     // SAFETY: fstat writes into `st`, which lives for the call.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok((st.st_dev, st.st_ino))
-}
-
-/// Gives the pages of `[offset, offset + len)` of a segment's mapping back to the kernel:
-/// they read as zeros afterwards and hold no memory until written again. Both ends must be
-/// page-aligned. The caller makes sure nobody uses those bytes meanwhile.
-pub(crate) fn discard(segment: &Segment, offset: usize, len: usize) -> io::Result<()> {
-    if offset.checked_add(len).is_none_or(|end| end > segment.len()) {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    }
-    // SAFETY: the range lies within our mapping (checked above); MADV_REMOVE frees the shmem
-    // pages behind it, which the caller says nobody is using, and later reads see zeros.
-    cvt(unsafe { libc::madvise(segment.as_ptr().add(offset).cast(), len, libc::MADV_REMOVE) }).map(drop)
 }
 
 /// A new memfd holding exactly `parts`, one after the other, sealed so that nobody can change,
