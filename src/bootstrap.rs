@@ -493,7 +493,10 @@ mod tests {
         for len in [10, 5000] {
             let (tracker, _peer) = fd::seqpacket_pair().unwrap();
             let (extra, _) = fd::socketpair().unwrap();
-            let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: vec![extra.as_raw_fd()], tickets: Vec::new() } };
+            let payload = Payload {
+                entry: 42,
+                args: Encoded { bytes: vec![3; len], fds: vec![extra.as_raw_fd()], tickets: Vec::new() },
+            };
             let message = BootMessage::new(&spec(), &payload, Some((tracker, 4321))).unwrap();
             let (ours, theirs) = fd::socketpair().unwrap();
             message.send(ours.as_fd(), &payload.args.fds).unwrap();
@@ -564,7 +567,10 @@ mod tests {
         };
         for n in [0, 1, HANDLES_IN_MESSAGE_MAX, HANDLES_IN_MESSAGE_MAX + 1, 253, 600] {
             for len in [10, 5000] {
-                let payload = Payload { entry: 42, args: Encoded { bytes: vec![3; len], fds: raw[..n].to_vec(), tickets: Vec::new() } };
+                let payload = Payload {
+                    entry: 42,
+                    args: Encoded { bytes: vec![3; len], fds: raw[..n].to_vec(), tickets: Vec::new() },
+                };
                 let message = BootMessage::new(&spec(), &payload, None).unwrap();
                 assert_eq!(message.packed.is_some(), n > HANDLES_IN_MESSAGE_MAX, "{n}");
                 let (ours, theirs) = fd::socketpair().unwrap();

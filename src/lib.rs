@@ -189,6 +189,7 @@ pub mod __private {
         fds.extend(crate::resource_tracker::client_fd());
         fds.extend(crate::sys::pidfd::recent_fds());
         fds.extend(crate::process::ended_set_raw());
+        fds.extend(crate::heap::allocator_fd());
         fds
     }
 

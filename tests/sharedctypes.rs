@@ -605,6 +605,8 @@ fn create_drop_cycles_leak_nothing() {
         line.contains("memfd:multiprocess-") || line.contains("/dev/shm/")
     }
     let maps = || std::fs::read_to_string("/proc/self/maps").unwrap().lines().filter(|l| ours(l)).count();
+    // The first object makes the arena this process keeps (one descriptor, a few windows).
+    drop((Value::new(0).unwrap(), Array::from_slice(&[0; 3]).unwrap()));
     let fds_before = multiprocess::__private::open_fds().unwrap();
     let maps_before = maps();
     for i in 0..300 {
@@ -625,7 +627,6 @@ fn create_drop_cycles_leak_nothing() {
     if common::alone_in_process() {
         assert_eq!(multiprocess::__private::open_fds().unwrap(), fds_before);
         assert_eq!(maps(), maps_before);
-        assert_eq!(maps_before, 0);
     }
 }
 

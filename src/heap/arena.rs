@@ -88,9 +88,7 @@ impl Arena {
         // Smaller under a file-size limit, which a larger file would exceed (`SIGXFSZ`).
         let span = shm::file_size_limit().map_or(SPAN, |limit| SPAN.min(limit / CHUNK * CHUNK));
         if span < 4 * CHUNK {
-            return Err(io::Error::other(format!(
-                "RLIMIT_FSIZE of {span} bytes leaves no room for shared objects"
-            )));
+            return Err(io::Error::other(format!("RLIMIT_FSIZE of {span} bytes leaves no room for shared objects")));
         }
         let fd = shm::sparse_memfd(c"multiprocess-heap", span)?;
         let arena = Arena::map(fd, span)?;

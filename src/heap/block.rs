@@ -196,8 +196,11 @@ impl Block {
         let first = first.clamp(PAGE, len.max(PAGE)) as usize;
         let window = Mapping::new(arena.fd(), offset, first)?;
         let base = NonNull::new(window.as_ptr()).ok_or_else(|| io::Error::other("null mapping"))?;
-        let place =
-            Place::Big { ptr: AtomicPtr::new(base.as_ptr()), len: AtomicUsize::new(first), windows: Mutex::new(vec![window]) };
+        let place = Place::Big {
+            ptr: AtomicPtr::new(base.as_ptr()),
+            len: AtomicUsize::new(first),
+            windows: Mutex::new(vec![window]),
+        };
         Ok(Block { arena, offset, len, base, first, place, counted, released: AtomicBool::new(false) })
     }
 
@@ -454,4 +457,11 @@ pub(crate) fn release_all() {
     }
     OWNER.store(-1, Ordering::Relaxed);
     drop(blocks);
+}
+
+/// The descriptor of the arena this process makes its objects in, which it keeps for life
+/// (for the leak checks of tests).
+pub(crate) fn allocator_fd() -> Option<std::os::fd::RawFd> {
+    let reg = registry();
+    reg.as_ref()?.alloc.as_ref().map(|a| std::os::fd::AsRawFd::as_raw_fd(&a.arena.fd()))
 }

@@ -18,7 +18,7 @@
 mod arena;
 mod block;
 
-pub(crate) use block::{ForkPins, Ticket, before_fork, release_all};
+pub(crate) use block::{ForkPins, Ticket, allocator_fd, before_fork, release_all};
 
 use crate::reduction::{RecvFd, SendFd};
 use block::Block;

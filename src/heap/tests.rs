@@ -1,5 +1,5 @@
 use super::*;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
@@ -26,7 +26,11 @@ fn refs(s: &Shared<Word>) -> u32 {
 fn round_trip(s: &Shared<Word>) -> Shared<Word> {
     let mut encoded = crate::reduction::encode(s).unwrap();
     encoded.delivered();
-    let fds = encoded.fds.iter().map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().unwrap()).collect();
+    let dup = |&fd| {
+        // SAFETY: the descriptors are the arena's, which `s` keeps open through this call.
+        unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().unwrap()
+    };
+    let fds = encoded.fds.iter().map(dup).collect();
     crate::reduction::decode(&encoded.bytes, fds).unwrap()
 }
 
@@ -82,17 +86,16 @@ fn garbage_places_are_refused() {
     let (fd, offset, len, first) = a.block.wire();
     let dup = || fd.try_clone_to_owned().unwrap();
     for (o, l, f) in [
-        (0, len, first),              // the arena's header
-        (offset + 8, len, first),     // not a block's start
-        (offset, len + 1, first),     // another length than its header says
-        (offset, u64::MAX, first),    // overflowing
-        (1 << 50, len, first),        // past the arena
-        (offset + 64, len, 1 << 40),  // a big block's first window past it
+        (0, len, first),             // the arena's header
+        (offset + 8, len, first),    // not a block's start
+        (offset, len + 1, first),    // another length than its header says
+        (offset, u64::MAX, first),   // overflowing
+        (1 << 50, len, first),       // past the arena
+        (offset + 64, len, 1 << 40), // a big block's first window past it
     ] {
         assert!(block::attach(dup(), o, l, f).is_err(), "({o}, {l}, {f}) accepted");
     }
     let not_arena = crate::sys::shm::sparse_memfd(c"test", 1 << 20).unwrap();
     assert!(block::attach(not_arena, offset, len, first).is_err());
     assert_eq!(a.state().value.load(Ordering::Relaxed), 0);
-    drop(fd.as_fd());
 }

@@ -7,9 +7,11 @@
 //! - **A `put` is done when it returns.** The item is in shared memory, so it is delivered
 //!   even if its producer exits or is killed right after (CPython loses what its feeder thread
 //!   had not yet written). `qsize()` and `empty()` see it at once: no need to sleep first.
-//! - **An unbounded queue never makes `put` wait** for its consumers: the ring grows into
-//!   reserved address space (up to 4 GiB of items waiting) instead of blocking on a full
-//!   pipe. A bounded queue (`with_maxsize`) waits, or times out, as in Python.
+//! - **An unbounded queue does not make `put` wait** for its consumers until 4 GiB of
+//!   encoded items wait (CPython's blocks its feeder thread on a full pipe of 64 KiB): the
+//!   ring grows into file offsets set aside for it, and each process maps what it reaches.
+//!   Past 4 GiB waiting, `full()` says so and `put` waits for room, as a bounded queue's
+//!   (`with_maxsize`) does at its bound.
 //! - **An item that cannot be encoded is refused by `put`** (with the item), instead of
 //!   being dropped later by the feeder thread.
 //!
@@ -151,8 +153,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
     }
 
     fn full(&self) -> bool {
-        let max = self.ring().maxsize();
-        max > 0 && self.ring().len() >= max
+        self.ring().is_full()
     }
 
     fn close(&self) {
@@ -235,7 +236,8 @@ impl<T> Clone for Queue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
-    /// An unbounded queue (`Queue()`, `Queue(0)`): `put` never waits for room.
+    /// An unbounded queue (`Queue()`, `Queue(0)`): `put` does not wait for room until 4 GiB of
+    /// encoded items wait (then [`full`](Queue::full) is true, and `put` waits as at a bound).
     ///
     /// ```
     /// let q = multiprocess::Queue::new()?;
@@ -383,7 +385,8 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         self.handle.empty()
     }
 
-    /// Whether a bounded queue holds `maxsize` items (`full()`); never for an unbounded one.
+    /// Whether a `put` would wait for room now (`full()`): a bounded queue holds `maxsize`
+    /// items, or an unbounded one holds 4 GiB of encoded items.
     ///
     /// ```
     /// let q = multiprocess::Queue::with_maxsize(2)?;

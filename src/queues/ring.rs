@@ -404,6 +404,12 @@ impl Ring {
         head.items_to(tail).min(MAX_ITEMS)
     }
 
+    /// Whether a `put` would wait now: `maxsize` items are in, or (for an unbounded queue)
+    /// the ring's address space is taken up to where not even an empty record fits.
+    pub(crate) fn is_full(&self) -> bool {
+        self.fit(self.head(), self.tail(), HEADER).is_none()
+    }
+
     /// Whether the queue holds nothing now.
     pub(crate) fn is_empty(&self) -> bool {
         self.head().bytes() == self.tail().bytes()
@@ -716,10 +722,12 @@ impl Ring {
         let head = Pos(state.head.pos.load(Ordering::Relaxed));
         let tail = self.tail();
         let (head_at, tail_at) = (head.bytes() & (self.ring_len - 1), tail.bytes() & (self.ring_len - 1));
-        if self.lap(head) == self.lap(tail) && tail_at >= head_at && head_at >= to {
-            if self.shared.discard(self.ring_off as u64 + from, to - from).is_ok() {
-                state.get.released.store(to, Ordering::Relaxed);
-            }
+        if self.lap(head) == self.lap(tail)
+            && tail_at >= head_at
+            && head_at >= to
+            && self.shared.discard(self.ring_off as u64 + from, to - from).is_ok()
+        {
+            state.get.released.store(to, Ordering::Relaxed);
         }
         state.put.lock.unlock();
     }

@@ -383,3 +383,28 @@ fn a_join_waiter_killed_is_taken_off_the_count() {
     assert!(ring.task_done());
     assert_eq!(ring.join_sleepers(), 0, "the dead waiter's count was not taken off");
 }
+
+/// An unbounded ring says it is full when not even an empty record fits: once its address
+/// space is taken, and no more after a get makes room.
+#[test]
+fn an_unbounded_ring_says_when_it_is_full() {
+    let ring = small_ring(0);
+    assert!(!ring.is_full());
+    let record = vec![1u8; 1000];
+    let mut n = 0;
+    while ring.put(&record, Deadline::after(Some(Duration::ZERO))).is_ok() {
+        assert!(n < 10_000, "an unbounded ring of {RING} bytes took {n} records");
+        n += 1;
+    }
+    assert!(n > 0);
+    // Room for smaller records may be left: fill it with empty ones.
+    while ring.put(&[], Deadline::after(Some(Duration::ZERO))).is_ok() {
+        assert!(n < 20_000, "an unbounded ring of {RING} bytes took {n} records");
+        n += 1;
+    }
+    assert!(ring.is_full(), "not even an empty record fits, yet the ring does not say it is full");
+    let mut out = Vec::new();
+    ring.get(&mut out, forever()).unwrap();
+    assert!(!ring.is_full(), "a get made room, yet the ring says it is full");
+    assert!(ring.put(&[], Deadline::after(Some(Duration::ZERO))).is_ok());
+}

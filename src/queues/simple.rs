@@ -57,7 +57,8 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
         Ok(SimpleQueue { handle: Handle::with_waits(0, true)? })
     }
 
-    /// Puts `item` at the end (`put(obj)`); never waits for room.
+    /// Puts `item` at the end (`put(obj)`); waits for room only while 4 GiB of encoded items
+    /// wait.
     ///
     /// ```
     /// let q = multiprocess::SimpleQueue::new()?;

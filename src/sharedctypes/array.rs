@@ -9,7 +9,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
-
 /// A fixed-length array of `T` in shared memory, with a lock (Python's
 /// `multiprocessing.Array(typecode, size_or_initializer)`).
 ///

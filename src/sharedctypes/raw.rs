@@ -15,7 +15,6 @@ pub(super) struct NoLock;
 // SAFETY: zero-sized.
 unsafe impl SharedState for NoLock {}
 
-
 /// One `T` in shared memory, without a lock (Python's `multiprocessing.RawValue`, or
 /// `Value(..., lock=False)`).
 ///

@@ -65,7 +65,14 @@ fn map_shared(fd: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<NonNull
     // SAFETY: a fresh shared mapping of a descriptor we borrow; the kernel picks the address,
     // so no existing memory is affected.
     let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), offset)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            offset,
+        )
     };
     if ptr == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
