@@ -180,7 +180,7 @@ pub mod __private {
 
     /// Descriptors this crate keeps open for the life of the process (the fork server's
     /// control socket and pidfd, this process's own pidfd, the pidfds of a few processes a
-    /// condition's notify found alive, the set its children's pidfds are watched in): not
+    /// condition's notify found alive, the set its children's pidfds are watched in, the death watcher's set): not
     /// leaks.
     pub fn persistent_fds() -> Vec<std::os::fd::RawFd> {
         let mut fds = crate::popen::forkserver::server_fds();
@@ -189,6 +189,7 @@ pub mod __private {
         fds.extend(crate::resource_tracker::client_fd());
         fds.extend(crate::sys::pidfd::recent_fds());
         fds.extend(crate::process::ended_set_raw());
+        fds.extend(crate::synchronize::deathwatch::persistent_fd());
         fds
     }
 
