@@ -794,6 +794,70 @@ def managers_remote(kind, iterations, warmup, clients, cpu, child_cpu):
     return value, "forkserver", unit
 
 
+def _cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def idle_on_lock(lock, ready):
+    ready.release()
+    lock.acquire()
+    lock.release()
+
+
+def idle_in_get(q, ready):
+    ready.release()
+    q.get()
+
+
+def idle_at_barrier(b, ready):
+    ready.release()
+    b.wait()
+
+
+def idle_waiters(kind, n, window_ms):
+    """The CPU use of n children blocked on a held Lock, in Queue.get, or at a barrier, as a
+    percentage of the CPUs this process may use, over window_ms after a pause."""
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Semaphore(0)
+    if kind == "lock":
+        obj = ctx.Lock()
+        obj.acquire()
+        target = idle_on_lock
+    elif kind == "queue_get":
+        obj = ctx.Queue()
+        target = idle_in_get
+    else:
+        obj = ctx.Barrier(n + 1)
+        target = idle_at_barrier
+    procs = [ctx.Process(target=target, args=(obj, ready)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    for _ in range(n):
+        ready.acquire()
+    window = window_ms / 1000.0
+    time.sleep(min(0.5, window / 4))
+    before = sum(_cpu_ticks(p.pid) for p in procs)
+    time.sleep(window)
+    after = sum(_cpu_ticks(p.pid) for p in procs)
+    cpus = len(os.sched_getaffinity(0))
+    percent = (after - before) / os.sysconf("SC_CLK_TCK") / (window * cpus) * 100.0
+    if kind == "lock":
+        obj.release()
+    elif kind == "queue_get":
+        for _ in procs:
+            obj.put(0)
+    else:
+        obj.wait()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise SystemExit(f"a child failed: {p.exitcode}")
+    return percent, "fork", "%"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload")
@@ -842,6 +906,10 @@ def main():
         if a.variant not in ("event", "semaphore", "barrier", "condition"):
             parser.error("sync_pingpong takes event, semaphore, barrier or condition")
         value, method, unit = sync_pingpong(a.variant, a.iterations, a.warmup, a.cpu, a.child_cpu)
+    elif a.workload == "idle_waiters":
+        if a.variant not in ("lock", "queue_get", "barrier"):
+            parser.error("idle_waiters takes lock, queue_get or barrier")
+        value, method, unit = idle_waiters(a.variant, a.iterations, a.warmup)  # --warmup: the window in ms
     elif a.workload == "value_increment":
         if a.variant != "value":
             parser.error("value_increment takes value")

@@ -180,8 +180,8 @@ pub mod __private {
 
     /// Descriptors this crate keeps open for the life of the process (the fork server's
     /// control socket and pidfd, this process's own pidfd, the pidfds of a few processes a
-    /// condition's notify found alive, the set its children's pidfds are watched in): not
-    /// leaks.
+    /// condition's notify found alive, the set its children's pidfds are watched in, the death
+    /// watcher's set, the arena this process makes its shared objects in): not leaks.
     pub fn persistent_fds() -> Vec<std::os::fd::RawFd> {
         let mut fds = crate::popen::forkserver::server_fds();
         fds.extend(crate::process::self_pidfd_raw());
@@ -190,6 +190,7 @@ pub mod __private {
         fds.extend(crate::sys::pidfd::recent_fds());
         fds.extend(crate::process::ended_set_raw());
         fds.extend(crate::heap::allocator_fd());
+        fds.extend(crate::synchronize::deathwatch::persistent_fd());
         fds
     }
 

@@ -469,6 +469,10 @@ pub(crate) fn become_fork_child(identity: Option<ForkIdentity>) {
     // sees the parent go.
     std::mem::forget(std::mem::take(&mut *lock(&CHILDREN)));
     drop(lock(&forkserver::SERVER).take());
+    // The parent's death watcher thread is not here (the child starts its own if it waits).
+    if crate::synchronize::deathwatch::forget_in_fork_child() {
+        OWN_THREADS.fetch_sub(1, Ordering::Relaxed);
+    }
     let Some(identity) = identity else { return };
     std::mem::forget(lock(&ME).replace(identity.me));
     COUNTER.store(1, Ordering::SeqCst);

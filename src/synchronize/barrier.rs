@@ -1,12 +1,25 @@
 //! `Barrier` (Python's `multiprocessing.Barrier`, which is `threading.Barrier` on shared
 //! state): the same algorithm, on an internal lock word and a sequence word that every
 //! state change bumps and wakes.
+//!
+//! A party killed inside `wait` must not leave the others asleep for ever. Rather than have
+//! every sleeper look at every party now and then, the parties watch each other through the
+//! death watcher (see `deathwatch`), which wakes a sleeper when a process it watches dies:
+//! the first party of a pass (the head) watches every party inside, and the others watch the
+//! head. An arrival wakes the head alone (a futex bitset) to watch the newcomer. So an idle
+//! sleeper costs nothing, and a death is noticed at once by someone, who takes the dead party
+//! out (breaking the barrier before the pass) and wakes everyone. Not covered: a process that
+//! dies holding the internal lock before it is inside (a microsecond's window), while no one
+//! else arrives; the sleepers then wait for their timeouts. Sleepers waiting for a drain or a
+//! reset to end (a moment, normally) look every 20 ms, as all sleepers did before.
 
+use super::deathwatch::{self, Watch};
 use super::mutex::{Acquired, RawMutex};
 use crate::heap::{Shared, SharedState};
 use crate::sys::{Deadline, futex, pidfd, proc};
 use crate::{Error, Result};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,10 +36,20 @@ const BROKEN: u32 = 3;
 /// Spins before sleeping: parties on other cores usually arrive within microseconds.
 const SPINS: u32 = 4000;
 
-/// How long a sleeper sleeps before it looks again: a party killed inside a barrier call
-/// (holding the internal lock, or between releasing it and waking the others) is noticed
+/// How long a sleeper that cannot rely on the death watcher (waiting for a drain, or out of
+/// descriptors) sleeps before it looks again: a party killed inside a barrier call is noticed
 /// within this long, so no one sleeps on for ever.
 const SLICE: Duration = Duration::from_millis(20);
+
+/// The futex bits of sleepers (see `futex::wait_bits`): all wait for changes, the head also
+/// for arrivals.
+const CHANGES: u32 = 1;
+const ARRIVALS: u32 = 2;
+
+/// The caller's deadline, or a [`SLICE`] from now if sooner.
+fn slice(deadline: Deadline) -> Deadline {
+    Deadline::after(Some(deadline.remaining().map_or(SLICE, |left| left.min(SLICE))))
+}
 
 /// This CPU's bit in a CPU mask.
 fn cpu_bit(cpu: u32) -> u64 {
@@ -47,6 +70,8 @@ pub(crate) struct BarrierState {
     /// that shares its CPU cannot arrive while it spins.
     cpus_now: AtomicU64,
     cpus_last: AtomicU64,
+    /// The pid of the first party of this pass, which watches the others.
+    head: AtomicU32,
     /// The pids of the parties inside `wait` (0: a free slot), so that one killed there is
     /// found and taken out: otherwise the barrier would count it for ever (a pass it cannot
     /// make, a drain or a reset that never ends). Parties beyond the slots go unwatched.
@@ -54,7 +79,7 @@ pub(crate) struct BarrierState {
 }
 
 /// How many parties inside `wait` at once are watched for death.
-const SLOTS: usize = 64;
+const SLOTS: usize = 256;
 
 // SAFETY: atomics only; zero is an empty, filling barrier with a free lock.
 unsafe impl SharedState for BarrierState {}
@@ -79,10 +104,11 @@ unsafe impl SharedState for BarrierState {}
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 ///
-/// A party killed inside `wait` is noticed by the others within about 20 ms: before the pass,
-/// the barrier breaks (`BrokenBarrier` for all) rather than wait for ever; after it, the dead
-/// party is counted out so the next pass can start. (Up to 64 parties inside `wait` at once
-/// are watched; CPython's barrier hangs in both cases.)
+/// A party killed inside `wait` is noticed by the others at once (the kernel tells them; an
+/// idle waiter never wakes to look): before the pass, the barrier breaks (`BrokenBarrier`
+/// for all) rather than wait for ever; after it, the dead party is counted out so the next
+/// pass can start. (Up to 256 parties inside `wait` at once are watched; CPython's barrier
+/// hangs in both cases.)
 #[derive(Clone)]
 pub struct Barrier {
     shared: Shared<BarrierState>,
@@ -216,6 +242,14 @@ impl Barrier {
         let me = proc::cached_pid() as u32;
         let slot = s.inside.iter().position(|x| x.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok());
         s.cpus_now.fetch_or(cpu_bit(proc::current_cpu()), Ordering::Relaxed);
+        let head = index == 0;
+        if head {
+            s.head.store(me, Ordering::SeqCst);
+        } else if index.saturating_add(1) < self.parties && s.sleepers.load(Ordering::SeqCst) > 0 {
+            // A newcomer the head must watch: wake it alone.
+            s.seq.fetch_add(1, Ordering::SeqCst);
+            futex::wake_bits(&s.seq, ARRIVALS);
+        }
         let result = if index.saturating_add(1) >= self.parties {
             inside.pass().map(|()| index)
         } else {
@@ -223,7 +257,7 @@ impl Barrier {
                 if s.state.load(Ordering::SeqCst) != FILLING {
                     break;
                 }
-                if !inside.wait_change(deadline) && s.state.load(Ordering::SeqCst) == FILLING {
+                if !inside.wait_filling(deadline, head) && s.state.load(Ordering::SeqCst) == FILLING {
                     inside.break_barrier();
                     break;
                 }
@@ -375,8 +409,86 @@ impl<'a> Inside<'a> {
         self.wake = true;
     }
 
+    /// While the barrier fills: lets go of the internal lock until the state changes, a
+    /// watched party dies (then takes it out) or `deadline`; takes the lock back. False only
+    /// at the deadline. The `head` watches every party inside, the others the head.
+    fn wait_filling(&mut self, deadline: Deadline, head: bool) -> bool {
+        let s = self.state();
+        let mut seen = s.seq.load(Ordering::SeqCst);
+        self.unlock();
+        let changed = || s.seq.load(Ordering::SeqCst) != seen;
+        let cpu = cpu_bit(proc::current_cpu());
+        let last = s.cpus_last.load(Ordering::Relaxed);
+        if (last == 0 || last & !cpu != 0) && futex::spin_until(SPINS, changed) && self.still_filling() {
+            seen = s.seq.load(Ordering::SeqCst);
+        }
+        let me = proc::cached_pid() as u32;
+        let mut watched: HashMap<u32, deathwatch::Guard<'a>> = HashMap::new();
+        let mut unwatched = false;
+        let mut dead = false;
+        s.sleepers.fetch_add(1, Ordering::SeqCst);
+        let woke = loop {
+            if !self.still_filling() {
+                break true;
+            }
+            let mut watch = |pid: u32| {
+                if pid == 0 || pid == me || watched.contains_key(&pid) {
+                    return;
+                }
+                match deathwatch::watch(pid, 0, &s.seq) {
+                    Watch::Watching(guard) => drop(watched.insert(pid, guard)),
+                    Watch::Gone => dead = true,
+                    Watch::Unwatched => unwatched = true,
+                }
+            };
+            if head {
+                s.inside.iter().for_each(|x| watch(x.load(Ordering::SeqCst)));
+            } else {
+                watch(s.head.load(Ordering::SeqCst));
+            }
+            if dead || watched.values().any(|g| g.fired()) {
+                dead = true;
+                break true;
+            }
+            let until = if unwatched { slice(deadline) } else { deadline };
+            let now = s.seq.load(Ordering::SeqCst);
+            if now != seen {
+                // An arrival, for the head to watch (or a change, seen above).
+                seen = now;
+                continue;
+            }
+            if !futex::wait_bits(&s.seq, seen, if head { CHANGES | ARRIVALS } else { CHANGES }, until) {
+                if deadline.expired() {
+                    break !self.still_filling();
+                }
+                // A slice, where a party could not be watched: look, as `wait_change` does.
+                if self.lock_holder_gone() || self.someone_died() {
+                    dead = true;
+                    break true;
+                }
+            }
+        };
+        s.sleepers.fetch_sub(1, Ordering::SeqCst);
+        drop(watched);
+        self.lock();
+        if dead {
+            self.take_out_the_dead();
+        }
+        woke
+    }
+
+    fn still_filling(&self) -> bool {
+        self.state().state.load(Ordering::SeqCst) == FILLING
+    }
+
+    /// Whether the internal lock's holder has died.
+    fn lock_holder_gone(&self) -> bool {
+        self.state().lock.holder().is_some_and(|pid| pidfd::process_gone(pid as i32))
+    }
+
     /// Lets go of the internal lock until the state changes or `deadline`; takes it back.
-    /// Whether something changed.
+    /// Whether something changed. For the waits for a drain or a reset to end, which are
+    /// short: a sleeper looks every [`SLICE`] for a dead party.
     fn wait_change(&mut self, deadline: Deadline) -> bool {
         let s = self.state();
         let seq = s.seq.load(Ordering::SeqCst);
@@ -393,15 +505,14 @@ impl<'a> Inside<'a> {
                 if changed() {
                     break true;
                 }
-                let slice = Deadline::after(Some(deadline.remaining().map_or(SLICE, |left| left.min(SLICE))));
-                if !futex::wait(&s.seq, seq, slice) {
+                if !futex::wait(&s.seq, seq, slice(deadline)) {
                     if deadline.expired() {
                         break changed();
                     }
                     // A slice without news: if a party died holding the internal lock, go
                     // and take it over (which breaks the barrier for everyone); if one died
                     // inside `wait`, go and take it out.
-                    if s.lock.holder().is_some_and(|pid| pidfd::process_gone(pid as i32)) {
+                    if self.lock_holder_gone() {
                         break true;
                     }
                     if self.someone_died() {

@@ -12,6 +12,7 @@
 
 mod barrier;
 mod condition;
+pub(crate) mod deathwatch;
 mod event;
 mod lock;
 pub(crate) mod mutex;

@@ -45,6 +45,74 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
     r.max(0) as usize
 }
 
+/// Wakes every waiter on the word at `word`, which may no longer be mapped: FUTEX_WAKE takes
+/// the address as a key only, and never reads or writes through it. For a waker that cannot
+/// prove the word outlives the call (an unmapped address gives EFAULT, one mapped anew a
+/// spurious wake-up, which every waiter here is ready for).
+pub(crate) fn wake_all_at(word: *const AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key; nothing is dereferenced.
+    unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, libc::c_int::MAX) };
+}
+
+/// As [`wait`], sleeping as one of the waiters in `bits`: a [`wake_bits`] wakes only the
+/// waiters whose bits meet its own (a plain [`wake`] wakes all). Never 0.
+pub(crate) fn wait_bits(word: &AtomicU32, expected: u32, bits: u32, deadline: Deadline) -> bool {
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, the clock `Instant` reads.
+    let at = match deadline.remaining() {
+        Some(Duration::ZERO) => return false,
+        Some(left) => {
+            let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime fills the timespec, which lives on our stack.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+            let nanos = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
+            let secs = (now.tv_sec as u64).saturating_add(left.as_secs()).saturating_add(nanos / 1_000_000_000);
+            Some(libc::timespec {
+                tv_sec: secs.min(libc::time_t::MAX as u64) as libc::time_t,
+                tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
+            })
+        }
+        None => None,
+    };
+    let at_ptr = at.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: as in `wait`; the absolute timeout lives on our stack until the call returns,
+    // and the unused second address is null, as FUTEX_WAIT_BITSET allows.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT_BITSET,
+            expected,
+            at_ptr,
+            std::ptr::null::<u32>(),
+            bits.max(1),
+        )
+    };
+    if r == 0 {
+        return true;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ETIMEDOUT) => !deadline.expired(),
+        _ => true,
+    }
+}
+
+/// Wakes every waiter on `word` that sleeps (in [`wait_bits`]) with one of `bits`.
+pub(crate) fn wake_bits(word: &AtomicU32, bits: u32) -> usize {
+    // SAFETY: FUTEX_WAKE_BITSET only uses the address as a key; `word` is valid for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE_BITSET,
+            libc::c_int::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            bits.max(1),
+        )
+    };
+    r.max(0) as usize
+}
+
 /// Wakes every waiter on `word`.
 pub(crate) fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)

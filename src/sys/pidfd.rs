@@ -169,6 +169,32 @@ pub(crate) fn process_with_tag_gone(pid: i32, tag: u32) -> bool {
     }
 }
 
+/// A pidfd for the process that recorded itself as (`pid`, `tag`), with its tag as the
+/// kernel tells it now (0 if it cannot), if that process is alive; `None` if it has ended
+/// (as [`process_with_tag_gone`] decides). An error: cannot tell (out of descriptors).
+pub(crate) fn open_if_alive(pid: i32, tag: u32) -> io::Result<Option<(Pidfd, u32)>> {
+    if pid <= 0 {
+        return Ok(None);
+    }
+    let pidfd = match Pidfd::open(pid) {
+        Ok(p) => p,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ESRCH | libc::EINVAL)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if pidfd.has_exited()? {
+        return Ok(None);
+    }
+    let now = match tag_of(pid, pidfd.as_fd()) {
+        Ok(now) => now,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => 0,
+    };
+    if tag != 0 && now != 0 && now != tag {
+        return Ok(None);
+    }
+    Ok(Some((pidfd, if tag != 0 { tag } else { now })))
+}
+
 /// Pidfds of the processes [`process_alive_recently_seen`] last found alive, so that asking
 /// again about the same process costs one `poll` instead of an open, a poll and a close.
 static RECENT: std::sync::Mutex<Vec<(i32, Pidfd)>> = std::sync::Mutex::new(Vec::new());

@@ -446,9 +446,17 @@ impl ReadySet {
     /// The keys (the descriptors' numbers, as `add` registered them) of those ready now, at
     /// most `max`, without waiting.
     pub(crate) fn ready_now(&self, max: usize) -> io::Result<Vec<RawFd>> {
+        self.wait(max, Deadline::after(Some(std::time::Duration::ZERO)))
+    }
+
+    /// As [`ready_now`](ReadySet::ready_now), waiting until one is ready or `deadline`
+    /// (empty then).
+    pub(crate) fn wait(&self, max: usize, deadline: Deadline) -> io::Result<Vec<RawFd>> {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; max.clamp(1, 1024)];
-        // SAFETY: `events` has room for the count passed; a zero timeout does not block.
-        let n = retry(|| unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, 0) })?;
+        // SAFETY: `events` has room for the count passed, and lives across the call.
+        let n = retry(|| unsafe {
+            libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, deadline.poll_timeout_ms())
+        })?;
         Ok(events[..n as usize].iter().map(|e| e.u64 as RawFd).collect())
     }
 }

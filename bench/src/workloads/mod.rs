@@ -5,6 +5,7 @@
 //! [`all`]; its CPython side is a new sub-command of `cpython_side.py`.
 
 pub mod array_fill_sum;
+pub mod idle_waiters;
 pub mod lock_contended;
 pub mod lock_uncontended;
 pub mod managers;
@@ -52,6 +53,8 @@ pub enum Unit {
     /// Microseconds per pair of calls (a manager proxy's `set` + `get`, `put` + `get`,
     /// `acquire` + `release`).
     MicrosPerPair,
+    /// Percent of the CPUs this process may use (CPU time over wall time).
+    PercentOfCpus,
 }
 
 impl Unit {
@@ -68,6 +71,7 @@ impl Unit {
             Unit::MessagesPerSec => "messages/s",
             Unit::TasksPerSec => "tasks/s",
             Unit::MicrosPerPair => "µs/pair",
+            Unit::PercentOfCpus => "% of the CPUs",
         }
     }
 
@@ -79,7 +83,8 @@ impl Unit {
             | Unit::NanosPerPair
             | Unit::Millis
             | Unit::Micros
-            | Unit::MicrosPerPair => true,
+            | Unit::MicrosPerPair
+            | Unit::PercentOfCpus => true,
             Unit::OpsPerSec | Unit::WaitsPerSec | Unit::GBPerSec | Unit::MessagesPerSec | Unit::TasksPerSec => false,
         }
     }
@@ -200,6 +205,7 @@ pub const NAMES: &[&str] = &[
     lock_uncontended::NAME,
     lock_contended::NAME,
     sync_pingpong::NAME,
+    idle_waiters::NAME,
     value_increment::NAME,
     array_fill_sum::NAME,
     shared_memory::NAME,
@@ -226,6 +232,7 @@ pub fn all(cfg: &Config) -> Result<Vec<Row>, String> {
     rows.extend(lock_uncontended::rows(cfg));
     rows.extend(lock_contended::rows(cfg));
     rows.extend(sync_pingpong::rows(cfg));
+    rows.extend(idle_waiters::rows(cfg));
     rows.extend(value_increment::rows(cfg));
     rows.extend(array_fill_sum::rows(cfg));
     rows.extend(shared_memory::rows(cfg));
