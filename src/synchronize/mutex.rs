@@ -5,10 +5,12 @@
 //! on it; beside it, the holder's tag (see `pidfd::own_tag`: a number the kernel gives each process), so
 //! that a pid recycled by a new process after the holder died is not taken for the holder.
 //! Acquiring is one compare-exchange when free, and one store of the tag. A contended acquirer spins briefly,
-//! then sleeps on the futex, with the holder watched by this process's death watcher (see
-//! `deathwatch`: a pidfd in an epoll set, which sees a dead-but-unreaped holder as dead too),
-//! which wakes it if the holder dies; an idle waiter costs nothing. (Where the holder cannot be
-//! watched, the waiter looks in 20 ms slices, as it used to.) A dead holder's word it takes over with a
+//! then sleeps on the futex: first for one 20 ms slice, after which it asks the kernel whether
+//! the holder lives (most waits end sooner, and cost no more than the futex), then with the
+//! holder watched by this process's death watcher (see `deathwatch`: a pidfd in an epoll set,
+//! which sees a dead-but-unreaped holder as dead too), which wakes it if the holder dies; an
+//! idle waiter costs nothing after its first slice. (Where the holder cannot be watched, the
+//! waiter goes on in slices.) A dead holder's word it takes over with a
 //! compare-exchange from the dead pid to its own, so exactly one waiter wins, and reports
 //! [`Acquired::OwnerDied`]: it holds the lock, and what the lock protected may be half-written.
 //! CPython's locks deadlock here (gh-88304).
@@ -26,9 +28,10 @@ const WAITERS: u32 = 1 << 31;
 /// The holder's pid. Linux pids are below 2^22.
 const PID: u32 = (1 << 30) - 1;
 
-/// How long a waiter sleeps before it checks that the holder is alive, when the death
-/// watcher cannot watch it (out of descriptors): a dead holder is noticed within about this
-/// long.
+/// How long a waiter sleeps before it checks that the holder is alive and asks the death
+/// watcher to watch it (or, when the holder cannot be watched, between checks): a dead holder
+/// is noticed within about this long. Registering costs some system calls, which a wait that
+/// ends within a slice (a lock passed back and forth) does not pay.
 const SLICE: Duration = Duration::from_millis(20);
 
 /// The caller's deadline, or a [`SLICE`] from now if sooner.
@@ -109,6 +112,8 @@ impl RawMutex {
             state == 0
         });
         let mut watched: Option<(u32, deathwatch::Guard<'_>)> = None;
+        // Whether a slice went by with the lock held: from then on, the holder is watched.
+        let mut long_wait = false;
         loop {
             if state & PID == 0 {
                 // Free. Take it with the waiters flag: others may still be asleep, and we
@@ -140,7 +145,9 @@ impl RawMutex {
                 watched = None;
             }
             let mut until = deadline;
-            if holder != me {
+            if holder != me && !long_wait {
+                until = slice(deadline);
+            } else if holder != me {
                 if watched.is_none() {
                     match deathwatch::watch(holder, self.tag.load(Ordering::Acquire), &self.word) {
                         Watch::Watching(guard) => watched = Some((holder, guard)),
@@ -169,6 +176,7 @@ impl RawMutex {
             }
             if !futex::wait(&self.word, state, until) {
                 // A slice (or the caller's deadline) went by with the lock held.
+                long_wait = true;
                 let held = self.word.load(Ordering::Relaxed);
                 match self.take_from_dead(held, me) {
                     Acquired::No if deadline.expired() => return Acquired::No,
