@@ -115,6 +115,10 @@ pub enum Error {
     #[error("Pool not running")]
     PoolNotRunning,
 
+    /// The task was cancelled before it finished (`concurrent.futures.CancelledError`).
+    #[error("the task was cancelled")]
+    Cancelled,
+
     /// `join()` on a pool that was neither closed nor terminated
     /// (`ValueError('Pool is still running')`).
     #[error("Pool is still running")]

@@ -128,7 +128,10 @@ pub use managers::{SyncManager, manager};
 /// ```
 pub use multiprocess_macros::managed;
 
-pub use pool::{AsyncResult, Imap, ImapUnordered, MapResult, Pool, PoolBuilder, Task};
+pub use pool::{
+    AsCompleted, AsyncResult, Imap, ImapUnordered, MapResult, Pool, PoolBuilder, ReturnWhen, Task, Waited,
+    as_completed, wait,
+};
 pub use process::{
     ActiveChild, CurrentProcess, Fork, ParentProcess, Process, active_children, cpu_count, current_process, exit, fork,
     getpid, getppid, parent_process, process_cpu_count,

@@ -9,8 +9,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
+#[cfg(feature = "stream")]
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
+#[cfg(feature = "stream")]
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// Chunks in flight per worker.
 const AHEAD_PER_WORKER: usize = 4;
@@ -66,7 +71,7 @@ impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
         }
         let index = self.submitted;
         self.submitted += 1;
-        Some(self.pool.submit(&self.func, &chunk, chunk.len(), notify, index).map(|mut slots| slots.remove(0)))
+        Some(self.pool.submit_chunks(&self.func, &chunk, chunk.len(), notify, index).map(|mut slots| slots.remove(0)))
     }
 }
 
@@ -99,6 +104,63 @@ where
     }
 }
 
+impl<R, T, I> Imap<'_, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T>,
+{
+    /// The next result, waiting at most `timeout` (`IMapIterator.next(timeout)`): `None` at
+    /// the end, `Some(Err(Error::Timeout))` if it is not there in time (the iterator goes on:
+    /// a later call returns it).
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let mut it = pool.imap(nap, [400])?;
+    /// assert!(matches!(it.next_timeout(Duration::from_millis(50)), Some(Err(Error::Timeout))));
+    /// assert_eq!(it.next_timeout(Duration::from_secs(10)).transpose()?, Some(400));
+    /// assert!(it.next_timeout(Duration::from_secs(1)).is_none());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Submits chunks up to the bound; an error of the submitting.
+    fn fill(&mut self) -> Option<crate::Error> {
+        while self.window.len() < self.feed.bound && !self.feed.exhausted {
+            match self.feed.next_chunk(None) {
+                Some(Ok(slot)) => self.window.push_back(slot),
+                Some(Err(e)) => return Some(e),
+                None => break,
+            }
+        }
+        None
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            if let Some(e) = self.fill() {
+                return Some(Err(e));
+            }
+            let Some(slot) = self.window.front() else {
+                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
+            };
+            let Some(outcome) = slot.wait(deadline, Spin::Yes) else {
+                return Some(Err(crate::Error::Timeout));
+            };
+            self.window.pop_front();
+            self.ready.extend(decode::<R>(outcome));
+        }
+    }
+}
+
 impl<R, T, I> Iterator for Imap<'_, R, I>
 where
     R: DeserializeOwned,
@@ -108,22 +170,40 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(None)
+    }
+}
+
+// Nothing here is ever pinned in place: the results are moved out of their buffers.
+impl<R, I: Unpin> Unpin for Imap<'_, R, I> {}
+impl<R, I: Unpin> Unpin for ImapUnordered<'_, R, I> {}
+
+/// With the `stream` feature, the results are a `futures_core::Stream` too, in input order:
+/// the pool's manager thread wakes the task that awaits the next one.
+#[cfg(feature = "stream")]
+impl<R, T, I> futures_core::Stream for Imap<'_, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T> + Unpin,
+{
+    type Item = Result<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        let this = self.get_mut();
         loop {
-            if let Some(r) = self.ready.pop_front() {
-                return Some(r);
+            if let Some(r) = this.ready.pop_front() {
+                return Poll::Ready(Some(r));
             }
-            while self.window.len() < self.feed.bound && !self.feed.exhausted {
-                match self.feed.next_chunk(None) {
-                    Some(Ok(slot)) => self.window.push_back(slot),
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => break,
-                }
+            if let Some(e) = this.fill() {
+                return Poll::Ready(Some(Err(e)));
             }
-            let Some(slot) = self.window.pop_front() else {
-                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
+            let Some(slot) = this.window.front() else {
+                return Poll::Ready(this.feed.panic.take().map(|p| std::panic::resume_unwind(p)));
             };
-            let outcome = slot.wait(None, Spin::Yes)?;
-            self.ready.extend(decode::<R>(outcome));
+            let Some(outcome) = slot.poll(cx.waker()) else { return Poll::Pending };
+            this.window.pop_front();
+            this.ready.extend(decode::<R>(outcome));
         }
     }
 }
@@ -168,6 +248,78 @@ where
     }
 }
 
+impl<R, T, I> ImapUnordered<'_, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T>,
+{
+    /// The next result to finish, waiting at most `timeout`
+    /// (`IMapUnorderedIterator.next(timeout)`): `None` at the end, `Some(Err(Error::Timeout))`
+    /// if none finishes in time (the iterator goes on).
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let mut it = pool.imap_unordered(nap, [400])?;
+    /// assert!(matches!(it.next_timeout(Duration::from_millis(50)), Some(Err(Error::Timeout))));
+    /// assert_eq!(it.next_timeout(Duration::from_secs(10)).transpose()?, Some(400));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(Instant::now().checked_add(timeout))
+    }
+
+    /// Submits chunks up to the bound; an error of the submitting.
+    fn fill(&mut self) -> Option<crate::Error> {
+        while self.in_flight.len() < self.feed.bound && !self.feed.exhausted {
+            let index = self.feed.submitted;
+            match self.feed.next_chunk(Some(&self.done_tx)) {
+                Some(Ok(slot)) => {
+                    self.in_flight.insert(index, slot);
+                }
+                Some(Err(e)) => return Some(e),
+                None => break,
+            }
+        }
+        None
+    }
+
+    /// Takes the results of the chunk numbered `index`, if it is one of ours in flight.
+    fn take(&mut self, index: usize) {
+        if let Some(slot) = self.in_flight.remove(&index)
+            && let Some(outcome) = slot.wait(None, Spin::Yes)
+        {
+            self.ready.extend(decode::<R>(outcome));
+        }
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            if let Some(e) = self.fill() {
+                return Some(Err(e));
+            }
+            if self.in_flight.is_empty() {
+                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
+            }
+            let index = match deadline {
+                None => self.done_rx.recv().ok()?,
+                Some(at) => match self.done_rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(index) => index,
+                    Err(mpsc::RecvTimeoutError::Timeout) => return Some(Err(crate::Error::Timeout)),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                },
+            };
+            self.take(index);
+        }
+    }
+}
+
 impl<R, T, I> Iterator for ImapUnordered<'_, R, I>
 where
     R: DeserializeOwned,
@@ -177,27 +329,46 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(None)
+    }
+}
+
+/// With the `stream` feature, the results are a `futures_core::Stream` too, in the order they
+/// finish.
+#[cfg(feature = "stream")]
+impl<R, T, I> futures_core::Stream for ImapUnordered<'_, R, I>
+where
+    R: DeserializeOwned,
+    T: Serialize,
+    I: Iterator<Item = T> + Unpin,
+{
+    type Item = Result<R>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
+        let this = self.get_mut();
         loop {
-            if let Some(r) = self.ready.pop_front() {
-                return Some(r);
+            if let Some(r) = this.ready.pop_front() {
+                return Poll::Ready(Some(r));
             }
-            while self.in_flight.len() < self.feed.bound && !self.feed.exhausted {
-                let index = self.feed.submitted;
-                match self.feed.next_chunk(Some(&self.done_tx)) {
-                    Some(Ok(slot)) => {
-                        self.in_flight.insert(index, slot);
-                    }
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => break,
-                }
+            if let Some(e) = this.fill() {
+                return Poll::Ready(Some(Err(e)));
             }
-            if self.in_flight.is_empty() {
-                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
+            if this.in_flight.is_empty() {
+                return Poll::Ready(this.feed.panic.take().map(|p| std::panic::resume_unwind(p)));
             }
-            let index = self.done_rx.recv().ok()?;
-            let Some(slot) = self.in_flight.remove(&index) else { continue };
-            let outcome = slot.wait(None, Spin::Yes)?;
-            self.ready.extend(decode::<R>(outcome));
+            if let Ok(index) = this.done_rx.try_recv() {
+                this.take(index);
+                continue;
+            }
+            // Asleep until any chunk in flight is filled (each wakes the task once filled; a
+            // chunk filled meanwhile shows on the channel, looked at again below).
+            for slot in this.in_flight.values() {
+                slot.poll(cx.waker());
+            }
+            match this.done_rx.try_recv() {
+                Ok(index) => this.take(index),
+                Err(_) => return Poll::Pending,
+            }
         }
     }
 }

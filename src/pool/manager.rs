@@ -10,7 +10,7 @@ use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
 use crate::{Process, StartMethod};
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,10 +55,38 @@ impl Drop for Job {
 /// What the pool tells its manager.
 pub(crate) enum Command {
     Submit(Job),
+    /// Cancel this chunk: take it out if queued, replace its worker if running.
+    Cancel(Arc<Slot>),
+    /// Cancel every chunk not running yet (`shutdown(cancel_futures=True)`).
+    CancelQueued,
     /// No more tasks: finish those there are, stop the workers, and end.
     Close,
     /// Kill the workers now; what is not done fails.
     Terminate,
+}
+
+/// How the pool, and the results it gave out, reach its manager: the command channel, and
+/// the report queue the manager waits on, where a `Wake` makes it read its commands.
+pub(crate) struct Control {
+    commands: Mutex<Sender<Command>>,
+    reports: Queue<Vec<u8>>,
+}
+
+impl Control {
+    pub(crate) fn new(commands: Sender<Command>, reports: Queue<Vec<u8>>) -> Control {
+        Control { commands: Mutex::new(commands), reports }
+    }
+
+    /// Sends a command; `PoolNotRunning` once the manager is gone.
+    pub(crate) fn send(&self, command: Command) -> crate::Result<()> {
+        let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());
+        commands.send(command).map_err(|_| crate::Error::PoolNotRunning)
+    }
+
+    /// Wakes the manager if it waits for results: it has commands to read.
+    pub(crate) fn wake(&self) {
+        let _ = super::worker::send(&self.reports, &super::worker::Report::Wake);
+    }
 }
 
 /// Makes (does not start) one worker process: its orders queue, the result queue, its id,
@@ -184,6 +212,8 @@ impl Manager {
                         Some(message) => job.slot.fill(Err(Failure::InitFailed(message.clone()))),
                         None => self.pending.push_back(job),
                     },
+                    Ok(Command::Cancel(slot)) => self.cancel(&slot),
+                    Ok(Command::CancelQueued) => self.cancel_queued(),
                     Ok(Command::Close) => self.closing = true,
                     Ok(Command::Terminate) | Err(TryRecvError::Disconnected) => return self.terminate(),
                     Err(TryRecvError::Empty) => break,
@@ -239,6 +269,7 @@ impl Manager {
                 }
                 if w.held.is_empty() {
                     w.since = Instant::now();
+                    job.slot.set_running(true);
                 }
                 w.held.push_back(job);
                 w.sent += 1;
@@ -287,6 +318,10 @@ impl Manager {
                     w.quick = now.duration_since(w.since) < QUICK;
                     w.since = now;
                     job.slot.fill(Ok(results));
+                    // The worker takes its next order as soon as it has reported.
+                    if let Some(next) = w.held.front() {
+                        next.slot.set_running(true);
+                    }
                 }
             }
             Ok(Report::InitFailed { message, .. }) => {
@@ -363,6 +398,8 @@ impl Manager {
                     "pool: worker {name} (pid {pid}) overran the task timeout and was killed; \
                      {failed} chunk(s) failed with Timeout, {requeued} sent to other workers"
                 );
+            } else if failed > 0 && w.held.iter().take(failed).all(|j| j.slot.is_cancelled()) {
+                log::debug!(target: LOG_TARGET, "pool: worker {name} (pid {pid}) stopped: its task was cancelled");
             } else if exitcode == 0 && failed == 0 {
                 // Done with its maxtasksperchild, or stopped: CPython's "cleaning up worker".
                 log::debug!(target: LOG_TARGET, "pool: worker {name} (pid {pid}) exited");
@@ -377,6 +414,7 @@ impl Manager {
                 job.slot.fill(Err(if overran { Failure::Timeout } else { Failure::WorkerDied(exitcode) }));
             }
             while let Some(job) = w.held.pop_back() {
+                job.slot.set_running(false);
                 self.pending.push_front(job);
             }
             if self.init_failed.is_none() && !(self.closing && self.pending.is_empty()) {
@@ -390,6 +428,66 @@ impl Manager {
             }
         }
         self.publish_pids();
+    }
+
+    /// Cancels one chunk: out of the queue if no worker took it yet; if one runs it, that
+    /// worker is killed and replaced. A chunk that finished first keeps its result.
+    fn cancel(&mut self, slot: &Arc<Slot>) {
+        while let Ok(bytes) = self.reports.get_nowait() {
+            self.file(&bytes);
+        }
+        if slot.is_filled() {
+            return;
+        }
+        if let Some(i) = self.pending.iter().position(|j| Arc::ptr_eq(&j.slot, slot)) {
+            if let Some(job) = self.pending.remove(i) {
+                job.slot.fill(Err(Failure::Cancelled));
+            }
+            return;
+        }
+        let Some(i) = self.workers.iter().position(|w| w.held.iter().any(|j| Arc::ptr_eq(&j.slot, slot))) else {
+            return;
+        };
+        // What the worker has not taken comes back here, to go out again: to it, or (if it
+        // is to be replaced) to whoever is free.
+        let w = &mut self.workers[i];
+        let untaken = take_back(w);
+        let first_untaken = w.held.len() - untaken.len();
+        let at = w.held.iter().position(|j| Arc::ptr_eq(&j.slot, slot)).expect("found above");
+        if at >= first_untaken {
+            for (k, order) in untaken.into_iter().enumerate() {
+                if first_untaken + k != at {
+                    let _ = w.orders.put(order);
+                }
+            }
+            if let Some(job) = w.held.remove(at) {
+                job.slot.fill(Err(Failure::Cancelled));
+            }
+            return;
+        }
+        // It runs: its worker goes, and a new one takes its place.
+        for job in w.held.drain(first_untaken..).rev() {
+            job.slot.set_running(false);
+            self.pending.push_front(job);
+        }
+        slot.fill(Err(Failure::Cancelled));
+        let _ = w.process.kill();
+        let _ = w.process.join();
+        self.check_workers();
+    }
+
+    /// Cancels every chunk no worker has taken yet.
+    fn cancel_queued(&mut self) {
+        for job in self.pending.drain(..) {
+            job.slot.fill(Err(Failure::Cancelled));
+        }
+        for w in &mut self.workers {
+            let untaken = take_back(w).len();
+            let first_untaken = w.held.len() - untaken;
+            for job in w.held.drain(first_untaken..) {
+                job.slot.fill(Err(Failure::Cancelled));
+            }
+        }
     }
 
     /// Closed and done: each worker gets a stop order and is joined.
@@ -440,4 +538,15 @@ impl Manager {
             }
         }
     }
+}
+
+/// Takes back the orders a worker has not taken from its queue yet (the last of the chunks it
+/// holds, in order).
+fn take_back(w: &mut Worker) -> Vec<Vec<u8>> {
+    let mut untaken = Vec::new();
+    while let Ok(order) = w.orders.get_timeout(Duration::ZERO) {
+        untaken.push(order);
+    }
+    untaken.truncate(w.held.len());
+    untaken
 }

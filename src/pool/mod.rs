@@ -38,15 +38,17 @@ mod manager;
 mod progress;
 mod result;
 mod task;
+mod wait;
 mod worker;
 
 pub use imap::{Imap, ImapUnordered};
 pub use result::{AsyncResult, MapResult};
 pub use task::Task;
+pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
 
 use crate::queues::Queue;
 use crate::{Error, Result, StartMethod, get_context, get_start_method};
-use manager::{Command, Config, Job, Manager};
+use manager::{Command, Config, Control, Job, Manager};
 use result::Slot;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,8 +79,7 @@ const TERMINATED: u8 = 2;
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub struct Pool {
-    commands: Mutex<Sender<Command>>,
-    reports: Queue<Vec<u8>>,
+    control: Arc<Control>,
     manager: Mutex<Option<JoinHandle<()>>>,
     state: AtomicU8,
     next_task: AtomicU64,
@@ -245,8 +246,7 @@ impl PoolBuilder {
             })
             .map_err(Error::Io)?;
         Ok(Pool {
-            commands: Mutex::new(tx),
-            reports,
+            control: Arc::new(Control::new(tx, reports)),
             manager: Mutex::new(Some(handle)),
             state: AtomicU8::new(RUNNING),
             next_task: AtomicU64::new(1),
@@ -320,12 +320,12 @@ impl Pool {
     }
 
     fn send(&self, command: Command) -> Result<()> {
-        self.commands.lock().unwrap_or_else(|e| e.into_inner()).send(command).map_err(|_| Error::PoolNotRunning)
+        self.control.send(command)
     }
 
     /// Wakes the manager if it waits for results: it has commands to read.
     fn wake(&self) {
-        let _ = worker::send(&self.reports, &worker::Report::Wake);
+        self.control.wake();
     }
 
     /// `f` as this pool sends it: a capturing closure only under fork.
@@ -341,7 +341,7 @@ impl Pool {
     }
 
     /// Submits `items` in chunks of `chunksize`; one slot per chunk.
-    fn submit<A: Serialize>(
+    fn submit_chunks<A: Serialize>(
         &self,
         func: &Func,
         items: &[A],
@@ -402,8 +402,28 @@ impl Pool {
         A: Serialize + DeserializeOwned,
     {
         let func = self.func(f)?;
-        let mut slots = self.submit(&func, &[args], 1, None, 0)?;
-        Ok(AsyncResult::new(slots.remove(0)))
+        let mut slots = self.submit_chunks(&func, &[args], 1, None, 0)?;
+        Ok(AsyncResult::new(slots.remove(0), self.control.clone()))
+    }
+
+    /// Runs `f(args)` in a worker in the background and returns its future
+    /// (`ProcessPoolExecutor.submit(fn, *args)`): the same as
+    /// [`apply_async`](Pool::apply_async). The result can be awaited on any executor, waited
+    /// for, or cancelled (see [`AsyncResult`]).
+    ///
+    /// ```
+    /// fn pow(base: u64, exp: u32) -> u64 { base.pow(exp) }
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let r = pool.submit(pow, (2, 8))?;
+    /// assert_eq!(r.get()?, 256);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn submit<F, A>(&self, f: F, args: A) -> Result<AsyncResult<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args)
     }
 
     /// `f(x)` for every `x` of `items`, in order (`map(f, iterable)`), in chunks of CPython's
@@ -542,7 +562,7 @@ impl Pool {
         }
         let func = self.func(f)?;
         let items: Vec<A> = items.into_iter().collect();
-        Ok(MapResult::new(self.submit(&func, &items, chunksize, None, 0)?))
+        Ok(MapResult::new(self.submit_chunks(&func, &items, chunksize, None, 0)?))
     }
 
     /// `f(x)` for every `x` of `items`, lazily and in order (`imap(f, iterable)`): an
@@ -642,6 +662,32 @@ impl Pool {
             let _ = self.send(Command::Close);
             self.wake();
         }
+    }
+
+    /// Ends the pool (`ProcessPoolExecutor.shutdown(wait=True, cancel_futures=...)`): no more
+    /// tasks are taken; with `cancel_pending`, the tasks no worker has started yet are
+    /// cancelled (their results are `Err(Error::Cancelled)`); then the running ones (and,
+    /// without `cancel_pending`, the queued ones) finish and the workers exit. The same as
+    /// [`close`](Pool::close) and [`join`](Pool::join), with the cancelling between.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let results: Vec<_> = (0..5).map(|_| pool.submit(nap, (200,))).collect::<Result<_, _>>()?;
+    /// std::thread::sleep(Duration::from_millis(50));
+    /// pool.shutdown(true)?;
+    /// assert!(results[0].get().is_ok()); // it was running
+    /// assert!(results[1..].iter().all(|r| r.cancelled()));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn shutdown(&self, cancel_pending: bool) -> Result<()> {
+        if cancel_pending {
+            let _ = self.send(Command::CancelQueued);
+        }
+        self.close();
+        self.wake();
+        self.join()
     }
 
     /// Kills the workers now (`terminate()`); tasks not done fail with

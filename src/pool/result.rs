@@ -1,10 +1,14 @@
 //! Where a task's result waits for its caller: a slot per chunk, and `AsyncResult`.
 
+use super::manager::{Command, Control};
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// Why a chunk has no results.
@@ -18,6 +22,8 @@ pub(crate) enum Failure {
     Terminated,
     /// The initializer failed, so no worker can run anything.
     InitFailed(String),
+    /// Cancelled: taken out of the queue, or its worker replaced while it ran.
+    Cancelled,
 }
 
 impl Failure {
@@ -27,6 +33,7 @@ impl Failure {
             Failure::Timeout => Error::Timeout,
             Failure::Terminated => Error::PoolNotRunning,
             Failure::InitFailed(message) => Error::TaskPanicked { message: format!("initializer: {message}") },
+            Failure::Cancelled => Error::Cancelled,
         }
     }
 }
@@ -40,6 +47,9 @@ pub(crate) struct Slot {
     filled: Condvar,
     /// Told the slot's index when it is filled (for `imap_unordered`).
     notify: Option<(Sender<usize>, usize)>,
+    /// Whether a worker runs the chunk now (as far as the manager can tell: it is the oldest
+    /// a worker holds).
+    running: std::sync::atomic::AtomicBool,
     /// Called once, after the slot is filled (a result's callback).
     on_fill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Set once filled: what a waiter spins on before it sleeps.
@@ -55,6 +65,11 @@ struct State {
     /// Waiters asleep on `filled`: the manager wakes them only if there are any, as a
     /// wake-up is a system call even with nobody to wake.
     sleepers: usize,
+    /// Tasks awaiting the slot (`Future::poll`), woken when it is filled.
+    wakers: Vec<Waker>,
+    /// Told their index when the slot is filled (`as_completed`, `wait`); gone once their
+    /// caller stopped listening.
+    listeners: Vec<(std::sync::Weak<Notify>, usize)>,
 }
 
 /// Whether a waiter spins before it sleeps.
@@ -69,9 +84,10 @@ pub(crate) enum Spin {
 impl Slot {
     pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
         Arc::new(Slot {
-            state: Mutex::new(State { outcome: None, sleepers: 0 }),
+            state: Mutex::new(State { outcome: None, sleepers: 0, wakers: Vec::new(), listeners: Vec::new() }),
             filled: Condvar::new(),
             notify,
+            running: std::sync::atomic::AtomicBool::new(false),
             on_fill: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
         })
@@ -91,8 +107,56 @@ impl Slot {
             if let Some((tx, index)) = &self.notify {
                 let _ = tx.send(*index);
             }
+            for (listener, index) in state.listeners.drain(..) {
+                if let Some(listener) = listener.upgrade() {
+                    listener.push(index);
+                }
+            }
+            state.wakers.drain(..).for_each(Waker::wake);
         }
         self.run_callback();
+    }
+
+    /// Marks the chunk as running (its worker took it) or not.
+    pub(crate) fn set_running(&self, running: bool) {
+        self.running.store(running, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a worker runs the chunk now.
+    pub(crate) fn is_running(&self) -> bool {
+        !self.is_filled() && self.running.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the chunk was cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.is_filled()
+            && matches!(self.state.lock().unwrap_or_else(|e| e.into_inner()).outcome, Some(Err(Failure::Cancelled)))
+    }
+
+    /// The outcome if filled; otherwise `waker` is woken when it is (`Future::poll`).
+    pub(crate) fn poll(&self, waker: &Waker) -> Option<Outcome> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &state.outcome {
+            Some(outcome) => Some(outcome.clone()),
+            None => {
+                if !state.wakers.iter().any(|w| w.will_wake(waker)) {
+                    state.wakers.push(waker.clone());
+                }
+                None
+            }
+        }
+    }
+
+    /// Tells `listener` `index` when the slot is filled, or now if it is.
+    pub(crate) fn listen(&self, listener: &Arc<Notify>, index: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.outcome.is_some() {
+            drop(state);
+            listener.push(index);
+        } else {
+            state.listeners.retain(|(l, _)| l.strong_count() > 0);
+            state.listeners.push((Arc::downgrade(listener), index));
+        }
     }
 
     /// Sets the callback: it runs when the slot is filled, or now if it already is.
@@ -153,6 +217,41 @@ impl Slot {
     }
 }
 
+/// Where slots being listened to (`as_completed`, `wait`) say that they are filled: the
+/// indexes of the filled ones, in the order they were filled.
+#[derive(Default)]
+pub(crate) struct Notify {
+    filled: Mutex<std::collections::VecDeque<usize>>,
+    changed: Condvar,
+}
+
+impl Notify {
+    fn push(&self, index: usize) {
+        self.filled.lock().unwrap_or_else(|e| e.into_inner()).push_back(index);
+        self.changed.notify_all();
+    }
+
+    /// The next index, waiting until `deadline` at most.
+    pub(crate) fn pop(&self, deadline: Option<Instant>) -> Option<usize> {
+        let mut filled = self.filled.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(index) = filled.pop_front() {
+                return Some(index);
+            }
+            filled = match deadline {
+                None => self.changed.wait(filled).unwrap_or_else(|e| e.into_inner()),
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    self.changed.wait_timeout(filled, left).unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
+}
+
 /// Decodes a chunk's outcome into its results, one per task of the chunk.
 pub(crate) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Vec<Result<R>> {
     match outcome {
@@ -165,6 +264,7 @@ pub(crate) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Vec<Result<R>> {
 }
 
 /// The slots a background call waits on.
+#[derive(Clone)]
 struct Pending {
     slots: Vec<Arc<Slot>>,
 }
@@ -172,6 +272,17 @@ struct Pending {
 impl Pending {
     fn ready(&self) -> bool {
         self.slots.iter().all(|s| s.is_filled())
+    }
+
+    /// `Future::poll`: ready once every slot is filled; until then the first slot that is not
+    /// wakes the task when it is.
+    fn poll<R: DeserializeOwned>(&self, cx: &mut Context<'_>) -> Poll<Result<Vec<R>>> {
+        for slot in &self.slots {
+            if !slot.is_filled() && slot.poll(cx.waker()).is_none() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.collect::<R>(Some(Instant::now())))
     }
 
     fn wait(&self, deadline: Option<Instant>) -> bool {
@@ -232,12 +343,121 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 /// ```
 pub struct AsyncResult<R> {
     pending: Pending,
+    control: Arc<Control>,
     _result: PhantomData<fn() -> R>,
 }
 
+impl<R> AsyncResult<R> {
+    pub(crate) fn slot(&self) -> &Arc<Slot> {
+        &self.pending.slots[0]
+    }
+}
+
+/// A clone waits for the same task; cancelling one cancels it for all.
+impl<R> Clone for AsyncResult<R> {
+    fn clone(&self) -> Self {
+        AsyncResult { pending: self.pending.clone(), control: self.control.clone(), _result: PhantomData }
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let slot = &self.pending.slots[0];
+        let state = if slot.is_cancelled() {
+            "cancelled"
+        } else if slot.is_filled() {
+            "finished"
+        } else if slot.is_running() {
+            "running"
+        } else {
+            "pending"
+        };
+        f.debug_struct("AsyncResult").field("state", &state).finish()
+    }
+}
+
 impl<R: DeserializeOwned> AsyncResult<R> {
-    pub(crate) fn new(slot: Arc<Slot>) -> AsyncResult<R> {
-        AsyncResult { pending: Pending { slots: vec![slot] }, _result: PhantomData }
+    pub(crate) fn new(slot: Arc<Slot>, control: Arc<Control>) -> AsyncResult<R> {
+        AsyncResult { pending: Pending { slots: vec![slot] }, control, _result: PhantomData }
+    }
+
+    /// Cancels the task (`Future.cancel()`): a task still queued is taken out and never runs;
+    /// a running one is stopped by killing its worker, which the pool replaces at once (it
+    /// keeps its size). Its result is then `Err(Error::Cancelled)`. Returns whether the task
+    /// is cancelled: `false` if it had finished first. Waits for the pool's manager to act
+    /// (about a millisecond; for a running task, the worker's death and replacement).
+    ///
+    /// Python's `Future.cancel()` cannot stop a running task, and returns `False` for it.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let running = pool.submit(nap, (10_000,))?;
+    /// let queued = pool.submit(nap, (10_000,))?;
+    /// assert!(queued.cancel());
+    /// assert!(running.cancel());
+    /// assert!(matches!(running.get(), Err(Error::Cancelled)));
+    /// assert!(queued.cancelled());
+    /// assert_eq!(pool.apply(nap, (1,))?, ()); // the pool goes on, with a new worker
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn cancel(&self) -> bool {
+        let slot = self.slot();
+        if !slot.is_filled() && self.control.send(Command::Cancel(slot.clone())).is_ok() {
+            self.control.wake();
+            // The manager fills the slot either way: cancelled, or with the result that came
+            // first. A manager that is gone has filled every slot already.
+            slot.wait(None, Spin::No);
+        }
+        slot.is_cancelled()
+    }
+
+    /// Whether the task was cancelled (`Future.cancelled()`).
+    ///
+    /// ```
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.submit(one, ())?;
+    /// r.wait();
+    /// assert!(!r.cancel());
+    /// assert!(!r.cancelled());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn cancelled(&self) -> bool {
+        self.slot().is_cancelled()
+    }
+
+    /// Whether a worker runs the task now (`Future.running()`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.submit(nap, (300,))?;
+    /// std::thread::sleep(Duration::from_millis(100));
+    /// assert!(r.running());
+    /// r.wait();
+    /// assert!(!r.running());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn running(&self) -> bool {
+        self.slot().is_running()
+    }
+
+    /// Whether the task has finished, been cancelled, or failed (`Future.done()`; the same as
+    /// [`ready`](AsyncResult::ready)).
+    ///
+    /// ```
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.submit(one, ())?;
+    /// r.wait();
+    /// assert!(r.done());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn done(&self) -> bool {
+        self.slot().is_filled()
     }
 
     /// Waits for the result and returns it (`get()`): the task's value, or why there is none:
@@ -369,6 +589,25 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 }
 
+/// `.await` gives the task's result, on any executor: the pool's manager thread wakes the
+/// awaiting task when the result is filed.
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = multiprocess::Pool::new(2)?;
+/// let r = pool.submit(square, (9,))?;
+/// let value = futures::executor::block_on(async { r.await })?;
+/// assert_eq!(value, 81);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+impl<R: DeserializeOwned> Future for AsyncResult<R> {
+    type Output = Result<R>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        self.pending.poll::<R>(cx).map(|r| r.and_then(|v| v.into_iter().next().ok_or(Error::Codec("no result".into()))))
+    }
+}
+
 /// The result of [`Pool::map_async`](crate::Pool::map_async) and
 /// [`starmap_async`](crate::Pool::starmap_async): a list computed in the background (Python's
 /// `multiprocessing.pool.MapResult`).
@@ -383,6 +622,23 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 pub struct MapResult<R> {
     pending: Pending,
     _result: PhantomData<fn() -> R>,
+}
+
+/// `.await` gives the whole list, or the first error, on any executor.
+///
+/// ```
+/// fn square(x: u32) -> u32 { x * x }
+/// let pool = multiprocess::Pool::new(2)?;
+/// let r = pool.map_async(square, 0..4)?;
+/// assert_eq!(futures::executor::block_on(r)?, vec![0, 1, 4, 9]);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+impl<R: DeserializeOwned> Future for MapResult<R> {
+    type Output = Result<Vec<R>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<Vec<R>>> {
+        self.pending.poll::<R>(cx)
+    }
 }
 
 impl<R: DeserializeOwned> MapResult<R> {
