@@ -115,6 +115,14 @@ pub enum Error {
     #[error("Pool not running")]
     PoolNotRunning,
 
+    /// The task's worker passed the pool's memory limit while running it, and was stopped
+    /// (loky's and mpire's memory limits; Python's Pool has none).
+    #[error("the worker passed its memory limit of {limit} bytes")]
+    MemoryLimit {
+        /// The limit, in bytes of resident memory.
+        limit: u64,
+    },
+
     /// The task was cancelled before it finished (`concurrent.futures.CancelledError`).
     #[error("the task was cancelled")]
     Cancelled,

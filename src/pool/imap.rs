@@ -71,7 +71,11 @@ impl<'a, I: Iterator<Item = T>, T: Serialize> Feed<'a, I> {
         }
         let index = self.submitted;
         self.submitted += 1;
-        Some(self.pool.submit_chunks(&self.func, &chunk, chunk.len(), notify, index).map(|mut slots| slots.remove(0)))
+        Some(
+            self.pool
+                .submit_chunks(&self.func, &chunk, chunk.len(), notify, index, None)
+                .map(|mut slots| slots.remove(0)),
+        )
     }
 }
 

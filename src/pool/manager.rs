@@ -5,7 +5,7 @@
 
 use super::result::{Failure, Slot};
 use super::task::{self, Closure};
-use super::worker::{Order, Report};
+use super::worker::{Order, Report, Settings};
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
 use crate::{Process, StartMethod};
@@ -34,6 +34,8 @@ pub(crate) struct Job {
     pub(crate) closure: Option<Closure>,
     pub(crate) chunk: Vec<u8>,
     pub(crate) slot: Arc<Slot>,
+    /// This call's own timeout, beside the pool's (the shorter one applies).
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Job {
@@ -91,7 +93,7 @@ impl Control {
 
 /// Makes (does not start) one worker process: its orders queue, the result queue, its id,
 /// and its `max_tasks`. Made by the builder, which knows the initializer's types.
-pub(crate) type Starter = Box<dyn Fn(SimpleQueue<Vec<u8>>, Queue<Vec<u8>>, u64, u64) -> Process + Send>;
+pub(crate) type Starter = Box<dyn Fn(SimpleQueue<Vec<u8>>, Queue<Vec<u8>>, Settings) -> Process + Send>;
 
 /// The pool's fixed settings.
 pub(crate) struct Config {
@@ -100,6 +102,10 @@ pub(crate) struct Config {
     pub(crate) starter: Starter,
     pub(crate) max_tasks: u64,
     pub(crate) task_timeout: Option<Duration>,
+    /// Resident bytes a worker may hold; 0: no limit.
+    pub(crate) memory_limit: u64,
+    /// The exit hook's runner offset; 0: none.
+    pub(crate) exit: i64,
 }
 
 struct Worker {
@@ -176,7 +182,8 @@ impl Manager {
         };
         // Read before the fork: every closure counted by then is in the child's memory.
         let knows = task::closures_made();
-        let mut process = (self.config.starter)(orders.clone(), self.reports.clone(), id, self.config.max_tasks)
+        let settings = Settings { id, max_tasks: self.config.max_tasks, exit: self.config.exit };
+        let mut process = (self.config.starter)(orders.clone(), self.reports.clone(), settings)
             .with_name(format!("{name}-{id}"))
             .with_daemon(true);
         if let Err(e) = process.start() {
@@ -343,10 +350,31 @@ impl Manager {
         }
     }
 
-    /// When the oldest running chunk overruns the task timeout, if there is a timeout.
+    /// The timeout of a chunk: its call's or the pool's, the shorter.
+    fn timeout_of(&self, job: &Job) -> Option<Duration> {
+        match (job.timeout, self.config.task_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When a worker's running chunk overruns its timeout, if it has one.
+    fn deadline_of(&self, w: &Worker) -> Option<Instant> {
+        w.held.front().and_then(|job| self.timeout_of(job)).map(|t| w.since + t)
+    }
+
+    /// When the first running chunk overruns its timeout, if any has one.
     fn next_deadline(&self) -> Option<Instant> {
-        let timeout = self.config.task_timeout?;
-        self.workers.iter().filter(|w| !w.held.is_empty()).map(|w| w.since + timeout).min()
+        self.workers.iter().filter_map(|w| self.deadline_of(w)).min()
+    }
+
+    /// Whether a worker holds more memory than the pool's limit.
+    fn over_memory(&self, w: &Worker) -> bool {
+        let limit = self.config.memory_limit;
+        limit > 0
+            && w.process
+                .pid()
+                .is_some_and(|pid| crate::sys::proc::resident_bytes(pid as i32).is_ok_and(|rss| rss > limit))
     }
 
     /// Replaces workers that died or overran the task timeout, failing only the chunk each
@@ -365,13 +393,14 @@ impl Manager {
         let mut i = 0;
         while i < self.workers.len() {
             let w = &self.workers[i];
-            let overran = self.config.task_timeout.is_some_and(|t| !w.held.is_empty() && now >= w.since + t);
-            if !ended.contains(&w.id) && !overran {
+            let overran = self.deadline_of(w).is_some_and(|at| now >= at);
+            let over_memory = !overran && !ended.contains(&w.id) && self.over_memory(w);
+            if !ended.contains(&w.id) && !overran && !over_memory {
                 i += 1;
                 continue;
             }
             let mut w = self.workers.swap_remove(i);
-            if overran {
+            if overran || over_memory {
                 let _ = w.process.kill();
             }
             let _ = w.process.join();
@@ -384,7 +413,7 @@ impl Manager {
                 untaken += 1;
             }
             let mut taken = w.held.len().saturating_sub(untaken);
-            if overran {
+            if overran || over_memory {
                 // The chunk that overran was running, whatever the queue says.
                 taken = taken.max(1);
             }
@@ -397,6 +426,13 @@ impl Manager {
                     target: LOG_TARGET,
                     "pool: worker {name} (pid {pid}) overran the task timeout and was killed; \
                      {failed} chunk(s) failed with Timeout, {requeued} sent to other workers"
+                );
+            } else if over_memory {
+                log::warn!(
+                    target: LOG_TARGET,
+                    "pool: worker {name} (pid {pid}) passed the memory limit of {} bytes and was killed; \
+                     {failed} chunk(s) failed with MemoryLimit, {requeued} sent to other workers",
+                    self.config.memory_limit
                 );
             } else if failed > 0 && w.held.iter().take(failed).all(|j| j.slot.is_cancelled()) {
                 log::debug!(target: LOG_TARGET, "pool: worker {name} (pid {pid}) stopped: its task was cancelled");
@@ -411,7 +447,13 @@ impl Manager {
                 );
             }
             for job in w.held.drain(..failed) {
-                job.slot.fill(Err(if overran { Failure::Timeout } else { Failure::WorkerDied(exitcode) }));
+                job.slot.fill(Err(if overran {
+                    Failure::Timeout
+                } else if over_memory {
+                    Failure::MemoryLimit(self.config.memory_limit)
+                } else {
+                    Failure::WorkerDied(exitcode)
+                }));
             }
             while let Some(job) = w.held.pop_back() {
                 job.slot.set_running(false);

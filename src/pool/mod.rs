@@ -112,10 +112,15 @@ pub struct PoolBuilder {
     starter: Option<Box<dyn Fn(StartMethod) -> manager::Starter + Send>>,
     max_tasks: u64,
     task_timeout: Option<Duration>,
+    memory_limit: u64,
+    /// The exit hook's runner offset; 0 for none.
+    exit: i64,
 }
 
 impl PoolBuilder {
-    /// The number of workers (`processes`); [`cpu_count`](crate::cpu_count) if not given.
+    /// The number of workers (`processes`); if not given, the CPUs this process may run on
+    /// ([`process_cpu_count`](crate::process_cpu_count), as CPython 3.13's Pool; earlier ones
+    /// took `cpu_count()`, every CPU online, even those the process may not use).
     /// Zero is an error when the pool is built.
     ///
     /// ```
@@ -172,9 +177,8 @@ impl PoolBuilder {
         let _ = f;
         self.starter = Some(Box::new(move |method| {
             let args = args.clone();
-            Box::new(move |orders, reports, id, max_tasks| {
-                get_context(method)
-                    .process(worker::main_with_init::<F, A>, (orders, reports, id, args.clone(), max_tasks))
+            Box::new(move |orders, reports, settings| {
+                get_context(method).process(worker::main_with_init::<F, A>, (orders, reports, settings, args.clone()))
             })
         }));
         self
@@ -209,6 +213,66 @@ impl PoolBuilder {
         self
     }
 
+    /// Limits each worker's resident memory to `bytes` (loky's memory leak protection,
+    /// mpire's worker memory limit; Python's Pool has none). The pool looks at each worker's
+    /// resident memory every 10 ms; a worker past the limit is **stopped at once** (SIGKILL)
+    /// and replaced: the task it was running fails with [`Error::MemoryLimit`] (the chunks
+    /// queued behind it go to other workers); an idle worker past it (one that kept what its
+    /// tasks took: a leak, a cache) is replaced with no task failing. A short burst that
+    /// comes and goes between two looks passes unseen.
+    ///
+    /// 0 is an error when the pool is built.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// fn hog(mib: usize) -> usize {
+    ///     let v = vec![1u8; mib << 20];
+    ///     std::thread::sleep(std::time::Duration::from_millis(300));
+    ///     v.iter().map(|&b| b as usize).sum()
+    /// }
+    /// let pool = multiprocess::Pool::builder().processes(1).memory_limit(200 << 20).build()?;
+    /// assert_eq!(pool.apply(hog, (1,))?, 1 << 20);
+    /// assert!(matches!(pool.apply(hog, (400,)), Err(Error::MemoryLimit { .. })));
+    /// assert_eq!(pool.apply(hog, (1,))?, 1 << 20); // a new worker
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> PoolBuilder {
+        self.memory_limit = if bytes == 0 { u64::MAX } else { bytes };
+        self
+    }
+
+    /// A function each worker runs as it leaves normally: at `close()` or after its
+    /// `maxtasksperchild` (mpire's `worker_exit`); not when it is killed (`terminate()`, a
+    /// cancelled or overrunning task, the memory limit, a crash). A fn item
+    /// (or a closure that captures nothing) without arguments; a panic in it is printed by the
+    /// worker, which leaves anyway.
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// fn flush() {
+    ///     std::io::stdout().flush().unwrap();
+    /// }
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiprocess::Pool::builder().processes(2).worker_exit(flush).build()?;
+    /// assert_eq!(pool.apply(one, ())?, 1);
+    /// pool.shutdown(false)?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn worker_exit<F: Task<()>>(mut self, f: F) -> PoolBuilder {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a worker exit hook must be a fn item or a closure that captures nothing"
+            )
+        };
+        self.exit = match task::func::<F, ()>(f) {
+            Func::Plain(runner) => task::offset_of(runner as usize),
+            // Zero-sized: never a capturing closure (asserted above).
+            Func::Closure(_) => 0,
+        };
+        self
+    }
+
     /// Starts the workers (`Pool(...)`).
     ///
     /// ```
@@ -217,21 +281,32 @@ impl PoolBuilder {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn build(self) -> Result<Pool> {
-        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let processes = self.processes.unwrap_or_else(crate::process_cpu_count);
         if processes == 0 {
             return Err(Error::InvalidArgument("Number of processes must be at least 1".into()));
         }
         if self.max_tasks == u64::MAX {
             return Err(Error::InvalidArgument("maxtasksperchild must be a positive int or None".into()));
         }
+        if self.memory_limit == u64::MAX {
+            return Err(Error::InvalidArgument("a memory limit must be at least 1 byte".into()));
+        }
         let method = self.method.unwrap_or_else(get_start_method);
         let starter: manager::Starter = match &self.starter {
             Some(make) => make(method),
-            None => Box::new(move |orders, reports, id, max_tasks| {
-                get_context(method).process(worker::main, (orders, reports, id, max_tasks))
+            None => Box::new(move |orders, reports, settings| {
+                get_context(method).process(worker::main, (orders, reports, settings))
             }),
         };
-        let config = Config { processes, method, starter, max_tasks: self.max_tasks, task_timeout: self.task_timeout };
+        let config = Config {
+            processes,
+            method,
+            starter,
+            max_tasks: self.max_tasks,
+            task_timeout: self.task_timeout,
+            memory_limit: self.memory_limit,
+            exit: self.exit,
+        };
         let reports = Queue::for_pool()?;
         let (tx, rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(Vec::new()));
@@ -265,6 +340,8 @@ impl fmt::Debug for PoolBuilder {
             .field("initializer", &self.starter.is_some())
             .field("maxtasksperchild", &self.max_tasks)
             .field("task_timeout", &self.task_timeout)
+            .field("memory_limit", &self.memory_limit)
+            .field("worker_exit", &(self.exit != 0))
             .finish()
     }
 }
@@ -295,7 +372,15 @@ impl Pool {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn builder() -> PoolBuilder {
-        PoolBuilder { processes: None, method: None, starter: None, max_tasks: 0, task_timeout: None }
+        PoolBuilder {
+            processes: None,
+            method: None,
+            starter: None,
+            max_tasks: 0,
+            task_timeout: None,
+            memory_limit: 0,
+            exit: 0,
+        }
     }
 
     /// The number of workers (Python's `_processes`).
@@ -348,6 +433,7 @@ impl Pool {
         chunksize: usize,
         notify: Option<&Sender<usize>>,
         first_index: usize,
+        timeout: Option<Duration>,
     ) -> Result<Vec<Arc<Slot>>> {
         if self.state.load(Ordering::Acquire) != RUNNING {
             return Err(Error::PoolNotRunning);
@@ -361,7 +447,7 @@ impl Pool {
             let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
             let task = self.next_task.fetch_add(1, Ordering::Relaxed);
             let chunk = postcard::to_allocvec(chunk)?;
-            let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone() };
+            let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout };
             self.send(Command::Submit(job))?;
             slots.push(slot);
         }
@@ -401,9 +487,61 @@ impl Pool {
         F: Task<A>,
         A: Serialize + DeserializeOwned,
     {
+        self.apply_async_inner(f, args, None)
+    }
+
+    fn apply_async_inner<F, A>(&self, f: F, args: A, timeout: Option<Duration>) -> Result<AsyncResult<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
         let func = self.func(f)?;
-        let mut slots = self.submit_chunks(&func, &[args], 1, None, 0)?;
+        let mut slots = self.submit_chunks(&func, &[args], 1, None, 0, timeout)?;
         Ok(AsyncResult::new(slots.remove(0), self.control.clone()))
+    }
+
+    /// As [`apply_async`](Pool::apply_async), with a timeout of this call's own (pebble's
+    /// `schedule(timeout=)`): a task that runs longer is stopped with its worker, which is
+    /// replaced, and fails with [`Error::Timeout`]. With the pool's
+    /// [`task_timeout`](PoolBuilder::task_timeout) too, the shorter applies. The clock starts
+    /// when a worker starts the task, not while it waits in the queue.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let slow = pool.apply_async_timeout(nap, (5_000,), Duration::from_millis(200))?;
+    /// assert!(matches!(slow.get(), Err(Error::Timeout)));
+    /// assert_eq!(pool.apply_async_timeout(nap, (10,), Duration::from_secs(5))?.get()?, 10);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn apply_async_timeout<F, A>(&self, f: F, args: A, timeout: Duration) -> Result<AsyncResult<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        self.apply_async_inner(f, args, Some(timeout))
+    }
+
+    /// As [`submit`](Pool::submit), with a timeout of this call's own (see
+    /// [`apply_async_timeout`](Pool::apply_async_timeout)).
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.submit_timeout(nap, (5_000,), Duration::from_millis(200))?;
+    /// assert!(matches!(r.get(), Err(Error::Timeout)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn submit_timeout<F, A>(&self, f: F, args: A, timeout: Duration) -> Result<AsyncResult<F::Output>>
+    where
+        F: Task<A>,
+        A: Serialize + DeserializeOwned,
+    {
+        self.apply_async_inner(f, args, Some(timeout))
     }
 
     /// Runs `f(args)` in a worker in the background and returns its future
@@ -562,7 +700,7 @@ impl Pool {
         }
         let func = self.func(f)?;
         let items: Vec<A> = items.into_iter().collect();
-        Ok(MapResult::new(self.submit_chunks(&func, &items, chunksize, None, 0)?))
+        Ok(MapResult::new(self.submit_chunks(&func, &items, chunksize, None, 0, None)?))
     }
 
     /// `f(x)` for every `x` of `items`, lazily and in order (`imap(f, iterable)`): an

@@ -24,6 +24,8 @@ pub(crate) enum Failure {
     InitFailed(String),
     /// Cancelled: taken out of the queue, or its worker replaced while it ran.
     Cancelled,
+    /// Its worker passed the memory limit (bytes) while running it, and was killed.
+    MemoryLimit(u64),
 }
 
 impl Failure {
@@ -34,6 +36,7 @@ impl Failure {
             Failure::Terminated => Error::PoolNotRunning,
             Failure::InitFailed(message) => Error::TaskPanicked { message: format!("initializer: {message}") },
             Failure::Cancelled => Error::Cancelled,
+            Failure::MemoryLimit(limit) => Error::MemoryLimit { limit: *limit },
         }
     }
 }

@@ -5,6 +5,17 @@ use super::task::{self, ClosureRunner, Runner, Task};
 use crate::queues::{Queue, SimpleQueue};
 use serde::{Deserialize, Serialize};
 
+/// A worker's settings, fixed when the pool starts it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct Settings {
+    /// The worker's number in its pool.
+    pub(crate) id: u64,
+    /// Chunks it runs before it leaves (`maxtasksperchild`); 0: no limit.
+    pub(crate) max_tasks: u64,
+    /// The exit hook's runner, as an offset in the binary; 0: none.
+    pub(crate) exit: i64,
+}
+
 /// What the pool sends a worker.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Order {
@@ -27,14 +38,9 @@ pub(crate) enum Report {
 }
 
 /// A worker's body, started as a process by the pool, without an initializer.
-pub(crate) fn main(
-    orders: SimpleQueue<Vec<u8>>,
-    reports: Queue<Vec<u8>>,
-    worker: u64,
-    max_tasks: u64,
-) -> crate::Result<()> {
+pub(crate) fn main(orders: SimpleQueue<Vec<u8>>, reports: Queue<Vec<u8>>, settings: Settings) -> crate::Result<()> {
     task::record_panics();
-    serve(&orders, &reports, worker, max_tasks)
+    serve(&orders, &reports, settings)
 }
 
 /// A worker's body with an initializer `F` run first on `args` (which may hold handles:
@@ -42,9 +48,8 @@ pub(crate) fn main(
 pub(crate) fn main_with_init<F, A>(
     orders: SimpleQueue<Vec<u8>>,
     reports: Queue<Vec<u8>>,
-    worker: u64,
+    settings: Settings,
     args: A,
-    max_tasks: u64,
 ) -> crate::Result<()>
 where
     F: Task<A, Output = ()>,
@@ -55,14 +60,29 @@ where
     // with no bytes and no invariants, re-made here out of nothing.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))).is_err() {
-        send(&reports, &Report::InitFailed { worker, message: task::take_panic_message() })?;
+        send(&reports, &Report::InitFailed { worker: settings.id, message: task::take_panic_message() })?;
         return Ok(());
     }
-    serve(&orders, &reports, worker, max_tasks)
+    serve(&orders, &reports, settings)
 }
 
-/// Runs orders until told to stop, or `max_tasks` are done (0: no limit).
-fn serve(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, worker: u64, max_tasks: u64) -> crate::Result<()> {
+/// Runs orders until told to stop, or `max_tasks` are done (0: no limit); then the exit hook,
+/// if any.
+fn serve(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, settings: Settings) -> crate::Result<()> {
+    let served = run_orders(orders, reports, settings);
+    if settings.exit != 0 {
+        // SAFETY: the offset came from this worker's pool, in the same binary.
+        let run: Runner = unsafe { task::runner_at(settings.exit) };
+        // The hook's panic is caught and recorded by the runner; the worker leaves anyway.
+        if let Ok(no_args) = postcard::to_allocvec(&vec![()]) {
+            run(&no_args);
+        }
+    }
+    served
+}
+
+fn run_orders(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, settings: Settings) -> crate::Result<()> {
+    let Settings { id: worker, max_tasks, .. } = settings;
     let mut done = 0u64;
     while max_tasks == 0 || done < max_tasks {
         let order: Order = crate::reduction::from_bytes_exact(&orders.get()?)?;

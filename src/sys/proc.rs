@@ -255,6 +255,20 @@ pub(crate) fn cpus_allowed() -> usize {
     if n < 1 { 1 } else { n as usize }
 }
 
+/// The resident memory of process `pid` (0: this one) in bytes (`/proc/<pid>/statm`).
+pub(crate) fn resident_bytes(pid: i32) -> io::Result<u64> {
+    let path = if pid == 0 { "/proc/self/statm".to_string() } else { format!("/proc/{pid}/statm") };
+    let statm = std::fs::read_to_string(path)?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc statm"))?;
+    // SAFETY: sysconf only reads.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    Ok(pages.saturating_mul(page))
+}
+
 /// Fills `buf` with random bytes from the kernel.
 pub(crate) fn random_bytes(buf: &mut [u8]) -> io::Result<()> {
     getrandom::fill(buf).map_err(|e| io::Error::other(e.to_string()))
