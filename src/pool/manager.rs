@@ -11,6 +11,7 @@ use crate::util::LOG_TARGET;
 use crate::{Process, StartMethod};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,11 +73,15 @@ pub(crate) enum Command {
 pub(crate) struct Control {
     commands: Mutex<Sender<Command>>,
     reports: Queue<Vec<u8>>,
+    /// Set by the first `wake` after the manager last read its commands: the later ones
+    /// need not put another `Wake` (a thousand submits in a row wake it once, not a
+    /// thousand times).
+    woken: Arc<AtomicBool>,
 }
 
 impl Control {
-    pub(crate) fn new(commands: Sender<Command>, reports: Queue<Vec<u8>>) -> Control {
-        Control { commands: Mutex::new(commands), reports }
+    pub(crate) fn new(commands: Sender<Command>, reports: Queue<Vec<u8>>, woken: Arc<AtomicBool>) -> Control {
+        Control { commands: Mutex::new(commands), reports, woken }
     }
 
     /// Sends a command; `PoolNotRunning` once the manager is gone.
@@ -87,7 +92,9 @@ impl Control {
 
     /// Wakes the manager if it waits for results: it has commands to read.
     pub(crate) fn wake(&self) {
-        let _ = super::worker::send(&self.reports, &super::worker::Report::Wake);
+        if !self.woken.swap(true, Ordering::SeqCst) {
+            let _ = super::worker::send(&self.reports, &super::worker::Report::Wake);
+        }
     }
 }
 
@@ -138,6 +145,8 @@ pub(crate) struct Manager {
     pids: Arc<Mutex<Vec<u32>>>,
     closing: bool,
     init_failed: Option<String>,
+    /// See [`Control::woken`]: cleared before each reading of the commands.
+    woken: Arc<AtomicBool>,
 }
 
 impl Manager {
@@ -148,6 +157,7 @@ impl Manager {
         reports: Queue<Vec<u8>>,
         commands: Receiver<Command>,
         pids: Arc<Mutex<Vec<u32>>>,
+        woken: Arc<AtomicBool>,
     ) -> crate::Result<Manager> {
         let mut manager = Manager {
             config,
@@ -160,6 +170,7 @@ impl Manager {
             pids,
             closing: false,
             init_failed: None,
+            woken,
         };
         for _ in 0..manager.config.processes {
             if let Err(e) = manager.spawn() {
@@ -213,6 +224,9 @@ impl Manager {
     pub(crate) fn run(mut self) {
         let mut checked = Instant::now();
         loop {
+            // Cleared before the commands are read: a command sent after this reading
+            // finds it clear, and wakes us again.
+            self.woken.store(false, Ordering::SeqCst);
             loop {
                 match self.commands.try_recv() {
                     Ok(Command::Submit(job)) => match &self.init_failed {

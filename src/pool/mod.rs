@@ -310,7 +310,8 @@ impl PoolBuilder {
         let reports = Queue::for_pool()?;
         let (tx, rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(Vec::new()));
-        let manager = Manager::new(config, reports.clone(), rx, pids.clone())?;
+        let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let manager = Manager::new(config, reports.clone(), rx, pids.clone(), woken.clone())?;
         let handle = std::thread::Builder::new()
             .name("multiprocess-pool".into())
             .spawn(move || {
@@ -321,7 +322,7 @@ impl PoolBuilder {
             })
             .map_err(Error::Io)?;
         Ok(Pool {
-            control: Arc::new(Control::new(tx, reports)),
+            control: Arc::new(Control::new(tx, reports, woken)),
             manager: Mutex::new(Some(handle)),
             state: AtomicU8::new(RUNNING),
             next_task: AtomicU64::new(1),
