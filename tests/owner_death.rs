@@ -928,3 +928,53 @@ fn condition_table_of_waiting_processes() {
         assert!(!c.wait(Some(T02)).unwrap(), "a wake-up was left over");
     });
 }
+
+/// Pins the calling thread to CPU 0.
+fn pin_to_cpu0() {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity on this thread with a set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
+/// On CPU 0: takes the condition's lock, notifies, says so through `done` (a plain store: no
+/// lock let go, which would make the wake-up it put off) and sleeps holding the lock until
+/// killed.
+fn notify_and_hang(c: Condition, done: RawValue<u32>) -> Result<()> {
+    pin_to_cpu0();
+    let _held = c.lock()?;
+    c.notify(1)?;
+    done.set(1);
+    sleep_forever()
+}
+
+/// A notifier on the waiter's CPU puts its wake-up off until it lets go of the lock (woken
+/// at once, the waiter would only find the lock held); killed before it does, the waiter must
+/// still wake (at the end of its first slice), and take the lock over: `OwnerDied` within the
+/// bound, not a sleep until its timeout.
+#[test]
+fn condition_notifier_killed_before_its_put_off_wakeup() {
+    pin_to_cpu0();
+    let c = Condition::new().unwrap();
+    let done = RawValue::new(0u32).unwrap();
+    let held = c.lock().unwrap();
+    let p = start(StartMethod::Fork, notify_and_hang, (c.clone(), done.clone()));
+    let killer = std::thread::spawn(move || {
+        let mut p = p;
+        let deadline = Instant::now() + LONG;
+        while done.get() == 0 {
+            assert!(Instant::now() < deadline, "the child never notified");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kill_and_join(&mut p);
+        Instant::now()
+    });
+    let r = c.wait(Some(LONG));
+    let woke = Instant::now();
+    let killed = killer.join().unwrap();
+    assert!(matches!(r, Err(Error::OwnerDied)), "wait gave {r:?}");
+    latency("Condition::wait after a put-off notify", StartMethod::Fork, woke.saturating_duration_since(killed));
+    drop(held);
+}

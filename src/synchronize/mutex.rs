@@ -20,6 +20,7 @@
 
 use super::deathwatch::{self, Watch};
 use crate::sys::{Deadline, futex, pidfd, proc};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -42,6 +43,46 @@ fn slice(deadline: Deadline) -> Deadline {
 /// Spins before sleeping: a holder on another core usually lets go within a microsecond or
 /// two, and a futex sleep and wake-up costs tens.
 const SPINS: u32 = 200;
+
+/// Wake-ups this thread has put off until it next lets go of a lock: (word's address, how
+/// many). A `Condition` notify that would wake a waiter on this thread's CPU while this thread
+/// holds the lock puts the wake-up here instead: woken at once, the waiter would take the CPU
+/// only to find the lock held and sleep again (two context switches and two system calls
+/// more per notify). The next [`RawMutex::unlock`] by this thread (whichever lock: early is
+/// harmless) makes them. Should this thread never let go (killed, or its lock released by
+/// another thread), the waiters owed them wake by themselves within their first slice: a
+/// notify defers only to such waiters (see `condition.rs`).
+const DEFERRED_MAX: usize = 4;
+
+thread_local! {
+    static DEFERRED_COUNT: Cell<usize> = const { Cell::new(0) };
+    static DEFERRED: [Cell<(usize, u32)>; DEFERRED_MAX] = const { [const { Cell::new((0, 0)) }; DEFERRED_MAX] };
+}
+
+/// Puts off waking `n` waiters on `word` until this thread next releases a lock; `false` (do
+/// it now) when the list is full.
+pub(crate) fn defer_wake(word: &AtomicU32, n: u32) -> bool {
+    let count = DEFERRED_COUNT.with(Cell::get);
+    if count >= DEFERRED_MAX {
+        return false;
+    }
+    DEFERRED.with(|d| d[count].set((word.as_ptr() as usize, n)));
+    DEFERRED_COUNT.with(|c| c.set(count + 1));
+    true
+}
+
+/// Makes the wake-ups [`defer_wake`] put off. By address only: the words' segments may be
+/// gone by now (a spurious wake-up is harmless to every waiter here).
+#[cold]
+fn wake_deferred(count: usize) {
+    DEFERRED_COUNT.with(|c| c.set(0));
+    DEFERRED.with(|d| {
+        for slot in &d[..count.min(DEFERRED_MAX)] {
+            let (word, n) = slot.get();
+            futex::wake_at(word as *const AtomicU32, n);
+        }
+    });
+}
 
 /// How an acquisition ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -227,6 +268,10 @@ impl RawMutex {
         let was = self.word.swap(0, Ordering::Release);
         if was & WAITERS != 0 {
             futex::wake(&self.word, 1);
+        }
+        let deferred = DEFERRED_COUNT.with(Cell::get);
+        if deferred != 0 {
+            wake_deferred(deferred);
         }
         was & PID != 0
     }

@@ -54,6 +54,14 @@ pub(crate) fn wake_all_at(word: *const AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, libc::c_int::MAX) };
 }
 
+/// Wakes up to `n` waiters on the word at `word`, which may no longer be mapped (as
+/// [`wake_all_at`]): for a wake-up put off until later, when the word's owner may be gone.
+pub(crate) fn wake_at(word: *const AtomicU32, n: u32) {
+    let n = n.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: FUTEX_WAKE only uses the address as a key; nothing is dereferenced.
+    unsafe { libc::syscall(libc::SYS_futex, word, libc::FUTEX_WAKE, n) };
+}
+
 /// As [`wait`], sleeping as one of the waiters in `bits`: a [`wake_bits`] wakes only the
 /// waiters whose bits meet its own (a plain [`wake`] wakes all). Never 0.
 pub(crate) fn wait_bits(word: &AtomicU32, expected: u32, bits: u32, deadline: Deadline) -> bool {
