@@ -10,8 +10,8 @@ use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
 use crate::{Process, StartMethod};
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -216,6 +216,7 @@ pub const NAMES: &[&str] = &[
     pools::POOL_STARTUP_SHUTDOWN,
     pools::POOL_MAP,
     pools::POOL_APPLY,
+    pools::POOL_SUBMIT_AWAIT,
     managers::START,
     managers::DICT,
     managers::QUEUE,

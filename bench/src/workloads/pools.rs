@@ -32,11 +32,15 @@ use std::time::Instant;
 pub const POOL_STARTUP_SHUTDOWN: &str = "pool_startup_shutdown";
 pub const POOL_MAP: &str = "pool_map";
 pub const POOL_APPLY: &str = "pool_apply";
+pub const POOL_SUBMIT_AWAIT: &str = "pool_submit_await";
 
 /// The issue's targets.
 const STARTUP_FORKSERVER_MS: f64 = 2.0;
 const MAP_TIMES_CPYTHON: f64 = 3.0;
 const MAP_CHUNK1_TIMES_CPYTHON: f64 = 20.0;
+const MAP_FRESH_TIMES_CPYTHON: f64 = 4.0;
+/// Submitted tasks awaited from one async task, as a share of the chunk-size-1 map's rate.
+const SUBMIT_AWAIT_OF_CHUNK1: f64 = 0.8;
 const APPLY_US: f64 = 15.0;
 
 /// What every task computes.
@@ -201,25 +205,39 @@ struct MapSpec {
     chunksize: Option<usize>,
     items: u64,
     quick_items: u64,
+    /// Items of the untimed map before the clock: a tenth of the items (`None`), or these
+    /// few (a fresh pool's first large map, as a one-off map in a program runs).
+    warm: Option<u64>,
     /// Timed maps per round: ours, CPython's, the limit's.
     reps: (u32, u32, u32),
     goal: f64,
 }
 
-const MAP_SPECS: [MapSpec; 2] = [
+const MAP_SPECS: [MapSpec; 3] = [
     MapSpec {
         variant: "default-chunks",
         chunksize: None,
         items: 1_000_000,
         quick_items: 20_000,
+        warm: None,
         reps: (3, 2, 20),
         goal: MAP_TIMES_CPYTHON,
+    },
+    MapSpec {
+        variant: "default-chunks-fresh",
+        chunksize: None,
+        items: 1_000_000,
+        quick_items: 20_000,
+        warm: Some(100),
+        reps: (1, 1, 1),
+        goal: MAP_FRESH_TIMES_CPYTHON,
     },
     MapSpec {
         variant: "chunksize-1",
         chunksize: Some(1),
         items: 20_000,
         quick_items: 500,
+        warm: None,
         reps: (2, 1, 200),
         goal: MAP_CHUNK1_TIMES_CPYTHON,
     },
@@ -232,9 +250,14 @@ fn map_rows(cfg: &Config) -> Vec<Row> {
         .map(|spec| {
             let items = if cfg.quick { spec.quick_items } else { spec.items };
             let (ours_reps, py_reps, limit_reps) = if cfg.quick { (1, 1, 5) } else { spec.reps };
-            let warm_items = (items / 10).max(100);
+            let warm_items = spec.warm.unwrap_or((items / 10).max(100));
             let chunksize = spec.chunksize;
             let (call, py_call, chunks) = match chunksize {
+                None if spec.warm.is_some() => (
+                    "map(square, 0..n)".to_string(),
+                    "map(square, range(n))".to_string(),
+                    "default chunk size, the first large map of a fresh pool (warmed with 100 items)",
+                ),
                 None => ("map(square, 0..n)".to_string(), "map(square, range(n))".to_string(), "default chunk size"),
                 Some(c) => {
                     (format!("map_chunked(square, 0..n, {c})"), format!("map(square, range(n), {c})"), "chunk size 1")
@@ -261,7 +284,7 @@ fn map_rows(cfg: &Config) -> Vec<Row> {
                     measure: Box::new(move || raw::threads_map(square, items, 2, limit_reps)),
                 }),
                 goal: Some(Goal::FasterThanCPython(spec.goal)),
-                note: chunksize.is_none().then(|| {
+                note: (chunksize.is_none() && spec.warm.is_none()).then(|| {
                     format!(
                         "Tasks per second over the whole map call (arguments in, results back in order), pool started and \
                          warmed up with an untimed map of a tenth of the items before the clock, unpinned. Targets: \
@@ -377,9 +400,84 @@ fn apply_rows(cfg: &Config) -> Vec<Row> {
         .collect()
 }
 
+// ---------------------------------------------------------------------------------------
+// pool_submit_await
+
+/// Polls `f` to its end on this thread, parking between wake-ups: the least executor there is
+/// (what `futures::executor::block_on` does), so the row measures the pool, not a runtime.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+/// One round: a started `Pool(2)`, then `n` submits, all awaited in order by one async task:
+/// tasks per second from the first submit to the last result.
+fn submit_await_ours(n: u64) -> Result<f64, String> {
+    let pool = Pool::new(2).map_err(|e| format!("Pool(2): {e}"))?;
+    let timed = || -> Result<f64, String> {
+        pool.map(square, 0..100u64).map_err(|e| format!("warm-up: {e}"))?;
+        let t = Instant::now();
+        let results: Vec<_> =
+            (0..n).map(|i| pool.submit(square, (i,))).collect::<Result<_, _>>().map_err(|e| format!("submit: {e}"))?;
+        let sum = block_on(async {
+            let mut sum = 0u64;
+            for r in results {
+                sum = sum.wrapping_add(r.await?);
+            }
+            Ok::<u64, multiprocess::Error>(sum)
+        })
+        .map_err(|e| format!("await: {e}"))?;
+        let elapsed = t.elapsed();
+        let want = (0..n).map(square).fold(0u64, u64::wrapping_add);
+        if sum != want {
+            return Err(format!("awaited sum {sum}, {want} expected"));
+        }
+        Ok(n as f64 / elapsed.as_secs_f64())
+    };
+    let result = timed();
+    finish(pool, result)
+}
+
+fn submit_await_rows(cfg: &Config) -> Vec<Row> {
+    let n = if cfg.quick { 2_000 } else { 100_000 };
+    let method = get_start_method();
+    vec![Row {
+        id: format!("{POOL_SUBMIT_AWAIT}/one-task"),
+        workload: POOL_SUBMIT_AWAIT,
+        variant: format!("Pool(2), {} submits awaited in order by one async task", num(n as f64)),
+        unit: Unit::TasksPerSec,
+        placement: None,
+        ours: Some(Side {
+            label: format!("Pool::new(2) ({method}), submit(square, (i,)) × n, then each `.await`ed"),
+            measure: Box::new(move || submit_await_ours(n)),
+        }),
+        cpython: None,
+        limit: None,
+        goal: Some(Goal::AtLeastTimesRow("pool_map/chunksize-1", SUBMIT_AWAIT_OF_CHUNK1)),
+        note: Some(format!(
+            "The futures' own rate: every task its own submit (its own chunk), every result awaited on a minimal \
+             executor (park/unpark). Target: ≥ {SUBMIT_AWAIT_OF_CHUNK1}× the chunk-size-1 map's rate (pool_map/chunksize-1)."
+        )),
+    }]
+}
+
 pub fn rows(cfg: &Config) -> Result<Vec<Row>, String> {
     let mut rows = startup_rows(cfg)?;
     rows.extend(map_rows(cfg));
+    rows.extend(submit_await_rows(cfg));
     rows.extend(apply_rows(cfg));
     Ok(rows)
 }
