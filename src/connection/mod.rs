@@ -326,10 +326,11 @@ impl Connection {
     /// ```
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
         let (bytes, fds) = self.recv_message(usize::try_from(self.max_message).unwrap_or(usize::MAX))?;
-        if !self.stream()?.carries_handles() {
-            return crate::reduction::from_bytes_exact(&bytes);
+        // Without descriptors no handle can decode: the plain path, no tables to set up.
+        match fds? {
+            fds if fds.is_empty() => crate::reduction::from_bytes_exact(&bytes),
+            fds => crate::reduction::decode(&bytes, fds),
         }
-        crate::reduction::decode(&bytes, fds?)
     }
 
     /// Sends a descriptor, a duplicate of which [`recv_handle`](Connection::recv_handle)

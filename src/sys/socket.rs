@@ -473,13 +473,7 @@ pub(crate) fn is_unix(fd: BorrowedFd<'_>) -> bool {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: `domain` is a live int and `len` its size; getsockopt writes at most `len` bytes.
     let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_DOMAIN,
-            (&raw mut domain).cast(),
-            &mut len,
-        )
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN, (&raw mut domain).cast(), &mut len)
     };
     r == 0 && domain == libc::AF_UNIX
 }
