@@ -1,9 +1,11 @@
-//! How handles travel to children (Python's `multiprocessing.reduction`).
+//! How handles travel to children and in messages (Python's `multiprocessing.reduction`).
 //!
 //! A child's arguments are serde values. Objects that own an OS handle serialize as an index
 //! into a side table of descriptors; the descriptors themselves go to the child with
-//! `SCM_RIGHTS` beside the message. Serializing such an object anywhere else is an error, so a
-//! handle can never be turned into a meaningless number on the wire.
+//! `SCM_RIGHTS` beside the message. A message on a connection that can carry descriptors (a
+//! `pipe()` end, a Unix socket) is encoded the same way, its descriptors beside the frame.
+//! Serializing such an object anywhere else (a TCP connection, a queue's item) is an error,
+//! so a handle can never be turned into a meaningless number on the wire.
 //!
 //! A descriptor that several handles share (clones of one `Lock`, objects in one arena) is in
 //! the table once, and travels once: the child gives each handle after the first a duplicate.
@@ -14,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 thread_local! {
     /// Descriptors collected while encoding a child's arguments; `None` outside `encode`.
@@ -29,18 +31,15 @@ struct Outgoing {
     fds: Vec<RawFd>,
     index: HashMap<RawFd, u32>,
     tickets: Vec<Ticket>,
+    /// Whether this is a child's arguments (not a connection's message).
+    to_child: bool,
 }
 
-/// A received descriptor, before and after the first handle that names it claims it.
-enum Incoming {
-    Unclaimed(OwnedFd),
-    /// Taken by a handle, which holds it as `fd`; `file` is what `fd` named then, so that a
-    /// later handle's duplicate is of that file, not of another that reused the number.
-    Claimed {
-        fd: RawFd,
-        file: (u64, u64),
-    },
-}
+/// A received descriptor. The table keeps it and each handle that names it gets a duplicate:
+/// the handle that claims it first may close its copy at once (a shared object whose block
+/// this process holds already keeps the descriptor it has), and the next must still get the
+/// file.
+struct Incoming(OwnedFd);
 
 /// Arguments encoded for a child: the bytes and the descriptors they refer to by index. The
 /// descriptors are borrowed from the objects encoded, which must outlive the sending.
@@ -81,9 +80,30 @@ pub(crate) fn add_ticket(ticket: Ticket) {
 /// other, or a pipe opened twice) stay two, because what they share is not all there is to
 /// them (a pipe's `O_NONBLOCK` belongs to each open file, not to the pipe).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    OUTGOING.with(|o| *o.borrow_mut() = Some(Outgoing::default()));
+    encode_with(value, true)
+}
+
+/// [`encode`] for a message on a connection that carries descriptors: the same, except what
+/// only a child is given (a manager proxy's authentication key).
+pub(crate) fn encode_message<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
+    encode_with(value, false)
+}
+
+fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool) -> Result<Encoded> {
+    /// Puts back the table of an encoding under way (a `Serialize` that sends a message of
+    /// its own), also if serializing panics.
+    struct Restore(Option<Outgoing>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            OUTGOING.with(|o| *o.borrow_mut() = outer);
+        }
+    }
+    let outer = OUTGOING.with(|o| o.borrow_mut().replace(Outgoing { to_child, ..Outgoing::default() }));
+    let restore = Restore(outer);
     let bytes = postcard::to_allocvec(value);
     let table = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    drop(restore);
     Ok(Encoded { bytes: bytes?, fds: table.fds, tickets: table.tickets })
 }
 
@@ -91,10 +111,19 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
 /// takes it, the next ones get duplicates of it; the descriptors no handle names are closed.
 /// Every byte must belong to the value, as in [`from_bytes_exact`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
-    INCOMING.with(|i| *i.borrow_mut() = Some(fds.into_iter().map(Incoming::Unclaimed).collect()));
-    let value = from_bytes_exact(bytes);
-    INCOMING.with(|i| i.borrow_mut().take());
-    value
+    /// Puts back the table of a decoding under way (a `Deserialize` that receives a message
+    /// of its own, as a manager proxy does), also if deserializing panics.
+    struct Restore(Option<Vec<Incoming>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            // This decoding's table goes, closing the descriptors no handle claimed.
+            drop(INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer)));
+        }
+    }
+    let table = fds.into_iter().map(Incoming).collect();
+    let _restore = Restore(INCOMING.with(|i| i.borrow_mut().replace(table)));
+    from_bytes_exact(bytes)
 }
 
 /// Decodes a value postcard wrote into `bytes`, refusing bytes left over after it.
@@ -116,13 +145,25 @@ pub(crate) fn from_bytes_exact<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
-/// Whether descriptors can travel with what is being encoded now: only in a child's
-/// arguments. A connection's message and a queue's item carry bytes only (descriptors in
-/// messages come with `Connection::send_handle`, later), so a handle there either travels by
+/// Whether descriptors can travel with what is being encoded now: in a child's arguments and
+/// in a message on a connection that carries them (a `pipe()` end, a Unix socket). A queue's
+/// item and a TCP connection's message carry bytes only, so a handle there either travels by
 /// name (shared memory) or is refused.
 pub(crate) fn can_send_fds() -> bool {
     OUTGOING.with(|o| o.borrow().is_some())
 }
+
+/// Whether what is being encoded now is a child's arguments: a child is given what only a
+/// process of the family may know (CPython pickles a proxy's authkey only for a child).
+pub(crate) fn to_child() -> bool {
+    OUTGOING.with(|o| o.borrow().as_ref().is_some_and(|t| t.to_child))
+}
+
+/// Why a handle cannot be serialized here.
+const NO_FDS_HERE: &str = "a handle (a connection, queue, lock, value, shared object or manager's shared \
+     memory) can travel only where its descriptor can: in a child's args, or in a message on a pipe() end or a \
+     Unix-socket connection (SCM_RIGHTS); not in a queue's item, on a TCP connection or on a one-way pipe \
+     (as CPython's \"Queue objects should only be shared between processes through inheritance\")";
 
 /// Serializes a descriptor as its index in the outgoing table (for `serialize_with`).
 pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -137,62 +178,24 @@ pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::resu
     });
     match index {
         Some(i) => i.serialize(s),
-        None => Err(crate::error::ser_custom("a handle can only be sent to a child process, in its args")),
+        None => Err(crate::error::ser_custom(NO_FDS_HERE)),
     }
 }
 
-/// Takes the descriptor a serialized index names from the incoming table, or, if a handle
-/// took it already, a duplicate of it.
+/// A duplicate of the descriptor a serialized index names in the incoming table.
 pub(crate) fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<OwnedFd, D::Error> {
     let index = u32::deserialize(d)? as usize;
     INCOMING.with(|i| {
-        let mut table = i.borrow_mut();
-        let table = table
-            .as_mut()
-            .ok_or_else(|| crate::error::de_custom("a handle can only be received by a child process"))?;
-        let slot = table.get_mut(index).ok_or_else(|| crate::error::de_custom(format!("handle {index} is missing")))?;
-        claim(slot).map_err(|e| crate::error::de_custom(format!("handle {index}: {e}")))
+        let table = i.borrow();
+        let table = table.as_ref().ok_or_else(|| {
+            crate::error::de_custom(
+                "a handle can be received only with its descriptor: in a child's args, or in a message on a \
+                 pipe() end or a Unix-socket connection",
+            )
+        })?;
+        let slot = table.get(index).ok_or_else(|| crate::error::de_custom(format!("handle {index} is missing")))?;
+        slot.0.try_clone().map_err(|e| crate::error::de_custom(format!("handle {index}: {e}")))
     })
-}
-
-/// The descriptor in `slot` for one more handle: the received one for the first, then
-/// duplicates of it, while the first handle still holds it (every handle keeps its
-/// descriptor; a handle that dropped it, and another file in its number, give an error).
-fn claim(slot: &mut Incoming) -> std::io::Result<OwnedFd> {
-    match slot {
-        Incoming::Unclaimed(fd) => {
-            let file = file_identity(fd.as_fd())?;
-            let raw = fd.as_raw_fd();
-            match std::mem::replace(slot, Incoming::Claimed { fd: raw, file }) {
-                Incoming::Unclaimed(fd) => Ok(fd),
-                Incoming::Claimed { .. } => unreachable!("the slot was unclaimed a line above"),
-            }
-        }
-        Incoming::Claimed { fd, file } => {
-            if !crate::sys::fd::is_open(*fd) {
-                return Err(std::io::Error::other("closed before its next claim"));
-            }
-            // SAFETY: `fd` is open (checked above) and borrowed for the two calls below only.
-            // Nothing closes it meanwhile: a child decodes its arguments before its target
-            // runs, on its only thread, and the handle that holds it is being decoded here.
-            let borrowed = unsafe { BorrowedFd::borrow_raw(*fd) };
-            if file_identity(borrowed)? != *file {
-                return Err(std::io::Error::other("closed before its next claim, its number reused"));
-            }
-            borrowed.try_clone_to_owned()
-        }
-    }
-}
-
-/// The (device, inode) of the file `fd` names.
-fn file_identity(fd: BorrowedFd<'_>) -> std::io::Result<(u64, u64)> {
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes a whole `stat` into `st` on success, and only then is it read.
-    let st = unsafe {
-        crate::sys::cvt(libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()))?;
-        st.assume_init()
-    };
-    Ok((st.st_dev, st.st_ino))
 }
 
 /// A descriptor to serialize as a handle (see [`serialize_fd`]).
@@ -216,6 +219,7 @@ impl<'de> Deserialize<'de> for RecvFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn exact_types_round_trip() {
@@ -231,7 +235,8 @@ mod tests {
     struct In(Vec<RecvFd>);
 
     fn inode(fd: BorrowedFd<'_>) -> u64 {
-        file_identity(fd).unwrap().1
+        use std::os::unix::fs::MetadataExt;
+        std::fs::File::from(fd.try_clone_to_owned().unwrap()).metadata().unwrap().ino()
     }
 
     #[test]
@@ -257,9 +262,9 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_after_the_first_holder_let_go_is_an_error() {
-        // A handle that drops its descriptor while decoding: the next one's duplicate would be
-        // of whatever reused the number.
+    fn a_claim_after_the_first_holder_let_go_still_gets_the_file() {
+        // A handle that drops its descriptor while decoding (a shared object whose block is
+        // here already): the next handle of the same file still gets it.
         struct Drops;
         impl<'de> Deserialize<'de> for Drops {
             fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Drops, D::Error> {
@@ -271,7 +276,8 @@ mod tests {
         let encoded = encode(&Out(vec![SendFd(a.as_fd()), SendFd(a.as_fd())])).unwrap();
         assert_eq!(encoded.fds.len(), 1);
         let received = vec![a.try_clone().unwrap()];
-        assert!(decode::<(Drops, RecvFd)>(&encoded.bytes[1..], received).is_err());
+        let (Drops, got) = decode::<(Drops, RecvFd)>(&encoded.bytes[1..], received).unwrap();
+        assert_eq!(inode(got.0.as_fd()), inode(a.as_fd()));
     }
 
     #[test]

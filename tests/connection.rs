@@ -591,7 +591,8 @@ impl Serialize for Unserialisable {
 
 /// CONN-18: sending an object that cannot be serialized is `Codec` (pickling error) and sends
 /// nothing, even when it fails halfway through (a tuple whose second field fails); a
-/// `Connection` itself is such an object outside a child's args. The connection stays usable.
+/// `Connection` itself is such an object where descriptors cannot travel (a one-way pipe).
+/// The connection stays usable.
 /// CPython's `send_bytes('str')` TypeError cannot be written: `send_bytes` takes `&[u8]`.
 #[test]
 fn conn_18_unserialisable_send() {
@@ -600,9 +601,12 @@ fn conn_18_unserialisable_send() {
     let (c, d) = pipe().unwrap();
     assert!(matches!(a.send(&Unserialisable), Err(Error::Codec(_))));
     assert!(matches!(a.send(&(12345u32, Unserialisable)), Err(Error::Codec(_))));
-    assert!(matches!(a.send(&vec![1u8, 2, 3]).and_then(|_| a.send(&c)), Err(Error::Codec(_))));
-    assert_eq!(b.recv::<Vec<u8>>().unwrap(), [1, 2, 3]);
-    assert!(!b.poll(Some(Duration::ZERO)).unwrap(), "a failed send sent something");
+    // A one-way pipe cannot carry handles (a pipe() end can: tests/handles_in_messages.rs).
+    let (sr, sw) = pipe_simplex().unwrap();
+    assert!(matches!(sw.send(&vec![1u8, 2, 3]).and_then(|_| sw.send(&c)), Err(Error::Codec(_))));
+    assert_eq!(sr.recv::<Vec<u8>>().unwrap(), [1, 2, 3]);
+    assert!(!sr.poll(Some(Duration::ZERO)).unwrap(), "a failed send sent something");
+    drop((sr, sw));
     a.send(&7).unwrap();
     assert_eq!(b.recv::<i32>().unwrap(), 7);
     // `c` was not consumed by the failed send.

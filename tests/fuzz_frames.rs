@@ -281,6 +281,13 @@ fn reference(stream: &[u8]) -> Vec<Item> {
                 return items;
             }
             -1 => (u64::from_be_bytes(rest[4..12].try_into().unwrap()), 12),
+            // A frame that carries handles: count, tag, 8-byte length (the handles themselves
+            // never come here, so a typed read reports them missing).
+            -2 if rest.len() < 24 => {
+                items.push(Item::CutHeader);
+                return items;
+            }
+            -2 => (u64::from_be_bytes(rest[16..24].try_into().unwrap()), 24),
             n if n < 0 => {
                 items.push(Item::NegativeLength);
                 return items;

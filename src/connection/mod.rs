@@ -97,8 +97,10 @@ pub struct Connection {
 pub fn pipe() -> Result<(Connection, Connection)> {
     let (a_read, b_write) = fd::pipe()?;
     let (b_read, a_write) = fd::pipe()?;
-    let a = Fds::Pipes { read: Some(a_read), write: Some(a_write) };
-    let b = Fds::Pipes { read: Some(b_read), write: Some(b_write) };
+    // The side channel for handles in messages (see `stream`): bytes never go there.
+    let (a_side, b_side) = fd::seqpacket_pair()?;
+    let a = Fds::Pipes { read: Some(a_read), write: Some(a_write), side: Some(a_side) };
+    let b = Fds::Pipes { read: Some(b_read), write: Some(b_write), side: Some(b_side) };
     Ok((Connection::new(a, true, true), Connection::new(b, true, true)))
 }
 
@@ -115,8 +117,8 @@ pub fn pipe() -> Result<(Connection, Connection)> {
 /// ```
 pub fn pipe_simplex() -> Result<(Connection, Connection)> {
     let (r, w) = fd::pipe()?;
-    let reader = Fds::Pipes { read: Some(r), write: None };
-    let writer = Fds::Pipes { read: None, write: Some(w) };
+    let reader = Fds::Pipes { read: Some(r), write: None, side: None };
+    let writer = Fds::Pipes { read: None, write: Some(w), side: None };
     Ok((Connection::new(reader, true, false), Connection::new(writer, false, true)))
 }
 
@@ -270,7 +272,7 @@ impl Connection {
         let dup = |fd: &Option<OwnedFd>| fd.as_ref().map(|f| fd::dup(f.as_fd())).transpose();
         let fds = match self.stream()?.fds() {
             Fds::Socket(fd) => Fds::Socket(fd::dup(fd.as_fd())?),
-            Fds::Pipes { read, write } => Fds::Pipes { read: dup(read)?, write: dup(write)? },
+            Fds::Pipes { read, write, side } => Fds::Pipes { read: dup(read)?, write: dup(write)?, side: dup(side)? },
         };
         // Two handles may read now: both read exact lengths, and share what this one had
         // read ahead, so that it goes to whichever reads next.
@@ -291,8 +293,22 @@ impl Connection {
     /// ```
     pub fn send<T: Serialize + ?Sized>(&self, obj: &T) -> Result<()> {
         let (stream, fd) = self.writer()?;
-        let bytes = postcard::to_allocvec(obj)?;
-        stream.send_frame(fd, &bytes)
+        if !stream.carries_handles() {
+            let bytes = postcard::to_allocvec(obj)?;
+            return stream.send_frame(fd, &bytes);
+        }
+        let mut encoded = crate::reduction::encode_message(obj)?;
+        if encoded.fds.is_empty() {
+            stream.send_frame(fd, &encoded.bytes)?;
+        } else {
+            // SAFETY: the descriptors belong to the handles inside `obj`, which is borrowed
+            // for the whole call; the kernel takes its own references as they are sent.
+            let fds: Vec<_> = encoded.fds.iter().map(|&f| unsafe { BorrowedFd::borrow_raw(f) }).collect();
+            stream.send_frame_with_handles(fd, &encoded.bytes, &fds)?;
+        }
+        // The message is with the peer: the holds on shared objects in it are its to take.
+        encoded.delivered();
+        Ok(())
     }
 
     /// Receives an object sent with [`send`](Connection::send) (`recv()`). [`Error::Eof`] once
@@ -309,8 +325,105 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let bytes = self.recv_bytes()?;
-        crate::reduction::from_bytes_exact(&bytes)
+        let (bytes, fds) = self.recv_message(usize::try_from(self.max_message).unwrap_or(usize::MAX))?;
+        // Without descriptors no handle can decode: the plain path, no tables to set up.
+        match fds? {
+            fds if fds.is_empty() => crate::reduction::from_bytes_exact(&bytes),
+            fds => crate::reduction::decode(&bytes, fds),
+        }
+    }
+
+    /// Sends a descriptor, a duplicate of which [`recv_handle`](Connection::recv_handle)
+    /// gives the peer (Python's `multiprocessing.reduction.send_handle(conn, handle,
+    /// destination_pid)`; no pid is needed). Works on [`pipe`] ends and Unix-socket
+    /// connections ([`Listener`], [`Client`], [`from_fd`](Connection::from_fd)); elsewhere
+    /// (TCP, a one-way pipe) it is an [`Error::InvalidArgument`]. Pair each `send_handle`
+    /// with one `recv_handle`, in order with the other messages, as in CPython.
+    ///
+    /// On a Unix socket the handle goes as CPython sends it (one byte with the descriptor
+    /// attached, no frame), so a Python process's `reduction.recv_handle(conn)` takes it, and
+    /// `recv_handle` here takes what Python's `send_handle` sent. On a `pipe()` it goes by
+    /// the pipe's side channel.
+    ///
+    /// ```
+    /// use std::io::{Read, Seek, Write};
+    /// let (a, b) = multiprocess::pipe()?;
+    /// let mut file = tempfile_in_tmp()?;
+    /// file.write_all(b"shared offset")?;
+    /// a.send_handle(&file)?;
+    /// let mut same = std::fs::File::from(b.recv_handle()?);
+    /// same.rewind()?;
+    /// let mut text = String::new();
+    /// same.read_to_string(&mut text)?;
+    /// assert_eq!(text, "shared offset");
+    /// # fn tempfile_in_tmp() -> std::io::Result<std::fs::File> {
+    /// #     let path = std::env::temp_dir().join(format!("mp-doc-send-handle-{}", std::process::id()));
+    /// #     let f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path)?;
+    /// #     std::fs::remove_file(&path)?;
+    /// #     Ok(f)
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send_handle(&self, handle: &impl AsFd) -> Result<()> {
+        let (stream, fd) = self.writer()?;
+        if stream.is_unix() {
+            return stream.send_raw_handle(fd, handle.as_fd());
+        }
+        if !stream.carries_handles() {
+            return Err(stream::cannot_carry());
+        }
+        stream.send_frame_with_handles(fd, &[], &[handle.as_fd()])
+    }
+
+    /// Receives a descriptor sent with [`send_handle`](Connection::send_handle), or by a
+    /// Python process's `multiprocessing.reduction.send_handle` on a Unix socket (Python's
+    /// `recv_handle(conn)`). The descriptor is close-on-exec and refers to the same open
+    /// file as the sender's (one offset, one socket). If the next message is not a handle,
+    /// the error says so (on a pipe the message is taken; on a socket the stream is out of
+    /// step, as in CPython).
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use std::io::{Read, Write};
+    /// use multiprocess::Connection;
+    /// let (a, b) = UnixStream::pair()?;
+    /// let (a, b) = (Connection::from_fd(a.into()), Connection::from_fd(b.into()));
+    /// let (mut mine, theirs) = UnixStream::pair()?;
+    /// a.send_handle(&theirs)?;
+    /// drop(theirs);
+    /// let mut received = UnixStream::from(b.recv_handle()?);
+    /// received.write_all(b"over the passed socket")?;
+    /// drop(received);
+    /// let mut text = String::new();
+    /// mine.read_to_string(&mut text)?;
+    /// assert_eq!(text, "over the passed socket");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recv_handle(&self) -> Result<OwnedFd> {
+        let (stream, fd) = self.reader()?;
+        if !stream.carries_handles() {
+            return Err(stream::cannot_carry());
+        }
+        let mut reader = stream.reader(fd);
+        if stream.is_unix() {
+            return reader.raw_handle();
+        }
+        let len = reader.header()?.ok_or(Error::Eof)?;
+        let is_handle = reader.has_handles() && len == 0;
+        if len > self.max_message {
+            self.readable.set(false);
+            return Err(Error::BadMessageLength { len, max: self.max_message });
+        }
+        // Whatever came is taken, so that the next read starts at the next message.
+        recv_vec(&mut reader, len, self.max_message)?;
+        let mut fds = reader.take_handles()?;
+        if !is_handle || fds.len() != 1 {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the next message is not a handle sent with send_handle",
+            )));
+        }
+        Ok(fds.remove(0))
     }
 
     /// Sends `buf` as one message (`send_bytes(buf)`); any size, empty included.
@@ -407,6 +520,13 @@ impl Connection {
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn recv_bytes_max(&self, maxlength: usize) -> Result<Vec<u8>> {
+        // Descriptors that came with the message are closed: bytes are all that is asked for.
+        self.recv_message(maxlength).map(|(bytes, _)| bytes)
+    }
+
+    /// One message of at most `maxlength` bytes and the descriptors that came with it (or
+    /// why they could not be had).
+    fn recv_message(&self, maxlength: usize) -> Result<(Vec<u8>, Result<Vec<OwnedFd>>)> {
         let (stream, fd) = self.reader()?;
         let mut reader = stream.reader(fd);
         let len = reader.header()?.ok_or(Error::Eof)?;
@@ -414,7 +534,8 @@ impl Connection {
             self.readable.set(false);
             return Err(Error::BadMessageLength { len, max: maxlength as u64 });
         }
-        recv_vec(&mut reader, len, maxlength as u64)
+        let bytes = recv_vec(&mut reader, len, maxlength as u64)?;
+        Ok((bytes, reader.take_handles()))
     }
 
     /// Receives one message into `buf` (`recv_bytes_into(buf)`) and returns its length. A
@@ -511,6 +632,7 @@ struct Wire<F> {
     shared: bool,
     read: Option<F>,
     write: Option<F>,
+    side: Option<F>,
     readable: bool,
     writable: bool,
     max_message: u64,
@@ -520,11 +642,14 @@ struct Wire<F> {
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let stream = self.stream.as_ref().ok_or_else(|| crate::error::ser_custom("handle is closed"))?;
-        let (socket, read, write) = match stream.fds() {
-            Fds::Socket(fd) => (true, Some(SendFd(fd.as_fd())), None),
-            Fds::Pipes { read, write } => {
-                (false, read.as_ref().map(|f| SendFd(f.as_fd())), write.as_ref().map(|f| SendFd(f.as_fd())))
-            }
+        if stream.holds_received_handles() {
+            return Err(crate::error::ser_custom(
+                "this connection holds the handles of messages it read ahead: receive them before sending it",
+            ));
+        }
+        let (socket, read, write, side) = match stream.fds() {
+            Fds::Socket(fd) => (true, Some(SendFd(fd.as_fd())), None, None),
+            Fds::Pipes { read, write, side } => (false, send_fd(read), send_fd(write), send_fd(side)),
         };
         let shared = stream.shared();
         let pending = stream.pending_for_transfer();
@@ -533,6 +658,7 @@ impl Serialize for Connection {
             shared,
             read,
             write,
+            side,
             readable: self.readable.get(),
             writable: self.writable,
             max_message: self.max_message,
@@ -542,13 +668,19 @@ impl Serialize for Connection {
     }
 }
 
+fn send_fd(fd: &Option<OwnedFd>) -> Option<SendFd<'_>> {
+    fd.as_ref().map(|f| SendFd(f.as_fd()))
+}
+
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Connection, D::Error> {
         let w = Wire::<RecvFd>::deserialize(d)?;
         let fds = match (w.socket, w.read) {
             (true, Some(fd)) => Fds::Socket(fd.0),
             (true, None) => return Err(crate::error::de_custom("a socket connection without its socket")),
-            (false, read) => Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0) },
+            (false, read) => {
+                Fds::Pipes { read: read.map(|f| f.0), write: w.write.map(|f| f.0), side: w.side.map(|f| f.0) }
+            }
         };
         let mut conn = Connection::with_stream(Stream::new(fds, w.pending, w.shared), w.readable, w.writable);
         conn.max_message = w.max_message;

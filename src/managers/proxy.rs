@@ -159,7 +159,7 @@ pub(crate) fn serialize<S: Serializer>(inner: &Inner, s: S) -> std::result::Resu
             Err(e) => return Err(crate::error::ser_custom(format!("cannot send a proxy: {e}"))),
         }
     };
-    let authkey = crate::reduction::can_send_fds().then(|| client.authkey().to_vec());
+    let authkey = crate::reduction::to_child().then(|| client.authkey().to_vec());
     Wire { address: client.address().clone(), id: inner.id, pin, instance: client.instance(), authkey }.serialize(s)
 }
 

@@ -127,24 +127,37 @@ pub(crate) fn try_send_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[Borrowed
 
 /// One `sendmsg` of `data` with `fds` attached (none if empty): how many bytes went.
 fn sendmsg_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>], flags: libc::c_int) -> io::Result<usize> {
+    sendmsg_gathered(fd, &[IoSlice::new(data)], fds, flags)
+}
+
+/// One `sendmsg` of the gathered `slices` with `fds` attached (none if empty): how many bytes
+/// went.
+fn sendmsg_gathered(
+    fd: BorrowedFd<'_>,
+    slices: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many handles in one message"));
     }
-    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-    let payload_len = std::mem::size_of_val(raw.as_slice());
-    // SAFETY: CMSG_SPACE is a pure computation on a length.
-    let space = unsafe { libc::CMSG_SPACE(payload_len as u32) } as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
-    let mut iov = [IoSlice::new(data)];
+    let mut raw = [0 as RawFd; MAX_FDS_PER_MESSAGE];
+    for (r, f) in raw.iter_mut().zip(fds) {
+        *r = f.as_raw_fd();
+    }
+    let payload_len = std::mem::size_of_val(&raw[..fds.len()]);
+    let mut control = Control::new();
     // SAFETY: `msghdr` is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr().cast();
-    msg.msg_iovlen = 1;
-    if !raw.is_empty() {
-        msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_iov = slices.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = slices.len() as _;
+    if !fds.is_empty() {
+        // SAFETY: CMSG_SPACE is a pure computation on a length.
+        let space = unsafe { libc::CMSG_SPACE(payload_len as u32) } as usize;
+        msg.msg_control = control.0.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
-        // SAFETY: `control` is 8-aligned and `space` bytes long, room for one header holding
-        // `raw`; CMSG_FIRSTHDR/CMSG_DATA stay inside it.
+        // SAFETY: `control` is 8-aligned and has room for one header holding the most
+        // descriptors a message may carry (`Control`); CMSG_FIRSTHDR/CMSG_DATA stay inside it.
         unsafe {
             let cmsg = libc::CMSG_FIRSTHDR(&msg);
             (*cmsg).cmsg_level = libc::SOL_SOCKET;
@@ -153,8 +166,42 @@ fn sendmsg_with_fds(fd: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>], fla
             std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(cmsg), payload_len);
         }
     }
-    // SAFETY: `msg` points at live buffers set up above; the descriptors are borrowed and open.
+    // SAFETY: `msg` points at live buffers set up above (`IoSlice` is ABI-compatible with
+    // `iovec`); the descriptors are borrowed and open.
     retry(|| unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | flags) }).map(|n| n as usize)
+}
+
+/// Room for one control message of [`MAX_FDS_PER_MESSAGE`] descriptors (`CMSG_SPACE` of
+/// 1012 bytes: 1032 on 64-bit Linux), 8-aligned, on the stack.
+struct Control([u64; 136]);
+
+impl Control {
+    fn new() -> Control {
+        Control([0; 136])
+    }
+
+    /// The bytes a receive may use: `CMSG_SPACE` of the most descriptors a message carries.
+    fn space() -> usize {
+        // SAFETY: pure computation on a length.
+        let space = unsafe { libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32) } as usize;
+        space.min(std::mem::size_of::<Control>())
+    }
+}
+
+/// Writes every byte of `bufs` on a socket, `fds` attached to the first of them
+/// (`SCM_RIGHTS`; at most [`MAX_FDS_PER_MESSAGE`], at least one byte with them), never raising
+/// `SIGPIPE`.
+pub(crate) fn send_all_with_fds(fd: BorrowedFd<'_>, bufs: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut fds = Some(fds).filter(|f| !f.is_empty());
+    if fds.is_some() && bufs.iter().all(|b| b.is_empty()) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "handles need at least one byte to travel with"));
+    }
+    gather_all(bufs, |slices| {
+        let n = sendmsg_gathered(fd, slices, fds.unwrap_or(&[]), 0)?;
+        // Attached to the first bytes only: the kernel took them with the first that went.
+        fds = None;
+        Ok(n as isize)
+    })
 }
 
 /// One `recv` that never waits: the byte count (0 at end of stream), or `WouldBlock` if
@@ -171,41 +218,93 @@ pub(crate) fn recv_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(u
     recvmsg_with_fds(fd, buf, 0)
 }
 
+/// [`recv_with_fds`] that never waits: `WouldBlock` if nothing is there.
+pub(crate) fn recv_with_fds_now(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    recvmsg_with_fds(fd, buf, libc::MSG_DONTWAIT)
+}
+
 /// One `recvmsg` with `flags`: the byte count and the descriptors that came with the bytes.
 fn recvmsg_with_fds(fd: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, Vec<OwnedFd>)> {
-    // SAFETY: pure computation on a length.
-    let space = unsafe { libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<RawFd>()) as u32) } as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
-    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut fds = Vec::new();
+    // SAFETY: initialised bytes are valid `MaybeUninit<u8>`s, and the callee only writes
+    // initialised bytes into them.
+    let buf = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
+    let n = recv_some_with_fds(fd, buf, flags, &mut |f| fds.push(f))?;
+    Ok((n, fds))
+}
+
+/// One `recvmsg` into `buf` with `flags` (close-on-exec for the descriptors): the byte count,
+/// 0 at end of stream; each descriptor that came with the bytes goes to `take`, in order.
+/// Descriptors that did not fit (`MSG_CTRUNC`: the process is out of descriptors) are an
+/// error, after those that came were given to `take`.
+pub(crate) fn recv_some_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+    flags: libc::c_int,
+    take: &mut dyn FnMut(OwnedFd),
+) -> io::Result<usize> {
+    let mut control = Control::new();
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     // SAFETY: `msghdr` is plain data; zeroed is a valid empty header.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_mut_ptr().cast();
+    msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: `msg` points at live buffers of the stated sizes.
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = Control::space() as _;
+    // SAFETY: `msg` points at live buffers of the stated sizes; recvmsg only writes into them
+    // (`MaybeUninit` needs no initialisation to be written).
     let n = retry(|| unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) })? as usize;
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled `control` with `msg_controllen` bytes of well-formed headers;
-    // CMSG_FIRSTHDR/CMSG_NXTHDR walk only inside them. Each SCM_RIGHTS descriptor is new and ours.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(cmsg);
-                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-                for i in 0..len / std::mem::size_of::<RawFd>() {
-                    let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    fds.push(OwnedFd::from_raw_fd(raw));
+    if msg.msg_controllen != 0 {
+        // SAFETY: the kernel filled `control` with `msg_controllen` bytes of well-formed
+        // headers; CMSG_FIRSTHDR/CMSG_NXTHDR walk only inside them. Each SCM_RIGHTS
+        // descriptor is new and ours.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg);
+                    let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                    for i in 0..len / std::mem::size_of::<RawFd>() {
+                        let raw = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                        take(OwnedFd::from_raw_fd(raw));
+                    }
                 }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
     if msg.msg_flags & libc::MSG_CTRUNC != 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "handles were truncated in transit"));
     }
-    Ok((n, fds))
+    Ok(n)
+}
+
+/// [`recv_some_with_fds`] into initialised bytes, waiting for them.
+pub(crate) fn recv_some_into(fd: BorrowedFd<'_>, buf: &mut [u8], take: &mut dyn FnMut(OwnedFd)) -> io::Result<usize> {
+    // SAFETY: initialised bytes are valid `MaybeUninit<u8>`s, and the callee only writes
+    // initialised bytes into them.
+    recv_some_with_fds(fd, unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) }, 0, take)
+}
+
+/// [`recv_exact_uninit`] on a socket that may carry descriptors: each that comes with the
+/// bytes goes to `take`, in order.
+pub(crate) fn recv_exact_with_fds(
+    fd: BorrowedFd<'_>,
+    buf: &mut [MaybeUninit<u8>],
+    take: &mut dyn FnMut(OwnedFd),
+) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = recv_some_with_fds(fd, &mut buf[done..], 0, take)?;
+        if n == 0 {
+            if done == 0 {
+                return Ok(false);
+            }
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed in the middle of a message"));
+        }
+        done += n;
+    }
+    Ok(true)
 }
 
 /// Packs `fds`, in order, into the queue of a fresh socket, and returns its reading end: one

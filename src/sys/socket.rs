@@ -466,3 +466,14 @@ impl AsFd for ReadySet {
         self.0.as_fd()
     }
 }
+
+/// Whether `fd` is a Unix-domain socket (`SO_DOMAIN`): one that can carry descriptors.
+pub(crate) fn is_unix(fd: BorrowedFd<'_>) -> bool {
+    let mut domain: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `domain` is a live int and `len` its size; getsockopt writes at most `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN, (&raw mut domain).cast(), &mut len)
+    };
+    r == 0 && domain == libc::AF_UNIX
+}
