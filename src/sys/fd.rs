@@ -390,6 +390,13 @@ pub(crate) fn poll_readable(fds: &[BorrowedFd<'_>], deadline: Deadline) -> io::R
     }
 }
 
+/// Whether `fd` is readable (or hung up) now, without waiting: one `poll` with no timeout.
+pub(crate) fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: `pfd` is one live pollfd struct.
+    unsafe { libc::poll(&mut pfd, 1, 0) > 0 }
+}
+
 /// Whether `fd` is an open descriptor of this process.
 pub(crate) fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD only reads the descriptor table.
