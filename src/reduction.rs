@@ -126,6 +126,22 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
     from_bytes_exact(bytes)
 }
 
+/// Runs `f` with `fds` as the descriptors received with what it decodes (a pool task's
+/// arguments, decoded by a runner that knows their type): as [`decode`] does around its own
+/// decoding.
+pub(crate) fn with_received<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Vec<Incoming>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            drop(INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer)));
+        }
+    }
+    let table = fds.into_iter().map(Incoming).collect();
+    let _restore = Restore(INCOMING.with(|i| i.borrow_mut().replace(table)));
+    f()
+}
+
 /// Decodes a value postcard wrote into `bytes`, refusing bytes left over after it.
 ///
 /// postcard's own `from_bytes` stops where the value ends, so a message sent as `(u32, u32)`

@@ -6,10 +6,12 @@
 use super::result::{Failure, Slot};
 use super::task::{self, Closure};
 use super::worker::{Order, Report, Settings};
+use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
 use crate::{Process, StartMethod};
 use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,11 @@ pub(crate) struct Job {
     pub(crate) slot: Arc<Slot>,
     /// This call's own timeout, beside the pool's (the shorter one applies).
     pub(crate) timeout: Option<Duration>,
+    /// Descriptors of the handles in the arguments (copies: the arguments are gone), sent
+    /// to the worker that takes the chunk, beside its order.
+    pub(crate) fds: Vec<OwnedFd>,
+    /// Holds on the shared objects in the arguments, for the worker to take over.
+    pub(crate) tickets: Vec<crate::heap::Ticket>,
 }
 
 impl Job {
@@ -100,7 +107,7 @@ impl Control {
 
 /// Makes (does not start) one worker process: its orders queue, the result queue, its id,
 /// and its `max_tasks`. Made by the builder, which knows the initializer's types.
-pub(crate) type Starter = Box<dyn Fn(SimpleQueue<Vec<u8>>, Queue<Vec<u8>>, Settings) -> Process + Send>;
+pub(crate) type Starter = Box<dyn Fn(SimpleQueue<Vec<u8>>, Queue<Vec<u8>>, Connection, Settings) -> Process + Send>;
 
 /// The pool's fixed settings.
 pub(crate) struct Config {
@@ -119,6 +126,8 @@ struct Worker {
     id: u64,
     process: Process,
     orders: SimpleQueue<Vec<u8>>,
+    /// Our end of its handle socket: descriptors of handles in task arguments go there.
+    handles: OwnedFd,
     /// Chunks sent, oldest (running) first.
     held: VecDeque<Job>,
     /// Chunks sent in all (a worker with `max_tasks` leaves after that many).
@@ -194,9 +203,11 @@ impl Manager {
         // Read before the fork: every closure counted by then is in the child's memory.
         let knows = task::closures_made();
         let settings = Settings { id, max_tasks: self.config.max_tasks, exit: self.config.exit };
-        let mut process = (self.config.starter)(orders.clone(), self.reports.clone(), settings)
-            .with_name(format!("{name}-{id}"))
-            .with_daemon(true);
+        let (handles, theirs) = crate::sys::fd::seqpacket_pair()?;
+        let mut process =
+            (self.config.starter)(orders.clone(), self.reports.clone(), Connection::from_fd(theirs), settings)
+                .with_name(format!("{name}-{id}"))
+                .with_daemon(true);
         if let Err(e) = process.start() {
             log::warn!(target: LOG_TARGET, "pool: cannot start {name}-{id}: {e}");
             return Err(e);
@@ -206,6 +217,7 @@ impl Manager {
             id,
             process,
             orders,
+            handles,
             held: VecDeque::new(),
             sent: 0,
             since: Instant::now(),
@@ -278,8 +290,14 @@ impl Manager {
                 }
                 let Some(job) = self.pending.pop_front() else { break };
                 let closure = job.closure.as_ref().map_or(0, |c| c.address as u64);
-                let order = Order::Run { task: job.task, runner: job.runner, closure, chunk: job.chunk.clone() };
+                let handles = !job.fds.is_empty();
+                let order =
+                    Order::Run { task: job.task, runner: job.runner, closure, chunk: job.chunk.clone(), handles };
                 let sent = postcard::to_allocvec(&order).map_err(crate::Error::from).and_then(|bytes| {
+                    if handles {
+                        let fds: Vec<_> = job.fds.iter().map(|f| f.as_fd()).collect();
+                        crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
+                    }
                     w.orders.put(bytes)?;
                     Ok(())
                 });
@@ -292,6 +310,9 @@ impl Manager {
                     w.since = Instant::now();
                     job.slot.set_running(true);
                 }
+                // The shared objects in the arguments are on their way to the worker.
+                let mut job = job;
+                job.tickets.drain(..).for_each(crate::heap::Ticket::delivered);
                 w.held.push_back(job);
                 w.sent += 1;
                 sent_any = true;

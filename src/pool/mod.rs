@@ -177,8 +177,9 @@ impl PoolBuilder {
         let _ = f;
         self.starter = Some(Box::new(move |method| {
             let args = args.clone();
-            Box::new(move |orders, reports, settings| {
-                get_context(method).process(worker::main_with_init::<F, A>, (orders, reports, settings, args.clone()))
+            Box::new(move |orders, reports, handles, settings| {
+                get_context(method)
+                    .process(worker::main_with_init::<F, A>, (orders, reports, handles, settings, args.clone()))
             })
         }));
         self
@@ -294,8 +295,8 @@ impl PoolBuilder {
         let method = self.method.unwrap_or_else(get_start_method);
         let starter: manager::Starter = match &self.starter {
             Some(make) => make(method),
-            None => Box::new(move |orders, reports, settings| {
-                get_context(method).process(worker::main, (orders, reports, settings))
+            None => Box::new(move |orders, reports, handles, settings| {
+                get_context(method).process(worker::main, (orders, reports, handles, settings))
             }),
         };
         let config = Config {
@@ -346,6 +347,9 @@ impl fmt::Debug for PoolBuilder {
             .finish()
     }
 }
+
+/// The most descriptors one chunk's arguments may hold: what one `SCM_RIGHTS` message takes.
+const MAX_HANDLES_PER_CHUNK: usize = 253;
 
 /// CPython's default chunk size for `map`: `ceil(n / (4 × workers))`.
 fn default_chunksize(n: usize, processes: usize) -> usize {
@@ -447,8 +451,25 @@ impl Pool {
         for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
             let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
             let task = self.next_task.fetch_add(1, Ordering::Relaxed);
-            let chunk = postcard::to_allocvec(chunk)?;
-            let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout };
+            // Handles in the arguments (a Lock, a Queue, a pipe end) travel as descriptors
+            // beside the chunk, as in a child's arguments.
+            let encoded = crate::reduction::encode_message(chunk)?;
+            if encoded.fds.len() > MAX_HANDLES_PER_CHUNK {
+                return Err(Error::InvalidArgument(format!(
+                    "a chunk's arguments hold {} descriptors; at most {MAX_HANDLES_PER_CHUNK} travel with one task",
+                    encoded.fds.len()
+                )));
+            }
+            let fds = encoded
+                .fds
+                .iter()
+                .map(|&fd| {
+                    // SAFETY: the descriptors belong to handles in `items`, borrowed for this call.
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+                })
+                .collect::<std::io::Result<Vec<_>>>()?;
+            let (chunk, tickets) = (encoded.bytes, encoded.tickets);
+            let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout, fds, tickets };
             self.send(Command::Submit(job))?;
             slots.push(slot);
         }

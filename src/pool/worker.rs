@@ -2,6 +2,7 @@
 //! pool's shared result queue. Python's `multiprocessing.pool.worker`.
 
 use super::task::{self, ClosureRunner, Runner, Task};
+use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +21,10 @@ pub(crate) struct Settings {
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Order {
     /// Run a chunk: the runner's offset in the binary, the address of the closure it runs
-    /// (0 for a stateless function), and the encoded `Vec<Args>`.
-    Run { task: u64, runner: i64, closure: u64, chunk: Vec<u8> },
+    /// (0 for a stateless function), and the encoded `Vec<Args>`. With `handles`, the
+    /// descriptors of the handles in its arguments come on the worker's handle socket, in one
+    /// message that names the task.
+    Run { task: u64, runner: i64, closure: u64, chunk: Vec<u8>, handles: bool },
     /// Finish: exit once the orders before this one are done.
     Stop,
 }
@@ -38,9 +41,14 @@ pub(crate) enum Report {
 }
 
 /// A worker's body, started as a process by the pool, without an initializer.
-pub(crate) fn main(orders: SimpleQueue<Vec<u8>>, reports: Queue<Vec<u8>>, settings: Settings) -> crate::Result<()> {
+pub(crate) fn main(
+    orders: SimpleQueue<Vec<u8>>,
+    reports: Queue<Vec<u8>>,
+    handles: Connection,
+    settings: Settings,
+) -> crate::Result<()> {
     task::record_panics();
-    serve(&orders, &reports, settings)
+    serve(&orders, &reports, &handles, settings)
 }
 
 /// A worker's body with an initializer `F` run first on `args` (which may hold handles:
@@ -48,6 +56,7 @@ pub(crate) fn main(orders: SimpleQueue<Vec<u8>>, reports: Queue<Vec<u8>>, settin
 pub(crate) fn main_with_init<F, A>(
     orders: SimpleQueue<Vec<u8>>,
     reports: Queue<Vec<u8>>,
+    handles: Connection,
     settings: Settings,
     args: A,
 ) -> crate::Result<()>
@@ -63,13 +72,18 @@ where
         send(&reports, &Report::InitFailed { worker: settings.id, message: task::take_panic_message() })?;
         return Ok(());
     }
-    serve(&orders, &reports, settings)
+    serve(&orders, &reports, &handles, settings)
 }
 
 /// Runs orders until told to stop, or `max_tasks` are done (0: no limit); then the exit hook,
 /// if any.
-fn serve(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, settings: Settings) -> crate::Result<()> {
-    let served = run_orders(orders, reports, settings);
+fn serve(
+    orders: &SimpleQueue<Vec<u8>>,
+    reports: &Queue<Vec<u8>>,
+    handles: &Connection,
+    settings: Settings,
+) -> crate::Result<()> {
+    let served = run_orders(orders, reports, handles, settings);
     if settings.exit != 0 {
         // SAFETY: the offset came from this worker's pool, in the same binary.
         let run: Runner = unsafe { task::runner_at(settings.exit) };
@@ -81,25 +95,34 @@ fn serve(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, settings: Sett
     served
 }
 
-fn run_orders(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, settings: Settings) -> crate::Result<()> {
+fn run_orders(
+    orders: &SimpleQueue<Vec<u8>>,
+    reports: &Queue<Vec<u8>>,
+    handles: &Connection,
+    settings: Settings,
+) -> crate::Result<()> {
     let Settings { id: worker, max_tasks, .. } = settings;
     let mut done = 0u64;
     while max_tasks == 0 || done < max_tasks {
         let order: Order = crate::reduction::from_bytes_exact(&orders.get()?)?;
         match order {
-            Order::Run { task, runner, closure: 0, chunk } => {
-                // SAFETY: the offset came from this worker's pool, in the same binary.
-                let run: Runner = unsafe { task::runner_at(runner) };
-                send(reports, &Report::Done { worker, task, results: run(&chunk) })?;
-                done += 1;
-            }
-            Order::Run { task, runner, closure, chunk } => {
-                // SAFETY: the offset and the address came from this worker's pool, which
-                // sends a closure only to workers it forked after the closure was made.
-                let results = unsafe {
-                    let run: ClosureRunner = task::closure_runner_at(runner);
-                    run(closure as usize, &chunk)
-                };
+            Order::Run { task, runner, closure, chunk, handles: with_handles } => {
+                let fds = if with_handles { receive_handles(handles, task)? } else { Vec::new() };
+                let results = crate::reduction::with_received(fds, || {
+                    if closure == 0 {
+                        // SAFETY: the offset came from this worker's pool, in the same binary.
+                        let run: Runner = unsafe { task::runner_at(runner) };
+                        run(&chunk)
+                    } else {
+                        // SAFETY: the offset and the address came from this worker's pool,
+                        // which sends a closure only to workers it forked after the closure
+                        // was made.
+                        unsafe {
+                            let run: ClosureRunner = task::closure_runner_at(runner);
+                            run(closure as usize, &chunk)
+                        }
+                    }
+                });
                 send(reports, &Report::Done { worker, task, results })?;
                 done += 1;
             }
@@ -107,6 +130,28 @@ fn run_orders(orders: &SimpleQueue<Vec<u8>>, reports: &Queue<Vec<u8>>, settings:
         }
     }
     Ok(())
+}
+
+/// The descriptors of task `task`'s handles, from the handle socket: messages of tasks before
+/// it (taken back from this worker, or cancelled) are passed over.
+fn receive_handles(handles: &Connection, task: u64) -> crate::Result<Vec<std::os::fd::OwnedFd>> {
+    let raw = handles.fileno()?;
+    // SAFETY: the descriptor belongs to `handles`, which outlives this call.
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    loop {
+        let mut id = [0u8; 8];
+        let (n, fds) = crate::sys::fd::recv_with_fds(socket, &mut id)?;
+        if n == 0 {
+            return Err(crate::Error::Eof);
+        }
+        let got = u64::from_le_bytes(id);
+        if n == 8 && got == task {
+            return Ok(fds);
+        }
+        if n != 8 || got > task {
+            return Err(crate::Error::Codec(format!("handles of task {got} where task {task}'s were due")));
+        }
+    }
 }
 
 /// Encodes and puts a report.
