@@ -25,6 +25,8 @@ const IN_FLIGHT: usize = 2;
 /// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free.
 const QUICK_IN_FLIGHT: usize = 16;
 const QUICK: Duration = Duration::from_micros(50);
+/// How long taking an order back waits for a worker that holds its queue's lock.
+const TAKE_BACK_WAIT: Duration = Duration::from_millis(1);
 /// How often the workers are checked for life when nothing else happens.
 const CHECK: Duration = Duration::from_millis(10);
 
@@ -289,6 +291,11 @@ impl Manager {
                     continue;
                 }
                 let Some(job) = self.pending.pop_front() else { break };
+                if job.slot.is_filled() {
+                    // Cancelled (or failed) while it waited: it never runs.
+                    sent_any = true;
+                    continue;
+                }
                 let closure = job.closure.as_ref().map_or(0, |c| c.address as u64);
                 let handles = !job.fds.is_empty();
                 let order =
@@ -621,7 +628,9 @@ impl Manager {
 /// holds, in order).
 fn take_back(w: &mut Worker) -> Vec<Vec<u8>> {
     let mut untaken = Vec::new();
-    while let Ok(order) = w.orders.get_timeout(Duration::ZERO) {
+    // Not `ZERO`: the worker may hold the queue's lock for the moment it takes an order,
+    // and what is behind that order must not be taken for gone.
+    while let Ok(order) = w.orders.get_timeout(TAKE_BACK_WAIT) {
         untaken.push(order);
     }
     untaken.truncate(w.held.len());
