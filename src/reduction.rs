@@ -111,6 +111,13 @@ fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool) -> Result<Encod
 /// takes it, the next ones get duplicates of it; the descriptors no handle names are closed.
 /// Every byte must belong to the value, as in [`from_bytes_exact`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T> {
+    with_received(fds, || from_bytes_exact(bytes))
+}
+
+/// Runs `f` with `fds` as the descriptors received with what it decodes (a pool task's
+/// arguments, decoded by a runner that knows their type): as [`decode`] does around its own
+/// decoding.
+pub(crate) fn with_received<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     /// Puts back the table of a decoding under way (a `Deserialize` that receives a message
     /// of its own, as a manager proxy does), also if deserializing panics.
     struct Restore(Option<Vec<Incoming>>);
@@ -118,22 +125,6 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], fds: Vec<OwnedFd>) -> Re
         fn drop(&mut self) {
             let outer = self.0.take();
             // This decoding's table goes, closing the descriptors no handle claimed.
-            drop(INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer)));
-        }
-    }
-    let table = fds.into_iter().map(Incoming).collect();
-    let _restore = Restore(INCOMING.with(|i| i.borrow_mut().replace(table)));
-    from_bytes_exact(bytes)
-}
-
-/// Runs `f` with `fds` as the descriptors received with what it decodes (a pool task's
-/// arguments, decoded by a runner that knows their type): as [`decode`] does around its own
-/// decoding.
-pub(crate) fn with_received<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Vec<Incoming>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let outer = self.0.take();
             drop(INCOMING.with(|i| std::mem::replace(&mut *i.borrow_mut(), outer)));
         }
     }

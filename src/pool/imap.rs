@@ -2,7 +2,7 @@
 //! never more than a few chunks per worker ahead.
 
 use super::Pool;
-use super::result::{Slot, Spin, decode};
+use super::result::{Outcome, Slot, Spin, decode};
 use super::task::Func;
 use crate::Result;
 use serde::Serialize;
@@ -146,24 +146,34 @@ where
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        self.advance(|slot| slot.wait(deadline, Spin::Yes)).unwrap_or(Some(Err(crate::Error::Timeout)))
+    }
+
+    /// The next result, with `outcome` asked for the oldest chunk's: `Err(NotYet)` when it
+    /// gives none (its deadline passed, or it left a waker to call).
+    fn advance(
+        &mut self,
+        mut outcome: impl FnMut(&Slot) -> Option<Outcome>,
+    ) -> std::result::Result<Option<Result<R>>, NotYet> {
         loop {
             if let Some(r) = self.ready.pop_front() {
-                return Some(r);
+                return Ok(Some(r));
             }
             if let Some(e) = self.fill() {
-                return Some(Err(e));
+                return Ok(Some(Err(e)));
             }
             let Some(slot) = self.window.front() else {
-                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
+                return Ok(self.feed.panic.take().map(|p| std::panic::resume_unwind(p)));
             };
-            let Some(outcome) = slot.wait(deadline, Spin::Yes) else {
-                return Some(Err(crate::Error::Timeout));
-            };
+            let out = outcome(slot).ok_or(NotYet)?;
             self.window.pop_front();
-            self.ready.extend(decode::<R>(outcome));
+            self.ready.extend(decode::<R>(out));
         }
     }
 }
+
+/// A result that is not there yet (see `advance`).
+struct NotYet;
 
 impl<R, T, I> Iterator for Imap<'_, R, I>
 where
@@ -194,20 +204,9 @@ where
     type Item = Result<R>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(r) = this.ready.pop_front() {
-                return Poll::Ready(Some(r));
-            }
-            if let Some(e) = this.fill() {
-                return Poll::Ready(Some(Err(e)));
-            }
-            let Some(slot) = this.window.front() else {
-                return Poll::Ready(this.feed.panic.take().map(|p| std::panic::resume_unwind(p)));
-            };
-            let Some(outcome) = slot.poll(cx.waker()) else { return Poll::Pending };
-            this.window.pop_front();
-            this.ready.extend(decode::<R>(outcome));
+        match self.get_mut().advance(|slot| slot.poll(cx.waker())) {
+            Ok(next) => Poll::Ready(next),
+            Err(NotYet) => Poll::Pending,
         }
     }
 }
@@ -301,25 +300,37 @@ where
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
+        let next = self.advance(|done, _| match deadline {
+            None => Ok(done.recv().ok()),
+            Some(at) => match done.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(index) => Ok(Some(index)),
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(NotYet),
+                Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            },
+        });
+        next.unwrap_or(Some(Err(crate::Error::Timeout)))
+    }
+
+    /// The next result, with `finished` asked for the number of a chunk that finished
+    /// (`Ok(None)`: none ever will): `Err(NotYet)` when it gives none yet.
+    fn advance(
+        &mut self,
+        mut finished: impl FnMut(&Receiver<usize>, &HashMap<usize, Arc<Slot>>) -> std::result::Result<Option<usize>, NotYet>,
+    ) -> std::result::Result<Option<Result<R>>, NotYet> {
         loop {
             if let Some(r) = self.ready.pop_front() {
-                return Some(r);
+                return Ok(Some(r));
             }
             if let Some(e) = self.fill() {
-                return Some(Err(e));
+                return Ok(Some(Err(e)));
             }
             if self.in_flight.is_empty() {
-                return self.feed.panic.take().map(|p| std::panic::resume_unwind(p));
+                return Ok(self.feed.panic.take().map(|p| std::panic::resume_unwind(p)));
             }
-            let index = match deadline {
-                None => self.done_rx.recv().ok()?,
-                Some(at) => match self.done_rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(index) => index,
-                    Err(mpsc::RecvTimeoutError::Timeout) => return Some(Err(crate::Error::Timeout)),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return None,
-                },
-            };
-            self.take(index);
+            match finished(&self.done_rx, &self.in_flight)? {
+                Some(index) => self.take(index),
+                None => return Ok(None),
+            }
         }
     }
 }
@@ -349,30 +360,20 @@ where
     type Item = Result<R>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<R>>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(r) = this.ready.pop_front() {
-                return Poll::Ready(Some(r));
-            }
-            if let Some(e) = this.fill() {
-                return Poll::Ready(Some(Err(e)));
-            }
-            if this.in_flight.is_empty() {
-                return Poll::Ready(this.feed.panic.take().map(|p| std::panic::resume_unwind(p)));
-            }
-            if let Ok(index) = this.done_rx.try_recv() {
-                this.take(index);
-                continue;
+        let next = self.get_mut().advance(|done, in_flight| {
+            if let Ok(index) = done.try_recv() {
+                return Ok(Some(index));
             }
             // Asleep until any chunk in flight is filled (each wakes the task once filled; a
             // chunk filled meanwhile shows on the channel, looked at again below).
-            for slot in this.in_flight.values() {
+            for slot in in_flight.values() {
                 slot.poll(cx.waker());
             }
-            match this.done_rx.try_recv() {
-                Ok(index) => this.take(index),
-                Err(_) => return Poll::Pending,
-            }
+            done.try_recv().map(Some).map_err(|_| NotYet)
+        });
+        match next {
+            Ok(next) => Poll::Ready(next),
+            Err(NotYet) => Poll::Pending,
         }
     }
 }
