@@ -137,6 +137,19 @@ start_methods! {
         assert_eq!(p.apply(square, (5,)).unwrap(), 25);
     }
 
+    /// A result's callback may use the pool: submit, and wait for what it submitted (it runs
+    /// after the thread that filed the result let go of the pool's state).
+    fn a_callback_uses_the_pool(m) {
+        let p = std::sync::Arc::new(pool(m, 2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = p.clone();
+        p.submit(square, (3,)).unwrap().then(move |r| {
+            let next = inner.submit(square, (r.unwrap() + 1,)).unwrap().get();
+            tx.send(next).unwrap();
+        });
+        assert_eq!(rx.recv_timeout(LONG).unwrap().unwrap(), 100);
+    }
+
     /// A finished task cannot be cancelled.
     fn cancel_a_finished_task(m) {
         let p = pool(m, 1);

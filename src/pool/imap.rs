@@ -146,7 +146,8 @@ where
     }
 
     fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R>> {
-        self.advance(|slot| slot.wait(deadline, Spin::Yes)).unwrap_or(Some(Err(crate::Error::Timeout)))
+        let control = self.feed.pool.control.clone();
+        self.advance(|slot| slot.wait(deadline, Spin::Yes, Some(&control))).unwrap_or(Some(Err(crate::Error::Timeout)))
     }
 
     /// The next result, with `outcome` asked for the oldest chunk's: `Err(NotYet)` when it
@@ -293,7 +294,7 @@ where
     /// Takes the results of the chunk numbered `index`, if it is one of ours in flight.
     fn take(&mut self, index: usize) {
         if let Some(slot) = self.in_flight.remove(&index)
-            && let Some(outcome) = slot.wait(None, Spin::Yes)
+            && let Some(outcome) = slot.wait(None, Spin::Yes, None)
         {
             self.ready.extend(decode::<R>(outcome));
         }

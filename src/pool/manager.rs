@@ -3,7 +3,7 @@
 //! or overruns the task timeout fails only the chunk it was running, and is replaced.
 //! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
 
-use super::result::{Failure, Slot};
+use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
 use super::worker::{Order, Report, Settings};
 use crate::connection::Connection;
@@ -66,7 +66,6 @@ impl Drop for Job {
 
 /// What the pool tells its manager.
 pub(crate) enum Command {
-    Submit(Job),
     /// Cancel this chunk: take it out if queued, replace its worker if running.
     Cancel(Arc<Slot>),
     /// Cancel every chunk not running yet (`shutdown(cancel_futures=True)`).
@@ -82,6 +81,7 @@ pub(crate) enum Command {
 pub(crate) struct Control {
     commands: Mutex<Sender<Command>>,
     reports: Queue<Vec<u8>>,
+    manager: Arc<Mutex<Manager>>,
     /// Set by the first `wake` after the manager last read its commands: the later ones
     /// need not put another `Wake` (a thousand submits in a row wake it once, not a
     /// thousand times).
@@ -89,8 +89,33 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    pub(crate) fn new(commands: Sender<Command>, reports: Queue<Vec<u8>>, woken: Arc<AtomicBool>) -> Control {
-        Control { commands: Mutex::new(commands), reports, woken }
+    pub(crate) fn new(
+        commands: Sender<Command>,
+        reports: Queue<Vec<u8>>,
+        woken: Arc<AtomicBool>,
+        manager: Arc<Mutex<Manager>>,
+    ) -> Control {
+        Control { commands: Mutex::new(commands), reports, woken, manager }
+    }
+
+    /// Hands chunks to the manager's state, which sends them to workers with room now.
+    pub(crate) fn submit(&self, jobs: Vec<Job>) {
+        deferring(|| {
+            let mut m = self.manager.lock().unwrap_or_else(|e| e.into_inner());
+            for job in jobs {
+                m.accept(job);
+            }
+        })
+    }
+
+    /// Files the reports there are, if nobody else is at it: a caller waiting for its result
+    /// takes it off the result queue itself, instead of waiting for the manager thread to.
+    pub(crate) fn help(&self) {
+        deferring(|| {
+            if let Ok(mut m) = self.manager.try_lock() {
+                m.file_waiting();
+            }
+        })
     }
 
     /// Sends a command; `PoolNotRunning` once the manager is gone.
@@ -158,6 +183,8 @@ pub(crate) struct Manager {
     init_failed: Option<String>,
     /// See [`Control::woken`]: cleared before each reading of the commands.
     woken: Arc<AtomicBool>,
+    /// The manager thread has ended: chunks handed in now are dropped (and fail).
+    ended: bool,
 }
 
 impl Manager {
@@ -182,6 +209,7 @@ impl Manager {
             closing: false,
             init_failed: None,
             woken,
+            ended: false,
         };
         for _ in 0..manager.config.processes {
             if let Err(e) = manager.spawn() {
@@ -234,41 +262,87 @@ impl Manager {
         *self.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
     }
 
-    /// The manager's loop; returns when the pool is closed and done, or terminated.
-    pub(crate) fn run(mut self) {
-        let mut checked = Instant::now();
-        loop {
-            // Cleared before the commands are read: a command sent after this reading
-            // finds it clear, and wakes us again.
-            self.woken.store(false, Ordering::SeqCst);
-            loop {
-                match self.commands.try_recv() {
-                    Ok(Command::Submit(job)) => match &self.init_failed {
-                        Some(message) => job.slot.fill(Err(Failure::InitFailed(message.clone()))),
-                        None => self.pending.push_back(job),
-                    },
-                    Ok(Command::Cancel(slot)) => self.cancel(&slot),
-                    Ok(Command::CancelQueued) => self.cancel_queued(),
-                    Ok(Command::Close) => self.closing = true,
-                    Ok(Command::Terminate) | Err(TryRecvError::Disconnected) => return self.terminate(),
-                    Err(TryRecvError::Empty) => break,
-                }
-            }
+    /// Takes a chunk (from a caller's thread, which sends it to a worker at once if one has
+    /// room: no hop through the manager thread).
+    pub(crate) fn accept(&mut self, job: Job) {
+        if self.ended {
+            // Dropped: its slot fails, so nobody waits on it.
+            return;
+        }
+        match &self.init_failed {
+            Some(message) => job.slot.fill(Err(Failure::InitFailed(message.clone()))),
+            None => self.pending.push_back(job),
+        }
+        self.dispatch();
+    }
+
+    /// Files the reports there are now, and sends what they made room for.
+    pub(crate) fn file_waiting(&mut self) {
+        let mut any = false;
+        while let Ok(bytes) = self.reports.get_nowait() {
+            self.file(&bytes);
+            any = true;
+        }
+        if any {
             self.dispatch();
-            if self.closing && self.pending.is_empty() && self.workers.iter().all(|w| w.held.is_empty()) {
-                return self.finish();
-            }
-            let wait = self.next_deadline().map_or(CHECK, |at| at.saturating_duration_since(Instant::now()).min(CHECK));
-            if let Ok(bytes) = self.reports.get_timeout(wait) {
-                self.file(&bytes);
-            }
-            if checked.elapsed() >= CHECK || self.next_deadline().is_some_and(|at| at <= Instant::now()) {
-                self.check_workers();
-                checked = Instant::now();
-            }
         }
     }
 
+    /// Reads the commands; whether the manager is to end (terminated).
+    fn read_commands(&mut self) -> bool {
+        // Cleared before the commands are read: a command sent after this reading finds it
+        // clear, and wakes us again.
+        self.woken.store(false, Ordering::SeqCst);
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Cancel(slot)) => self.cancel(&slot),
+                Ok(Command::CancelQueued) => self.cancel_queued(),
+                Ok(Command::Close) => self.closing = true,
+                Ok(Command::Terminate) | Err(TryRecvError::Disconnected) => return true,
+                Err(TryRecvError::Empty) => return false,
+            }
+        }
+    }
+}
+
+/// The manager's loop, on its own thread; returns when the pool is closed and done, or
+/// terminated. The state is shared with the callers' threads, which hand chunks to workers
+/// and file reports themselves while they wait for a result (two hops for an `apply`, not
+/// four); this thread files what nobody waits on, and watches the workers.
+pub(crate) fn run(shared: Arc<Mutex<Manager>>, reports: Queue<Vec<u8>>) {
+    super::result::this_is_the_manager_thread();
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    let mut checked = Instant::now();
+    loop {
+        let wait = deferring(|| {
+            let mut m = lock();
+            if m.read_commands() {
+                m.terminate();
+                return None;
+            }
+            m.dispatch();
+            if m.closing && m.pending.is_empty() && m.workers.iter().all(|w| w.held.is_empty()) {
+                m.finish();
+                return None;
+            }
+            Some(m.next_deadline().map_or(CHECK, |at| at.saturating_duration_since(Instant::now()).min(CHECK)))
+        });
+        let Some(wait) = wait else { return };
+        // Waited for without the state's lock, nor the result queue's: callers may file
+        // their own results meanwhile.
+        reports.wait_nonempty(wait);
+        deferring(|| {
+            let mut m = lock();
+            m.file_waiting();
+            if checked.elapsed() >= CHECK || m.next_deadline().is_some_and(|at| at <= Instant::now()) {
+                m.check_workers();
+                checked = Instant::now();
+            }
+        });
+    }
+}
+
+impl Manager {
     /// Sends pending chunks to workers with room: first one to each idle worker (so that a
     /// task never waits behind another while a worker is free), then more, one at a time
     /// round the workers, up to `IN_FLIGHT` each.
@@ -361,8 +435,12 @@ impl Manager {
         match crate::reduction::from_bytes_exact::<Report>(bytes) {
             Ok(Report::Done { worker, task, results }) => {
                 let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
-                if w.held.front().is_some_and(|j| j.task == task) {
-                    let job = w.held.pop_front().expect("checked above");
+                // Usually the oldest it holds; a later one if the reports were taken by two
+                // threads at once and this one was filed first (the earlier one's report is
+                // on its way: the worker ran it first).
+                if let Some(at) = w.held.iter().position(|j| j.task == task)
+                    && let Some(job) = w.held.remove(at)
+                {
                     let now = Instant::now();
                     w.quick = now.duration_since(w.since) < QUICK;
                     w.since = now;
@@ -575,7 +653,8 @@ impl Manager {
     }
 
     /// Closed and done: each worker gets a stop order and is joined.
-    fn finish(mut self) {
+    fn finish(&mut self) {
+        self.ended = true;
         for w in &self.workers {
             if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
                 let _ = w.orders.put(bytes);
@@ -599,7 +678,8 @@ impl Manager {
     }
 
     /// Kills every worker; what is not done fails.
-    fn terminate(mut self) {
+    fn terminate(&mut self) {
+        self.ended = true;
         self.kill_all();
         for job in self.pending.drain(..) {
             job.slot.fill(Err(Failure::Terminated));

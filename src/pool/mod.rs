@@ -312,18 +312,19 @@ impl PoolBuilder {
         let (tx, rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(Vec::new()));
         let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let manager = Manager::new(config, reports.clone(), rx, pids.clone(), woken.clone())?;
+        let manager = Arc::new(Mutex::new(Manager::new(config, reports.clone(), rx, pids.clone(), woken.clone())?));
+        let (shared, results) = (manager.clone(), reports.clone());
         let handle = std::thread::Builder::new()
             .name("multiprocess-pool".into())
             .spawn(move || {
                 // Forking workers from here, or from the program's thread beside it, is what
                 // the pool is for: this thread is no reason for the fork warning.
                 let _own = crate::process::own_thread();
-                manager.run()
+                manager::run(shared, results)
             })
             .map_err(Error::Io)?;
         Ok(Pool {
-            control: Arc::new(Control::new(tx, reports, woken)),
+            control: Arc::new(Control::new(tx, reports, woken, manager)),
             manager: Mutex::new(Some(handle)),
             state: AtomicU8::new(RUNNING),
             next_task: AtomicU64::new(1),
@@ -448,6 +449,7 @@ impl Pool {
             Func::Closure(c) => (task::offset_of(c.runner as usize), Some(c)),
         };
         let mut slots = Vec::new();
+        let mut jobs = Vec::new();
         for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
             let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
             let task = self.next_task.fetch_add(1, Ordering::Relaxed);
@@ -470,11 +472,11 @@ impl Pool {
                 .collect::<std::io::Result<Vec<_>>>()?;
             let (chunk, tickets) = (encoded.bytes, encoded.tickets);
             let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout, fds, tickets };
-            self.send(Command::Submit(job))?;
+            jobs.push(job);
             slots.push(slot);
         }
-        // One wake-up for the whole batch.
-        self.wake();
+        // Straight to the workers with room, from this thread.
+        self.control.submit(jobs);
         Ok(slots)
     }
 
@@ -722,7 +724,7 @@ impl Pool {
         }
         let func = self.func(f)?;
         let items: Vec<A> = items.into_iter().collect();
-        Ok(MapResult::new(self.submit_chunks(&func, &items, chunksize, None, 0, None)?))
+        Ok(MapResult::new(self.submit_chunks(&func, &items, chunksize, None, 0, None)?, self.control.clone()))
     }
 
     /// `f(x)` for every `x` of `items`, lazily and in order (`imap(f, iterable)`): an

@@ -170,12 +170,21 @@ impl Slot {
         }
     }
 
-    /// Runs the callback once (it is taken out first). A panic in it is caught: it runs on
-    /// the pool's manager thread, which must go on.
+    /// Runs the callback once (it is taken out first), or, while this thread holds the
+    /// pool's state (see [`deferring`]), as soon as it lets go: a callback may use the pool.
     fn run_callback(&self) {
         let callback = self.on_fill.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(callback) = callback {
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+            let later = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+                Some(queue) => {
+                    queue.push(callback);
+                    None
+                }
+                None => Some(callback),
+            });
+            if let Some(callback) = later {
+                run_guarded(callback);
+            }
         }
     }
 
@@ -186,11 +195,19 @@ impl Slot {
     /// Waits until filled or `deadline`; returns the outcome if filled. With `Spin::Yes`
     /// it looks a little before it sleeps: a result usually comes within microseconds, and
     /// waking a sleeper on a condition variable costs ten or more.
-    pub(crate) fn wait(&self, deadline: Option<Instant>, spin: Spin) -> Option<Outcome> {
+    pub(crate) fn wait(&self, deadline: Option<Instant>, spin: Spin, help: Option<&Control>) -> Option<Outcome> {
         if spin == Spin::Yes && deadline.is_none_or(|at| at > Instant::now()) {
             for round in 0..SPINS {
                 if self.done.load(std::sync::atomic::Ordering::Acquire) {
                     break;
+                }
+                // Takes the result off the result queue ourselves if it is there, rather than
+                // waiting for the manager thread to (a hop, and a wake-up, less).
+                if let Some(control) = help
+                    && round % 16 == 0
+                {
+                    control.help();
+                    continue;
                 }
                 std::hint::spin_loop();
                 if round % 256 == 255 {
@@ -198,18 +215,30 @@ impl Slot {
                 }
             }
         }
+        // The manager thread itself waiting (a result's callback that waits on the pool) has
+        // nobody to file for it: it files as it waits, in short sleeps.
+        let filing = help.filter(|_| MANAGER_THREAD.with(std::cell::Cell::get));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(outcome) = state.outcome.as_ref() {
                 return Some(outcome.clone());
             }
-            let left = match deadline {
+            let mut left = match deadline {
                 None => None,
                 Some(at) => match at.saturating_duration_since(Instant::now()) {
                     left if left.is_zero() => return None,
                     left => Some(left),
                 },
             };
+            if let Some(control) = filing {
+                drop(state);
+                control.help();
+                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state.outcome.is_some() {
+                    continue;
+                }
+                left = Some(left.map_or(FILING_SLICE, |l| l.min(FILING_SLICE)));
+            }
             state.sleepers += 1;
             state = match left {
                 None => self.filled.wait(state).unwrap_or_else(|e| e.into_inner()),
@@ -218,6 +247,37 @@ impl Slot {
             state.sleepers -= 1;
         }
     }
+}
+
+/// How long the manager thread, waiting on a result itself, sleeps between filings.
+const FILING_SLICE: Duration = Duration::from_millis(1);
+
+/// Marks this thread as a pool's manager thread (see `Slot::wait`).
+pub(crate) fn this_is_the_manager_thread() {
+    MANAGER_THREAD.with(|m| m.set(true));
+}
+
+thread_local! {
+    static MANAGER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Callbacks of slots filled while this thread holds the pool's state; `None` otherwise.
+    static DEFERRED: std::cell::RefCell<Option<Vec<Box<dyn FnOnce() + Send>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (which takes and lets go of the pool's state), holding back the callbacks of the
+/// slots it fills until it is done: a callback may submit to the pool, which takes the state
+/// too.
+pub(crate) fn deferring<R>(f: impl FnOnce() -> R) -> R {
+    let outer = DEFERRED.with(|d| d.borrow_mut().replace(Vec::new()));
+    let out = f();
+    let callbacks = DEFERRED.with(|d| std::mem::replace(&mut *d.borrow_mut(), outer)).unwrap_or_default();
+    callbacks.into_iter().for_each(run_guarded);
+    out
+}
+
+/// Runs a result's callback; a panic in it is caught: it runs on the pool's manager thread
+/// or a caller's, which must go on.
+fn run_guarded(callback: Box<dyn FnOnce() + Send>) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
 }
 
 /// Where slots being listened to (`as_completed`, `wait`) say that they are filled: the
@@ -270,6 +330,8 @@ pub(crate) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Vec<Result<R>> {
 #[derive(Clone)]
 struct Pending {
     slots: Vec<Arc<Slot>>,
+    /// The pool, to file results while waiting for them.
+    control: Arc<Control>,
 }
 
 impl Pending {
@@ -289,7 +351,8 @@ impl Pending {
     }
 
     fn wait(&self, deadline: Option<Instant>) -> bool {
-        self.wait_last(deadline) && self.slots.iter().all(|s| s.wait(deadline, Spin::Yes).is_some())
+        self.wait_last(deadline)
+            && self.slots.iter().all(|s| s.wait(deadline, Spin::Yes, Some(&self.control)).is_some())
     }
 
     /// With many chunks, waits for the last one first, asleep: the chunks finish roughly in
@@ -297,7 +360,7 @@ impl Pending {
     /// each (taking a CPU from the workers) nor is woken for each.
     fn wait_last(&self, deadline: Option<Instant>) -> bool {
         match self.slots.as_slice() {
-            [_, .., last] => last.wait(deadline, Spin::No).is_some(),
+            [_, .., last] => last.wait(deadline, Spin::No, None).is_some(),
             _ => true,
         }
     }
@@ -309,7 +372,7 @@ impl Pending {
         }
         let mut out = Vec::new();
         for slot in &self.slots {
-            let outcome = slot.wait(deadline, Spin::Yes).ok_or(Error::Timeout)?;
+            let outcome = slot.wait(deadline, Spin::Yes, Some(&self.control)).ok_or(Error::Timeout)?;
             for r in decode::<R>(outcome) {
                 out.push(r?);
             }
@@ -381,7 +444,7 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(slot: Arc<Slot>, control: Arc<Control>) -> AsyncResult<R> {
-        AsyncResult { pending: Pending { slots: vec![slot] }, control, _result: PhantomData }
+        AsyncResult { pending: Pending { slots: vec![slot], control: control.clone() }, control, _result: PhantomData }
     }
 
     /// Cancels the task (`Future.cancel()`): a task still queued is taken out and never runs;
@@ -411,7 +474,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             self.control.wake();
             // The manager fills the slot either way: cancelled, or with the result that came
             // first. A manager that is gone has filled every slot already.
-            slot.wait(None, Spin::No);
+            slot.wait(None, Spin::No, None);
         }
         slot.is_cancelled()
     }
@@ -501,8 +564,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Calls `callback` with the result once it is there (Python's `callback` and
     /// `error_callback` of `apply_async`, in one: it gets `Ok(value)` or `Err(error)`). It runs
-    /// on the pool's manager thread, as Python's run on its result-handler thread, so it
-    /// should be quick; if the result is already there, it runs now, on this thread.
+    /// on the thread that files the result: the pool's manager thread (as Python's run on its
+    /// result-handler thread), or a thread waiting on the pool that filed it on the way, so it
+    /// should be quick; it may use the pool (submit, even wait). If the result is already
+    /// there, it runs now, on this thread.
     ///
     /// ```
     /// use std::sync::mpsc;
@@ -523,7 +588,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         let slot = self.pending.slots[0].clone();
         let me = slot.clone();
         slot.set_callback(Box::new(move || {
-            let result = match me.wait(Some(Instant::now()), Spin::No) {
+            let result = match me.wait(Some(Instant::now()), Spin::No, None) {
                 Some(outcome) => {
                     decode::<R>(outcome).into_iter().next().unwrap_or(Err(Error::Codec("no result".into())))
                 }
@@ -592,8 +657,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 }
 
-/// `.await` gives the task's result, on any executor: the pool's manager thread wakes the
-/// awaiting task when the result is filed.
+/// `.await` gives the task's result, on any executor: the thread that files the result (the
+/// pool's manager thread, or one waiting on the pool) wakes the awaiting task.
 ///
 /// ```
 /// fn square(x: u64) -> u64 { x * x }
@@ -645,8 +710,8 @@ impl<R: DeserializeOwned> Future for MapResult<R> {
 }
 
 impl<R: DeserializeOwned> MapResult<R> {
-    pub(crate) fn new(slots: Vec<Arc<Slot>>) -> MapResult<R> {
-        MapResult { pending: Pending { slots }, _result: PhantomData }
+    pub(crate) fn new(slots: Vec<Arc<Slot>>, control: Arc<Control>) -> MapResult<R> {
+        MapResult { pending: Pending { slots, control }, _result: PhantomData }
     }
 
     /// The whole list, in order, or the first task's error (`get()`).
@@ -676,8 +741,8 @@ impl<R: DeserializeOwned> MapResult<R> {
 
     /// Calls `callback` once with the whole list, or the first error, when every task has
     /// finished (Python's `callback` and `error_callback` of `map_async`: the callback gets
-    /// the whole list, once). It runs on the pool's manager thread, or now, on this thread,
-    /// if everything is already done.
+    /// the whole list, once). It runs on the thread that files the last result (see
+    /// [`AsyncResult::then`]), or now, on this thread, if everything is already done.
     ///
     /// ```
     /// use std::sync::mpsc;
@@ -693,6 +758,7 @@ impl<R: DeserializeOwned> MapResult<R> {
         R: 'static,
     {
         let slots = self.pending.slots.clone();
+        let control = self.pending.control.clone();
         if slots.is_empty() {
             return callback(Ok(Vec::new()));
         }
@@ -702,11 +768,12 @@ impl<R: DeserializeOwned> MapResult<R> {
         // Each callback holds the slots (see `AsyncResult::then` on why the cycles end).
         for slot in &slots {
             let (remaining, callback, all) = (remaining.clone(), callback.clone(), slots.clone());
+            let control = control.clone();
             slot.set_callback(Box::new(move || {
                 if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
                     return;
                 }
-                let result = Pending { slots: all }.collect::<R>(Some(Instant::now()));
+                let result = Pending { slots: all, control }.collect::<R>(Some(Instant::now()));
                 if let Some(callback) = callback.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     callback(result);
                 }

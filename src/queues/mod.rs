@@ -361,6 +361,13 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         self.handle.get(Deadline::after(Some(Duration::ZERO)))
     }
 
+    /// Waits until the queue holds an item, or `timeout`, without taking it (nor holding the
+    /// consumers' lock meanwhile); whether it does. For a pool's manager, which shares its
+    /// result queue with the callers that take their own results.
+    pub(crate) fn wait_nonempty(&self, timeout: Duration) -> bool {
+        self.handle.ring().wait_nonempty(Deadline::after(Some(timeout)))
+    }
+
     /// How many items the queue holds (`qsize()`). Exact when it is read: a `put` counts as
     /// soon as it returns (no feeder thread lags behind, as in CPython).
     ///

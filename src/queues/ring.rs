@@ -410,6 +410,14 @@ impl Ring {
         self.fit(self.head(), self.tail(), HEADER).is_none()
     }
 
+    /// Waits until the queue holds something, or `deadline`, without taking it (nor the
+    /// consumers' lock, so that other consumers may take it meanwhile); whether it does.
+    pub(crate) fn wait_nonempty(&self, deadline: Deadline) -> bool {
+        !self.is_empty()
+            || patiently(deadline, self.first_yield, || !self.is_empty())
+            || self.state().data.sleep_until(deadline, || !self.is_empty())
+    }
+
     /// Whether the queue holds nothing now.
     pub(crate) fn is_empty(&self) -> bool {
         self.head().bytes() == self.tail().bytes()
