@@ -249,6 +249,9 @@ impl Slot {
     }
 }
 
+/// A result's callback, ready to run.
+type Callback = Box<dyn FnOnce() + Send>;
+
 /// How long the manager thread, waiting on a result itself, sleeps between filings.
 const FILING_SLICE: Duration = Duration::from_millis(1);
 
@@ -260,7 +263,7 @@ pub(crate) fn this_is_the_manager_thread() {
 thread_local! {
     static MANAGER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Callbacks of slots filled while this thread holds the pool's state; `None` otherwise.
-    static DEFERRED: std::cell::RefCell<Option<Vec<Box<dyn FnOnce() + Send>>>> = const { std::cell::RefCell::new(None) };
+    static DEFERRED: std::cell::RefCell<Option<Vec<Callback>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `f` (which takes and lets go of the pool's state), holding back the callbacks of the
@@ -276,7 +279,7 @@ pub(crate) fn deferring<R>(f: impl FnOnce() -> R) -> R {
 
 /// Runs a result's callback; a panic in it is caught: it runs on the pool's manager thread
 /// or a caller's, which must go on.
-fn run_guarded(callback: Box<dyn FnOnce() + Send>) {
+fn run_guarded(callback: Callback) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
 }
 
