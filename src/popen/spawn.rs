@@ -34,9 +34,19 @@ pub(crate) fn exec_self(role: &str, channel: OwnedFd, pdeathsig: Option<libc::c_
     // Everything the child needs is made here: between fork and exec it may not allocate.
     let image = Image::new(role, raw)?;
     let tracker = role == crate::resource_tracker::ROLE;
+    // The tracker's child is born with the signals it ignores blocked, until it ignores them:
+    // one sent at once (a Ctrl-C, a `kill` of whoever learnt its pid) would otherwise end it
+    // before its first instruction.
+    let blocked = tracker.then(block_tracker_signals);
     // SAFETY: the child runs only `exec_child`, which makes async-signal-safe syscalls and
     // touches only memory made before the fork; it never returns.
-    let pid = unsafe { proc::fork()? };
+    let forked = unsafe { proc::fork() };
+    if let Some(old) = blocked
+        && !matches!(forked, Ok(0))
+    {
+        restore_signal_mask(&old);
+    }
+    let pid = forked?;
     if pid == 0 {
         exec_child(&image, raw, parent, pdeathsig, tracker);
     }
@@ -52,6 +62,31 @@ pub(crate) fn exec_self(role: &str, channel: OwnedFd, pdeathsig: Option<libc::c_
     };
     drop(channel);
     Ok((pid, pidfd))
+}
+
+/// The signals the resource tracker ignores.
+const TRACKER_IGNORES: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Blocks [`TRACKER_IGNORES`] on this thread; the mask before.
+fn block_tracker_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset on a local set; pthread_sigmask on this thread, writing
+    // the old mask into a local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in TRACKER_IGNORES {
+            libc::sigaddset(&mut set, sig);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    }
+}
+
+/// Puts back a mask [`block_tracker_signals`] returned.
+fn restore_signal_mask(old: &libc::sigset_t) {
+    // SAFETY: pthread_sigmask on this thread with a mask it had before.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
 }
 
 /// The arguments and environment of the child's `execve`, as NUL-terminated strings and the
@@ -92,6 +127,13 @@ impl Image {
 
 /// The child's side of [`exec_self`], between fork and exec: async-signal-safe syscalls only.
 fn exec_child(image: &Image, channel: RawFd, parent: libc::pid_t, pdeathsig: Option<libc::c_int>, tracker: bool) -> ! {
+    if tracker {
+        // Ignored before they are unblocked below: one that came meanwhile is dropped.
+        for sig in TRACKER_IGNORES {
+            // SAFETY: signal(SIG_IGN) installs no handler code; async-signal-safe.
+            unsafe { libc::signal(sig, libc::SIG_IGN) };
+        }
+    }
     // The state `std::process::Command` gives a child: no signal blocked, SIGPIPE at its
     // default (a Rust parent ignores it, and ignored signals stay ignored across exec).
     // SAFETY: sigemptyset on a local set, sigprocmask on this (the only) thread, and
@@ -110,13 +152,9 @@ fn exec_child(image: &Image, channel: RawFd, parent: libc::pid_t, pdeathsig: Opt
         exec_failed(b"cannot keep its channel to the parent");
     }
     if tracker {
-        // The resource tracker ignores these, and leads a session of its own, from before its
-        // exec (ignored signals stay ignored across it): nobody waits for it to start, and a
-        // Ctrl-C or `kill` meant for the program may come at once.
-        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            // SAFETY: signal(SIG_IGN) installs no handler code; async-signal-safe.
-            unsafe { libc::signal(sig, libc::SIG_IGN) };
-        }
+        // The resource tracker ignores its signals (above), and leads a session of its own,
+        // from before its exec (ignored signals stay ignored across it): nobody waits for it
+        // to start, and a Ctrl-C or `kill` meant for the program may come at once.
         // SAFETY: setsid takes no arguments; async-signal-safe.
         unsafe { libc::setsid() };
     }
