@@ -26,10 +26,18 @@ fn leak(mib: usize) -> usize {
     Box::leak(vec![1u8; mib << 20].into_boxed_slice()).len()
 }
 
-/// Appends a line to the file the exit hook writes (its path comes from the environment).
+/// Where the exit hooks of the pools of process `parent` under `method` write (a hook has no
+/// arguments: it finds the file from who started it, which holds under every start method,
+/// where an environment variable would not reach a fork server's children).
+fn notes_path(parent: u32, method: StartMethod) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("mp_exit_notes_{parent}_{method}"))
+}
+
+/// Appends this worker's pid to its pool's notes.
 fn note_exit() {
     use std::io::Write;
-    let path = std::env::var("MP_EXIT_NOTES").unwrap();
+    let parent = multiprocess::parent_process().unwrap().pid();
+    let path = notes_path(parent, multiprocess::get_start_method());
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
     writeln!(f, "{}", std::process::id()).unwrap();
 }
@@ -100,11 +108,8 @@ start_methods! {
     /// The exit hook runs in each worker as it leaves normally (at close, and after its
     /// maxtasksperchild), not in one that is killed.
     fn the_worker_exit_hook(m) {
-        let notes = std::env::temp_dir().join(format!("mp_exit_notes_{}_{m}", std::process::id()));
+        let notes = notes_path(std::process::id(), m);
         let _ = std::fs::remove_file(&notes);
-        // SAFETY: tests that read this variable run in their own process under nextest, and
-        // under plain cargo test each case names its own file.
-        unsafe { std::env::set_var("MP_EXIT_NOTES", &notes) };
         let p = pool(m, 2).maxtasksperchild(2).worker_exit(note_exit).build().unwrap();
         let pids: Vec<u32> = (0..6).map(|_| p.apply(pid, ()).unwrap()).collect();
         p.shutdown(false).unwrap();
@@ -126,11 +131,10 @@ start_methods! {
 /// A killed worker does not run the hook.
 #[test]
 fn the_exit_hook_does_not_run_in_a_killed_worker() {
-    let notes = std::env::temp_dir().join(format!("mp_exit_notes_killed_{}", std::process::id()));
-    let _ = std::fs::remove_file(&notes);
     common::isolated("the_exit_hook_does_not_run_in_a_killed_worker", || {
-        // SAFETY: run alone in its process (see `common::isolated`).
-        unsafe { std::env::set_var("MP_EXIT_NOTES", &notes) };
+        // Alone in its process (see `common::isolated`): no other fork pool writes here.
+        let notes = notes_path(std::process::id(), StartMethod::Fork);
+        let _ = std::fs::remove_file(&notes);
         let p = pool(StartMethod::Fork, 1).worker_exit(note_exit).build().unwrap();
         let r = p.submit(nap, (10_000,)).unwrap();
         std::thread::sleep(Duration::from_millis(200));
