@@ -412,7 +412,6 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 /// ```
 pub struct AsyncResult<R> {
     pending: Pending,
-    control: Arc<Control>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -425,7 +424,7 @@ impl<R> AsyncResult<R> {
 /// A clone waits for the same task; cancelling one cancels it for all.
 impl<R> Clone for AsyncResult<R> {
     fn clone(&self) -> Self {
-        AsyncResult { pending: self.pending.clone(), control: self.control.clone(), _result: PhantomData }
+        AsyncResult { pending: self.pending.clone(), _result: PhantomData }
     }
 }
 
@@ -447,7 +446,7 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(slot: Arc<Slot>, control: Arc<Control>) -> AsyncResult<R> {
-        AsyncResult { pending: Pending { slots: vec![slot], control: control.clone() }, control, _result: PhantomData }
+        AsyncResult { pending: Pending { slots: vec![slot], control }, _result: PhantomData }
     }
 
     /// Cancels the task (`Future.cancel()`): a task still queued is taken out and never runs;
@@ -473,8 +472,9 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// ```
     pub fn cancel(&self) -> bool {
         let slot = self.slot();
-        if !slot.is_filled() && self.control.send(Command::Cancel(slot.clone())).is_ok() {
-            self.control.wake();
+        let control = &self.pending.control;
+        if !slot.is_filled() && control.send(Command::Cancel(slot.clone())).is_ok() {
+            control.wake();
             // The manager fills the slot either way: cancelled, or with the result that came
             // first. A manager that is gone has filled every slot already.
             slot.wait(None, Spin::No, None);
