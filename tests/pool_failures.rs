@@ -50,6 +50,20 @@ fn failing_init() {
     panic!("no database");
 }
 
+/// Notes `i` in the file at `path` (one line, appended), then kills its own worker if `i` is
+/// `die`.
+fn note_or_die(i: u64, path: String, die: u64) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&path).unwrap();
+    f.write_all(format!("{i}\n").as_bytes()).unwrap();
+    drop(f);
+    if i == die {
+        // SAFETY: kill(2) on our own pid with a plain signal number.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    i
+}
+
 fn pool(m: StartMethod, n: usize) -> Pool {
     Pool::builder().processes(n).start_method(m).build().unwrap()
 }
@@ -136,6 +150,32 @@ start_methods! {
             assert_eq!(r.get_timeout(LONG).unwrap(), (0..40u64).map(|x| x * x).collect::<Vec<_>>());
             assert!(p.worker_pids().iter().all(|w| !victims.contains(w)));
         }
+    }
+
+    /// A worker killed by one of a map's many tiny chunks (which a quick worker is sent
+    /// several at a time): that chunk fails with WorkerDied, and every other chunk runs
+    /// exactly once (none is lost, none runs twice).
+    fn worker_killed_in_a_map_of_tiny_chunks(m) {
+        let path = std::env::temp_dir()
+            .join(format!("multiprocess-tiny-chunks-{}-{m}", std::process::id()))
+            .to_string_lossy()
+            .into_owned();
+        let _ = std::fs::remove_file(&path);
+        let p = pool(m, 2);
+        assert_eq!(p.map(square, 0..100u64).unwrap()[9], 81);
+        let items: Vec<(u64, String, u64)> = (0..3000u64).map(|i| (i, path.clone(), 2000)).collect();
+        let r = p.starmap_async_chunked(note_or_die, items, 1).unwrap();
+        assert!(matches!(r.get_timeout(LONG), Err(Error::WorkerDied { exitcode: -9 })));
+        p.close();
+        p.join().unwrap();
+        let notes = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let mut runs = vec![0u32; 3000];
+        for line in notes.lines() {
+            runs[line.parse::<usize>().unwrap()] += 1;
+        }
+        let wrong: Vec<_> = runs.iter().enumerate().filter(|&(_, &n)| n != 1).collect();
+        assert!(wrong.is_empty(), "chunks run other than once: {wrong:?}");
     }
 
     /// A task past the pool's timeout is killed with its worker and fails with Timeout

@@ -5,7 +5,7 @@
 
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
-use super::worker::{Order, Report, Settings};
+use super::worker::{Order, OrderRef, Report, Settings};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
@@ -24,6 +24,8 @@ const IN_FLIGHT: usize = 2;
 /// of 1) would otherwise leave it waiting for the manager between two. A slow chunk puts it
 /// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free.
 const QUICK_IN_FLIGHT: usize = 16;
+/// Chunks of one call sent to a quick worker in one order, at most.
+const BATCH: usize = 8;
 const QUICK: Duration = Duration::from_micros(50);
 /// How long taking an order back waits for a worker that holds its queue's lock.
 const TAKE_BACK_WAIT: Duration = Duration::from_millis(1);
@@ -33,6 +35,10 @@ const CHECK: Duration = Duration::from_millis(10);
 /// A chunk to run, and where its results go.
 pub(crate) struct Job {
     pub(crate) task: u64,
+    /// Chunks of one call share a group (not 0): a quick worker may be sent several of them
+    /// in one order. A lone task's is 0: it always travels alone, so that a cancel before it
+    /// starts takes it back whole.
+    pub(crate) group: u64,
     /// The runner's offset in the binary.
     pub(crate) runner: i64,
     /// The capturing closure it runs, if it is one.
@@ -102,9 +108,7 @@ impl Control {
     pub(crate) fn submit(&self, jobs: Vec<Job>) {
         deferring(|| {
             let mut m = self.manager.lock().unwrap_or_else(|e| e.into_inner());
-            for job in jobs {
-                m.accept(job);
-            }
+            m.accept(jobs);
         })
     }
 
@@ -264,14 +268,14 @@ impl Manager {
 
     /// Takes a chunk (from a caller's thread, which sends it to a worker at once if one has
     /// room: no hop through the manager thread).
-    pub(crate) fn accept(&mut self, job: Job) {
+    pub(crate) fn accept(&mut self, jobs: Vec<Job>) {
         if self.ended {
-            // Dropped: its slot fails, so nobody waits on it.
+            // Dropped: their slots fail, so nobody waits on them.
             return;
         }
         match &self.init_failed {
-            Some(message) => job.slot.fill(Err(Failure::InitFailed(message.clone()))),
-            None => self.pending.push_back(job),
+            Some(message) => jobs.iter().for_each(|job| job.slot.fill(Err(Failure::InitFailed(message.clone())))),
+            None => self.pending.extend(jobs),
         }
         self.dispatch();
     }
@@ -279,8 +283,9 @@ impl Manager {
     /// Files the reports there are now, and sends what they made room for.
     pub(crate) fn file_waiting(&mut self) {
         let mut any = false;
+        let now = Instant::now();
         while let Ok(bytes) = self.reports.get_nowait() {
-            self.file(&bytes);
+            self.file(&bytes, now);
             any = true;
         }
         if any {
@@ -370,32 +375,36 @@ impl Manager {
                     sent_any = true;
                     continue;
                 }
-                let closure = job.closure.as_ref().map_or(0, |c| c.address as u64);
-                let handles = !job.fds.is_empty();
-                let order =
-                    Order::Run { task: job.task, runner: job.runner, closure, chunk: job.chunk.clone(), handles };
-                let sent = postcard::to_allocvec(&order).map_err(crate::Error::from).and_then(|bytes| {
-                    if handles {
-                        let fds: Vec<_> = job.fds.iter().map(|f| f.as_fd()).collect();
-                        crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
+                let mut batch = vec![job];
+                if w.quick && batch[0].group != 0 && batch[0].fds.is_empty() {
+                    // A quick worker takes several chunks of one call in one order.
+                    let room = (limit - w.held.len()).min(BATCH);
+                    let room = if max_tasks > 0 { room.min((max_tasks - w.sent) as usize) } else { room };
+                    while batch.len() < room
+                        && self.pending.front().is_some_and(|next| {
+                            next.group == batch[0].group && next.fds.is_empty() && !next.slot.is_filled()
+                        })
+                    {
+                        batch.extend(self.pending.pop_front());
                     }
-                    w.orders.put(bytes)?;
-                    Ok(())
-                });
-                if sent.is_err() {
-                    // The worker's queue refused it (closed): keep the chunk for another.
-                    self.pending.push_front(job);
+                }
+                if send_orders(w, &batch).is_err() {
+                    // The worker's queue refused it (closed): keep the chunks for another.
+                    for job in batch.into_iter().rev() {
+                        self.pending.push_front(job);
+                    }
                     continue;
                 }
-                if w.held.is_empty() {
-                    w.since = Instant::now();
-                    job.slot.set_running(true);
+                for mut job in batch {
+                    if w.held.is_empty() {
+                        w.since = Instant::now();
+                        job.slot.set_running(true);
+                    }
+                    // The shared objects in the arguments are on their way to the worker.
+                    job.tickets.drain(..).for_each(crate::heap::Ticket::delivered);
+                    w.held.push_back(job);
+                    w.sent += 1;
                 }
-                // The shared objects in the arguments are on their way to the worker.
-                let mut job = job;
-                job.tickets.drain(..).for_each(crate::heap::Ticket::delivered);
-                w.held.push_back(job);
-                w.sent += 1;
                 sent_any = true;
             }
             if !sent_any {
@@ -420,7 +429,7 @@ impl Manager {
                 continue;
             }
             let w = self.workers.swap_remove(i);
-            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
+            if let Ok(bytes) = postcard::to_allocvec(&OrderRef::Stop) {
                 let _ = w.orders.put(bytes);
             }
             self.retired.push(w.process);
@@ -431,7 +440,8 @@ impl Manager {
     }
 
     /// Files one report.
-    fn file(&mut self, bytes: &[u8]) {
+    /// `now`: about when it came (read once for a batch of reports).
+    fn file(&mut self, bytes: &[u8], now: Instant) {
         match crate::reduction::from_bytes_exact::<Report>(bytes) {
             Ok(Report::Done { worker, task, results }) => {
                 let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
@@ -441,7 +451,6 @@ impl Manager {
                 if let Some(at) = w.held.iter().position(|j| j.task == task)
                     && let Some(job) = w.held.remove(at)
                 {
-                    let now = Instant::now();
                     w.quick = now.duration_since(w.since) < QUICK;
                     w.since = now;
                     job.slot.fill(Ok(results));
@@ -507,7 +516,7 @@ impl Manager {
         let ended: Vec<u64> = self.workers.iter().filter(|w| !w.process.is_alive()).map(|w| w.id).collect();
         self.retired.retain_mut(|p| p.is_alive() || p.join().is_err());
         while let Ok(bytes) = self.reports.get_nowait() {
-            self.file(&bytes);
+            self.file(&bytes, Instant::now());
         }
         let now = Instant::now();
         let mut i = 0;
@@ -528,14 +537,14 @@ impl Manager {
             // Orders still in its queue were never taken (it died idle, or before it came to
             // them): those chunks go to other workers whole. The ones it took and did not
             // report on (one: it takes the next only after reporting) died with it.
-            let mut untaken = 0;
-            while w.orders.get_timeout(Duration::ZERO).is_ok() {
-                untaken += 1;
-            }
-            let mut taken = w.held.len().saturating_sub(untaken);
+            let untaken = drain_orders(&w, Duration::ZERO).len();
+            // Of the chunks it took, one ran: it reports each before it starts the next,
+            // and its reports are filed. The others it took (several in one order) never
+            // started.
+            let mut taken = w.held.len().saturating_sub(untaken).min(1);
             if overran || over_memory {
                 // The chunk that overran was running, whatever the queue says.
-                taken = taken.max(1);
+                taken = 1;
             }
             let failed = taken.min(w.held.len());
             let requeued = w.held.len() - failed;
@@ -596,7 +605,7 @@ impl Manager {
     /// worker is killed and replaced. A chunk that finished first keeps its result.
     fn cancel(&mut self, slot: &Arc<Slot>) {
         while let Ok(bytes) = self.reports.get_nowait() {
-            self.file(&bytes);
+            self.file(&bytes, Instant::now());
         }
         if slot.is_filled() {
             return;
@@ -621,6 +630,18 @@ impl Manager {
                 if first_untaken + k != at {
                     let _ = w.orders.put(order);
                 }
+            }
+            if let Some(job) = w.held.remove(at) {
+                job.slot.fill(Err(Failure::Cancelled));
+            }
+            return;
+        }
+        if at > 0 && w.held[at].group != 0 {
+            // Taken with the chunks before it in one order (a map's), and not started: it
+            // runs when its turn comes, and its result is thrown away (the worker is not cut
+            // short for a chunk it has not begun).
+            for order in untaken {
+                let _ = w.orders.put(order);
             }
             if let Some(job) = w.held.remove(at) {
                 job.slot.fill(Err(Failure::Cancelled));
@@ -656,7 +677,7 @@ impl Manager {
     fn finish(&mut self) {
         self.ended = true;
         for w in &self.workers {
-            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
+            if let Ok(bytes) = postcard::to_allocvec(&OrderRef::Stop) {
                 let _ = w.orders.put(bytes);
             }
         }
@@ -704,15 +725,60 @@ impl Manager {
     }
 }
 
-/// Takes back the orders a worker has not taken from its queue yet (the last of the chunks it
-/// holds, in order).
-fn take_back(w: &mut Worker) -> Vec<Vec<u8>> {
+/// Sends `batch` (chunks of one call, or one chunk) to a worker: one order, and the chunk's
+/// handles on the worker's handle socket first if it has any.
+fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
+    let first = &batch[0];
+    let closure = first.closure.as_ref().map_or(0, |c| c.address as u64);
+    let bytes = if let [job] = batch {
+        let handles = !job.fds.is_empty();
+        if handles {
+            let fds: Vec<_> = job.fds.iter().map(|f| f.as_fd()).collect();
+            crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
+        }
+        postcard::to_allocvec(&OrderRef::Run {
+            task: job.task,
+            runner: job.runner,
+            closure,
+            chunk: &job.chunk,
+            handles,
+        })?
+    } else {
+        let tasks = batch.iter().map(|job| (job.task, job.chunk.as_slice())).collect();
+        postcard::to_allocvec(&OrderRef::Many { runner: first.runner, closure, tasks })?
+    };
+    w.orders.put(bytes)?;
+    Ok(())
+}
+
+/// The chunks in the orders in a worker's queue, taken out; what could not be read counts
+/// as one chunk (it was an order).
+fn drain_orders(w: &Worker, wait: Duration) -> Vec<Option<Order>> {
     let mut untaken = Vec::new();
+    while let Ok(bytes) = w.orders.get_timeout(wait) {
+        match crate::reduction::from_bytes_exact::<Order>(&bytes) {
+            Ok(Order::Many { runner, closure, tasks }) => untaken.extend(
+                tasks
+                    .into_iter()
+                    .map(|(task, chunk)| Some(Order::Run { task, runner, closure, chunk, handles: false })),
+            ),
+            Ok(Order::Stop) => {}
+            Ok(order) => untaken.push(Some(order)),
+            Err(_) => untaken.push(None),
+        }
+    }
+    untaken
+}
+
+/// Takes back the orders a worker has not taken from its queue yet (the last of the chunks it
+/// holds, in order), one order a chunk.
+fn take_back(w: &mut Worker) -> Vec<Vec<u8>> {
     // Not `ZERO`: the worker may hold the queue's lock for the moment it takes an order,
     // and what is behind that order must not be taken for gone.
-    while let Ok(order) = w.orders.get_timeout(TAKE_BACK_WAIT) {
-        untaken.push(order);
-    }
+    let mut untaken: Vec<Vec<u8>> = drain_orders(w, TAKE_BACK_WAIT)
+        .into_iter()
+        .map(|order| order.and_then(|o| postcard::to_allocvec(&o).ok()).unwrap_or_default())
+        .collect();
     untaken.truncate(w.held.len());
     untaken
 }

@@ -448,8 +448,11 @@ impl Pool {
             Func::Plain(runner) => (task::offset_of(*runner as usize), None),
             Func::Closure(c) => (task::offset_of(c.runner as usize), Some(c)),
         };
-        let mut slots = Vec::new();
-        let mut jobs = Vec::new();
+        let chunks = items.len().div_ceil(chunksize.max(1));
+        let mut slots = Vec::with_capacity(chunks);
+        let mut jobs = Vec::with_capacity(chunks);
+        // The chunks of one call (a map's) may travel to a worker several in one order.
+        let group = if items.len() > chunksize.max(1) { self.next_task.load(Ordering::Relaxed) } else { 0 };
         for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
             let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
             let task = self.next_task.fetch_add(1, Ordering::Relaxed);
@@ -471,7 +474,17 @@ impl Pool {
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
             let (chunk, tickets) = (encoded.bytes, encoded.tickets);
-            let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout, fds, tickets };
+            let job = Job {
+                task,
+                group,
+                runner,
+                closure: closure.cloned(),
+                chunk,
+                slot: slot.clone(),
+                timeout,
+                fds,
+                tickets,
+            };
             jobs.push(job);
             slots.push(slot);
         }

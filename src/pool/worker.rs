@@ -27,6 +27,19 @@ pub(crate) enum Order {
     Run { task: u64, runner: i64, closure: u64, chunk: Vec<u8>, handles: bool },
     /// Finish: exit once the orders before this one are done.
     Stop,
+    /// Run several chunks of one call (a map's), one after the other, each reported before
+    /// the next starts, as if each had come in a `Run` of its own (without handles): one
+    /// message for many tiny chunks.
+    Many { runner: i64, closure: u64, tasks: Vec<(u64, Vec<u8>)> },
+}
+
+/// An [`Order`] as the pool encodes it, borrowing the chunks (the same bytes on the wire:
+/// a slice and a `Vec` of bytes encode alike).
+#[derive(Serialize)]
+pub(crate) enum OrderRef<'a> {
+    Run { task: u64, runner: i64, closure: u64, chunk: &'a [u8], handles: bool },
+    Stop,
+    Many { runner: i64, closure: u64, tasks: Vec<(u64, &'a [u8])> },
 }
 
 /// What a worker (or the pool itself, to wake its manager) puts on the result queue.
@@ -108,28 +121,39 @@ fn run_orders(
         match order {
             Order::Run { task, runner, closure, chunk, handles: with_handles } => {
                 let fds = if with_handles { receive_handles(handles, task)? } else { Vec::new() };
-                let results = crate::reduction::with_received(fds, || {
-                    if closure == 0 {
-                        // SAFETY: the offset came from this worker's pool, in the same binary.
-                        let run: Runner = unsafe { task::runner_at(runner) };
-                        run(&chunk)
-                    } else {
-                        // SAFETY: the offset and the address came from this worker's pool,
-                        // which sends a closure only to workers it forked after the closure
-                        // was made.
-                        unsafe {
-                            let run: ClosureRunner = task::closure_runner_at(runner);
-                            run(closure as usize, &chunk)
-                        }
-                    }
-                });
+                let results = crate::reduction::with_received(fds, || run_one(runner, closure, &chunk));
                 send(reports, &Report::Done { worker, task, results })?;
                 done += 1;
+            }
+            Order::Many { runner, closure, tasks } => {
+                for (task, chunk) in tasks {
+                    let results = crate::reduction::with_received(Vec::new(), || run_one(runner, closure, &chunk));
+                    // Reported before the next starts: if the worker dies in that one, the
+                    // pool knows which chunk it died in (the oldest it holds unreported).
+                    send(reports, &Report::Done { worker, task, results })?;
+                    done += 1;
+                }
             }
             Order::Stop => break,
         }
     }
     Ok(())
+}
+
+/// Runs one chunk with the runner at offset `runner` (of the closure at `closure`, if not 0).
+fn run_one(runner: i64, closure: u64, chunk: &[u8]) -> Vec<u8> {
+    if closure == 0 {
+        // SAFETY: the offset came from this worker's pool, in the same binary.
+        let run: Runner = unsafe { task::runner_at(runner) };
+        run(chunk)
+    } else {
+        // SAFETY: the offset and the address came from this worker's pool, which sends a
+        // closure only to workers it forked after the closure was made.
+        unsafe {
+            let run: ClosureRunner = task::closure_runner_at(runner);
+            run(closure as usize, chunk)
+        }
+    }
 }
 
 /// The descriptors of task `task`'s handles, from the handle socket: messages of tasks before

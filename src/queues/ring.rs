@@ -95,7 +95,9 @@ fn patiently(deadline: Deadline, first_yield: u32, mut ready: impl FnMut() -> bo
     // usually comes within a microsecond, and a system call in that time costs more than it
     // saves. A pool's queues yield at once: there a wait is a task's round trip, and the
     // pool's own threads may be what it waits for.
-    for round in 0..SPINS {
+    // On one CPU only the yields can help: what we wait for runs only when we let it.
+    let spins = if crate::sys::proc::one_cpu() { 0 } else { SPINS };
+    for round in 0..spins {
         for _ in 0..1u32 << round.min(5) {
             std::hint::spin_loop();
         }
