@@ -546,6 +546,38 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         self.slot().is_filled()
     }
 
+    /// Whether the task has finished, been cancelled, or failed: tokio's
+    /// `JoinHandle::is_finished`, the same as [`done`](AsyncResult::done).
+    ///
+    /// ```
+    /// fn one() -> u8 { 1 }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.submit(one, ())?;
+    /// r.wait();
+    /// assert!(r.is_finished());
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        self.done()
+    }
+
+    /// Cancels the task, as tokio's `JoinHandle::abort`: [`cancel`](AsyncResult::cancel)
+    /// without its answer. A queued task never runs; a running one's worker is killed and
+    /// replaced; awaiting it then gives [`Error::Cancelled`], unless it had finished first.
+    ///
+    /// ```
+    /// use multiprocess::Error;
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// let pool = multiprocess::Pool::new(1)?;
+    /// let r = pool.submit(nap, (10_000,))?;
+    /// r.abort();
+    /// assert!(matches!(futures::executor::block_on(r), Err(Error::Cancelled)));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn abort(&self) {
+        self.cancel();
+    }
+
     /// Waits for the result and returns it (`get()`): the task's value, or why there is none:
     /// [`Error::TaskPanicked`], [`Error::WorkerDied`], [`Error::Timeout`] (past the pool's task
     /// timeout). It may be called again: the result is kept.
