@@ -38,6 +38,15 @@ fn touch_after(path: String, ms: u64) -> u64 {
     ms
 }
 
+/// Appends `i` to `path` (one line), then naps `ms`.
+fn note_then_nap(i: u64, path: String, ms: u64) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&path).unwrap();
+    f.write_all(format!("{i}\n").as_bytes()).unwrap();
+    drop(f);
+    nap(ms)
+}
+
 const LONG: Duration = Duration::from_secs(20);
 
 fn temp_path(tag: &str) -> String {
@@ -60,6 +69,34 @@ async fn await_some(p: &Pool) -> Vec<u64> {
 const EXPECTED: [u64; 7] = [9, 16, 0, 1, 4, 9, 16];
 
 start_methods! {
+    /// Tasks waiting for a quick worker go to it several in one order; one cancelled there
+    /// before its turn (behind a slow one) never runs, its worker is not replaced, and the
+    /// others run once each.
+    fn cancel_a_task_a_worker_holds_but_has_not_begun(m) {
+        let path = temp_path(&format!("held-{m}"));
+        let p = pool(m, 1);
+        assert_eq!(p.map_chunked(square, 0..64u64, 1).unwrap()[8], 64);
+        let pid = p.worker_pids();
+        // Task 0 naps while 1..=15 fill the worker's hands and 16..=24 wait in the pool; when
+        // 1..=15 are done (quickly), 16..=23 go to the worker in one order, and 16 naps.
+        let ms = |i: u64| if i == 0 || i == 16 { 400 } else { 0 };
+        let results: Vec<_> = (0..25u64).map(|i| p.submit(note_then_nap, (i, path.clone(), ms(i))).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(results[16].running(), "task 16 runs");
+        assert!(!results[20].running());
+        assert!(results[20].cancel());
+        assert!(results[20].cancelled());
+        assert!(matches!(results[20].get_timeout(LONG), Err(Error::Cancelled)));
+        for (i, r) in results.iter().enumerate().filter(|&(i, _)| i != 20) {
+            assert_eq!(r.get_timeout(LONG).unwrap(), ms(i as u64));
+        }
+        assert_eq!(p.worker_pids(), pid, "the worker was not replaced");
+        let mut ran: Vec<u64> = std::fs::read_to_string(&path).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        std::fs::remove_file(&path).unwrap();
+        ran.sort();
+        assert_eq!(ran, (0..25).filter(|&i| i != 20).collect::<Vec<u64>>());
+    }
+
     fn awaits_on_futures_block_on(m) {
         let p = pool(m, 2);
         assert_eq!(futures::executor::block_on(await_some(&p)), EXPECTED);

@@ -3,9 +3,10 @@
 //! or overruns the task timeout fails only the chunk it was running, and is replaced.
 //! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
 
+use super::board::Board;
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
-use super::worker::{Order, OrderRef, Report, Settings};
+use super::worker::{Link, Order, OrderRef, Report, Settings};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
@@ -24,7 +25,8 @@ const IN_FLIGHT: usize = 2;
 /// of 1) would otherwise leave it waiting for the manager between two. A slow chunk puts it
 /// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free.
 const QUICK_IN_FLIGHT: usize = 16;
-/// Chunks of one call sent to a quick worker in one order, at most.
+/// Chunks sent to a quick worker in one order, at most (of one function, in the order they
+/// came).
 const BATCH: usize = 8;
 const QUICK: Duration = Duration::from_micros(50);
 /// How long taking an order back waits for a worker that holds its queue's lock.
@@ -35,10 +37,6 @@ const CHECK: Duration = Duration::from_millis(10);
 /// A chunk to run, and where its results go.
 pub(crate) struct Job {
     pub(crate) task: u64,
-    /// Chunks of one call share a group (not 0): a quick worker may be sent several of them
-    /// in one order. A lone task's is 0: it always travels alone, so that a cancel before it
-    /// starts takes it back whole.
-    pub(crate) group: u64,
     /// The runner's offset in the binary.
     pub(crate) runner: i64,
     /// The capturing closure it runs, if it is one.
@@ -136,9 +134,9 @@ impl Control {
     }
 }
 
-/// Makes (does not start) one worker process: its orders queue, the result queue, its id,
-/// and its `max_tasks`. Made by the builder, which knows the initializer's types.
-pub(crate) type Starter = Box<dyn Fn(SimpleQueue<Vec<u8>>, Queue<Vec<u8>>, Connection, Settings) -> Process + Send>;
+/// Makes (does not start) one worker process, given what links it to the pool. Made by the
+/// builder, which knows the initializer's types.
+pub(crate) type Starter = Box<dyn Fn(Link) -> Process + Send>;
 
 /// The pool's fixed settings.
 pub(crate) struct Config {
@@ -159,6 +157,8 @@ struct Worker {
     orders: SimpleQueue<Vec<u8>>,
     /// Our end of its handle socket: descriptors of handles in task arguments go there.
     handles: OwnedFd,
+    /// Where it notes the chunk it begins, and we the chunks it is to pass over.
+    board: Board,
     /// Chunks sent, oldest (running) first.
     held: VecDeque<Job>,
     /// Chunks sent in all (a worker with `max_tasks` leaves after that many).
@@ -238,10 +238,15 @@ impl Manager {
         let knows = task::closures_made();
         let settings = Settings { id, max_tasks: self.config.max_tasks, exit: self.config.exit };
         let (handles, theirs) = crate::sys::fd::seqpacket_pair()?;
-        let mut process =
-            (self.config.starter)(orders.clone(), self.reports.clone(), Connection::from_fd(theirs), settings)
-                .with_name(format!("{name}-{id}"))
-                .with_daemon(true);
+        let board = Board::new()?;
+        let link = Link {
+            orders: orders.clone(),
+            reports: self.reports.clone(),
+            handles: Connection::from_fd(theirs),
+            board: board.clone(),
+            settings,
+        };
+        let mut process = (self.config.starter)(link).with_name(format!("{name}-{id}")).with_daemon(true);
         if let Err(e) = process.start() {
             log::warn!(target: LOG_TARGET, "pool: cannot start {name}-{id}: {e}");
             return Err(e);
@@ -252,6 +257,7 @@ impl Manager {
             process,
             orders,
             handles,
+            board,
             held: VecDeque::new(),
             sent: 0,
             since: Instant::now(),
@@ -376,13 +382,20 @@ impl Manager {
                     continue;
                 }
                 let mut batch = vec![job];
-                if w.quick && batch[0].group != 0 && batch[0].fds.is_empty() {
-                    // A quick worker takes several chunks of one call in one order.
+                if w.quick && batch[0].fds.is_empty() {
+                    // A quick worker takes several chunks of one function in one order.
                     let room = (limit - w.held.len()).min(BATCH);
                     let room = if max_tasks > 0 { room.min((max_tasks - w.sent) as usize) } else { room };
+                    let first = &batch[0];
+                    let closure = first.closure.as_ref().map(|c| c.address);
+                    let (runner, knows) = (first.runner, w.knows);
                     while batch.len() < room
                         && self.pending.front().is_some_and(|next| {
-                            next.group == batch[0].group && next.fds.is_empty() && !next.slot.is_filled()
+                            next.runner == runner
+                                && next.closure.as_ref().map(|c| c.address) == closure
+                                && next.fds.is_empty()
+                                && next.needs() <= knows
+                                && !next.slot.is_filled()
                         })
                     {
                         batch.extend(self.pending.pop_front());
@@ -636,10 +649,15 @@ impl Manager {
             }
             return;
         }
-        if at > 0 && w.held[at].group != 0 {
-            // Taken with the chunks before it in one order (a map's), and not started: it
-            // runs when its turn comes, and its result is thrown away (the worker is not cut
-            // short for a chunk it has not begun).
+        // Taken: begun, or (several come in one order) waiting behind the one the worker
+        // runs. The board tells which, without a race: a request the worker sees before it
+        // begins the task makes it pass over it.
+        let task = w.held[at].task;
+        let passed_over = w.board.ask(task).is_some_and(|(place, begun)| {
+            let begun_at = w.held.iter().position(|j| j.task == begun);
+            begun_at.is_none_or(|b| b < at) || !w.board.withdraw(place, task)
+        });
+        if passed_over {
             for order in untaken {
                 let _ = w.orders.put(order);
             }
@@ -648,6 +666,19 @@ impl Manager {
             }
             return;
         }
+        // It began: it runs, or has just finished (its report on its way, behind those of the
+        // chunks before it, which it reported before it began this one).
+        while let Ok(bytes) = self.reports.get_nowait() {
+            self.file(&bytes, Instant::now());
+        }
+        let w = &mut self.workers[i];
+        if slot.is_filled() {
+            for order in untaken {
+                let _ = w.orders.put(order);
+            }
+            return;
+        }
+        let first_untaken = w.held.len() - untaken.len();
         // It runs: its worker goes, and a new one takes its place.
         for job in w.held.drain(first_untaken..).rev() {
             job.slot.set_running(false);

@@ -32,6 +32,7 @@
 //! The queues between the parent and its workers are trusted: a worker calls the function
 //! its pool names by address. They are shared with the pool's workers only.
 
+mod board;
 mod imap;
 mod manager;
 #[cfg(feature = "progress")]
@@ -177,10 +178,7 @@ impl PoolBuilder {
         let _ = f;
         self.starter = Some(Box::new(move |method| {
             let args = args.clone();
-            Box::new(move |orders, reports, handles, settings| {
-                get_context(method)
-                    .process(worker::main_with_init::<F, A>, (orders, reports, handles, settings, args.clone()))
-            })
+            Box::new(move |link| get_context(method).process(worker::main_with_init::<F, A>, (link, args.clone())))
         }));
         self
     }
@@ -295,9 +293,7 @@ impl PoolBuilder {
         let method = self.method.unwrap_or_else(get_start_method);
         let starter: manager::Starter = match &self.starter {
             Some(make) => make(method),
-            None => Box::new(move |orders, reports, handles, settings| {
-                get_context(method).process(worker::main, (orders, reports, handles, settings))
-            }),
+            None => Box::new(move |link| get_context(method).process(worker::main, (link,))),
         };
         let config = Config {
             processes,
@@ -451,8 +447,6 @@ impl Pool {
         let chunks = items.len().div_ceil(chunksize.max(1));
         let mut slots = Vec::with_capacity(chunks);
         let mut jobs = Vec::with_capacity(chunks);
-        // The chunks of one call (a map's) may travel to a worker several in one order.
-        let group = if items.len() > chunksize.max(1) { self.next_task.load(Ordering::Relaxed) } else { 0 };
         for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
             let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
             let task = self.next_task.fetch_add(1, Ordering::Relaxed);
@@ -474,17 +468,7 @@ impl Pool {
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
             let (chunk, tickets) = (encoded.bytes, encoded.tickets);
-            let job = Job {
-                task,
-                group,
-                runner,
-                closure: closure.cloned(),
-                chunk,
-                slot: slot.clone(),
-                timeout,
-                fds,
-                tickets,
-            };
+            let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout, fds, tickets };
             jobs.push(job);
             slots.push(slot);
         }

@@ -1,6 +1,7 @@
 //! A pool worker: takes tasks from its own queue, runs them, and puts the results on the
 //! pool's shared result queue. Python's `multiprocessing.pool.worker`.
 
+use super::board::Board;
 use super::task::{self, ClosureRunner, Runner, Task};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
@@ -17,6 +18,17 @@ pub(crate) struct Settings {
     pub(crate) exit: i64,
 }
 
+/// What a worker is started with: where its orders come from and its reports go, its
+/// handle socket, its board, and its settings.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Link {
+    pub(crate) orders: SimpleQueue<Vec<u8>>,
+    pub(crate) reports: Queue<Vec<u8>>,
+    pub(crate) handles: Connection,
+    pub(crate) board: Board,
+    pub(crate) settings: Settings,
+}
+
 /// What the pool sends a worker.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Order {
@@ -27,9 +39,10 @@ pub(crate) enum Order {
     Run { task: u64, runner: i64, closure: u64, chunk: Vec<u8>, handles: bool },
     /// Finish: exit once the orders before this one are done.
     Stop,
-    /// Run several chunks of one call (a map's), one after the other, each reported before
-    /// the next starts, as if each had come in a `Run` of its own (without handles): one
-    /// message for many tiny chunks.
+    /// Run several chunks of one function, one after the other, each reported before the
+    /// next begins, as if each had come in a `Run` of its own (without handles): one message
+    /// for many tiny chunks. A chunk the pool cancelled meanwhile is passed over (see
+    /// [`Board`]).
     Many { runner: i64, closure: u64, tasks: Vec<(u64, Vec<u8>)> },
 }
 
@@ -54,25 +67,14 @@ pub(crate) enum Report {
 }
 
 /// A worker's body, started as a process by the pool, without an initializer.
-pub(crate) fn main(
-    orders: SimpleQueue<Vec<u8>>,
-    reports: Queue<Vec<u8>>,
-    handles: Connection,
-    settings: Settings,
-) -> crate::Result<()> {
+pub(crate) fn main(link: Link) -> crate::Result<()> {
     task::record_panics();
-    serve(&orders, &reports, &handles, settings)
+    serve(&link)
 }
 
 /// A worker's body with an initializer `F` run first on `args` (which may hold handles:
 /// they came in this process's arguments, with their descriptors).
-pub(crate) fn main_with_init<F, A>(
-    orders: SimpleQueue<Vec<u8>>,
-    reports: Queue<Vec<u8>>,
-    handles: Connection,
-    settings: Settings,
-    args: A,
-) -> crate::Result<()>
+pub(crate) fn main_with_init<F, A>(link: Link, args: A) -> crate::Result<()>
 where
     F: Task<A, Output = ()>,
 {
@@ -82,21 +84,17 @@ where
     // with no bytes and no invariants, re-made here out of nothing.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))).is_err() {
-        send(&reports, &Report::InitFailed { worker: settings.id, message: task::take_panic_message() })?;
+        send(&link.reports, &Report::InitFailed { worker: link.settings.id, message: task::take_panic_message() })?;
         return Ok(());
     }
-    serve(&orders, &reports, &handles, settings)
+    serve(&link)
 }
 
 /// Runs orders until told to stop, or `max_tasks` are done (0: no limit); then the exit hook,
 /// if any.
-fn serve(
-    orders: &SimpleQueue<Vec<u8>>,
-    reports: &Queue<Vec<u8>>,
-    handles: &Connection,
-    settings: Settings,
-) -> crate::Result<()> {
-    let served = run_orders(orders, reports, handles, settings);
+fn serve(link: &Link) -> crate::Result<()> {
+    let served = run_orders(link);
+    let settings = link.settings;
     if settings.exit != 0 {
         // SAFETY: the offset came from this worker's pool, in the same binary.
         let run: Runner = unsafe { task::runner_at(settings.exit) };
@@ -108,36 +106,47 @@ fn serve(
     served
 }
 
-fn run_orders(
-    orders: &SimpleQueue<Vec<u8>>,
-    reports: &Queue<Vec<u8>>,
-    handles: &Connection,
-    settings: Settings,
-) -> crate::Result<()> {
-    let Settings { id: worker, max_tasks, .. } = settings;
+fn run_orders(link: &Link) -> crate::Result<()> {
+    let Link { orders, handles, settings, .. } = link;
+    let max_tasks = settings.max_tasks;
     let mut done = 0u64;
     while max_tasks == 0 || done < max_tasks {
         let order: Order = crate::reduction::from_bytes_exact(&orders.get()?)?;
         match order {
             Order::Run { task, runner, closure, chunk, handles: with_handles } => {
                 let fds = if with_handles { receive_handles(handles, task)? } else { Vec::new() };
-                let results = crate::reduction::with_received(fds, || run_one(runner, closure, &chunk));
-                send(reports, &Report::Done { worker, task, results })?;
                 done += 1;
+                run_reported(link, task, runner, closure, &chunk, fds)?;
             }
             Order::Many { runner, closure, tasks } => {
                 for (task, chunk) in tasks {
-                    let results = crate::reduction::with_received(Vec::new(), || run_one(runner, closure, &chunk));
-                    // Reported before the next starts: if the worker dies in that one, the
-                    // pool knows which chunk it died in (the oldest it holds unreported).
-                    send(reports, &Report::Done { worker, task, results })?;
                     done += 1;
+                    run_reported(link, task, runner, closure, &chunk, Vec::new())?;
                 }
             }
             Order::Stop => break,
         }
     }
     Ok(())
+}
+
+/// Runs a chunk (with the descriptors of the handles in its arguments) and reports it,
+/// unless the pool cancelled it since it was sent: then it is passed over (the pool took it
+/// off its books). Reported before the next begins: if the worker dies in that one, the pool
+/// knows which chunk it died in (the oldest it holds unreported).
+fn run_reported(
+    link: &Link,
+    task: u64,
+    runner: i64,
+    closure: u64,
+    chunk: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> crate::Result<()> {
+    if !link.board.begin(task) {
+        return Ok(());
+    }
+    let results = crate::reduction::with_received(fds, || run_one(runner, closure, chunk));
+    send(&link.reports, &Report::Done { worker: link.settings.id, task, results })
 }
 
 /// Runs one chunk with the runner at offset `runner` (of the closure at `closure`, if not 0).
