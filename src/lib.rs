@@ -138,9 +138,12 @@
 //! | `multiprocessing.util` | [`util`]: [`log_to_stderr`] |
 //! | exceptions | [`Error`] |
 //!
-//! The README's tables map every Python call to its Rust form; it also names the guarantees
-//! (what survives a SIGKILL, with the test that proves it) and the places where this crate
-//! differs from CPython on purpose.
+//! In the repository, `docs/` maps every Python call to its Rust form
+//! ([python-to-rust.md](https://github.com/multiprocess-rs/multiprocess/blob/main/docs/python-to-rust.md)),
+//! names the guarantees, with the test that proves each
+//! ([guarantees.md](https://github.com/multiprocess-rs/multiprocess/blob/main/docs/guarantees.md)),
+//! and the places where this crate differs from CPython on purpose
+//! ([differences.md](https://github.com/multiprocess-rs/multiprocess/blob/main/docs/differences.md)).
 //!
 //! ## How children find their code
 //!
