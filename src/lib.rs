@@ -17,10 +17,11 @@
 //!
 //! ## Quick start
 //!
-//! Call [`init`] first in `main`: a child started by spawn or forkserver (the default start
-//! method) is a fresh run of your binary and takes its role there. A function run in a child
-//! is a plain `fn` (or a closure capturing nothing) whose arguments and result are serde
-//! values.
+//! A child started by spawn or forkserver (the default start method) is a fresh run of your
+//! binary; on Linux a load-time constructor gives it its role before `main`, and [`init`]
+//! first in `main` is the explicit, portable form of that step, which the examples keep. A
+//! function run in a child is a plain `fn` (or a closure capturing nothing) whose arguments
+//! and result are serde values.
 //!
 //! A process, and a pipe to talk to it:
 //!
