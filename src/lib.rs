@@ -1,34 +1,41 @@
 //! # multiprocess
 //!
-//! Python's `multiprocessing`, rebuilt in Rust: processes on three start methods (fork,
-//! spawn, forkserver), pipes, connections and CPython-compatible listeners, queues, shared
-//! values and arrays, shared memory, every lock, and a pool that survives its workers'
-//! deaths. One Python name, one Rust name: a Python programmer finds `Process`, `Pipe` (here
-//! [`pipe`]), `Queue`, `Lock`, `Pool`, `current_process` and `active_children` where they
-//! expect them.
+//! Python's `multiprocessing`, rebuilt in Rust, for Linux: processes on three start methods
+//! (fork, spawn, forkserver), pipes, connections and CPython-compatible listeners, queues,
+//! shared values and arrays, shared memory, every lock, a pool that survives its workers'
+//! deaths, and managers, local and remote. One Python name, one Rust name: a Python
+//! programmer finds `Process`, `Pipe` (here [`pipe`]), `Queue`, `Lock`, `Pool`,
+//! `current_process` and `active_children` where they expect them.
 //!
-//! | Python module | here |
-//! |---|---|
-//! | `multiprocessing.process`, `context` | [`Process`], [`get_context`], [`current_process`] |
-//! | `multiprocessing.connection` | [`connection`]: [`pipe`], [`Listener`], [`Client`], [`connection::wait`] |
-//! | `multiprocessing.queues` | [`queues`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] |
-//! | `multiprocessing.synchronize` | [`synchronize`]: [`Lock`], [`RLock`], [`Semaphore`], [`Condition`], [`Event`], [`Barrier`] |
-//! | `multiprocessing.sharedctypes` | [`sharedctypes`]: [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
-//! | `multiprocessing.shared_memory` | [`shared_memory`]: [`SharedMemory`], [`ShareableList`] |
-//! | `multiprocessing.pool` | [`pool`]: [`Pool`] |
-//! | `multiprocessing.util` | [`util`]: [`log_to_stderr`] |
+//! ```toml
+//! [dependencies]
+//! multiprocess = "0.1"
+//! ```
+//!
+//! Features: `progress` (progress bars for `Pool::map_progress` and `Pool::imap_progress`)
+//! and `stream` (`futures_core::Stream` for [`Pool::imap`] and [`Pool::imap_unordered`]).
+//!
+//! ## Quick start
+//!
+//! A child started by spawn or forkserver (the default start method) is a fresh run of your
+//! binary; on Linux a load-time constructor gives it its role before `main`, and [`init`]
+//! first in `main` is the explicit, portable form of that step, which the examples keep. A
+//! function run in a child is a plain `fn` (or a closure capturing nothing) whose arguments
+//! and result are serde values.
+//!
+//! A process, and a pipe to talk to it:
 //!
 //! ```
-//! use multiprocess::{Process, Connection, pipe};
+//! use multiprocess::{Connection, Process, pipe};
 //!
-//! fn f(name: String, conn: Connection) -> multiprocess::Result<()> {
+//! fn greet(name: String, conn: Connection) -> multiprocess::Result<()> {
 //!     conn.send(&format!("hello {name}"))
 //! }
 //!
 //! fn main() -> multiprocess::Result<()> {
 //!     multiprocess::init();
 //!     let (parent_end, child_end) = pipe()?;
-//!     let mut p = Process::new(f, ("john".to_string(), child_end));
+//!     let mut p = Process::new(greet, ("john".to_string(), child_end));
 //!     p.start()?;
 //!     assert_eq!(parent_end.recv::<String>()?, "hello john");
 //!     p.join()?;
@@ -36,6 +43,108 @@
 //!     Ok(())
 //! }
 //! ```
+//!
+//! A [`Queue`] filled by two producers:
+//!
+//! ```
+//! use multiprocess::{Process, Queue};
+//!
+//! fn produce(q: Queue<(u32, String)>, worker: u32) -> multiprocess::Result<()> {
+//!     for i in 0..3 {
+//!         q.put((worker, format!("item {i}")))?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! fn main() -> multiprocess::Result<()> {
+//!     multiprocess::init();
+//!     let q = Queue::new()?;
+//!     let mut producers = Vec::new();
+//!     for worker in 0..2 {
+//!         let mut p = Process::new(produce, (q.clone(), worker));
+//!         p.start()?;
+//!         producers.push(p);
+//!     }
+//!     for _ in 0..6 {
+//!         let (worker, item) = q.get()?;
+//!         println!("worker {worker}: {item}");
+//!     }
+//!     for p in &mut producers {
+//!         p.join()?;
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A [`Pool`]:
+//!
+//! ```
+//! use multiprocess::Pool;
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> multiprocess::Result<()> {
+//!     multiprocess::init();
+//!     let pool = Pool::new(4)?;
+//!     let squares = pool.map(square, 0..10u64)?;
+//!     assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//!     let pending = pool.apply_async(square, (12,))?; // runs in the background
+//!     assert_eq!(pending.get()?, 144);
+//!     pool.close();
+//!     pool.join()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A manager's dict, shared with a child:
+//!
+//! ```
+//! use multiprocess::Process;
+//! use multiprocess::managers::DictProxy;
+//!
+//! fn record(d: DictProxy<String, u32>, n: u32) -> multiprocess::Result<()> {
+//!     d.insert(format!("child {n}"), n * n)?;
+//!     Ok(())
+//! }
+//!
+//! fn main() -> multiprocess::Result<()> {
+//!     multiprocess::init();
+//!     let m = multiprocess::manager()?; // a server process, shut down when `m` is dropped
+//!     let d = m.dict::<String, u32>()?;
+//!     let mut p = Process::new(record, (d.clone(), 3));
+//!     p.start()?;
+//!     p.join()?;
+//!     assert_eq!(d.get(&"child 3".to_string())?, Some(9));
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Module map, in Python's names
+//!
+//! | Python | here |
+//! |---|---|
+//! | `multiprocessing.process` | [`Process`], [`current_process`], [`parent_process`], [`active_children`] |
+//! | `multiprocessing.context` | [`get_context`], [`set_start_method`], [`StartMethod`], [`Context`] |
+//! | `multiprocessing.connection` | [`connection`]: [`pipe`], [`Connection`], [`Listener`], [`Client`], [`connection::wait`] |
+//! | `multiprocessing.reduction` | [`Connection::send_handle`], [`Connection::recv_handle`] |
+//! | `multiprocessing.queues` | [`queues`]: [`Queue`], [`SimpleQueue`], [`JoinableQueue`] |
+//! | `multiprocessing.synchronize` | [`synchronize`]: [`Lock`], [`RLock`], [`Semaphore`], [`BoundedSemaphore`], [`Condition`], [`Event`], [`Barrier`] |
+//! | `multiprocessing.sharedctypes` | [`sharedctypes`]: [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
+//! | `multiprocessing.shared_memory` | [`shared_memory`]: [`SharedMemory`], [`ShareableList`] |
+//! | `multiprocessing.pool` | [`pool`]: [`Pool`], [`AsyncResult`], [`MapResult`] |
+//! | `concurrent.futures` (`submit`, `as_completed`, `wait`) | [`Pool::submit`], [`as_completed`], [`wait`], [`ReturnWhen`] |
+//! | `multiprocessing.managers` | [`managers`]: [`manager`], [`SyncManager`], [`managed`], [`managers::SharedMemoryManager`] |
+//! | `multiprocessing.util` | [`util`]: [`log_to_stderr`] |
+//! | exceptions | [`Error`] |
+//!
+//! In the repository, `docs/` maps every Python call to its Rust form
+//! ([python-to-rust.md](https://github.com/multiprocess-rs/multiprocess/blob/main/docs/python-to-rust.md)),
+//! names the guarantees, with the test that proves each
+//! ([guarantees.md](https://github.com/multiprocess-rs/multiprocess/blob/main/docs/guarantees.md)),
+//! and the places where this crate differs from CPython on purpose
+//! ([differences.md](https://github.com/multiprocess-rs/multiprocess/blob/main/docs/differences.md)).
 //!
 //! ## How children find their code
 //!
@@ -53,6 +162,11 @@
 //! methods are safe there, and fork children only run the target and exit.
 
 #![warn(missing_docs)]
+
+/// The README's examples, run as doc tests so that they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 mod bootstrap;
 pub mod connection;

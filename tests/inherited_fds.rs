@@ -1,4 +1,4 @@
-//! What a child holds (issue 16 point 9, the README's "Passing things to children"): a
+//! What a child holds (issue 16 point 9, docs/children.md): a
 //! spawn or forkserver child only the descriptors it was given; a fork child, as in CPython,
 //! every descriptor its parent had open.
 mod common;

@@ -1017,7 +1017,7 @@ start_methods! {
         assert_eq!(p.exitcode(), Some(0));
     }
 
-    /// PROC-31, as the crate documents it (README, "Where we differ from CPython"): a child
+    /// PROC-31, as the crate documents it (docs/differences.md): a child
     /// ends when its target returns, as a Rust program ends when `main` returns. So a thread
     /// the target joins (CPython's non-daemon thread) finishes first, and a thread it does not
     /// join (a daemon thread, in CPython's terms) is killed and does not delay the exit.

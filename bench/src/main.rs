@@ -8,6 +8,7 @@
 //!
 //! See bench/README.md for what each column means.
 
+mod chart;
 mod cpython;
 mod limit;
 mod machine;
@@ -49,6 +50,7 @@ struct Options {
     python: String,
     cpython: bool,
     list: bool,
+    write_results: bool,
 }
 
 const USAGE: &str = "\
@@ -58,11 +60,13 @@ usage: cargo run --release -p multiprocess-bench -- [options]
   --only NAME      run only rows whose workload or id starts with NAME (repeatable, or
                    comma-separated), e.g. --only pipe_pingpong --only process_start_join/spawn
   --json PATH      where to write the JSON results (default bench/results/latest.json, or
-                   bench/results/quick.json with --quick); the markdown table goes beside it
-                   with the extension .md
+                   bench/results/quick.json with --quick); the markdown table and the chart
+                   go beside it with the extensions .md and .svg
   --rounds N       rounds (default 7, or 2 with --quick)
   --python EXE     the CPython interpreter (default python3)
   --no-cpython     leave the CPython column out
+  --write-results  also write bench/RESULTS.md (headline, chart, whole table) and
+                   bench/results/chart.svg, the committed results the README links to
   --list           list the row ids and exit
 ";
 
@@ -75,6 +79,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         python: "python3".into(),
         cpython: true,
         list: false,
+        write_results: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -90,6 +95,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--python" => o.python = value("--python")?,
             "--no-cpython" => o.cpython = false,
             "--list" => o.list = true,
+            "--write-results" => o.write_results = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -278,11 +284,21 @@ fn run(opts: &Options, args: &[String]) -> Result<bool, String> {
         PathBuf::from(manifest_dir).join("results").join(if opts.quick { "quick.json" } else { "latest.json" })
     });
     let md_path = json_path.with_extension("md");
+    let svg_path = json_path.with_extension("svg");
     let md = report.markdown();
     print!("{md}");
     let json = serde_json::to_string_pretty(&report).map_err(|e| format!("JSON: {e}"))?;
     write_file(&json_path, &(json + "\n"))?;
     write_file(&md_path, &md)?;
-    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    chart::write_svg(&report, &svg_path)?;
+    eprintln!("wrote {}, {} and {}", json_path.display(), md_path.display(), svg_path.display());
+    if opts.write_results {
+        // The committed results: only when asked, so that a smoke run leaves them alone.
+        let results_md = PathBuf::from(manifest_dir).join("RESULTS.md");
+        let chart_svg = PathBuf::from(manifest_dir).join("results").join("chart.svg");
+        write_file(&results_md, &report.results_markdown("results/chart.svg"))?;
+        chart::write_svg(&report, &chart_svg)?;
+        eprintln!("wrote {} and {}", results_md.display(), chart_svg.display());
+    }
     Ok(report.rows.iter().all(|r| r.errors().next().is_none()))
 }

@@ -330,3 +330,86 @@ impl Report {
         o
     }
 }
+
+/// The rows the project README quotes as its headline, in its order: a row id and what the
+/// README calls the workload. Rows that did not run are left out.
+pub const HEADLINE: &[(&str, &str)] = &[
+    ("process_start_join/forkserver", "start + join a process, forkserver"),
+    ("process_start_join/spawn", "start + join a process, spawn"),
+    ("pipe_pingpong/typed", "pipe round trip, `send`/`recv`, one core"),
+    ("pipe_pingpong/typed-cross-core", "pipe round trip, `send`/`recv`, across cores"),
+    ("lock_uncontended/lock", "`Lock` acquire + release"),
+    ("lock_contended/cross-core", "`Lock`, 2 processes contending"),
+    ("sync_pingpong/event-cross-core", "`Event` ping-pong across cores"),
+    ("queue_small/1-producer", "`Queue`, small messages, 1 producer"),
+    ("queue_1m/1-producer-gbps", "`Queue`, 1 MiB messages"),
+    ("pool_startup_shutdown/forkserver", "`Pool(2)` start + shutdown, forkserver"),
+    ("pool_map/default-chunks", "`Pool(2).map` of 1,000,000 tasks"),
+    ("pool_apply/unpinned", "`Pool(1).apply` round trip"),
+    ("managers_dict/unpinned", "manager dict set + get"),
+];
+
+fn median_text(c: &Option<Cell>, unit: &str) -> String {
+    match c.as_ref().and_then(|c| c.summary) {
+        Some(s) => format!("{} {unit}", num(s.median)),
+        None => "–".into(),
+    }
+}
+
+fn median_ratio(r: &Option<Summary>) -> String {
+    r.as_ref().map_or("–".into(), |s| format!("{}×", ratio(s.median)))
+}
+
+impl Report {
+    /// The headline rows ([`HEADLINE`]) as a short table of medians, the one the README quotes.
+    pub fn headline_markdown(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "| workload | multiprocess | CPython | speed-up over CPython | ours / limit |");
+        let _ = writeln!(o, "|---|---|---|---|---|");
+        for (id, name) in HEADLINE {
+            let Some(r) = self.rows.iter().find(|r| r.id == *id) else { continue };
+            let _ = writeln!(
+                o,
+                "| {name} | {} | {} | {} | {} |",
+                median_text(&r.ours, &r.unit_label),
+                median_text(&r.cpython, &r.unit_label),
+                median_ratio(&r.speedup_over_cpython),
+                median_ratio(&r.ours_over_limit),
+            );
+        }
+        o
+    }
+
+    /// `bench/RESULTS.md`: the headline, the chart, then the whole table with the machine and
+    /// the command. `chart` is the chart's path relative to the file.
+    pub fn results_markdown(&self, chart: &str) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "<!-- Written by the benchmark harness (bench/src/report.rs) with --write-results: do not edit by hand. \
+             Hand-written analysis goes to docs/performance.md. -->\n"
+        );
+        let _ = writeln!(o, "# Benchmark results\n");
+        if self.quick {
+            let _ = writeln!(
+                o,
+                "**This is a quick smoke run (`--quick`: few iterations, {} rounds, cross-core rows left out): \
+                 its times are not meaningful. A full run (`cargo run --release -p multiprocess-bench -- \
+                 --write-results`, about eight minutes on a quiet machine) replaces it.**\n",
+                self.rounds
+            );
+        }
+        let _ = writeln!(
+            o,
+            "Each workload measured three ways in one run, rounds interleaved: multiprocess, CPython's \
+             `multiprocessing` doing the same, and the machine's limit (the same mechanism in raw syscalls). \
+             `bench/README.md` explains the method and every column; `docs/performance.md` discusses the \
+             results.\n"
+        );
+        let _ = writeln!(o, "## Headline (medians)\n");
+        o.push_str(&self.headline_markdown());
+        let _ = writeln!(o, "\n![Speed-up over CPython and ours / limit per workload]({chart})\n");
+        o.push_str(&self.markdown().replacen("## multiprocess benchmark", "## All rows: multiprocess benchmark", 1));
+        o
+    }
+}
