@@ -349,6 +349,11 @@ impl fmt::Debug for PoolBuilder {
 const MAX_HANDLES_PER_CHUNK: usize = 253;
 
 /// CPython's default chunk size for `map`: `ceil(n / (4 × workers))`.
+/// Chunks of a call handed to the workers before the rest are encoded; then twice as many
+/// each time, up to `HAND_OVER_MAX`.
+const HAND_OVER_FIRST: usize = 32;
+const HAND_OVER_MAX: usize = 4096;
+
 fn default_chunksize(n: usize, processes: usize) -> usize {
     n.div_ceil(4 * processes).max(1)
 }
@@ -446,7 +451,8 @@ impl Pool {
         };
         let chunks = items.len().div_ceil(chunksize.max(1));
         let mut slots = Vec::with_capacity(chunks);
-        let mut jobs = Vec::with_capacity(chunks);
+        let mut jobs = Vec::with_capacity(chunks.min(HAND_OVER_MAX));
+        let mut hand_over_at = HAND_OVER_FIRST;
         for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
             let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
             let task = self.next_task.fetch_add(1, Ordering::Relaxed);
@@ -471,6 +477,13 @@ impl Pool {
             let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout, fds, tickets };
             jobs.push(job);
             slots.push(slot);
+            if jobs.len() >= hand_over_at {
+                // The first chunks go to the workers while the rest are being encoded, so
+                // that they do not wait for the whole list (a chunk that then cannot be
+                // encoded fails the call, as in CPython, where the chunks before it run).
+                self.control.submit(std::mem::take(&mut jobs));
+                hand_over_at = (hand_over_at * 2).min(HAND_OVER_MAX);
+            }
         }
         // Straight to the workers with room, from this thread.
         self.control.submit(jobs);
