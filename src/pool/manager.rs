@@ -120,6 +120,12 @@ impl Control {
         })
     }
 
+    /// The CPU the pool's last report came from (a worker's), plus one (0: none yet): a
+    /// waiter on that CPU does not spin.
+    pub(crate) fn worker_cpu(&self) -> u32 {
+        self.reports.producer_cpu()
+    }
+
     /// Sends a command; `PoolNotRunning` once the manager is gone.
     pub(crate) fn send(&self, command: Command) -> crate::Result<()> {
         let commands = self.commands.lock().unwrap_or_else(|e| e.into_inner());

@@ -61,7 +61,8 @@ pub(crate) struct Slot {
 
 /// Looks at `done` before a waiter sleeps (with a yield every 256).
 const SPINS: u32 = 4000;
-/// On one CPU, gives the CPU away this many times (to the worker) before a waiter sleeps.
+/// With the worker on our CPU, gives the CPU away this many times (to the worker) before a
+/// waiter sleeps.
 const ONE_CPU_YIELDS: u32 = 64;
 
 /// What the slot's lock guards.
@@ -198,10 +199,13 @@ impl Slot {
     /// it looks a little before it sleeps: a result usually comes within microseconds, and
     /// waking a sleeper on a condition variable costs ten or more.
     pub(crate) fn wait(&self, deadline: Option<Instant>, spin: Spin, help: Option<&Control>) -> Option<Outcome> {
-        if spin == Spin::Yes && crate::sys::proc::one_cpu() {
-            // One CPU: the worker (and whoever files its report) runs only when we let it, so
-            // we give the CPU away instead of spinning, and file the report ourselves when it
-            // comes; a sleep would cost a wake-up on top.
+        let shares_cpu = || {
+            help.is_some_and(|c| !crate::sys::futex::worth_spinning(crate::sys::proc::current_cpu(), c.worker_cpu()))
+        };
+        if spin == Spin::Yes && shares_cpu() {
+            // The worker last reported from our CPU: it (and whoever files its report) runs
+            // only when we let it, so we give the CPU away instead of spinning, and file the
+            // report ourselves when it comes; a sleep would cost a wake-up on top.
             for _ in 0..ONE_CPU_YIELDS {
                 if self.done.load(std::sync::atomic::Ordering::Acquire)
                     || deadline.is_some_and(|at| at <= Instant::now())

@@ -368,6 +368,11 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         self.handle.ring().wait_nonempty(Deadline::after(Some(timeout)))
     }
 
+    /// The CPU the last producer ran on, plus one (0: none yet; a hint for a waiter).
+    pub(crate) fn producer_cpu(&self) -> u32 {
+        self.handle.ring().producer_cpu()
+    }
+
     /// How many items the queue holds (`qsize()`). Exact when it is read: a `put` counts as
     /// soon as it returns (no feeder thread lags behind, as in CPython).
     ///

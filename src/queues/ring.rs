@@ -35,7 +35,7 @@
 use super::signal::Signal;
 use crate::heap::{Shared, SharedState};
 use crate::synchronize::mutex::{Acquired, RawMutex};
-use crate::sys::Deadline;
+use crate::sys::{Deadline, futex, proc};
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -82,7 +82,7 @@ const PLAIN_FIRST_YIELD: u32 = 16;
 /// are more busy processes than cores, the one we wait for may be waiting for ours), and
 /// says whether `ready()` came true. A sleep would cost the other side a system call to wake
 /// us, on every record.
-fn patiently(deadline: Deadline, first_yield: u32, mut ready: impl FnMut() -> bool) -> bool {
+fn patiently(deadline: Deadline, first_yield: u32, peer_cpu: u32, mut ready: impl FnMut() -> bool) -> bool {
     if deadline.expired() {
         return false;
     }
@@ -95,8 +95,9 @@ fn patiently(deadline: Deadline, first_yield: u32, mut ready: impl FnMut() -> bo
     // usually comes within a microsecond, and a system call in that time costs more than it
     // saves. A pool's queues yield at once: there a wait is a task's round trip, and the
     // pool's own threads may be what it waits for.
-    // On one CPU only the yields can help: what we wait for runs only when we let it.
-    let spins = if crate::sys::proc::one_cpu() { 0 } else { SPINS };
+    // With the peer last seen on our CPU only the yields can help: it runs only when we let
+    // it (`peer_cpu` 0: not known).
+    let spins = if futex::worth_spinning(proc::current_cpu(), peer_cpu) { SPINS } else { 0 };
     for round in 0..spins {
         for _ in 0..1u32 << round.min(5) {
             std::hint::spin_loop();
@@ -170,6 +171,9 @@ struct PutSide {
     /// Set while the holder waits for room: a `put_nowait` that finds the lock taken then
     /// knows the queue is full, instead of waiting for the lock.
     waiting_for_room: AtomicU32,
+    /// The CPU the last producer ran on, plus one (0: none yet): a consumer waiting on that
+    /// same CPU does not spin (the producer cannot run while it does). A hint only.
+    cpu: AtomicU32,
 }
 
 /// The consumers' lock, and what only its holder uses.
@@ -412,11 +416,16 @@ impl Ring {
         self.fit(self.head(), self.tail(), HEADER).is_none()
     }
 
+    /// The CPU the last producer ran on, plus one (0: none yet; a hint).
+    pub(crate) fn producer_cpu(&self) -> u32 {
+        self.state().put.cpu.load(Ordering::Relaxed)
+    }
+
     /// Waits until the queue holds something, or `deadline`, without taking it (nor the
     /// consumers' lock, so that other consumers may take it meanwhile); whether it does.
     pub(crate) fn wait_nonempty(&self, deadline: Deadline) -> bool {
         !self.is_empty()
-            || patiently(deadline, self.first_yield, || !self.is_empty())
+            || patiently(deadline, self.first_yield, self.producer_cpu(), || !self.is_empty())
             || self.state().data.sleep_until(deadline, || !self.is_empty())
     }
 
@@ -459,6 +468,7 @@ impl Ring {
             }
             Acquired::Yes => {}
         }
+        state.put.cpu.store(proc::current_cpu(), Ordering::Relaxed);
         let placed = self.place(size, deadline);
         // The window must reach the record's end, and a pad record's at the old tail.
         let window = placed
@@ -507,7 +517,7 @@ impl Ring {
         // covers one on another CPU; yielding covers one preempted on ours, which could not
         // let go while we spin, and which a sleep would cost a system call to wake us.
         if put.lock.try_lock_free()
-            || patiently(deadline, self.first_yield, || put.lock.holder().is_none() && put.lock.try_lock_free())
+            || patiently(deadline, self.first_yield, 0, || put.lock.holder().is_none() && put.lock.try_lock_free())
         {
             return Acquired::Yes;
         }
@@ -549,7 +559,7 @@ impl Ring {
             return placed;
         }
         state.put.waiting_for_room.store(1, Ordering::Relaxed);
-        if !patiently(deadline, self.first_yield, &mut fresh) {
+        if !patiently(deadline, self.first_yield, 0, &mut fresh) {
             state.space.sleep_until(deadline, fresh);
         }
         state.put.waiting_for_room.store(0, Ordering::Relaxed);
@@ -655,7 +665,7 @@ impl Ring {
                     tail.bytes() != head.bytes()
                 };
                 let arrived = fresh()
-                    || patiently(deadline, self.first_yield, &mut fresh)
+                    || patiently(deadline, self.first_yield, self.producer_cpu(), &mut fresh)
                     || state.data.sleep_until(deadline, fresh);
                 if !arrived {
                     return Err(GetFail::Empty);

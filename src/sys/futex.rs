@@ -143,11 +143,10 @@ pub(crate) fn spin_until(rounds: u32, mut done: impl FnMut() -> bool) -> bool {
 
 /// Whether a waiter on `my_cpu` should spin for a process last seen on `their_cpu` (both as
 /// [`current_cpu`](super::proc::current_cpu) gives them): not when they share a CPU, since
-/// the other cannot run while we spin, and every pause is time taken from it; nor when this
-/// thread may run on one CPU only.
+/// the other cannot run while we spin, and every pause is time taken from it.
 #[inline]
 pub(crate) fn worth_spinning(my_cpu: u32, their_cpu: u32) -> bool {
-    (their_cpu == 0 || their_cpu != my_cpu) && !proc::one_cpu()
+    their_cpu == 0 || their_cpu != my_cpu
 }
 
 /// Spin, then park: waits until `ready()` (which may take something, as a semaphore's does)

@@ -2,7 +2,6 @@
 //! children, and what we count to warn about forking a threaded process.
 
 use super::{cvt, retry};
-use std::cell::Cell;
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
@@ -114,32 +113,6 @@ pub(crate) fn current_cpu() -> u32 {
     // SAFETY: sched_getcpu takes no arguments and only reads.
     let cpu = unsafe { libc::sched_getcpu() };
     if cpu < 0 { 0 } else { cpu as u32 + 1 }
-}
-
-/// Whether this thread may run on one CPU only (`taskset -c 0`, a one-CPU container): then a
-/// waiter never spins, since what it waits for cannot run while it does. Read from the
-/// affinity mask once every 256 calls (a system call), so that a thread pinned later finds out
-/// soon, and the calls between cost a thread-local read.
-pub(crate) fn one_cpu() -> bool {
-    thread_local! {
-        static CACHED: Cell<(u8, bool)> = const { Cell::new((0, false)) };
-    }
-    CACHED.with(|c| {
-        let (calls, one) = c.get();
-        if calls != 0 {
-            c.set((calls.wrapping_add(1), one));
-            return one;
-        }
-        // SAFETY: `cpu_set_t` is plain data, zeroed is the empty set; sched_getaffinity
-        // writes at most its size, and CPU_COUNT only reads it.
-        let one = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0
-                && libc::CPU_COUNT(&set) == 1
-        };
-        c.set((1, one));
-        one
-    })
 }
 
 /// The parent's id (1, or a subreaper's, once the parent is gone).
