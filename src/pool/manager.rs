@@ -3,6 +3,7 @@
 //! or overruns the task timeout fails only the chunk it was running, and is replaced.
 //! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
 
+use super::link::{Link, Orders};
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
 use super::worker::{Order, Report, Settings};
@@ -151,8 +152,8 @@ pub(crate) struct Config {
 
 struct Worker {
     id: u64,
-    process: Process,
-    orders: SimpleQueue<Vec<u8>>,
+    process: Link,
+    orders: Orders,
     /// Our end of its handle socket: descriptors of handles in task arguments go there.
     handles: OwnedFd,
     /// Chunks sent, oldest (running) first.
@@ -177,7 +178,7 @@ pub(crate) struct Manager {
     next_id: u64,
     pending: VecDeque<Job>,
     /// Workers told to stop to make room for ones that know a newer closure, until reaped.
-    retired: Vec<Process>,
+    retired: Vec<Link>,
     pids: Arc<Mutex<Vec<u32>>>,
     closing: bool,
     init_failed: Option<String>,
@@ -245,8 +246,8 @@ impl Manager {
         log::debug!(target: LOG_TARGET, "pool: added worker {name}-{id} (pid {})", process.pid().unwrap_or(0));
         self.workers.push(Worker {
             id,
-            process,
-            orders,
+            process: Link::Local(process),
+            orders: Orders::Local(orders),
             handles,
             held: VecDeque::new(),
             sent: 0,
@@ -255,6 +256,23 @@ impl Manager {
             knows,
         });
         Ok(())
+    }
+
+    /// Adds a worker that is not a local process (an MPI rank), numbered `id`: its reports
+    /// name it so. A pool of such workers is built with `processes` 0.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn add_remote(&mut self, id: u64, process: Link, orders: Orders, handles: OwnedFd) {
+        self.workers.push(Worker {
+            id,
+            process,
+            orders,
+            handles,
+            held: VecDeque::new(),
+            sent: 0,
+            since: Instant::now(),
+            quick: false,
+            knows: 0,
+        });
     }
 
     fn publish_pids(&self) {
