@@ -64,6 +64,38 @@ impl Link {
         }
     }
 
+    /// Under what time from sending a chunk to its report the worker counts as quick (and is
+    /// sent more chunks at once): `local` for a local process; for a rank, whose reports come
+    /// over MPI through rank 0's MPI thread, the longer time of that trip.
+    pub(crate) fn quick(&self, local: Duration) -> Duration {
+        match self {
+            Link::Local(_) => local,
+            #[cfg(feature = "mpi")]
+            Link::Rank(_) => local.max(super::mpi::QUICK_TRIP),
+        }
+    }
+
+    /// How many chunks a quick worker holds at once: `local` for a local process; more for a
+    /// rank, whose chunks and reports travel in batches, a trip of tens of microseconds or
+    /// more apart.
+    pub(crate) fn in_flight(&self, local: usize) -> usize {
+        match self {
+            Link::Local(_) => local,
+            #[cfg(feature = "mpi")]
+            Link::Rank(_) => local.max(super::mpi::QUICK_IN_FLIGHT),
+        }
+    }
+
+    /// Moves the worker's messages along, for a rank (from the thread that waits for a
+    /// result: no hop through rank 0's MPI thread); nothing for a local process.
+    pub(crate) fn poll(&self) {
+        match self {
+            Link::Local(_) => {}
+            #[cfg(feature = "mpi")]
+            Link::Rank(r) => r.poll(),
+        }
+    }
+
     pub(crate) fn exitcode(&self) -> Option<i32> {
         match self {
             Link::Local(p) => p.exitcode(),

@@ -296,6 +296,11 @@ impl Manager {
 
     /// Files the reports there are now, and sends what they made room for.
     pub(crate) fn file_waiting(&mut self) {
+        // An MPI pool's ranks share one link to MPI: the reports it has come in now.
+        #[cfg(feature = "mpi")]
+        if let Some(w) = self.workers.first() {
+            w.process.poll();
+        }
         let mut any = false;
         while let Ok(bytes) = self.reports.get_nowait() {
             self.file(&bytes);
@@ -375,7 +380,7 @@ impl Manager {
         while !self.pending.is_empty() {
             let mut sent_any = false;
             for w in &mut self.workers {
-                let limit = if w.quick { limit.max(QUICK_IN_FLIGHT) } else { limit };
+                let limit = if w.quick { limit.max(w.process.in_flight(QUICK_IN_FLIGHT)) } else { limit };
                 if w.held.len() >= limit || (max_tasks > 0 && w.sent >= max_tasks) {
                     continue;
                 }
@@ -460,7 +465,7 @@ impl Manager {
                     && let Some(job) = w.held.remove(at)
                 {
                     let now = Instant::now();
-                    w.quick = now.duration_since(w.since) < QUICK;
+                    w.quick = now.duration_since(w.since) < w.process.quick(QUICK);
                     w.since = now;
                     job.slot.fill(Ok(results));
                     // The worker takes its next order as soon as it has reported.
