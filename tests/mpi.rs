@@ -67,7 +67,8 @@ fn e(err: Error) -> String {
 
 const CHECKS: &[Check] = &[
     ("processes are the other ranks", |pool| {
-        let size: usize = std::env::var("OMPI_COMM_WORLD_SIZE").map_err(|_| "no OMPI_COMM_WORLD_SIZE")?.parse().unwrap();
+        let size: usize =
+            std::env::var("OMPI_COMM_WORLD_SIZE").map_err(|_| "no OMPI_COMM_WORLD_SIZE")?.parse().unwrap();
         ensure(pool.processes() == size - 1, || format!("{} workers for {size} ranks", pool.processes()))?;
         ensure(pool.worker_pids().is_empty(), || "ranks have no local pids".into())
     }),
@@ -129,12 +130,14 @@ const CHECKS: &[Check] = &[
         Ok(())
     }),
     ("wait and as_completed", |pool| {
-        let results: Vec<_> = [200u64, 1, 50].iter().map(|&ms| pool.submit(nap, (ms,))).collect::<Result<_, _>>().map_err(e)?;
+        let results: Vec<_> =
+            [200u64, 1, 50].iter().map(|&ms| pool.submit(nap, (ms,))).collect::<Result<_, _>>().map_err(e)?;
         let first = wait(&results, None, ReturnWhen::FirstCompleted);
         ensure(!first.done.is_empty(), || "FirstCompleted with nothing done".into())?;
         let all = wait(&results, Some(Duration::from_secs(30)), ReturnWhen::AllCompleted);
         ensure(all.done.len() == 3 && all.not_done.is_empty(), || "AllCompleted: not all done".into())?;
-        let results: Vec<_> = [300u64, 1].iter().map(|&ms| pool.submit(nap, (ms,))).collect::<Result<_, _>>().map_err(e)?;
+        let results: Vec<_> =
+            [300u64, 1].iter().map(|&ms| pool.submit(nap, (ms,))).collect::<Result<_, _>>().map_err(e)?;
         let order: Vec<u64> = as_completed(results).map(|r| r.get()).collect::<Result<_, _>>().map_err(e)?;
         ensure(order == [1, 300], || format!("as_completed order {order:?}"))
     }),

@@ -19,11 +19,11 @@
 //! messages (a stop comes after the orders before it); task numbers are never tags.
 //! Messages: a kind byte, then frames (a little-endian `u64` length and the bytes).
 
+use super::Pool;
 use super::link::{Link, Orders};
 use super::manager::{Config, Manager};
 use super::task::{self, Runner};
 use super::worker::{Order, Report};
-use super::Pool;
 use crate::queues::{PutError, Queue};
 use crate::{Error, Result, StartMethod};
 use mpi::request::{Request, StaticScope};
@@ -31,8 +31,8 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -154,14 +154,16 @@ impl Pool {
         if size < 2 {
             let _ = start_tx.send(None);
             let _ = thread.join();
-            return Err(Error::Mpi(
-                "the MPI job has one rank, so no workers: run it with mpirun -n N, N ≥ 2".into(),
-            ));
+            return Err(Error::Mpi("the MPI job has one rank, so no workers: run it with mpirun -n N, N ≥ 2".into()));
         }
         let (order_tx, order_rx) = mpsc::channel::<Out>();
         let shared =
             Arc::new(Shared { lead: Mutex::new(None), serialized, polled: AtomicU64::new(0), epoch: Instant::now() });
-        let hub = Arc::new(Hub { tx: Mutex::new(order_tx.clone()), shared: shared.clone(), thread: Mutex::new(Some(thread)) });
+        let hub = Arc::new(Hub {
+            tx: Mutex::new(order_tx.clone()),
+            shared: shared.clone(),
+            thread: Mutex::new(Some(thread)),
+        });
         let config = Config {
             processes: 0,
             method: StartMethod::Spawn,
@@ -378,9 +380,8 @@ struct Start {
 /// the pool's manager; the others: the tasks), and finalizes.
 fn mpi_thread(started: Sender<Result<(i32, i32, bool)>>, start: Receiver<Option<Start>>) {
     let Some((universe, threading)) = mpi::initialize_with_threading(mpi::Threading::Serialized) else {
-        let _ = started.send(Err(Error::Mpi(
-            "MPI was initialized in this process before: Pool::mpi() can be called once".into(),
-        )));
+        let _ = started
+            .send(Err(Error::Mpi("MPI was initialized in this process before: Pool::mpi() can be called once".into())));
         return;
     };
     let serialized = matches!(threading, mpi::Threading::Serialized | mpi::Threading::Multiple);

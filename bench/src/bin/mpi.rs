@@ -103,7 +103,9 @@ fn raw() {
         for w in 1..=workers {
             for _ in 0..window {
                 if next < items.len() {
-                    world.process_at_rank(w as i32).send_with_tag(&postcard::to_allocvec(&items[next]).unwrap()[..], TASK);
+                    world
+                        .process_at_rank(w as i32)
+                        .send_with_tag(&postcard::to_allocvec(&items[next]).unwrap()[..], TASK);
                     next += 1;
                 }
             }
@@ -134,7 +136,8 @@ fn raw() {
     // worker (two large blocking sends each way would deadlock).
     let chunksize = MAP_ITEMS.div_ceil(4 * workers);
     let start = Instant::now();
-    let chunks: Vec<Vec<u64>> = (0..MAP_ITEMS).collect::<Vec<_>>().chunks(chunksize as usize).map(<[u64]>::to_vec).collect();
+    let chunks: Vec<Vec<u64>> =
+        (0..MAP_ITEMS).collect::<Vec<_>>().chunks(chunksize as usize).map(<[u64]>::to_vec).collect();
     let r = run(&chunks, 1);
     let chunked = MAP_ITEMS as f64 / start.elapsed().as_secs_f64();
     assert_eq!(r.len(), MAP_ITEMS as usize);
@@ -214,7 +217,10 @@ fn drive(args: &[String]) {
             ("raw", vec![me.display().to_string(), "raw".into()]),
         ];
         if mpi4py {
-            s.push(("mpi4py", vec![python.clone(), "-m".into(), "mpi4py.futures".into(), script.display().to_string()]));
+            s.push((
+                "mpi4py",
+                vec![python.clone(), "-m".into(), "mpi4py.futures".into(), script.display().to_string()],
+            ));
         }
         s
     };
