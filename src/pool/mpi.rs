@@ -568,7 +568,7 @@ fn lead(start: Start, size: usize) {
 fn nap(idle: &mut Idle) {
     let nap = idle.next();
     if nap.is_zero() {
-        std::thread::yield_now();
+        std::hint::spin_loop();
     } else {
         std::thread::sleep(nap);
     }
