@@ -88,6 +88,7 @@ impl Link {
 
     /// Moves the worker's messages along, for a rank (from the thread that waits for a
     /// result: no hop through rank 0's MPI thread); nothing for a local process.
+    #[cfg(feature = "mpi")]
     pub(crate) fn poll(&self) {
         match self {
             Link::Local(_) => {}
