@@ -94,11 +94,13 @@ impl Pool {
     ///
     /// Failures: a panicking task fails alone with [`Error::TaskPanicked`]. A rank that dies
     /// ends the whole job: `mpirun` kills the other ranks and exits non-zero (Open MPI's
-    /// default error handler), within a few seconds. Cancelling a running task gives
-    /// [`Error::Cancelled`] at once, but its rank finishes it (a rank cannot be killed
-    /// alone); `terminate()` likewise lets each rank finish the task it runs. A panic on
-    /// rank 0 outside a task unwinds through the pool's drop, which stops the ranks: the
-    /// job ends with `mpirun` exiting non-zero, not a hang.
+    /// default error handler), within a few seconds. A rank cannot be killed alone: cancelling
+    /// a task that a rank was already sent (a rank that runs quick tasks is sent up to 64 at
+    /// once) gives [`Error::Cancelled`] at once, but the rank runs it to its end, its result
+    /// dropped; `terminate()` lets each rank finish the task it runs (and, with quick tasks,
+    /// the few behind it: a busy rank looks for messages every 8 tasks). A panic on rank 0
+    /// outside a task unwinds through the pool's drop, which stops the ranks: the job ends
+    /// with `mpirun` exiting non-zero, not a hang.
     ///
     /// Errors ([`Error::Mpi`]): not started by an MPI launcher (no `OMPI_COMM_WORLD_SIZE`,
     /// `PMIX_RANK`, `PMI_RANK`, ... in the environment: MPI is then not touched, and a
