@@ -177,6 +177,17 @@ pub enum Error {
     /// `BrokenPipeError` or `ConnectionRefusedError` there).
     #[error("the manager's server is gone (shut down or dead)")]
     ManagerGone,
+    /// `Pool::mpi()` (feature `mpi`) cannot make an MPI pool: the program was not started by
+    /// an MPI launcher (`mpirun`, `mpiexec`, `srun`), the job has a single rank, or MPI was
+    /// initialized in this process before. mpi4py's `MPIPoolExecutor` raises `RuntimeError`
+    /// or hangs there.
+    ///
+    /// ```
+    /// let e = multiprocess::Error::Mpi("not started by mpirun".into());
+    /// assert_eq!(e.to_string(), "MPI: not started by mpirun");
+    /// ```
+    #[error("MPI: {0}")]
+    Mpi(String),
     /// Any other operating-system error (`OSError`).
     #[error(transparent)]
     Io(#[from] io::Error),

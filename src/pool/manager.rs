@@ -4,9 +4,10 @@
 //! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
 
 use super::board::Board;
+use super::link::{Link, Orders};
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
-use super::worker::{Link, Order, OrderRef, Report, Settings};
+use super::worker::{Channels, Order, OrderRef, Report, Settings};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
@@ -142,7 +143,7 @@ impl Control {
 
 /// Makes (does not start) one worker process, given what links it to the pool. Made by the
 /// builder, which knows the initializer's types.
-pub(crate) type Starter = Box<dyn Fn(Link) -> Process + Send>;
+pub(crate) type Starter = Box<dyn Fn(Channels) -> Process + Send>;
 
 /// The pool's fixed settings.
 pub(crate) struct Config {
@@ -159,8 +160,8 @@ pub(crate) struct Config {
 
 struct Worker {
     id: u64,
-    process: Process,
-    orders: SimpleQueue<Vec<u8>>,
+    process: Link,
+    orders: Orders,
     /// Our end of its handle socket: descriptors of handles in task arguments go there.
     handles: OwnedFd,
     /// Where it notes the chunk it begins, and we the chunks it is to pass over.
@@ -187,7 +188,7 @@ pub(crate) struct Manager {
     next_id: u64,
     pending: VecDeque<Job>,
     /// Workers told to stop to make room for ones that know a newer closure, until reaped.
-    retired: Vec<Process>,
+    retired: Vec<Link>,
     pids: Arc<Mutex<Vec<u32>>>,
     closing: bool,
     init_failed: Option<String>,
@@ -245,14 +246,14 @@ impl Manager {
         let settings = Settings { id, max_tasks: self.config.max_tasks, exit: self.config.exit };
         let (handles, theirs) = crate::sys::fd::seqpacket_pair()?;
         let board = Board::new()?;
-        let link = Link {
+        let channels = Channels {
             orders: orders.clone(),
             reports: self.reports.clone(),
             handles: Connection::from_fd(theirs),
             board: board.clone(),
             settings,
         };
-        let mut process = (self.config.starter)(link).with_name(format!("{name}-{id}")).with_daemon(true);
+        let mut process = (self.config.starter)(channels).with_name(format!("{name}-{id}")).with_daemon(true);
         if let Err(e) = process.start() {
             log::warn!(target: LOG_TARGET, "pool: cannot start {name}-{id}: {e}");
             return Err(e);
@@ -260,8 +261,8 @@ impl Manager {
         log::debug!(target: LOG_TARGET, "pool: added worker {name}-{id} (pid {})", process.pid().unwrap_or(0));
         self.workers.push(Worker {
             id,
-            process,
-            orders,
+            process: Link::Local(process),
+            orders: Orders::Local(orders),
             handles,
             board,
             held: VecDeque::new(),
@@ -269,6 +270,27 @@ impl Manager {
             since: Instant::now(),
             quick: false,
             knows,
+        });
+        Ok(())
+    }
+
+    /// Adds a worker that is not a local process (an MPI rank), numbered `id`: its reports
+    /// name it so. A pool of such workers is built with `processes` 0.
+    #[cfg(feature = "mpi")]
+    pub(crate) fn add_remote(&mut self, id: u64, process: Link, orders: Orders, handles: OwnedFd) -> crate::Result<()> {
+        self.workers.push(Worker {
+            id,
+            process,
+            orders,
+            handles,
+            // Never read by the rank: its orders come one a message (see `Orders::batches`),
+            // and a cancel cannot reach it.
+            board: Board::new()?,
+            held: VecDeque::new(),
+            sent: 0,
+            since: Instant::now(),
+            quick: false,
+            knows: 0,
         });
         Ok(())
     }
@@ -294,6 +316,11 @@ impl Manager {
 
     /// Files the reports there are now, and sends what they made room for.
     pub(crate) fn file_waiting(&mut self) {
+        // An MPI pool's ranks share one link to MPI: the reports it has come in now.
+        #[cfg(feature = "mpi")]
+        if let Some(w) = self.workers.first() {
+            w.process.poll();
+        }
         let mut any = false;
         let now = Instant::now();
         while let Ok(bytes) = self.reports.get_nowait() {
@@ -374,7 +401,7 @@ impl Manager {
         while !self.pending.is_empty() {
             let mut sent_any = false;
             for w in &mut self.workers {
-                let limit = if w.quick { limit.max(QUICK_IN_FLIGHT) } else { limit };
+                let limit = if w.quick { limit.max(w.process.in_flight(QUICK_IN_FLIGHT)) } else { limit };
                 if w.held.len() >= limit || (max_tasks > 0 && w.sent >= max_tasks) {
                     continue;
                 }
@@ -388,7 +415,7 @@ impl Manager {
                     continue;
                 }
                 let mut batch = vec![job];
-                if w.quick && batch[0].fds.is_empty() {
+                if w.quick && batch[0].fds.is_empty() && w.orders.batches() {
                     // A quick worker takes several chunks of one function in one order.
                     let room = (limit - w.held.len()).min(BATCH);
                     let room = if max_tasks > 0 { room.min((max_tasks - w.sent) as usize) } else { room };
@@ -470,7 +497,7 @@ impl Manager {
                 if let Some(at) = w.held.iter().position(|j| j.task == task)
                     && let Some(job) = w.held.remove(at)
                 {
-                    w.quick = now.duration_since(w.since) < QUICK;
+                    w.quick = now.duration_since(w.since) < w.process.quick(QUICK);
                     w.since = now;
                     job.slot.fill(Ok(results));
                     // The worker takes its next order as soon as it has reported.

@@ -34,7 +34,10 @@
 
 mod board;
 mod imap;
+mod link;
 mod manager;
+#[cfg(feature = "mpi")]
+mod mpi;
 #[cfg(feature = "progress")]
 mod progress;
 mod result;
@@ -87,6 +90,8 @@ pub struct Pool {
     processes: usize,
     method: StartMethod,
     pids: Arc<Mutex<Vec<u32>>>,
+    /// The workers are MPI ranks: no capturing closures, no handles, no per-call timeouts.
+    remote: bool,
 }
 
 /// How to build a [`Pool`] (Python's `Pool(processes, initializer, initargs,
@@ -178,7 +183,9 @@ impl PoolBuilder {
         let _ = f;
         self.starter = Some(Box::new(move |method| {
             let args = args.clone();
-            Box::new(move |link| get_context(method).process(worker::main_with_init::<F, A>, (link, args.clone())))
+            Box::new(move |channels| {
+                get_context(method).process(worker::main_with_init::<F, A>, (channels, args.clone()))
+            })
         }));
         self
     }
@@ -293,7 +300,7 @@ impl PoolBuilder {
         let method = self.method.unwrap_or_else(get_start_method);
         let starter: manager::Starter = match &self.starter {
             Some(make) => make(method),
-            None => Box::new(move |link| get_context(method).process(worker::main, (link,))),
+            None => Box::new(move |channels| get_context(method).process(worker::main, (channels,))),
         };
         let config = Config {
             processes,
@@ -304,11 +311,27 @@ impl PoolBuilder {
             memory_limit: self.memory_limit,
             exit: self.exit,
         };
+        Pool::launch(config, processes, false, |_, _| Ok(()))
+    }
+}
+
+impl Pool {
+    /// Makes the manager (its first workers, then `setup`'s), its thread, and the pool;
+    /// `processes` is what the pool counts as its size.
+    fn launch(
+        config: Config,
+        processes: usize,
+        remote: bool,
+        setup: impl FnOnce(&mut Manager, &Queue<Vec<u8>>) -> Result<()>,
+    ) -> Result<Pool> {
+        let method = config.method;
         let reports = Queue::for_pool()?;
         let (tx, rx) = mpsc::channel();
         let pids = Arc::new(Mutex::new(Vec::new()));
         let woken = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let manager = Arc::new(Mutex::new(Manager::new(config, reports.clone(), rx, pids.clone(), woken.clone())?));
+        let mut manager = Manager::new(config, reports.clone(), rx, pids.clone(), woken.clone())?;
+        setup(&mut manager, &reports)?;
+        let manager = Arc::new(Mutex::new(manager));
         let (shared, results) = (manager.clone(), reports.clone());
         let handle = std::thread::Builder::new()
             .name("multiprocess-pool".into())
@@ -327,6 +350,7 @@ impl PoolBuilder {
             processes,
             method,
             pids,
+            remote,
         })
     }
 }
@@ -422,6 +446,14 @@ impl Pool {
 
     /// `f` as this pool sends it: a capturing closure only under fork.
     fn func<F: Task<A>, A: DeserializeOwned>(&self, f: F) -> Result<Func> {
+        if std::mem::size_of::<F>() != 0 && self.remote {
+            return Err(Error::InvalidArgument(
+                "a closure that captures values cannot be a task of an MPI pool (Pool::mpi): the other ranks \
+                 find a task by its address in the binary, not its captures; pass what it captures as arguments \
+                 instead"
+                    .into(),
+            ));
+        }
         if std::mem::size_of::<F>() != 0 && self.method != StartMethod::Fork {
             return Err(Error::InvalidArgument(format!(
                 "a closure that captures values can be a pool task only under the fork start method \
@@ -459,6 +491,13 @@ impl Pool {
             // Handles in the arguments (a Lock, a Queue, a pipe end) travel as descriptors
             // beside the chunk, as in a child's arguments.
             let encoded = crate::reduction::encode_message(chunk)?;
+            if self.remote && (!encoded.fds.is_empty() || !encoded.tickets.is_empty()) {
+                return Err(Error::InvalidArgument(
+                    "handles (locks, queues, shared values) cannot be arguments of an MPI pool's tasks: \
+                     the other ranks may be on other hosts"
+                        .into(),
+                ));
+            }
             if encoded.fds.len() > MAX_HANDLES_PER_CHUNK {
                 return Err(Error::InvalidArgument(format!(
                     "a chunk's arguments hold {} descriptors; at most {MAX_HANDLES_PER_CHUNK} travel with one task",
@@ -529,6 +568,11 @@ impl Pool {
         F: Task<A>,
         A: Serialize + DeserializeOwned,
     {
+        if self.remote && timeout.is_some() {
+            return Err(Error::InvalidArgument(
+                "an MPI pool's tasks have no timeout: a rank cannot be stopped in the middle of a task".into(),
+            ));
+        }
         let func = self.func(f)?;
         let mut slots = self.submit_chunks(&func, &[args], 1, None, 0, timeout)?;
         Ok(AsyncResult::new(slots.remove(0), self.control.clone()))

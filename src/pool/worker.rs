@@ -21,7 +21,7 @@ pub(crate) struct Settings {
 /// What a worker is started with: where its orders come from and its reports go, its
 /// handle socket, its board, and its settings.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Link {
+pub(crate) struct Channels {
     pub(crate) orders: SimpleQueue<Vec<u8>>,
     pub(crate) reports: Queue<Vec<u8>>,
     pub(crate) handles: Connection,
@@ -67,14 +67,14 @@ pub(crate) enum Report {
 }
 
 /// A worker's body, started as a process by the pool, without an initializer.
-pub(crate) fn main(link: Link) -> crate::Result<()> {
+pub(crate) fn main(channels: Channels) -> crate::Result<()> {
     task::record_panics();
-    serve(&link)
+    serve(&channels)
 }
 
 /// A worker's body with an initializer `F` run first on `args` (which may hold handles:
 /// they came in this process's arguments, with their descriptors).
-pub(crate) fn main_with_init<F, A>(link: Link, args: A) -> crate::Result<()>
+pub(crate) fn main_with_init<F, A>(channels: Channels, args: A) -> crate::Result<()>
 where
     F: Task<A, Output = ()>,
 {
@@ -84,17 +84,20 @@ where
     // with no bytes and no invariants, re-made here out of nothing.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))).is_err() {
-        send(&link.reports, &Report::InitFailed { worker: link.settings.id, message: task::take_panic_message() })?;
+        send(
+            &channels.reports,
+            &Report::InitFailed { worker: channels.settings.id, message: task::take_panic_message() },
+        )?;
         return Ok(());
     }
-    serve(&link)
+    serve(&channels)
 }
 
 /// Runs orders until told to stop, or `max_tasks` are done (0: no limit); then the exit hook,
 /// if any.
-fn serve(link: &Link) -> crate::Result<()> {
-    let served = run_orders(link);
-    let settings = link.settings;
+fn serve(channels: &Channels) -> crate::Result<()> {
+    let served = run_orders(channels);
+    let settings = channels.settings;
     if settings.exit != 0 {
         // SAFETY: the offset came from this worker's pool, in the same binary.
         let run: Runner = unsafe { task::runner_at(settings.exit) };
@@ -106,8 +109,8 @@ fn serve(link: &Link) -> crate::Result<()> {
     served
 }
 
-fn run_orders(link: &Link) -> crate::Result<()> {
-    let Link { orders, handles, settings, .. } = link;
+fn run_orders(channels: &Channels) -> crate::Result<()> {
+    let Channels { orders, handles, settings, .. } = channels;
     let max_tasks = settings.max_tasks;
     let mut done = 0u64;
     while max_tasks == 0 || done < max_tasks {
@@ -116,12 +119,12 @@ fn run_orders(link: &Link) -> crate::Result<()> {
             Order::Run { task, runner, closure, chunk, handles: with_handles } => {
                 let fds = if with_handles { receive_handles(handles, task)? } else { Vec::new() };
                 done += 1;
-                run_reported(link, task, runner, closure, &chunk, fds)?;
+                run_reported(channels, task, runner, closure, &chunk, fds)?;
             }
             Order::Many { runner, closure, tasks } => {
                 for (task, chunk) in tasks {
                     done += 1;
-                    run_reported(link, task, runner, closure, &chunk, Vec::new())?;
+                    run_reported(channels, task, runner, closure, &chunk, Vec::new())?;
                 }
             }
             Order::Stop => break,
@@ -135,18 +138,18 @@ fn run_orders(link: &Link) -> crate::Result<()> {
 /// off its books). Reported before the next begins: if the worker dies in that one, the pool
 /// knows which chunk it died in (the oldest it holds unreported).
 fn run_reported(
-    link: &Link,
+    channels: &Channels,
     task: u64,
     runner: i64,
     closure: u64,
     chunk: &[u8],
     fds: Vec<std::os::fd::OwnedFd>,
 ) -> crate::Result<()> {
-    if !link.board.begin(task) {
+    if !channels.board.begin(task) {
         return Ok(());
     }
     let results = crate::reduction::with_received(fds, || run_one(runner, closure, chunk));
-    send(&link.reports, &Report::Done { worker: link.settings.id, task, results })
+    send(&channels.reports, &Report::Done { worker: channels.settings.id, task, results })
 }
 
 /// Runs one chunk with the runner at offset `runner` (of the closure at `closure`, if not 0).
