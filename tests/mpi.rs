@@ -96,6 +96,19 @@ const CHECKS: &[Check] = &[
             pool.imap_chunked(square, 0..1000u64, 64).map_err(e)?.collect::<Result<_, _>>().map_err(e)?;
         ensure(chunked[999] == 998_001, || "imap_chunked: wrong square".into())
     }),
+    // Built with the feature `progress` (as .ci/mpi builds it): the bars over ranks.
+    ("progress bars (feature progress)", |pool| {
+        #[cfg(feature = "progress")]
+        {
+            let got = pool.map_progress(square, 0..300u64).map_err(e)?;
+            ensure(got == (0..300u64).map(|x| x * x).collect::<Vec<_>>(), || "map_progress: wrong squares".into())?;
+            let got: Vec<u64> =
+                pool.imap_progress(square, 0..100u64, Some(100)).map_err(e)?.collect::<Result<_, _>>().map_err(e)?;
+            ensure(got[99] == 9801, || "imap_progress: wrong square".into())?;
+        }
+        let _ = pool;
+        Ok(())
+    }),
     ("starmap", |pool| {
         let got = pool.starmap(mul, (0..1000i64).map(|i| (i, -3))).map_err(e)?;
         ensure(got == (0..1000i64).map(|i| -3 * i).collect::<Vec<_>>(), || "wrong products".into())
