@@ -390,6 +390,10 @@ pub(crate) fn install_panic_header() {
     INSTALLED.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
+            if crate::pool::panics_recorded() {
+                // A pool worker: the panic is the task's result, not a message.
+                return crate::pool::record_panic(info);
+            }
             let Some(name) = process::child_name_for_panic() else { return previous(info) };
             let message = info
                 .payload()

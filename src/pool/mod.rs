@@ -33,6 +33,7 @@
 //! its pool names by address. They are shared with the pool's workers only.
 
 mod board;
+pub(crate) use task::{record as record_panic, recording as panics_recorded};
 mod imap;
 mod link;
 mod manager;

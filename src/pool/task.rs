@@ -186,23 +186,39 @@ thread_local! {
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// Whether this process records panics for its tasks' results (a pool worker).
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// In a worker: panics are recorded for the task's result instead of printed (the parent
-/// reports them, as CPython re-raises a task's exception in the caller).
+/// reports them, as CPython re-raises a task's exception in the caller). The hook that
+/// records them is the crate's own child hook, installed before a fork (see
+/// `bootstrap::install_panic_header`); this only switches it over, without the hook lock,
+/// which another thread of the parent may have held at the fork (a fork child that took it
+/// then waited for ever).
 pub(crate) fn record_panics() {
-    std::panic::set_hook(Box::new(|info| {
-        let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
-            (*s).to_string()
-        } else if let Some(s) = info.payload().downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "Box<dyn Any>".to_string()
-        };
-        let text = match info.location() {
-            Some(at) => format!("{message} (at {}:{}:{})", at.file(), at.line(), at.column()),
-            None => message,
-        };
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
-    }));
+    crate::bootstrap::install_panic_header();
+    RECORDING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether panics are recorded here (see [`record_panics`]).
+pub(crate) fn recording() -> bool {
+    RECORDING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Records a panic's message and location for the task's result (from the panic hook).
+pub(crate) fn record(info: &std::panic::PanicHookInfo<'_>) {
+    let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = info.payload().downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    };
+    let text = match info.location() {
+        Some(at) => format!("{message} (at {}:{}:{})", at.file(), at.line(), at.column()),
+        None => message,
+    };
+    LAST_PANIC.with(|p| *p.borrow_mut() = Some(text));
 }
 
 pub(crate) fn take_panic_message() -> String {
