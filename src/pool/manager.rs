@@ -7,7 +7,7 @@ use super::board::Board;
 use super::link::{Link, Orders};
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
-use super::worker::{Channels, Order, OrderRef, Report, Settings};
+use super::worker::{Channels, Order, OrderRef, Piece, PieceRef, Report, Settings};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
@@ -808,7 +808,7 @@ fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
             handles,
         })?
     } else {
-        let tasks = batch.iter().map(|job| (job.task, job.chunk.as_slice())).collect();
+        let tasks = batch.iter().map(|job| PieceRef(job.task, &job.chunk)).collect();
         postcard::to_allocvec(&OrderRef::Many { runner: first.runner, closure, tasks })?
     };
     w.orders.put(bytes)?;
@@ -824,7 +824,7 @@ fn drain_orders(w: &Worker, wait: Duration) -> Vec<Option<Order>> {
             Ok(Order::Many { runner, closure, tasks }) => untaken.extend(
                 tasks
                     .into_iter()
-                    .map(|(task, chunk)| Some(Order::Run { task, runner, closure, chunk, handles: false })),
+                    .map(|Piece(task, chunk)| Some(Order::Run { task, runner, closure, chunk, handles: false })),
             ),
             Ok(Order::Stop) => {}
             Ok(order) => untaken.push(Some(order)),

@@ -350,18 +350,48 @@ pub(crate) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Vec<Result<R>> {
     }
 }
 
-/// Appends a chunk's values to `out`, or gives its first failure: as [`decode`], without a
-/// list of `Result`s in between (a map's chunk of 125,000 values would make one of several
-/// megabytes).
+/// Appends a chunk's values to `out`, or gives its first failure: as [`decode`], decoded
+/// straight into `out`, without a list of `Result`s in between (a map's chunk of 125,000
+/// values would make one of several megabytes, in pages touched for the first time).
 fn decode_into<R: DeserializeOwned>(outcome: Outcome, out: &mut Vec<R>) -> Result<()> {
     let bytes = outcome.map_err(|failure| failure.error())?;
-    let results = crate::reduction::from_bytes_exact::<Vec<std::result::Result<R, String>>>(&bytes)
+    let failed = crate::reduction::seed_from_bytes(AppendValues(out, bytes.len()), &bytes, Option::is_none)
         .map_err(|e| Error::Codec(format!("cannot decode a task's result: {e}")))?;
-    out.reserve(results.len());
-    for r in results {
-        out.push(r.map_err(|message| Error::TaskPanicked { message })?);
+    match failed {
+        Some(message) => Err(Error::TaskPanicked { message }),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Decodes a chunk's `Vec<Result<R, String>>` into the values it appends to a vector,
+/// stopping at the first `Err`, whose message it gives. With the length of the encoding: no
+/// more results than bytes.
+struct AppendValues<'a, R>(&'a mut Vec<R>, usize);
+
+impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for AppendValues<'_, R> {
+    type Value = Option<String>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Option<String>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for AppendValues<'_, R> {
+    type Value = Option<String>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a chunk's results")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Option<String>, A::Error> {
+        // The count comes from another process: trusted only as far as the bytes go (each
+        // result takes one at least).
+        self.0.reserve(seq.size_hint().unwrap_or(0).min(self.1));
+        while let Some(result) = seq.next_element::<std::result::Result<R, String>>()? {
+            match result {
+                Ok(value) => self.0.push(value),
+                Err(message) => return Ok(Some(message)),
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// The slots a background call waits on.
@@ -909,6 +939,23 @@ impl<R: DeserializeOwned> MapResult<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_decode_into_the_output_up_to_the_first_failure() {
+        let sent: Vec<std::result::Result<u64, String>> = vec![Ok(1), Ok(2), Err("boom".into()), Ok(4)];
+        let mut out = vec![0u64];
+        let got = decode_into(Ok(postcard::to_allocvec(&sent).unwrap()), &mut out);
+        assert!(matches!(got, Err(Error::TaskPanicked { message }) if message == "boom"));
+        assert_eq!(out, [0, 1, 2]);
+        let sent: Vec<std::result::Result<u64, String>> = vec![Ok(5), Ok(6)];
+        decode_into(Ok(postcard::to_allocvec(&sent).unwrap()), &mut out).unwrap();
+        assert_eq!(out, [0, 1, 2, 5, 6]);
+        // A count larger than the bytes: an error, without reserving that much.
+        let got = decode_into::<u64>(Ok(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0]), &mut out);
+        assert!(matches!(got, Err(Error::Codec(_))), "{got:?}");
+        let got = decode_into::<u64>(Err(Failure::Cancelled), &mut out);
+        assert!(matches!(got, Err(Error::Cancelled)));
+    }
 
     #[test]
     fn results_with_bytes_left_over_are_a_codec_error() {

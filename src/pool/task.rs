@@ -2,10 +2,12 @@
 //! worker by its address in the same binary, and run over a chunk of argument tuples.
 
 use crate::popen;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use crate::queues::codec::Append;
+use serde::de::{DeserializeOwned, DeserializeSeed, SeqAccess, Visitor};
+use serde::{Deserializer, Serialize};
 use std::any::Any;
 use std::cell::RefCell;
+use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -142,19 +144,84 @@ unsafe fn run_closure<F: Task<A>, A: DeserializeOwned>(address: usize, payload: 
     run_chunk::<F, A>(f, payload)
 }
 
+/// Runs `f` on each argument tuple of a chunk (`Vec<A>`) and encodes the results as a
+/// `Vec<Result<Output, String>>` (a panic's message), each decoded, run and encoded in turn:
+/// neither the arguments nor the results are ever held as a list (a map's chunk of 125,000
+/// would be megabytes of memory touched, in a fresh worker for the first time).
 fn run_chunk<F: Task<A>, A: DeserializeOwned>(f: &F, payload: &[u8]) -> Vec<u8> {
-    let results: Vec<Result<F::Output, String>> = match crate::reduction::from_bytes_exact::<Vec<A>>(payload) {
-        Ok(chunk) => chunk
-            .into_iter()
-            .map(|args| catch_unwind(AssertUnwindSafe(|| f.call(args))).map_err(|_| take_panic_message()))
-            .collect(),
-        Err(e) => vec![Err(format!("cannot decode the task's arguments: {e}"))],
-    };
-    postcard::to_allocvec(&results).unwrap_or_else(|e| {
-        let failed: Vec<Result<(), String>> =
-            results.iter().map(|_| Err(format!("cannot encode the task's result: {e}"))).collect();
-        postcard::to_allocvec(&failed).unwrap_or_default()
-    })
+    let mut out = Vec::with_capacity(payload.len() + 16);
+    match crate::reduction::seed_from_bytes(RunEach { f, out: &mut out, _args: PhantomData }, payload, |_| true) {
+        Ok(()) => out,
+        // Arguments that do not decode (another type: not from this pool) fail the chunk as
+        // one result; tasks decoded before the fault have run.
+        Err(e) => encoded_failure(&format!("cannot decode the task's arguments: {e}")),
+    }
+}
+
+/// One failure, as a chunk's encoded results.
+fn encoded_failure(message: &str) -> Vec<u8> {
+    postcard::to_allocvec(&[Err::<(), &str>(message)][..]).unwrap_or_default()
+}
+
+/// Decodes a chunk's arguments one tuple at a time, runs the task on each and appends its
+/// encoded result to `out`.
+struct RunEach<'a, F, A> {
+    f: &'a F,
+    out: &'a mut Vec<u8>,
+    _args: PhantomData<fn(A)>,
+}
+
+impl<'de, F: Task<A>, A: DeserializeOwned> DeserializeSeed<'de> for RunEach<'_, F, A> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, F: Task<A>, A: DeserializeOwned> Visitor<'de> for RunEach<'_, F, A> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a chunk of argument tuples")
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        // The results' count goes first: the arguments'. postcard tells it unless the
+        // arguments take fewer bytes than their count (`()`): then the results wait in a
+        // buffer of their own until they are counted.
+        let count = seq.size_hint();
+        let mut unknown = Vec::new();
+        let body: &mut Vec<u8> = match count {
+            Some(count) => {
+                put(self.out, &(count as u64));
+                self.out
+            }
+            None => &mut unknown,
+        };
+        let mut ran = 0u64;
+        while let Some(args) = seq.next_element::<A>()? {
+            ran += 1;
+            match catch_unwind(AssertUnwindSafe(|| self.f.call(args))) {
+                Ok(value) => {
+                    let mark = body.len();
+                    if let Err(e) = postcard::serialize_with_flavor(&Ok::<_, ()>(&value), Append(body)) {
+                        body.truncate(mark);
+                        put(body, &Err::<(), String>(format!("cannot encode the task's result: {e}")));
+                    }
+                }
+                Err(_) => put(body, &Err::<(), String>(take_panic_message())),
+            }
+        }
+        if count.is_none() {
+            put(self.out, &ran);
+            self.out.extend_from_slice(&unknown);
+        }
+        Ok(())
+    }
+}
+
+/// Appends `value` (a count, or a result that cannot fail to encode) to `out`.
+fn put(out: &mut Vec<u8>, value: &impl Serialize) {
+    // A `u64` or a `Result<(), String>` always encodes: nothing to handle.
+    let _ = postcard::serialize_with_flavor(value, Append(out));
 }
 
 /// A function of this binary as an offset, to travel to a worker.
@@ -223,4 +290,46 @@ pub(crate) fn record(info: &std::panic::PanicHookInfo<'_>) {
 
 pub(crate) fn take_panic_message() -> String {
     LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_else(|| "panicked".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results<R: DeserializeOwned>(bytes: &[u8]) -> Vec<Result<R, String>> {
+        crate::reduction::from_bytes_exact(bytes).unwrap()
+    }
+
+    fn halve(x: u32) -> u32 {
+        assert!(x.is_multiple_of(2), "odd: {x}");
+        x / 2
+    }
+
+    #[test]
+    fn a_chunk_runs_each_task_and_encodes_each_result() {
+        let args = postcard::to_allocvec(&vec![(4u32,), (3,), (10,)]).unwrap();
+        let out = results::<u32>(&run_chunk::<_, (u32,)>(&halve, &args));
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[0], Ok(2));
+        // The message is recorded by a worker's panic hook (not installed in this test).
+        assert!(out[1].is_err(), "{out:?}");
+        assert_eq!(out[2], Ok(5));
+    }
+
+    #[test]
+    fn a_chunk_of_empty_argument_tuples_is_counted_as_it_runs() {
+        // Ten `()` take no bytes after their count: postcard cannot vouch for the count.
+        fn seven() -> u8 {
+            7
+        }
+        let args = postcard::to_allocvec(&vec![(); 10]).unwrap();
+        assert_eq!(results::<u8>(&run_chunk::<_, ()>(&seven, &args)), vec![Ok(7); 10]);
+    }
+
+    #[test]
+    fn arguments_of_another_type_fail_the_chunk() {
+        // One tuple, whose `u32` ends in the middle of its varint.
+        let out = results::<u32>(&run_chunk::<_, (u32,)>(&halve, &[1, 0x80]));
+        assert!(matches!(out.as_slice(), [Err(m)] if m.starts_with("cannot decode the task's arguments")), "{out:?}");
+    }
 }

@@ -36,30 +36,61 @@ pub(crate) enum Order {
     /// (0 for a stateless function), and the encoded `Vec<Args>`. With `handles`, the
     /// descriptors of the handles in its arguments come on the worker's handle socket, in one
     /// message that names the task.
-    Run { task: u64, runner: i64, closure: u64, chunk: Vec<u8>, handles: bool },
+    Run {
+        task: u64,
+        runner: i64,
+        closure: u64,
+        #[serde(with = "crate::reduction::bytes")]
+        chunk: Vec<u8>,
+        handles: bool,
+    },
     /// Finish: exit once the orders before this one are done.
     Stop,
     /// Run several chunks of one function, one after the other, each reported before the
     /// next begins, as if each had come in a `Run` of its own (without handles): one message
     /// for many tiny chunks. A chunk the pool cancelled meanwhile is passed over (see
     /// [`Board`]).
-    Many { runner: i64, closure: u64, tasks: Vec<(u64, Vec<u8>)> },
+    Many { runner: i64, closure: u64, tasks: Vec<Piece> },
 }
+
+/// One chunk of an [`Order::Many`]: its task number and its encoded arguments.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Piece(pub(crate) u64, #[serde(with = "crate::reduction::bytes")] pub(crate) Vec<u8>);
+
+/// A [`Piece`] as the pool encodes it, borrowing the chunk.
+#[derive(Serialize)]
+pub(crate) struct PieceRef<'a>(pub(crate) u64, #[serde(with = "crate::reduction::bytes")] pub(crate) &'a [u8]);
 
 /// An [`Order`] as the pool encodes it, borrowing the chunks (the same bytes on the wire:
 /// a slice and a `Vec` of bytes encode alike).
 #[derive(Serialize)]
 pub(crate) enum OrderRef<'a> {
-    Run { task: u64, runner: i64, closure: u64, chunk: &'a [u8], handles: bool },
+    Run {
+        task: u64,
+        runner: i64,
+        closure: u64,
+        #[serde(with = "crate::reduction::bytes")]
+        chunk: &'a [u8],
+        handles: bool,
+    },
     Stop,
-    Many { runner: i64, closure: u64, tasks: Vec<(u64, &'a [u8])> },
+    Many {
+        runner: i64,
+        closure: u64,
+        tasks: Vec<PieceRef<'a>>,
+    },
 }
 
 /// What a worker (or the pool itself, to wake its manager) puts on the result queue.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Report {
     /// A chunk is done: the encoded `Vec<Result<Output, String>>`.
-    Done { worker: u64, task: u64, results: Vec<u8> },
+    Done {
+        worker: u64,
+        task: u64,
+        #[serde(with = "crate::reduction::bytes")]
+        results: Vec<u8>,
+    },
     /// The initializer panicked: the worker exits without running anything.
     InitFailed { worker: u64, message: String },
     /// Nothing: the pool has news for its manager (a new task, a close).
@@ -122,7 +153,7 @@ fn run_orders(channels: &Channels) -> crate::Result<()> {
                 run_reported(channels, task, runner, closure, &chunk, fds)?;
             }
             Order::Many { runner, closure, tasks } => {
-                for (task, chunk) in tasks {
+                for Piece(task, chunk) in tasks {
                     done += 1;
                     run_reported(channels, task, runner, closure, &chunk, Vec::new())?;
                 }

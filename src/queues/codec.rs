@@ -38,7 +38,7 @@ pub(crate) fn type_tag<T: 'static>() -> u64 {
 }
 
 /// Appends postcard bytes to a borrowed vector.
-struct Append<'a>(&'a mut Vec<u8>);
+pub(crate) struct Append<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl Flavor for Append<'_> {
     type Output = ();

@@ -26,7 +26,7 @@
 //! as its name, as CPython pickles it. Other handles (connections, locks, queues) cannot be
 //! put in a queue; pass them to a child in its `args` instead.
 
-mod codec;
+pub(crate) mod codec;
 mod err;
 mod joinable;
 pub(crate) mod ring;
