@@ -122,6 +122,15 @@ impl Orders {
         }
     }
 
+    /// Puts a copy of an encoded order (see [`put`](Orders::put)).
+    pub(crate) fn put_slice(&self, order: &[u8]) -> crate::Result<()> {
+        match self {
+            Orders::Local(q) => q.put_slice(order),
+            #[cfg(feature = "mpi")]
+            Orders::Rank(r) => r.put(order.to_vec()).map_err(|_| crate::Error::PoolNotRunning),
+        }
+    }
+
     /// Whether the worker takes several chunks in one order (`Order::Many`): a local
     /// process does; a rank's orders travel batched by MPI already, one chunk each.
     pub(crate) fn batches(&self) -> bool {

@@ -7,7 +7,7 @@ use super::board::Board;
 use super::link::{Link, Orders};
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
-use super::worker::{Channels, Order, OrderRef, Piece, PieceRef, Report, Settings};
+use super::worker::{Channels, Order, Piece, Report, Settings};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
@@ -34,6 +34,8 @@ const QUICK: Duration = Duration::from_micros(50);
 const TAKE_BACK_WAIT: Duration = Duration::from_millis(1);
 /// How often the workers are checked for life when nothing else happens.
 const CHECK: Duration = Duration::from_millis(10);
+/// The report buffer is not kept past this size (after a chunk of huge results).
+const KEEP_INBOX: usize = 1 << 20;
 
 /// A chunk to run, and where its results go.
 pub(crate) struct Job {
@@ -196,6 +198,8 @@ pub(crate) struct Manager {
     woken: Arc<AtomicBool>,
     /// The manager thread has ended: chunks handed in now are dropped (and fail).
     ended: bool,
+    /// Where reports are read into, kept from one to the next.
+    inbox: Vec<u8>,
 }
 
 impl Manager {
@@ -221,6 +225,7 @@ impl Manager {
             init_failed: None,
             woken,
             ended: false,
+            inbox: Vec::new(),
         };
         for _ in 0..manager.config.processes {
             if let Err(e) = manager.spawn() {
@@ -321,15 +326,25 @@ impl Manager {
         if let Some(w) = self.workers.first() {
             w.process.poll();
         }
-        let mut any = false;
-        let now = Instant::now();
-        while let Ok(bytes) = self.reports.get_nowait() {
-            self.file(&bytes, now);
-            any = true;
-        }
-        if any {
+        if self.file_all() {
             self.dispatch();
         }
+    }
+
+    /// Files the reports there are now; whether there were any.
+    fn file_all(&mut self) -> bool {
+        // One buffer for every report (the results are copied out of it into their slot),
+        // and one reading of the clock for the reports taken together.
+        let mut inbox = std::mem::take(&mut self.inbox);
+        let mut now = None;
+        while self.reports.get_into_nowait(&mut inbox).is_ok() {
+            let now = *now.get_or_insert_with(Instant::now);
+            self.file(&inbox, now);
+        }
+        if inbox.capacity() <= KEEP_INBOX {
+            self.inbox = inbox;
+        }
+        now.is_some()
     }
 
     /// Reads the commands; whether the manager is to end (terminated).
@@ -475,7 +490,7 @@ impl Manager {
                 continue;
             }
             let w = self.workers.swap_remove(i);
-            if let Ok(bytes) = postcard::to_allocvec(&OrderRef::Stop) {
+            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
                 let _ = w.orders.put(bytes);
             }
             self.retired.push(w.process);
@@ -499,7 +514,7 @@ impl Manager {
                 {
                     w.quick = now.duration_since(w.since) < w.process.quick(QUICK);
                     w.since = now;
-                    job.slot.fill(Ok(results));
+                    job.slot.fill(Ok(results.to_vec()));
                     // The worker takes its next order as soon as it has reported.
                     if let Some(next) = w.held.front() {
                         next.slot.set_running(true);
@@ -561,9 +576,7 @@ impl Manager {
         // failed though it was done.
         let ended: Vec<u64> = self.workers.iter().filter(|w| !w.process.is_alive()).map(|w| w.id).collect();
         self.retired.retain_mut(|p| p.is_alive() || p.join().is_err());
-        while let Ok(bytes) = self.reports.get_nowait() {
-            self.file(&bytes, Instant::now());
-        }
+        self.file_all();
         let now = Instant::now();
         let mut i = 0;
         while i < self.workers.len() {
@@ -650,9 +663,7 @@ impl Manager {
     /// Cancels one chunk: out of the queue if no worker took it yet; if one runs it, that
     /// worker is killed and replaced. A chunk that finished first keeps its result.
     fn cancel(&mut self, slot: &Arc<Slot>) {
-        while let Ok(bytes) = self.reports.get_nowait() {
-            self.file(&bytes, Instant::now());
-        }
+        self.file_all();
         if slot.is_filled() {
             return;
         }
@@ -701,9 +712,7 @@ impl Manager {
         }
         // It began: it runs, or has just finished (its report on its way, behind those of the
         // chunks before it, which it reported before it began this one).
-        while let Ok(bytes) = self.reports.get_nowait() {
-            self.file(&bytes, Instant::now());
-        }
+        self.file_all();
         let w = &mut self.workers[i];
         if slot.is_filled() {
             for order in untaken {
@@ -741,7 +750,7 @@ impl Manager {
     fn finish(&mut self) {
         self.ended = true;
         for w in &self.workers {
-            if let Ok(bytes) = postcard::to_allocvec(&OrderRef::Stop) {
+            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
                 let _ = w.orders.put(bytes);
             }
         }
@@ -794,41 +803,42 @@ impl Manager {
 fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
     let first = &batch[0];
     let closure = first.closure.as_ref().map_or(0, |c| c.address as u64);
-    let bytes = if let [job] = batch {
+    let order = if let [job] = batch {
         let handles = !job.fds.is_empty();
         if handles {
             let fds: Vec<_> = job.fds.iter().map(|f| f.as_fd()).collect();
             crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
         }
-        postcard::to_allocvec(&OrderRef::Run {
-            task: job.task,
-            runner: job.runner,
-            closure,
-            chunk: &job.chunk,
-            handles,
-        })?
+        Order::Run { task: job.task, runner: job.runner, closure, chunk: &job.chunk, handles }
     } else {
-        let tasks = batch.iter().map(|job| PieceRef(job.task, &job.chunk)).collect();
-        postcard::to_allocvec(&OrderRef::Many { runner: first.runner, closure, tasks })?
+        let tasks = batch.iter().map(|job| Piece(job.task, &job.chunk)).collect();
+        Order::Many { runner: first.runner, closure, tasks }
     };
-    w.orders.put(bytes)?;
-    Ok(())
+    crate::queues::codec::with_scratch(|scratch| {
+        scratch.clear();
+        postcard::serialize_with_flavor(&order, crate::queues::codec::Append(scratch))?;
+        w.orders.put_slice(scratch)
+    })
 }
 
-/// The chunks in the orders in a worker's queue, taken out; what could not be read counts
-/// as one chunk (it was an order).
-fn drain_orders(w: &Worker, wait: Duration) -> Vec<Option<Order>> {
+/// The chunks in the orders in a worker's queue, taken out, each as an order of its own
+/// (`Order::Run`); what could not be read counts as one chunk (it was an order), and comes
+/// out empty.
+fn drain_orders(w: &Worker, wait: Duration) -> Vec<Vec<u8>> {
     let mut untaken = Vec::new();
+    fn run(task: u64, runner: i64, closure: u64, chunk: &[u8], handles: bool) -> Vec<u8> {
+        postcard::to_allocvec(&Order::Run { task, runner, closure, chunk, handles }).unwrap_or_default()
+    }
     while let Ok(bytes) = w.orders.get_timeout(wait) {
         match crate::reduction::from_bytes_exact::<Order>(&bytes) {
-            Ok(Order::Many { runner, closure, tasks }) => untaken.extend(
-                tasks
-                    .into_iter()
-                    .map(|Piece(task, chunk)| Some(Order::Run { task, runner, closure, chunk, handles: false })),
-            ),
+            Ok(Order::Many { runner, closure, tasks }) => {
+                untaken.extend(tasks.into_iter().map(|Piece(task, chunk)| run(task, runner, closure, chunk, false)))
+            }
+            Ok(Order::Run { task, runner, closure, chunk, handles }) => {
+                untaken.push(run(task, runner, closure, chunk, handles))
+            }
             Ok(Order::Stop) => {}
-            Ok(order) => untaken.push(Some(order)),
-            Err(_) => untaken.push(None),
+            Err(_) => untaken.push(Vec::new()),
         }
     }
     untaken
@@ -839,10 +849,7 @@ fn drain_orders(w: &Worker, wait: Duration) -> Vec<Option<Order>> {
 fn take_back(w: &mut Worker) -> Vec<Vec<u8>> {
     // Not `ZERO`: the worker may hold the queue's lock for the moment it takes an order,
     // and what is behind that order must not be taken for gone.
-    let mut untaken: Vec<Vec<u8>> = drain_orders(w, TAKE_BACK_WAIT)
-        .into_iter()
-        .map(|order| order.and_then(|o| postcard::to_allocvec(&o).ok()).unwrap_or_default())
-        .collect();
+    let mut untaken = drain_orders(w, TAKE_BACK_WAIT);
     untaken.truncate(w.held.len());
     untaken
 }

@@ -624,9 +624,11 @@ fn serve(world: &SimpleCommunicator, rank: i32) {
                     // SAFETY: the offset came from rank 0, which runs this same binary (an
                     // MPI job's ranks run one program; the README says so).
                     let run: Runner = unsafe { task::runner_at(runner) };
-                    run(&chunk)
+                    let mut results = Vec::new();
+                    run(chunk, &mut results);
+                    results
                 };
-                let report = Report::Done { worker: rank as u64, task, results };
+                let report = Report::Done { worker: rank as u64, task, results: &results };
                 if let Ok(report) = postcard::to_allocvec(&report) {
                     if batch.is_empty() {
                         batch.push(REPORTS);

@@ -199,6 +199,18 @@ impl Slot {
     /// it looks a little before it sleeps: a result usually comes within microseconds, and
     /// waking a sleeper on a condition variable costs ten or more.
     pub(crate) fn wait(&self, deadline: Option<Instant>, spin: Spin, help: Option<&Control>) -> Option<Outcome> {
+        self.wait_then(deadline, spin, help, Outcome::clone)
+    }
+
+    /// As [`wait`](Slot::wait), handing `f` the outcome where it lies instead of a copy of
+    /// it (a chunk's results are decoded from the slot itself).
+    pub(crate) fn wait_then<T>(
+        &self,
+        deadline: Option<Instant>,
+        spin: Spin,
+        help: Option<&Control>,
+        f: impl FnOnce(&Outcome) -> T,
+    ) -> Option<T> {
         let shares_cpu = || {
             help.is_some_and(|c| !crate::sys::futex::worth_spinning(crate::sys::proc::current_cpu(), c.worker_cpu()))
         };
@@ -242,7 +254,7 @@ impl Slot {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(outcome) = state.outcome.as_ref() {
-                return Some(outcome.clone());
+                return Some(f(outcome));
             }
             let mut left = match deadline {
                 None => None,
@@ -353,9 +365,9 @@ pub(crate) fn decode<R: DeserializeOwned>(outcome: Outcome) -> Vec<Result<R>> {
 /// Appends a chunk's values to `out`, or gives its first failure: as [`decode`], decoded
 /// straight into `out`, without a list of `Result`s in between (a map's chunk of 125,000
 /// values would make one of several megabytes, in pages touched for the first time).
-fn decode_into<R: DeserializeOwned>(outcome: Outcome, out: &mut Vec<R>) -> Result<()> {
-    let bytes = outcome.map_err(|failure| failure.error())?;
-    let failed = crate::reduction::seed_from_bytes(AppendValues(out, bytes.len()), &bytes, Option::is_none)
+fn decode_into<R: DeserializeOwned>(outcome: &Outcome, out: &mut Vec<R>) -> Result<()> {
+    let bytes = outcome.as_ref().map_err(|failure| failure.error())?;
+    let failed = crate::reduction::seed_from_bytes(AppendValues(out, bytes.len()), bytes, Option::is_none)
         .map_err(|e| Error::Codec(format!("cannot decode a task's result: {e}")))?;
     match failed {
         Some(message) => Err(Error::TaskPanicked { message }),
@@ -440,8 +452,8 @@ impl Pending {
         }
         let mut out = Vec::new();
         for slot in &self.slots {
-            let outcome = slot.wait(deadline, Spin::Yes, Some(&self.control)).ok_or(Error::Timeout)?;
-            decode_into(outcome, &mut out)?;
+            slot.wait_then(deadline, Spin::Yes, Some(&self.control), |outcome| decode_into(outcome, &mut out))
+                .ok_or(Error::Timeout)??;
         }
         Ok(out)
     }
@@ -944,16 +956,16 @@ mod tests {
     fn values_decode_into_the_output_up_to_the_first_failure() {
         let sent: Vec<std::result::Result<u64, String>> = vec![Ok(1), Ok(2), Err("boom".into()), Ok(4)];
         let mut out = vec![0u64];
-        let got = decode_into(Ok(postcard::to_allocvec(&sent).unwrap()), &mut out);
+        let got = decode_into(&Ok(postcard::to_allocvec(&sent).unwrap()), &mut out);
         assert!(matches!(got, Err(Error::TaskPanicked { message }) if message == "boom"));
         assert_eq!(out, [0, 1, 2]);
         let sent: Vec<std::result::Result<u64, String>> = vec![Ok(5), Ok(6)];
-        decode_into(Ok(postcard::to_allocvec(&sent).unwrap()), &mut out).unwrap();
+        decode_into(&Ok(postcard::to_allocvec(&sent).unwrap()), &mut out).unwrap();
         assert_eq!(out, [0, 1, 2, 5, 6]);
         // A count larger than the bytes: an error, without reserving that much.
-        let got = decode_into::<u64>(Ok(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0]), &mut out);
+        let got = decode_into::<u64>(&Ok(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0]), &mut out);
         assert!(matches!(got, Err(Error::Codec(_))), "{got:?}");
-        let got = decode_into::<u64>(Err(Failure::Cancelled), &mut out);
+        let got = decode_into::<u64>(&Err(Failure::Cancelled), &mut out);
         assert!(matches!(got, Err(Error::Cancelled)));
     }
 

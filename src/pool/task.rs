@@ -72,15 +72,16 @@ impl_task!(A1, A2, A3, A4, A5, A6, A7);
 impl_task!(A1, A2, A3, A4, A5, A6, A7, A8);
 
 /// The worker-side runner of a stateless task type: decodes a chunk (`Vec<Args>`), calls
-/// the function on each, and encodes `Vec<Result<Output, String>>` (a panic's message).
-pub(crate) type Runner = fn(&[u8]) -> Vec<u8>;
+/// the function on each, and appends the encoded `Vec<Result<Output, String>>` (a panic's
+/// message) to the vector it is given.
+pub(crate) type Runner = fn(&[u8], &mut Vec<u8>);
 
 /// The worker-side runner of a closure type: as [`Runner`], with the closure's address.
 ///
 /// # Safety
 /// The address must be that of a live closure of the runner's type in this process's
 /// memory: one made before this process was forked from the pool's parent.
-pub(crate) type ClosureRunner = unsafe fn(usize, &[u8]) -> Vec<u8>;
+pub(crate) type ClosureRunner = unsafe fn(usize, &[u8], &mut Vec<u8>);
 
 /// How many capturing closures have been given to fork pools in this process: a closure
 /// numbered `n` is in the memory of every process forked after the count reached `n`.
@@ -126,35 +127,36 @@ pub(crate) fn func<F: Task<A>, A: DeserializeOwned>(f: F) -> Func {
     Func::Closure(Closure { runner: run_closure::<F, A>, address, number, _keep: keep })
 }
 
-fn run_stateless<F: Task<A>, A: DeserializeOwned>(payload: &[u8]) -> Vec<u8> {
+fn run_stateless<F: Task<A>, A: DeserializeOwned>(payload: &[u8], out: &mut Vec<u8>) {
     // SAFETY: `F` is zero-sized (checked in `func`, the only maker of this runner): a fn
     // item or a closure capturing nothing, with no bytes and no invariants, so the value
     // the pool was given in the parent is re-made here out of nothing. It is not dropped, as
     // the parent's was not.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
-    run_chunk::<F, A>(&f, payload)
+    run_chunk::<F, A>(&f, payload, out)
 }
 
 /// # Safety
 /// As [`ClosureRunner`]: `address` is an `F` made before this process was forked.
-unsafe fn run_closure<F: Task<A>, A: DeserializeOwned>(address: usize, payload: &[u8]) -> Vec<u8> {
+unsafe fn run_closure<F: Task<A>, A: DeserializeOwned>(address: usize, payload: &[u8], out: &mut Vec<u8>) {
     // SAFETY: by the contract, the parent held this `F` in an `Arc` at `address` when it
     // forked us, and our copy of it is never freed (the parent's `Arc` was not ours to drop).
     let f: &F = unsafe { &*(address as *const F) };
-    run_chunk::<F, A>(f, payload)
+    run_chunk::<F, A>(f, payload, out)
 }
 
 /// Runs `f` on each argument tuple of a chunk (`Vec<A>`) and encodes the results as a
 /// `Vec<Result<Output, String>>` (a panic's message), each decoded, run and encoded in turn:
 /// neither the arguments nor the results are ever held as a list (a map's chunk of 125,000
 /// would be megabytes of memory touched, in a fresh worker for the first time).
-fn run_chunk<F: Task<A>, A: DeserializeOwned>(f: &F, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(payload.len() + 16);
-    match crate::reduction::seed_from_bytes(RunEach { f, out: &mut out, _args: PhantomData }, payload, |_| true) {
-        Ok(()) => out,
+fn run_chunk<F: Task<A>, A: DeserializeOwned>(f: &F, payload: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.reserve(payload.len() + 16);
+    if let Err(e) = crate::reduction::seed_from_bytes(RunEach { f, out, _args: PhantomData }, payload, |_| true) {
         // Arguments that do not decode (another type: not from this pool) fail the chunk as
         // one result; tasks decoded before the fault have run.
-        Err(e) => encoded_failure(&format!("cannot decode the task's arguments: {e}")),
+        out.truncate(start);
+        out.extend(encoded_failure(&format!("cannot decode the task's arguments: {e}")));
     }
 }
 
@@ -296,8 +298,11 @@ pub(crate) fn take_panic_message() -> String {
 mod tests {
     use super::*;
 
-    fn results<R: DeserializeOwned>(bytes: &[u8]) -> Vec<Result<R, String>> {
-        crate::reduction::from_bytes_exact(bytes).unwrap()
+    fn run<F: Task<A>, A: DeserializeOwned>(f: &F, payload: &[u8]) -> Vec<Result<F::Output, String>> {
+        let mut out = vec![0xaa];
+        run_chunk::<F, A>(f, payload, &mut out);
+        assert_eq!(out[0], 0xaa, "appended, after what was there");
+        crate::reduction::from_bytes_exact(&out[1..]).unwrap()
     }
 
     fn halve(x: u32) -> u32 {
@@ -308,7 +313,7 @@ mod tests {
     #[test]
     fn a_chunk_runs_each_task_and_encodes_each_result() {
         let args = postcard::to_allocvec(&vec![(4u32,), (3,), (10,)]).unwrap();
-        let out = results::<u32>(&run_chunk::<_, (u32,)>(&halve, &args));
+        let out = run::<_, (u32,)>(&halve, &args);
         assert_eq!(out.len(), 3);
         assert_eq!(out[0], Ok(2));
         // The message is recorded by a worker's panic hook (not installed in this test).
@@ -323,13 +328,13 @@ mod tests {
             7
         }
         let args = postcard::to_allocvec(&vec![(); 10]).unwrap();
-        assert_eq!(results::<u8>(&run_chunk::<_, ()>(&seven, &args)), vec![Ok(7); 10]);
+        assert_eq!(run::<_, ()>(&seven, &args), vec![Ok(7); 10]);
     }
 
     #[test]
     fn arguments_of_another_type_fail_the_chunk() {
         // One tuple, whose `u32` ends in the middle of its varint.
-        let out = results::<u32>(&run_chunk::<_, (u32,)>(&halve, &[1, 0x80]));
+        let out = run::<_, (u32,)>(&halve, &[1, 0x80]);
         assert!(matches!(out.as_slice(), [Err(m)] if m.starts_with("cannot decode the task's arguments")), "{out:?}");
     }
 }

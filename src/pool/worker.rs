@@ -29,9 +29,10 @@ pub(crate) struct Channels {
     pub(crate) settings: Settings,
 }
 
-/// What the pool sends a worker.
+/// What the pool sends a worker, borrowing the chunks from the message it was decoded from
+/// (or is encoded into).
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Order {
+pub(crate) enum Order<'a> {
     /// Run a chunk: the runner's offset in the binary, the address of the closure it runs
     /// (0 for a stateless function), and the encoded `Vec<Args>`. With `handles`, the
     /// descriptors of the handles in its arguments come on the worker's handle socket, in one
@@ -40,8 +41,8 @@ pub(crate) enum Order {
         task: u64,
         runner: i64,
         closure: u64,
-        #[serde(with = "crate::reduction::bytes")]
-        chunk: Vec<u8>,
+        #[serde(serialize_with = "crate::reduction::bytes::serialize")]
+        chunk: &'a [u8],
         handles: bool,
     },
     /// Finish: exit once the orders before this one are done.
@@ -50,51 +51,47 @@ pub(crate) enum Order {
     /// next begins, as if each had come in a `Run` of its own (without handles): one message
     /// for many tiny chunks. A chunk the pool cancelled meanwhile is passed over (see
     /// [`Board`]).
-    Many { runner: i64, closure: u64, tasks: Vec<Piece> },
+    Many {
+        runner: i64,
+        closure: u64,
+        #[serde(borrow)]
+        tasks: Vec<Piece<'a>>,
+    },
 }
 
 /// One chunk of an [`Order::Many`]: its task number and its encoded arguments.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Piece(pub(crate) u64, #[serde(with = "crate::reduction::bytes")] pub(crate) Vec<u8>);
+pub(crate) struct Piece<'a>(
+    pub(crate) u64,
+    #[serde(serialize_with = "crate::reduction::bytes::serialize")] pub(crate) &'a [u8],
+);
 
-/// A [`Piece`] as the pool encodes it, borrowing the chunk.
-#[derive(Serialize)]
-pub(crate) struct PieceRef<'a>(pub(crate) u64, #[serde(with = "crate::reduction::bytes")] pub(crate) &'a [u8]);
-
-/// An [`Order`] as the pool encodes it, borrowing the chunks (the same bytes on the wire:
-/// a slice and a `Vec` of bytes encode alike).
-#[derive(Serialize)]
-pub(crate) enum OrderRef<'a> {
-    Run {
-        task: u64,
-        runner: i64,
-        closure: u64,
-        #[serde(with = "crate::reduction::bytes")]
-        chunk: &'a [u8],
-        handles: bool,
-    },
-    Stop,
-    Many {
-        runner: i64,
-        closure: u64,
-        tasks: Vec<PieceRef<'a>>,
-    },
-}
-
-/// What a worker (or the pool itself, to wake its manager) puts on the result queue.
+/// What a worker (or the pool itself, to wake its manager) puts on the result queue,
+/// borrowing the results as [`Order`] its chunks.
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Report {
+pub(crate) enum Report<'a> {
     /// A chunk is done: the encoded `Vec<Result<Output, String>>`.
     Done {
         worker: u64,
         task: u64,
-        #[serde(with = "crate::reduction::bytes")]
-        results: Vec<u8>,
+        #[serde(serialize_with = "crate::reduction::bytes::serialize")]
+        results: &'a [u8],
     },
     /// The initializer panicked: the worker exits without running anything.
     InitFailed { worker: u64, message: String },
     /// Nothing: the pool has news for its manager (a new task, a close).
     Wake,
+}
+
+/// A worker's buffers, kept from task to task: none is allocated per task.
+#[derive(Default)]
+struct Buffers {
+    /// The order being run, as it came.
+    order: Vec<u8>,
+    /// A chunk's encoded results.
+    results: Vec<u8>,
+    /// The report being sent.
+    report: Vec<u8>,
 }
 
 /// A worker's body, started as a process by the pool, without an initializer.
@@ -134,7 +131,7 @@ fn serve(channels: &Channels) -> crate::Result<()> {
         let run: Runner = unsafe { task::runner_at(settings.exit) };
         // The hook's panic is caught and recorded by the runner; the worker leaves anyway.
         if let Ok(no_args) = postcard::to_allocvec(&vec![()]) {
-            run(&no_args);
+            run(&no_args, &mut Vec::new());
         }
     }
     served
@@ -144,22 +141,25 @@ fn run_orders(channels: &Channels) -> crate::Result<()> {
     let Channels { orders, handles, settings, .. } = channels;
     let max_tasks = settings.max_tasks;
     let mut done = 0u64;
+    let mut buffers = Buffers::default();
     while max_tasks == 0 || done < max_tasks {
-        let order: Order = crate::reduction::from_bytes_exact(&orders.get()?)?;
-        match order {
+        let mut order = std::mem::take(&mut buffers.order);
+        orders.get_into(&mut order)?;
+        match crate::reduction::from_bytes_exact::<Order>(&order)? {
             Order::Run { task, runner, closure, chunk, handles: with_handles } => {
                 let fds = if with_handles { receive_handles(handles, task)? } else { Vec::new() };
                 done += 1;
-                run_reported(channels, task, runner, closure, &chunk, fds)?;
+                run_reported(channels, &mut buffers, task, runner, closure, chunk, fds)?;
             }
             Order::Many { runner, closure, tasks } => {
                 for Piece(task, chunk) in tasks {
                     done += 1;
-                    run_reported(channels, task, runner, closure, &chunk, Vec::new())?;
+                    run_reported(channels, &mut buffers, task, runner, closure, chunk, Vec::new())?;
                 }
             }
             Order::Stop => break,
         }
+        buffers.order = order;
     }
     Ok(())
 }
@@ -170,6 +170,7 @@ fn run_orders(channels: &Channels) -> crate::Result<()> {
 /// knows which chunk it died in (the oldest it holds unreported).
 fn run_reported(
     channels: &Channels,
+    buffers: &mut Buffers,
     task: u64,
     runner: i64,
     closure: u64,
@@ -179,22 +180,38 @@ fn run_reported(
     if !channels.board.begin(task) {
         return Ok(());
     }
-    let results = crate::reduction::with_received(fds, || run_one(runner, closure, chunk));
-    send(&channels.reports, &Report::Done { worker: channels.settings.id, task, results })
+    let Buffers { results, report, .. } = buffers;
+    results.clear();
+    crate::reduction::with_received(fds, || run_one(runner, closure, chunk, results));
+    report.clear();
+    let done = Report::Done { worker: channels.settings.id, task, results };
+    postcard::serialize_with_flavor(&done, crate::queues::codec::Append(report))?;
+    channels.reports.put_slice(report)?;
+    // A chunk of huge results leaves huge buffers: not kept for the tiny ones after it.
+    for buffer in [results, report] {
+        if buffer.capacity() > KEEP_BUFFER {
+            *buffer = Vec::new();
+        }
+    }
+    Ok(())
 }
 
-/// Runs one chunk with the runner at offset `runner` (of the closure at `closure`, if not 0).
-fn run_one(runner: i64, closure: u64, chunk: &[u8]) -> Vec<u8> {
+/// Buffers above this size are not kept after use.
+const KEEP_BUFFER: usize = 1 << 20;
+
+/// Runs one chunk with the runner at offset `runner` (of the closure at `closure`, if not 0),
+/// appending its encoded results to `out`.
+fn run_one(runner: i64, closure: u64, chunk: &[u8], out: &mut Vec<u8>) {
     if closure == 0 {
         // SAFETY: the offset came from this worker's pool, in the same binary.
         let run: Runner = unsafe { task::runner_at(runner) };
-        run(chunk)
+        run(chunk, out)
     } else {
         // SAFETY: the offset and the address came from this worker's pool, which sends a
         // closure only to workers it forked after the closure was made.
         unsafe {
             let run: ClosureRunner = task::closure_runner_at(runner);
-            run(closure as usize, chunk)
+            run(closure as usize, chunk, out)
         }
     }
 }
@@ -222,7 +239,6 @@ fn receive_handles(handles: &Connection, task: u64) -> crate::Result<Vec<std::os
 }
 
 /// Encodes and puts a report.
-pub(crate) fn send(reports: &Queue<Vec<u8>>, report: &Report) -> crate::Result<()> {
-    reports.put(postcard::to_allocvec(report)?)?;
-    Ok(())
+pub(crate) fn send(reports: &Queue<Vec<u8>>, report: &Report<'_>) -> crate::Result<()> {
+    reports.put_slice(&postcard::to_allocvec(report)?)
 }

@@ -101,19 +101,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
         if self.is_closed() {
             return Err(PutError::Closed(item));
         }
-        let ring = self.ring();
-        let sent = codec::with_scratch(|scratch| {
-            let payload = codec::encode(&item, scratch)?;
-            ring.put(payload, deadline).map_err(|e| match e {
-                PutFail::Full => Error::Full,
-                PutFail::TooLarge => Error::InvalidArgument(format!(
-                    "an item of {} bytes encoded is larger than a queue takes ({} bytes)",
-                    payload.len(),
-                    ring.max_payload()
-                )),
-                PutFail::Map(e) => Error::from(e),
-            })
-        });
+        let sent = codec::with_scratch(|scratch| self.put_payload(codec::encode(&item, scratch)?, deadline));
         match sent {
             Ok(()) => Ok(()),
             Err(Error::Full) => Err(PutError::Full(item)),
@@ -121,26 +109,44 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
         }
     }
 
-    fn get(&self, deadline: Deadline) -> Result<T> {
+    /// Puts an item already encoded (see [`codec::encode`]); `Error::Full` if no room came.
+    fn put_payload(&self, payload: &[u8], deadline: Deadline) -> Result<()> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
         let ring = self.ring();
-        let take = |out: &mut Vec<u8>| {
-            ring.get(out, deadline).map_err(|e| match e {
-                GetFail::Empty => Error::Empty,
-                GetFail::Corrupt(what) => Error::Codec(format!("queue corrupted: {what}")),
-                GetFail::Map(e) => Error::from(e),
-            })
-        };
+        ring.put(payload, deadline).map_err(|e| match e {
+            PutFail::Full => Error::Full,
+            PutFail::TooLarge => Error::InvalidArgument(format!(
+                "an item of {} bytes encoded is larger than a queue takes ({} bytes)",
+                payload.len(),
+                ring.max_payload()
+            )),
+            PutFail::Map(e) => Error::from(e),
+        })
+    }
+
+    fn get(&self, deadline: Deadline) -> Result<T> {
         if codec::is_bytes::<T>() {
             let mut bytes = Vec::new();
-            take(&mut bytes)?;
+            self.get_payload(&mut bytes, deadline)?;
             return codec::decode_bytes(bytes);
         }
         codec::with_scratch(|scratch| {
-            take(scratch)?;
+            self.get_payload(scratch, deadline)?;
             codec::decode(scratch)
+        })
+    }
+
+    /// Takes the oldest item's encoding into `out` (cleared first).
+    fn get_payload(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.ring().get(out, deadline).map_err(|e| match e {
+            GetFail::Empty => Error::Empty,
+            GetFail::Corrupt(what) => Error::Codec(format!("queue corrupted: {what}")),
+            GetFail::Map(e) => Error::from(e),
         })
     }
 
@@ -455,6 +461,20 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// ```
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
+    }
+}
+
+/// A queue of byte messages (a pool's reports) moved without an owned vector per message.
+impl Queue<Vec<u8>> {
+    /// Puts a copy of `bytes`, as `put(bytes.to_vec())` would, without making that copy.
+    pub(crate) fn put_slice(&self, bytes: &[u8]) -> Result<()> {
+        self.handle.put_payload(bytes, Deadline::NEVER)
+    }
+
+    /// Takes the oldest message into `out` (cleared first) if there is one now; otherwise
+    /// `Err(Error::Empty)`.
+    pub(crate) fn get_into_nowait(&self, out: &mut Vec<u8>) -> Result<()> {
+        self.handle.get_payload(out, Deadline::after(Some(Duration::ZERO)))
     }
 }
 

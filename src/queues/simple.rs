@@ -135,6 +135,19 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     }
 }
 
+/// A queue of byte messages (a pool worker's orders) moved without an owned vector each.
+impl SimpleQueue<Vec<u8>> {
+    /// Puts a copy of `bytes`, as `put(bytes.to_vec())` would, without making that copy.
+    pub(crate) fn put_slice(&self, bytes: &[u8]) -> Result<()> {
+        self.handle.put_payload(bytes, Deadline::NEVER)
+    }
+
+    /// Takes the oldest message into `out` (cleared first), waiting for one.
+    pub(crate) fn get_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        self.handle.get_payload(out, Deadline::NEVER)
+    }
+}
+
 impl<T> fmt::Debug for SimpleQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         super::debug_queue(f, "SimpleQueue", &self.handle.core)
