@@ -89,6 +89,8 @@ pub(crate) struct Control {
     commands: Mutex<Sender<Command>>,
     reports: Queue<Vec<u8>>,
     manager: Arc<Mutex<Manager>>,
+    /// Chunks handed in and not yet taken by the manager's state (see [`Control::submit`]).
+    incoming: Incoming,
     /// Set by the first `wake` after the manager last read its commands: the later ones
     /// need not put another `Wake` (a thousand submits in a row wake it once, not a
     /// thousand times).
@@ -102,14 +104,39 @@ impl Control {
         woken: Arc<AtomicBool>,
         manager: Arc<Mutex<Manager>>,
     ) -> Control {
-        Control { commands: Mutex::new(commands), reports, woken, manager }
+        let incoming = manager.lock().unwrap_or_else(|e| e.into_inner()).incoming.clone();
+        Control { commands: Mutex::new(commands), reports, woken, manager, incoming }
     }
 
     /// Hands chunks to the manager's state, which sends them to workers with room now.
+    ///
+    /// They go on the incoming list first. If the state is free, this thread takes them in
+    /// and sends them itself (no hop through the manager thread); if another thread holds
+    /// it (the manager thread filing reports), that thread takes them in before it lets go
+    /// of the state, and this call returns at once: many quick submits go out together,
+    /// and none sleeps on the state's lock while the manager thread files.
     pub(crate) fn submit(&self, jobs: Vec<Job>) {
+        lock(&self.incoming).extend(jobs);
         deferring(|| {
-            let mut m = self.manager.lock().unwrap_or_else(|e| e.into_inner());
-            m.accept(jobs);
+            for round in 0u32.. {
+                match self.manager.try_lock() {
+                    Ok(mut m) => return m.dispatch(),
+                    Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner().dispatch(),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                }
+                if lock(&self.incoming).is_empty() {
+                    // Taken in by the holder, which sends them before it lets go.
+                    return;
+                }
+                if round < HAND_OFF_SPINS {
+                    std::hint::spin_loop();
+                } else if round < HAND_OFF_SPINS + HAND_OFF_YIELDS {
+                    std::thread::yield_now();
+                } else {
+                    // A holder that does not take them in (it only files, say) lets go soon.
+                    return self.manager.lock().unwrap_or_else(|e| e.into_inner()).dispatch();
+                }
+            }
         })
     }
 
@@ -141,6 +168,18 @@ impl Control {
             let _ = super::worker::send(&self.reports, &super::worker::Report::Wake);
         }
     }
+}
+
+/// Chunks handed in by callers, for whoever holds the manager's state to take in.
+type Incoming = Arc<Mutex<Vec<Job>>>;
+
+/// How long a submit looks for the state to come free, or its chunks to be taken in, before
+/// it waits for the state's lock: spins, then yields.
+const HAND_OFF_SPINS: u32 = 512;
+const HAND_OFF_YIELDS: u32 = 2;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Makes (does not start) one worker process, given what links it to the pool. Made by the
@@ -200,6 +239,11 @@ pub(crate) struct Manager {
     ended: bool,
     /// Where reports are read into, kept from one to the next.
     inbox: Vec<u8>,
+    /// Chunks handed in by callers (see [`Control::submit`]): taken in by [`dispatch`], which
+    /// every holder of the state that might send runs before it lets go.
+    ///
+    /// [`dispatch`]: Manager::dispatch
+    incoming: Incoming,
 }
 
 impl Manager {
@@ -226,6 +270,7 @@ impl Manager {
             woken,
             ended: false,
             inbox: Vec::new(),
+            incoming: Incoming::default(),
         };
         for _ in 0..manager.config.processes {
             if let Err(e) = manager.spawn() {
@@ -305,18 +350,17 @@ impl Manager {
         *self.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
     }
 
-    /// Takes a chunk (from a caller's thread, which sends it to a worker at once if one has
-    /// room: no hop through the manager thread).
-    pub(crate) fn accept(&mut self, jobs: Vec<Job>) {
-        if self.ended {
-            // Dropped: their slots fail, so nobody waits on them.
+    /// Takes in the chunks callers handed in: they join the queue, behind those there.
+    fn take_incoming(&mut self) {
+        let jobs = std::mem::take(&mut *lock(&self.incoming));
+        if jobs.is_empty() || self.ended {
+            // Dropped if the manager has ended: their slots fail, so nobody waits on them.
             return;
         }
         match &self.init_failed {
             Some(message) => jobs.iter().for_each(|job| job.slot.fill(Err(Failure::InitFailed(message.clone())))),
             None => self.pending.extend(jobs),
         }
-        self.dispatch();
     }
 
     /// Files the reports there are now, and sends what they made room for.
@@ -326,7 +370,7 @@ impl Manager {
         if let Some(w) = self.workers.first() {
             w.process.poll();
         }
-        if self.file_all() {
+        if self.file_all() || !lock(&self.incoming).is_empty() {
             self.dispatch();
         }
     }
@@ -350,8 +394,10 @@ impl Manager {
     /// Reads the commands; whether the manager is to end (terminated).
     fn read_commands(&mut self) -> bool {
         // Cleared before the commands are read: a command sent after this reading finds it
-        // clear, and wakes us again.
+        // clear, and wakes us again. The chunks handed in before a command (a cancel of one
+        // of them) are taken in first.
         self.woken.store(false, Ordering::SeqCst);
+        self.take_incoming();
         loop {
             match self.commands.try_recv() {
                 Ok(Command::Cancel(slot)) => self.cancel(&slot),
@@ -406,6 +452,7 @@ impl Manager {
     /// task never waits behind another while a worker is free), then more, one at a time
     /// round the workers, up to `IN_FLIGHT` each.
     fn dispatch(&mut self) {
+        self.take_incoming();
         self.retire_outdated();
         self.dispatch_up_to(1);
         self.dispatch_up_to(IN_FLIGHT);
