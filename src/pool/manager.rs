@@ -37,29 +37,70 @@ const CHECK: Duration = Duration::from_millis(10);
 /// The report buffer is not kept past this size (after a chunk of huge results).
 const KEEP_INBOX: usize = 1 << 20;
 
-/// A chunk to run, and where its results go.
+/// A chunk to run, and where its results go. Small, as it is moved from list to list on
+/// its way (handed in, queued, batched, held): what most chunks lack is boxed apart.
 pub(crate) struct Job {
     pub(crate) task: u64,
     /// The runner's offset in the binary.
     pub(crate) runner: i64,
-    /// The capturing closure it runs, if it is one.
-    pub(crate) closure: Option<Closure>,
     pub(crate) chunk: Vec<u8>,
     pub(crate) slot: Arc<Slot>,
+    extra: Option<Box<Extra>>,
+}
+
+/// What few chunks have: a capturing closure, a timeout of their own, handles.
+struct Extra {
+    /// The capturing closure it runs, if it is one.
+    closure: Option<Closure>,
     /// This call's own timeout, beside the pool's (the shorter one applies).
-    pub(crate) timeout: Option<Duration>,
+    timeout: Option<Duration>,
     /// Descriptors of the handles in the arguments (copies: the arguments are gone), sent
     /// to the worker that takes the chunk, beside its order.
-    pub(crate) fds: Vec<OwnedFd>,
+    fds: Vec<OwnedFd>,
     /// Holds on the shared objects in the arguments, for the worker to take over.
-    pub(crate) tickets: Vec<crate::heap::Ticket>,
+    tickets: Vec<crate::heap::Ticket>,
 }
 
 impl Job {
+    /// A chunk of the runner at offset `runner` (of `closure`, if it is one), with its own
+    /// `timeout` if any, and the descriptors and holds of the handles in its arguments.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        task: u64,
+        runner: i64,
+        closure: Option<Closure>,
+        chunk: Vec<u8>,
+        slot: Arc<Slot>,
+        timeout: Option<Duration>,
+        fds: Vec<OwnedFd>,
+        tickets: Vec<crate::heap::Ticket>,
+    ) -> Job {
+        let plain = closure.is_none() && timeout.is_none() && fds.is_empty() && tickets.is_empty();
+        let extra = (!plain).then(|| Box::new(Extra { closure, timeout, fds, tickets }));
+        Job { task, runner, chunk, slot, extra }
+    }
+
     /// The number of closures a worker must have been forked after to run this: 0 for a
     /// stateless function.
     fn needs(&self) -> u64 {
-        self.closure.as_ref().map_or(0, |c| c.number)
+        self.closure().map_or(0, |c| c.number)
+    }
+
+    fn closure(&self) -> Option<&Closure> {
+        self.extra.as_ref().and_then(|e| e.closure.as_ref())
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.extra.as_ref().and_then(|e| e.timeout)
+    }
+
+    fn fds(&self) -> &[OwnedFd] {
+        self.extra.as_ref().map_or(&[], |e| &e.fds)
+    }
+
+    /// The holds on the shared objects in its arguments, taken out.
+    fn take_tickets(&mut self) -> Vec<crate::heap::Ticket> {
+        self.extra.as_mut().map(|e| std::mem::take(&mut e.tickets)).unwrap_or_default()
     }
 }
 
@@ -477,18 +518,18 @@ impl Manager {
                     continue;
                 }
                 let mut batch = vec![job];
-                if w.quick && batch[0].fds.is_empty() && w.orders.batches() {
+                if w.quick && batch[0].fds().is_empty() && w.orders.batches() {
                     // A quick worker takes several chunks of one function in one order.
                     let room = (limit - w.held.len()).min(BATCH);
                     let room = if max_tasks > 0 { room.min((max_tasks - w.sent) as usize) } else { room };
                     let first = &batch[0];
-                    let closure = first.closure.as_ref().map(|c| c.address);
+                    let closure = first.closure().map(|c| c.address);
                     let (runner, knows) = (first.runner, w.knows);
                     while batch.len() < room
                         && self.pending.front().is_some_and(|next| {
                             next.runner == runner
-                                && next.closure.as_ref().map(|c| c.address) == closure
-                                && next.fds.is_empty()
+                                && next.closure().map(|c| c.address) == closure
+                                && next.fds().is_empty()
                                 && next.needs() <= knows
                                 && !next.slot.is_filled()
                         })
@@ -509,7 +550,7 @@ impl Manager {
                         job.slot.set_running(true);
                     }
                     // The shared objects in the arguments are on their way to the worker.
-                    job.tickets.drain(..).for_each(crate::heap::Ticket::delivered);
+                    job.take_tickets().into_iter().for_each(crate::heap::Ticket::delivered);
                     w.held.push_back(job);
                     w.sent += 1;
                 }
@@ -589,7 +630,7 @@ impl Manager {
 
     /// The timeout of a chunk: its call's or the pool's, the shorter.
     fn timeout_of(&self, job: &Job) -> Option<Duration> {
-        match (job.timeout, self.config.task_timeout) {
+        match (job.timeout(), self.config.task_timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -849,11 +890,11 @@ impl Manager {
 /// handles on the worker's handle socket first if it has any.
 fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
     let first = &batch[0];
-    let closure = first.closure.as_ref().map_or(0, |c| c.address as u64);
+    let closure = first.closure().map_or(0, |c| c.address as u64);
     let order = if let [job] = batch {
-        let handles = !job.fds.is_empty();
+        let handles = !job.fds().is_empty();
         if handles {
-            let fds: Vec<_> = job.fds.iter().map(|f| f.as_fd()).collect();
+            let fds: Vec<_> = job.fds().iter().map(|f| f.as_fd()).collect();
             crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
         }
         Order::Run { task: job.task, runner: job.runner, closure, chunk: &job.chunk, handles }

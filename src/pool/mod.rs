@@ -514,7 +514,7 @@ impl Pool {
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
             let (chunk, tickets) = (encoded.bytes, encoded.tickets);
-            let job = Job { task, runner, closure: closure.cloned(), chunk, slot: slot.clone(), timeout, fds, tickets };
+            let job = Job::new(task, runner, closure.cloned(), chunk, slot.clone(), timeout, fds, tickets);
             jobs.push(job);
             slots.push(slot);
             if jobs.len() >= hand_over_at {
