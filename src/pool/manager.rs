@@ -4,6 +4,7 @@
 //! Python's `Pool._handle_workers`, `_handle_tasks` and `_handle_results` in one.
 
 use super::board::Board;
+use super::bytes::Bytes;
 use super::link::{Link, Orders};
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
@@ -16,7 +17,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 /// Chunks a worker holds at once: one running, one waiting, so that it never waits for the
@@ -43,7 +44,7 @@ pub(crate) struct Job {
     pub(crate) task: u64,
     /// The runner's offset in the binary.
     pub(crate) runner: i64,
-    pub(crate) chunk: Vec<u8>,
+    pub(crate) chunk: Bytes,
     pub(crate) slot: Arc<Slot>,
     extra: Option<Box<Extra>>,
 }
@@ -69,7 +70,7 @@ impl Job {
         task: u64,
         runner: i64,
         closure: Option<Closure>,
-        chunk: Vec<u8>,
+        chunk: Bytes,
         slot: Arc<Slot>,
         timeout: Option<Duration>,
         fds: Vec<OwnedFd>,
@@ -153,30 +154,18 @@ impl Control {
     ///
     /// They go on the incoming list first. If the state is free, this thread takes them in
     /// and sends them itself (no hop through the manager thread); if another thread holds
-    /// it (the manager thread filing reports), that thread takes them in before it lets go
-    /// of the state, and this call returns at once: many quick submits go out together,
-    /// and none sleeps on the state's lock while the manager thread files.
+    /// it (the manager thread filing reports), that thread takes them in as it lets go (see
+    /// [`release`]), and this call returns at once: submits never wait for the state's lock,
+    /// and many quick ones go out together.
     pub(crate) fn submit(&self, jobs: Vec<Job>) {
         lock(&self.incoming).extend(jobs);
+        // The list written, then the lock read; `release` does the opposite, with the same
+        // fences between: if this try finds the lock held, its holder finds the list full.
+        std::sync::atomic::fence(Ordering::SeqCst);
         deferring(|| {
-            for round in 0u32.. {
-                match self.manager.try_lock() {
-                    Ok(mut m) => return m.dispatch(),
-                    Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner().dispatch(),
-                    Err(std::sync::TryLockError::WouldBlock) => {}
-                }
-                if lock(&self.incoming).is_empty() {
-                    // Taken in by the holder, which sends them before it lets go.
-                    return;
-                }
-                if round < HAND_OFF_SPINS {
-                    std::hint::spin_loop();
-                } else if round < HAND_OFF_SPINS + HAND_OFF_YIELDS {
-                    std::thread::yield_now();
-                } else {
-                    // A holder that does not take them in (it only files, say) lets go soon.
-                    return self.manager.lock().unwrap_or_else(|e| e.into_inner()).dispatch();
-                }
+            if let Some(mut m) = try_lock(&self.manager) {
+                m.dispatch();
+                release(&self.manager, m);
             }
         })
     }
@@ -185,8 +174,9 @@ impl Control {
     /// takes it off the result queue itself, instead of waiting for the manager thread to.
     pub(crate) fn help(&self) {
         deferring(|| {
-            if let Ok(mut m) = self.manager.try_lock() {
+            if let Some(mut m) = try_lock(&self.manager) {
                 m.file_waiting();
+                release(&self.manager, m);
             }
         })
     }
@@ -214,13 +204,35 @@ impl Control {
 /// Chunks handed in by callers, for whoever holds the manager's state to take in.
 type Incoming = Arc<Mutex<Vec<Job>>>;
 
-/// How long a submit looks for the state to come free, or its chunks to be taken in, before
-/// it waits for the state's lock: spins, then yields.
-const HAND_OFF_SPINS: u32 = 512;
-const HAND_OFF_YIELDS: u32 = 2;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The manager's state if nobody holds it (a holder that panicked left it usable).
+fn try_lock(m: &Mutex<Manager>) -> Option<MutexGuard<'_, Manager>> {
+    match m.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// Lets go of the manager's state, and then takes in and sends the chunks that submits
+/// handed in meanwhile, if no other thread has the state by then (that one does it when it
+/// lets go). Every holder of the state lets go through here: a submit that finds the state
+/// held leaves its chunks to the holder (see [`Control::submit`]).
+fn release<'a>(shared: &'a Mutex<Manager>, mut guard: MutexGuard<'a, Manager>) {
+    let incoming = guard.incoming.clone();
+    loop {
+        drop(guard);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if lock(&incoming).is_empty() {
+            return;
+        }
+        let Some(next) = try_lock(shared) else { return };
+        guard = next;
+        guard.dispatch();
+    }
 }
 
 /// Makes (does not start) one worker process, given what links it to the pool. Made by the
@@ -391,17 +403,24 @@ impl Manager {
         *self.pids.lock().unwrap_or_else(|e| e.into_inner()) = pids;
     }
 
-    /// Takes in the chunks callers handed in: they join the queue, behind those there.
+    /// Takes in the chunks callers handed in: they join the queue, behind those there. The
+    /// list keeps its memory (the callers' threads made it: freed here, it would cost the
+    /// allocator a lock of their arena).
     fn take_incoming(&mut self) {
-        let jobs = std::mem::take(&mut *lock(&self.incoming));
-        if jobs.is_empty() || self.ended {
-            // Dropped if the manager has ended: their slots fail, so nobody waits on them.
+        let mut incoming = lock(&self.incoming);
+        if incoming.is_empty() {
             return;
         }
-        match &self.init_failed {
-            Some(message) => jobs.iter().for_each(|job| job.slot.fill(Err(Failure::InitFailed(message.clone())))),
-            None => self.pending.extend(jobs),
+        if self.ended || self.init_failed.is_some() {
+            let jobs: Vec<Job> = incoming.drain(..).collect();
+            drop(incoming);
+            if let Some(message) = &self.init_failed {
+                jobs.iter().for_each(|job| job.slot.fill(Err(Failure::InitFailed(message.clone()))));
+            }
+            // Dropped (if the manager has ended): their slots fail, so nobody waits on them.
+            return;
         }
+        self.pending.extend(incoming.drain(..));
     }
 
     /// Files the reports there are now, and sends what they made room for.
@@ -457,33 +476,37 @@ impl Manager {
 /// four); this thread files what nobody waits on, and watches the workers.
 pub(crate) fn run(shared: Arc<Mutex<Manager>>, reports: Queue<Vec<u8>>) {
     super::result::this_is_the_manager_thread();
-    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
     let mut checked = Instant::now();
     loop {
         let wait = deferring(|| {
-            let mut m = lock();
-            if m.read_commands() {
+            let mut m = lock(&shared);
+            let wait = if m.read_commands() {
                 m.terminate();
-                return None;
-            }
-            m.dispatch();
-            if m.closing && m.pending.is_empty() && m.workers.iter().all(|w| w.held.is_empty()) {
-                m.finish();
-                return None;
-            }
-            Some(m.next_deadline().map_or(CHECK, |at| at.saturating_duration_since(Instant::now()).min(CHECK)))
+                None
+            } else {
+                m.dispatch();
+                if m.closing && m.pending.is_empty() && m.workers.iter().all(|w| w.held.is_empty()) {
+                    m.finish();
+                    None
+                } else {
+                    Some(m.next_deadline().map_or(CHECK, |at| at.saturating_duration_since(Instant::now()).min(CHECK)))
+                }
+            };
+            release(&shared, m);
+            wait
         });
         let Some(wait) = wait else { return };
         // Waited for without the state's lock, nor the result queue's: callers may file
         // their own results meanwhile.
         reports.wait_nonempty(wait);
         deferring(|| {
-            let mut m = lock();
+            let mut m = lock(&shared);
             m.file_waiting();
             if checked.elapsed() >= CHECK || m.next_deadline().is_some_and(|at| at <= Instant::now()) {
                 m.check_workers();
                 checked = Instant::now();
             }
+            release(&shared, m);
         });
     }
 }
@@ -506,6 +529,12 @@ impl Manager {
             for w in &mut self.workers {
                 let limit = if w.quick { limit.max(w.process.in_flight(QUICK_IN_FLIGHT)) } else { limit };
                 if w.held.len() >= limit || (max_tasks > 0 && w.sent >= max_tasks) {
+                    continue;
+                }
+                // A quick worker with a batch's worth still to run is topped up later, a
+                // whole batch at once: one order (one message, one wake-up) for many chunks,
+                // rather than one for each chunk as each report makes room.
+                if w.quick && w.held.len() > limit.saturating_sub(BATCH) && limit > IN_FLIGHT {
                     continue;
                 }
                 if self.pending.front().is_some_and(|job| job.needs() > w.knows) {
@@ -602,7 +631,7 @@ impl Manager {
                 {
                     w.quick = now.duration_since(w.since) < w.process.quick(QUICK);
                     w.since = now;
-                    job.slot.fill(Ok(results.to_vec()));
+                    job.slot.fill(Ok(Bytes::copy_of(results)));
                     // The worker takes its next order as soon as it has reported.
                     if let Some(next) = w.held.front() {
                         next.slot.set_running(true);

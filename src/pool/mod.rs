@@ -33,6 +33,7 @@
 //! its pool names by address. They are shared with the pool's workers only.
 
 mod board;
+mod bytes;
 pub(crate) use task::{record as record_panic, recording as panics_recorded};
 mod imap;
 mod link;
@@ -513,7 +514,7 @@ impl Pool {
                     unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
                 })
                 .collect::<std::io::Result<Vec<_>>>()?;
-            let (chunk, tickets) = (encoded.bytes, encoded.tickets);
+            let (chunk, tickets) = (encoded.bytes.into(), encoded.tickets);
             let job = Job::new(task, runner, closure.cloned(), chunk, slot.clone(), timeout, fds, tickets);
             jobs.push(job);
             slots.push(slot);

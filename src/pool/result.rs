@@ -42,7 +42,7 @@ impl Failure {
 }
 
 /// One chunk's outcome: the encoded `Vec<Result<Output, String>>`, or why there is none.
-pub(crate) type Outcome = std::result::Result<Vec<u8>, Failure>;
+pub(crate) type Outcome = std::result::Result<super::bytes::Bytes, Failure>;
 
 /// A chunk's outcome, filled once by the pool's manager.
 pub(crate) struct Slot {
@@ -956,14 +956,14 @@ mod tests {
     fn values_decode_into_the_output_up_to_the_first_failure() {
         let sent: Vec<std::result::Result<u64, String>> = vec![Ok(1), Ok(2), Err("boom".into()), Ok(4)];
         let mut out = vec![0u64];
-        let got = decode_into(&Ok(postcard::to_allocvec(&sent).unwrap()), &mut out);
+        let got = decode_into(&Ok(postcard::to_allocvec(&sent).unwrap().into()), &mut out);
         assert!(matches!(got, Err(Error::TaskPanicked { message }) if message == "boom"));
         assert_eq!(out, [0, 1, 2]);
         let sent: Vec<std::result::Result<u64, String>> = vec![Ok(5), Ok(6)];
-        decode_into(&Ok(postcard::to_allocvec(&sent).unwrap()), &mut out).unwrap();
+        decode_into(&Ok(postcard::to_allocvec(&sent).unwrap().into()), &mut out).unwrap();
         assert_eq!(out, [0, 1, 2, 5, 6]);
         // A count larger than the bytes: an error, without reserving that much.
-        let got = decode_into::<u64>(&Ok(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0]), &mut out);
+        let got = decode_into::<u64>(&Ok(vec![0xff, 0xff, 0xff, 0xff, 0x0f, 0].into()), &mut out);
         assert!(matches!(got, Err(Error::Codec(_))), "{got:?}");
         let got = decode_into::<u64>(&Err(Failure::Cancelled), &mut out);
         assert!(matches!(got, Err(Error::Cancelled)));
@@ -973,9 +973,9 @@ mod tests {
     fn results_with_bytes_left_over_are_a_codec_error() {
         let sent: Vec<std::result::Result<(u32, u32), String>> = vec![Ok((1, 2))];
         let bytes = postcard::to_allocvec(&sent).unwrap();
-        let got = decode::<(u32, u32)>(Ok(bytes.clone()));
+        let got = decode::<(u32, u32)>(Ok(bytes.clone().into()));
         assert!(matches!(got.as_slice(), [Ok((1, 2))]));
-        let got = decode::<u32>(Ok(bytes));
+        let got = decode::<u32>(Ok(bytes.into()));
         assert!(matches!(got.as_slice(), [Err(Error::Codec(m))] if m.contains("left over")), "{got:?}");
     }
 }
