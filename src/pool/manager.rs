@@ -292,6 +292,9 @@ pub(crate) struct Manager {
     ended: bool,
     /// Where reports are read into, kept from one to the next.
     inbox: Vec<u8>,
+    /// The chunks of the order being sent, kept from one order to the next (a list made
+    /// for each, and freed, cost the allocator's lock, which the callers' threads wait on).
+    batch: Vec<Job>,
     /// Chunks handed in by callers (see [`Control::submit`]): taken in by [`dispatch`], which
     /// every holder of the state that might send runs before it lets go.
     ///
@@ -323,6 +326,7 @@ impl Manager {
             woken,
             ended: false,
             inbox: Vec::new(),
+            batch: Vec::with_capacity(BATCH),
             incoming: Incoming::default(),
         };
         for _ in 0..manager.config.processes {
@@ -524,6 +528,7 @@ impl Manager {
 
     fn dispatch_up_to(&mut self, limit: usize) {
         let max_tasks = self.config.max_tasks;
+        let mut batch = std::mem::take(&mut self.batch);
         while !self.pending.is_empty() {
             let mut sent_any = false;
             for w in &mut self.workers {
@@ -546,7 +551,8 @@ impl Manager {
                     sent_any = true;
                     continue;
                 }
-                let mut batch = vec![job];
+                batch.clear();
+                batch.push(job);
                 if w.quick && batch[0].fds().is_empty() && w.orders.batches() {
                     // A quick worker takes several chunks of one function in one order.
                     let room = (limit - w.held.len()).min(BATCH);
@@ -568,12 +574,12 @@ impl Manager {
                 }
                 if send_orders(w, &batch).is_err() {
                     // The worker's queue refused it (closed): keep the chunks for another.
-                    for job in batch.into_iter().rev() {
+                    for job in batch.drain(..).rev() {
                         self.pending.push_front(job);
                     }
                     continue;
                 }
-                for mut job in batch {
+                for mut job in batch.drain(..) {
                     if w.held.is_empty() {
                         w.since = Instant::now();
                         job.slot.set_running(true);
@@ -589,6 +595,7 @@ impl Manager {
                 break;
             }
         }
+        self.batch = batch;
     }
 
     /// When the next chunk is of a closure that some idle workers were forked before, those
