@@ -158,7 +158,7 @@ impl Control {
     /// [`release`]), and this call returns at once: submits never wait for the state's lock,
     /// and many quick ones go out together.
     pub(crate) fn submit(&self, jobs: Vec<Job>) {
-        lock(&self.incoming).extend(jobs);
+        self.incoming.push(jobs);
         // The list written, then the lock read; `release` does the opposite, with the same
         // fences between: if this try finds the lock held, its holder finds the list full.
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -202,7 +202,58 @@ impl Control {
 }
 
 /// Chunks handed in by callers, for whoever holds the manager's state to take in.
-type Incoming = Arc<Mutex<Vec<Job>>>;
+type Incoming = Arc<IncomingList>;
+
+/// The list of chunks handed in, and whether it is empty, readable without its lock (every
+/// holder of the manager's state looks as it lets go).
+#[derive(Default)]
+struct IncomingList {
+    jobs: Mutex<Vec<Job>>,
+    /// How many there are: written under the lock, read without it.
+    len: std::sync::atomic::AtomicUsize,
+}
+
+impl IncomingList {
+    fn push(&self, jobs: Vec<Job>) {
+        let mut list = lock(&self.jobs);
+        list.extend(jobs);
+        self.len.store(list.len(), Ordering::SeqCst);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len.load(Ordering::SeqCst) == 0
+    }
+
+    /// The list, to be drained: counted empty once the guard is dropped.
+    fn lock(&self) -> IncomingGuard<'_> {
+        IncomingGuard { jobs: lock(&self.jobs), len: &self.len }
+    }
+}
+
+/// The incoming list, locked; its count is brought up to date when the guard goes.
+struct IncomingGuard<'a> {
+    jobs: MutexGuard<'a, Vec<Job>>,
+    len: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl std::ops::Deref for IncomingGuard<'_> {
+    type Target = Vec<Job>;
+    fn deref(&self) -> &Vec<Job> {
+        &self.jobs
+    }
+}
+
+impl std::ops::DerefMut for IncomingGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<Job> {
+        &mut self.jobs
+    }
+}
+
+impl Drop for IncomingGuard<'_> {
+    fn drop(&mut self) {
+        self.len.store(self.jobs.len(), Ordering::SeqCst);
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -226,7 +277,7 @@ fn release<'a>(shared: &'a Mutex<Manager>, mut guard: MutexGuard<'a, Manager>) {
     loop {
         drop(guard);
         std::sync::atomic::fence(Ordering::SeqCst);
-        if lock(&incoming).is_empty() {
+        if incoming.is_empty() {
             return;
         }
         let Some(next) = try_lock(shared) else { return };
@@ -411,10 +462,10 @@ impl Manager {
     /// list keeps its memory (the callers' threads made it: freed here, it would cost the
     /// allocator a lock of their arena).
     fn take_incoming(&mut self) {
-        let mut incoming = lock(&self.incoming);
-        if incoming.is_empty() {
+        if self.incoming.is_empty() {
             return;
         }
+        let mut incoming = self.incoming.lock();
         if self.ended || self.init_failed.is_some() {
             let jobs: Vec<Job> = incoming.drain(..).collect();
             drop(incoming);
@@ -434,7 +485,7 @@ impl Manager {
         if let Some(w) = self.workers.first() {
             w.process.poll();
         }
-        if self.file_all() || !lock(&self.incoming).is_empty() {
+        if self.file_all() || !self.incoming.is_empty() {
             self.dispatch();
         }
     }
