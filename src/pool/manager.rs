@@ -157,7 +157,7 @@ impl Control {
     /// it (the manager thread filing reports), that thread takes them in as it lets go (see
     /// [`release`]), and this call returns at once: submits never wait for the state's lock,
     /// and many quick ones go out together.
-    pub(crate) fn submit(&self, jobs: Vec<Job>) {
+    pub(crate) fn submit(&self, jobs: impl IntoIterator<Item = Job>) {
         self.incoming.push(jobs);
         // The list written, then the lock read; `release` does the opposite, with the same
         // fences between: if this try finds the lock held, its holder finds the list full.
@@ -214,7 +214,7 @@ struct IncomingList {
 }
 
 impl IncomingList {
-    fn push(&self, jobs: Vec<Job>) {
+    fn push(&self, jobs: impl IntoIterator<Item = Job>) {
         let mut list = lock(&self.jobs);
         list.extend(jobs);
         self.len.store(list.len(), Ordering::SeqCst);

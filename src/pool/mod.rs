@@ -476,47 +476,14 @@ impl Pool {
         first_index: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<Arc<Slot>>> {
-        if self.state.load(Ordering::Acquire) != RUNNING {
-            return Err(Error::PoolNotRunning);
-        }
-        let (runner, closure) = match func {
-            Func::Plain(runner) => (task::offset_of(*runner as usize), None),
-            Func::Closure(c) => (task::offset_of(c.runner as usize), Some(c)),
-        };
+        self.check_running()?;
         let chunks = items.len().div_ceil(chunksize.max(1));
         let mut slots = Vec::with_capacity(chunks);
         let mut jobs = Vec::with_capacity(chunks.min(HAND_OVER_MAX));
         let mut hand_over_at = HAND_OVER_FIRST;
         for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
             let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
-            let task = self.next_task.fetch_add(1, Ordering::Relaxed);
-            // Handles in the arguments (a Lock, a Queue, a pipe end) travel as descriptors
-            // beside the chunk, as in a child's arguments.
-            let encoded = crate::reduction::encode_message(chunk)?;
-            if self.remote && (!encoded.fds.is_empty() || !encoded.tickets.is_empty()) {
-                return Err(Error::InvalidArgument(
-                    "handles (locks, queues, shared values) cannot be arguments of an MPI pool's tasks: \
-                     the other ranks may be on other hosts"
-                        .into(),
-                ));
-            }
-            if encoded.fds.len() > MAX_HANDLES_PER_CHUNK {
-                return Err(Error::InvalidArgument(format!(
-                    "a chunk's arguments hold {} descriptors; at most {MAX_HANDLES_PER_CHUNK} travel with one task",
-                    encoded.fds.len()
-                )));
-            }
-            let fds = encoded
-                .fds
-                .iter()
-                .map(|&fd| {
-                    // SAFETY: the descriptors belong to handles in `items`, borrowed for this call.
-                    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
-                })
-                .collect::<std::io::Result<Vec<_>>>()?;
-            let (chunk, tickets) = (encoded.bytes.into(), encoded.tickets);
-            let job = Job::new(task, runner, closure.cloned(), chunk, slot.clone(), timeout, fds, tickets);
-            jobs.push(job);
+            jobs.push(self.job(func, chunk, slot.clone(), timeout)?);
             slots.push(slot);
             if jobs.len() >= hand_over_at {
                 // The first chunks go to the workers while the rest are being encoded, so
@@ -529,6 +496,54 @@ impl Pool {
         // Straight to the workers with room, from this thread.
         self.control.submit(jobs);
         Ok(slots)
+    }
+
+    /// Submits one task, a chunk of its own (`apply_async`, `submit`): as `submit_chunks`
+    /// with one item, without the lists.
+    fn submit_one<A: Serialize>(&self, func: &Func, args: &A, timeout: Option<Duration>) -> Result<Arc<Slot>> {
+        self.check_running()?;
+        let slot = Slot::new(None);
+        let job = self.job(func, std::slice::from_ref(args), slot.clone(), timeout)?;
+        self.control.submit(std::iter::once(job));
+        Ok(slot)
+    }
+
+    fn check_running(&self) -> Result<()> {
+        match self.state.load(Ordering::Acquire) {
+            RUNNING => Ok(()),
+            _ => Err(Error::PoolNotRunning),
+        }
+    }
+
+    /// A chunk of `func` over `items`, its results to go to `slot`.
+    fn job<A: Serialize>(&self, func: &Func, items: &[A], slot: Arc<Slot>, timeout: Option<Duration>) -> Result<Job> {
+        let (runner, closure) = match func {
+            Func::Plain(runner) => (task::offset_of(*runner as usize), None),
+            Func::Closure(c) => (task::offset_of(c.runner as usize), Some(c)),
+        };
+        let task = self.next_task.fetch_add(1, Ordering::Relaxed);
+        // Handles in the arguments (a Lock, a Queue, a pipe end) travel as descriptors
+        // beside the chunk, as in a child's arguments.
+        let encoded = crate::reduction::encode_message(items)?;
+        if self.remote && (!encoded.fds.is_empty() || !encoded.tickets.is_empty()) {
+            return Err(Error::InvalidArgument(
+                "handles (locks, queues, shared values) cannot be arguments of an MPI pool's tasks: \
+                 the other ranks may be on other hosts"
+                    .into(),
+            ));
+        }
+        if encoded.fds.len() > MAX_HANDLES_PER_CHUNK {
+            return Err(Error::InvalidArgument(format!(
+                "a chunk's arguments hold {} descriptors; at most {MAX_HANDLES_PER_CHUNK} travel with one task",
+                encoded.fds.len()
+            )));
+        }
+        let mut fds = Vec::new();
+        for &fd in &encoded.fds {
+            // SAFETY: the descriptors belong to handles in `items`, borrowed for this call.
+            fds.push(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?);
+        }
+        Ok(Job::new(task, runner, closure.cloned(), encoded.bytes.into(), slot, timeout, fds, encoded.tickets))
     }
 
     /// Runs `f(args)` in a worker and waits for its value (`apply(f, args)`).
@@ -576,8 +591,8 @@ impl Pool {
             ));
         }
         let func = self.func(f)?;
-        let mut slots = self.submit_chunks(&func, &[args], 1, None, 0, timeout)?;
-        Ok(AsyncResult::new(slots.remove(0), self.control.clone()))
+        let slot = self.submit_one(&func, &args, timeout)?;
+        Ok(AsyncResult::new(slot, self.control.clone()))
     }
 
     /// As [`apply_async`](Pool::apply_async), with a timeout of this call's own (pebble's

@@ -214,6 +214,9 @@ impl Slot {
         let shares_cpu = || {
             help.is_some_and(|c| !crate::sys::futex::worth_spinning(crate::sys::proc::current_cpu(), c.worker_cpu()))
         };
+        // Filled already (the usual case for an awaited result, or a map's later chunks):
+        // straight to the outcome, without the clock or the CPU number.
+        let spin = if self.is_filled() { Spin::No } else { spin };
         if spin == Spin::Yes && shares_cpu() {
             // The worker last reported from our CPU: it (and whoever files its report) runs
             // only when we let it, so we give the CPU away instead of spinning, and file the
@@ -427,12 +430,13 @@ impl Pending {
                 return Poll::Pending;
             }
         }
-        Poll::Ready(self.collect::<R>(Some(Instant::now())))
+        // Every slot is filled: nothing to wait for.
+        Poll::Ready(self.collect::<R>(None))
     }
 
     fn wait(&self, deadline: Option<Instant>) -> bool {
         self.wait_last(deadline)
-            && self.slots.iter().all(|s| s.wait(deadline, Spin::Yes, Some(&self.control)).is_some())
+            && self.slots.iter().all(|s| s.wait_then(deadline, Spin::Yes, Some(&self.control), |_| ()).is_some())
     }
 
     /// With many chunks, waits for the last one first, asleep: the chunks finish roughly in
@@ -440,7 +444,7 @@ impl Pending {
     /// each (taking a CPU from the workers) nor is woken for each.
     fn wait_last(&self, deadline: Option<Instant>) -> bool {
         match self.slots.as_slice() {
-            [_, .., last] => last.wait(deadline, Spin::No, None).is_some(),
+            [_, .., last] => last.wait_then(deadline, Spin::No, None, |_| ()).is_some(),
             _ => true,
         }
     }
@@ -552,7 +556,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             control.wake();
             // The manager fills the slot either way: cancelled, or with the result that came
             // first. A manager that is gone has filled every slot already.
-            slot.wait(None, Spin::No, None);
+            slot.wait_then(None, Spin::No, None, |_| ());
         }
         slot.is_cancelled()
     }
