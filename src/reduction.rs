@@ -101,7 +101,9 @@ fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool) -> Result<Encod
     }
     let outer = OUTGOING.with(|o| o.borrow_mut().replace(Outgoing { to_child, ..Outgoing::default() }));
     let restore = Restore(outer);
-    let bytes = postcard::to_allocvec(value);
+    // Room for a few numbers at first: a task's arguments often fit, without regrowing.
+    let mut bytes = Vec::with_capacity(32);
+    let bytes = postcard::serialize_with_flavor(value, crate::queues::codec::Append(&mut bytes)).map(|()| bytes);
     let table = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
     drop(restore);
     Ok(Encoded { bytes: bytes?, fds: table.fds, tickets: table.tickets })

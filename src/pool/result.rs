@@ -409,10 +409,27 @@ impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for AppendValues<'_, R> {
     }
 }
 
+/// A call's slots: one (`apply_async`, `submit`: no list to make) or several (a map).
+#[derive(Clone)]
+enum Slots {
+    One(Arc<Slot>),
+    Many(Vec<Arc<Slot>>),
+}
+
+impl std::ops::Deref for Slots {
+    type Target = [Arc<Slot>];
+    fn deref(&self) -> &[Arc<Slot>] {
+        match self {
+            Slots::One(slot) => std::slice::from_ref(slot),
+            Slots::Many(slots) => slots,
+        }
+    }
+}
+
 /// The slots a background call waits on.
 #[derive(Clone)]
 struct Pending {
-    slots: Vec<Arc<Slot>>,
+    slots: Slots,
     /// The pool, to file results while waiting for them.
     control: Arc<Control>,
 }
@@ -425,7 +442,7 @@ impl Pending {
     /// `Future::poll`: ready once every slot is filled; until then the first slot that is not
     /// wakes the task when it is.
     fn poll<R: DeserializeOwned>(&self, cx: &mut Context<'_>) -> Poll<Result<Vec<R>>> {
-        for slot in &self.slots {
+        for slot in self.slots.iter() {
             if !slot.is_filled() && slot.poll(cx.waker()).is_none() {
                 return Poll::Pending;
             }
@@ -443,7 +460,7 @@ impl Pending {
     /// order, so when it is done the others nearly all are, and the caller neither spins on
     /// each (taking a CPU from the workers) nor is woken for each.
     fn wait_last(&self, deadline: Option<Instant>) -> bool {
-        match self.slots.as_slice() {
+        match &*self.slots {
             [_, .., last] => last.wait_then(deadline, Spin::No, None, |_| ()).is_some(),
             _ => true,
         }
@@ -455,7 +472,7 @@ impl Pending {
             return Err(Error::Timeout);
         }
         let mut out = Vec::new();
-        for slot in &self.slots {
+        for slot in self.slots.iter() {
             slot.wait_then(deadline, Spin::Yes, Some(&self.control), |outcome| decode_into(outcome, &mut out))
                 .ok_or(Error::Timeout)??;
         }
@@ -525,7 +542,7 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(slot: Arc<Slot>, control: Arc<Control>) -> AsyncResult<R> {
-        AsyncResult { pending: Pending { slots: vec![slot], control }, _result: PhantomData }
+        AsyncResult { pending: Pending { slots: Slots::One(slot), control }, _result: PhantomData }
     }
 
     /// Cancels the task (`Future.cancel()`): a task still queued is taken out and never runs;
@@ -825,7 +842,7 @@ impl<R: DeserializeOwned> Future for MapResult<R> {
 
 impl<R: DeserializeOwned> MapResult<R> {
     pub(crate) fn new(slots: Vec<Arc<Slot>>, control: Arc<Control>) -> MapResult<R> {
-        MapResult { pending: Pending { slots, control }, _result: PhantomData }
+        MapResult { pending: Pending { slots: Slots::Many(slots), control }, _result: PhantomData }
     }
 
     /// The whole list, in order, or the first task's error (`get()`).
@@ -871,7 +888,7 @@ impl<R: DeserializeOwned> MapResult<R> {
     where
         R: 'static,
     {
-        let slots = self.pending.slots.clone();
+        let slots = self.pending.slots.to_vec();
         let control = self.pending.control.clone();
         if slots.is_empty() {
             return callback(Ok(Vec::new()));
@@ -887,7 +904,7 @@ impl<R: DeserializeOwned> MapResult<R> {
                 if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
                     return;
                 }
-                let result = Pending { slots: all, control }.collect::<R>(Some(Instant::now()));
+                let result = Pending { slots: Slots::Many(all), control }.collect::<R>(Some(Instant::now()));
                 if let Some(callback) = callback.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     callback(result);
                 }
