@@ -533,36 +533,41 @@ pub(crate) fn run(shared: Arc<Mutex<Manager>>, reports: Queue<Vec<u8>>) {
     super::result::this_is_the_manager_thread();
     let mut checked = Instant::now();
     loop {
+        // One hold of the state a round: the reports that came are filed (and what they
+        // made room for sent); the commands are read only when a command's sender woke us,
+        // and the workers checked every `CHECK`, or when a running chunk's timeout is due.
         let wait = deferring(|| {
             let mut m = lock(&shared);
-            let wait = if m.read_commands() {
-                m.terminate();
-                None
-            } else {
-                m.dispatch();
-                if m.closing && m.pending.is_empty() && m.workers.iter().all(|w| w.held.is_empty()) {
-                    m.finish();
-                    None
-                } else {
-                    Some(m.next_deadline().map_or(CHECK, |at| at.saturating_duration_since(Instant::now()).min(CHECK)))
+            m.file_waiting();
+            let now = Instant::now();
+            let deadline = m.next_deadline();
+            let check_due = now.duration_since(checked) >= CHECK || deadline.is_some_and(|at| at <= now);
+            if m.woken.load(Ordering::SeqCst) || check_due {
+                if m.read_commands() {
+                    m.terminate();
+                    release(&shared, m);
+                    return None;
                 }
-            };
+                m.dispatch();
+            }
+            if check_due {
+                m.check_workers();
+                checked = Instant::now();
+            }
+            if m.closing && m.pending.is_empty() && m.workers.iter().all(|w| w.held.is_empty()) {
+                m.finish();
+                release(&shared, m);
+                return None;
+            }
+            let next_check = (checked + CHECK).saturating_duration_since(now);
+            let wait = m.next_deadline().map_or(next_check, |at| at.saturating_duration_since(now).min(next_check));
             release(&shared, m);
-            wait
+            Some(wait)
         });
         let Some(wait) = wait else { return };
         // Waited for without the state's lock, nor the result queue's: callers may file
         // their own results meanwhile.
         reports.wait_nonempty(wait);
-        deferring(|| {
-            let mut m = lock(&shared);
-            m.file_waiting();
-            if checked.elapsed() >= CHECK || m.next_deadline().is_some_and(|at| at <= Instant::now()) {
-                m.check_workers();
-                checked = Instant::now();
-            }
-            release(&shared, m);
-        });
     }
 }
 
