@@ -378,6 +378,36 @@ fn decode_into<R: DeserializeOwned>(outcome: &Outcome, out: &mut Vec<R>) -> Resu
     }
 }
 
+/// The one value of a one-task chunk (`apply_async`, `submit`), or its failure: as
+/// [`decode_into`], without a vector to hold it.
+fn decode_one<R: DeserializeOwned>(outcome: &Outcome) -> Result<R> {
+    let bytes = outcome.as_ref().map_err(|failure| failure.error())?;
+    crate::reduction::seed_from_bytes(FirstValue(PhantomData), bytes, |first| first.is_some())
+        .map_err(|e| Error::Codec(format!("cannot decode a task's result: {e}")))?
+        .ok_or_else(|| Error::Codec("no result".into()))?
+        .map_err(|message| Error::TaskPanicked { message })
+}
+
+/// Decodes the first of a chunk's `Vec<Result<R, String>>`.
+struct FirstValue<R>(PhantomData<fn() -> R>);
+
+impl<'de, R: DeserializeOwned> serde::de::DeserializeSeed<'de> for FirstValue<R> {
+    type Value = Option<std::result::Result<R, String>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for FirstValue<R> {
+    type Value = Option<std::result::Result<R, String>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a chunk's results")
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+        seq.next_element()
+    }
+}
+
 /// Decodes a chunk's `Vec<Result<R, String>>` into the values it appends to a vector,
 /// stopping at the first `Err`, whose message it gives. With the length of the encoding: no
 /// more results than bytes.
@@ -690,7 +720,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 
     fn first(&self, deadline: Option<Instant>) -> Result<R> {
-        self.pending.collect::<R>(deadline)?.into_iter().next().ok_or(Error::Codec("no result".into()))
+        self.slot().wait_then(deadline, Spin::Yes, Some(&self.pending.control), decode_one).ok_or(Error::Timeout)?
     }
 
     /// Calls `callback` with the result once it is there (Python's `callback` and
@@ -803,7 +833,12 @@ impl<R: DeserializeOwned> Future for AsyncResult<R> {
     type Output = Result<R>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
-        self.pending.poll::<R>(cx).map(|r| r.and_then(|v| v.into_iter().next().ok_or(Error::Codec("no result".into()))))
+        let slot = self.slot();
+        if !slot.is_filled() && slot.poll(cx.waker()).is_none() {
+            return Poll::Pending;
+        }
+        // Filled: read at once.
+        Poll::Ready(self.first(None))
     }
 }
 
@@ -988,6 +1023,21 @@ mod tests {
         assert!(matches!(got, Err(Error::Codec(_))), "{got:?}");
         let got = decode_into::<u64>(&Err(Failure::Cancelled), &mut out);
         assert!(matches!(got, Err(Error::Cancelled)));
+    }
+
+    #[test]
+    fn a_one_task_chunk_decodes_to_its_value_or_its_failure() {
+        let encode = |r: Vec<std::result::Result<u64, String>>| Ok(postcard::to_allocvec(&r).unwrap().into());
+        assert_eq!(decode_one::<u64>(&encode(vec![Ok(7)])).unwrap(), 7);
+        assert!(
+            matches!(decode_one::<u64>(&encode(vec![Err("boom".into())])), Err(Error::TaskPanicked { message }) if message == "boom")
+        );
+        assert!(matches!(decode_one::<u64>(&encode(vec![])), Err(Error::Codec(m)) if m == "no result"));
+        // Two results where one was due: the second is bytes left over.
+        assert!(
+            matches!(decode_one::<u64>(&encode(vec![Ok(1), Ok(2)])), Err(Error::Codec(m)) if m.contains("left over"))
+        );
+        assert!(matches!(decode_one::<u64>(&Err(Failure::Timeout)), Err(Error::Timeout)));
     }
 
     #[test]
