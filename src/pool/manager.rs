@@ -173,6 +173,10 @@ impl Control {
     /// Files the reports there are, if nobody else is at it: a caller waiting for its result
     /// takes it off the result queue itself, instead of waiting for the manager thread to.
     pub(crate) fn help(&self) {
+        // Nothing came: the state is not taken for nothing (the manager thread may want it).
+        if self.reports.empty() {
+            return;
+        }
         deferring(|| {
             if let Some(mut m) = try_lock(&self.manager) {
                 m.file_waiting();

@@ -61,6 +61,8 @@ pub(crate) struct Slot {
 
 /// Looks at `done` before a waiter sleeps (with a yield every 256).
 const SPINS: u32 = 4000;
+/// Looks at `done` before a `poll` returns `Pending` (some microseconds).
+const POLL_LOOKS: u32 = 512;
 /// With the worker on our CPU, gives the CPU away this many times (to the worker) before a
 /// waiter sleeps.
 const ONE_CPU_YIELDS: u32 = 64;
@@ -193,6 +195,30 @@ impl Slot {
 
     pub(crate) fn is_filled(&self) -> bool {
         self.done.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Looks for the outcome for a few microseconds, filing the reports that come meanwhile
+    /// (`Future::poll`, before it returns `Pending`): a result due within that time is then
+    /// read without a wake-up, which costs the pool's manager thread a system call and an
+    /// interrupt of this thread's CPU, more than the look. Not with the worker on this CPU,
+    /// where looking would only keep it from running.
+    pub(crate) fn look_briefly(&self, control: &Control) {
+        if !crate::sys::futex::worth_spinning(crate::sys::proc::current_cpu(), control.worker_cpu()) {
+            return;
+        }
+        for round in 0..POLL_LOOKS {
+            if self.is_filled() {
+                return;
+            }
+            if round % 16 == 0 {
+                control.help();
+            } else if round % 128 == 127 {
+                // The manager thread may hold the pool's state on this CPU, preempted.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
     }
 
     /// Waits until filled or `deadline`; returns the outcome if filled. With `Spin::Yes`
@@ -834,6 +860,9 @@ impl<R: DeserializeOwned> Future for AsyncResult<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
         let slot = self.slot();
+        if !slot.is_filled() {
+            slot.look_briefly(&self.pending.control);
+        }
         if !slot.is_filled() && slot.poll(cx.waker()).is_none() {
             return Poll::Pending;
         }
