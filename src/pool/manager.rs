@@ -26,10 +26,10 @@ const IN_FLIGHT: usize = 2;
 /// Chunks a worker whose chunks take under `QUICK` holds at once: tiny tasks (a chunk size
 /// of 1) would otherwise leave it waiting for the manager between two. A slow chunk puts it
 /// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free.
-const QUICK_IN_FLIGHT: usize = 16;
+const QUICK_IN_FLIGHT: usize = 32;
 /// Chunks sent to a quick worker in one order, at most (of one function, in the order they
 /// came).
-const BATCH: usize = 8;
+const BATCH: usize = 16;
 const QUICK: Duration = Duration::from_micros(50);
 /// How long taking an order back waits for a worker that holds its queue's lock.
 const TAKE_BACK_WAIT: Duration = Duration::from_millis(1);
