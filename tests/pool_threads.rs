@@ -39,6 +39,68 @@ start_methods! {
         }
     }
 
+    /// Threads submit thousands of tiny tasks at once, while others' results are being filed
+    /// (a submit that finds the pool's state held leaves its task to the holder): every task
+    /// runs once and every result comes back, awaited or waited for.
+    fn many_threads_hand_over_tiny_submits(m) {
+        let pool = Arc::new(Pool::builder().processes(2).start_method(m).build().unwrap());
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    let xs: Vec<u64> = (t * 100_000..t * 100_000 + 3_000).collect();
+                    let results: Vec<_> = xs.iter().map(|&x| pool.submit(square, (x,)).unwrap()).collect();
+                    let (awaited, waited) = results.split_at(results.len() / 2);
+                    let sum = futures::executor::block_on(async {
+                        let mut sum = 0u64;
+                        for r in awaited {
+                            sum += r.clone().await.unwrap();
+                        }
+                        sum
+                    });
+                    let sum = sum + waited.iter().map(|r| r.get_timeout(LONG).unwrap()).sum::<u64>();
+                    assert_eq!(sum, xs.iter().map(|x| x * x).sum::<u64>());
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(pool.worker_pids().len(), 2);
+    }
+
+    /// Submits racing a `terminate()` from another thread: each result is its value or
+    /// `PoolNotRunning`, none waits for ever (a chunk handed over as the manager ended is
+    /// failed by whoever takes it in).
+    fn submits_racing_terminate_all_finish(m) {
+        for _ in 0..5 {
+            let pool = Arc::new(Pool::builder().processes(2).start_method(m).build().unwrap());
+            let submitter = {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    let mut results = Vec::new();
+                    for x in 0..2_000u64 {
+                        match pool.submit(square, (x,)) {
+                            Ok(r) => results.push((x, r)),
+                            Err(Error::PoolNotRunning) => break,
+                            Err(e) => panic!("submit: {e}"),
+                        }
+                    }
+                    results
+                })
+            };
+            std::thread::sleep(Duration::from_millis(2));
+            pool.terminate().unwrap();
+            for (x, r) in submitter.join().unwrap() {
+                match r.get_timeout(LONG) {
+                    Ok(v) => assert_eq!(v, x * x),
+                    Err(Error::PoolNotRunning) => {}
+                    Err(e) => panic!("task {x}: {e}"),
+                }
+            }
+        }
+    }
+
     /// `imap` over an endless input takes only what is asked for, and the pool stays usable.
     fn imap_of_an_endless_iterator(m) {
         let pool = Pool::builder().processes(2).start_method(m).build().unwrap();
