@@ -109,6 +109,11 @@ pub fn set_start_method(method: StartMethod, force: bool) -> Result<()> {
 }
 
 /// A child keeps its parent's start method, as CPython's children do.
+/// The chosen start method's lock, held across a fork (see `process::fork_locked`).
+pub(crate) fn lock_chosen() -> std::sync::MutexGuard<'static, Option<StartMethod>> {
+    lock(&CHOSEN)
+}
+
 pub(crate) fn set_child_start_method(method: StartMethod) {
     *lock(&CHOSEN) = Some(method);
 }

@@ -404,8 +404,15 @@ pub(crate) unsafe fn fork_locked(in_child: impl FnOnce()) -> io::Result<i32> {
     let server = lock(&forkserver::SERVER);
     let children = lock(&CHILDREN);
     let self_pidfd = lock(&SELF_PIDFD);
+    // Leaf locks (their holders take no other lock), taken last: another thread listing or
+    // reaping children, or reading the start method, may hold them at any moment, and the
+    // child takes both as it starts a child of its own.
+    let ended = lock(&ENDED);
+    let chosen = context::lock_chosen();
     // SAFETY: by the caller's contract.
     let pid = unsafe { proc::fork() };
+    drop(chosen);
+    drop(ended);
     drop(self_pidfd);
     drop(children);
     drop(server);
