@@ -643,6 +643,8 @@ impl Manager {
                     if w.held.is_empty() {
                         w.since = Instant::now();
                         job.slot.set_running(true);
+                    } else {
+                        job.slot.set_sent();
                     }
                     // The shared objects in the arguments are on their way to the worker.
                     job.take_tickets().into_iter().for_each(crate::heap::Ticket::delivered);

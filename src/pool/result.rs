@@ -50,14 +50,20 @@ pub(crate) struct Slot {
     filled: Condvar,
     /// Told the slot's index when it is filled (for `imap_unordered`).
     notify: Option<(Sender<usize>, usize)>,
-    /// Whether a worker runs the chunk now (as far as the manager can tell: it is the oldest
-    /// a worker holds).
-    running: std::sync::atomic::AtomicBool,
+    /// Where the chunk is: [`QUEUED`], [`SENT`] or [`RUNNING`] (as far as the manager can
+    /// tell: the oldest a worker holds runs).
+    stage: std::sync::atomic::AtomicU8,
     /// Called once, after the slot is filled (a result's callback).
     on_fill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Set once filled: what a waiter spins on before it sleeps.
     done: std::sync::atomic::AtomicBool,
 }
+
+/// Where a chunk is ([`Slot::stage`]): queued in the pool, sent to a worker behind the chunk
+/// it runs, or run by it.
+const QUEUED: u8 = 0;
+const SENT: u8 = 1;
+const RUNNING: u8 = 2;
 
 /// Looks at `done` before a waiter sleeps (with a yield every 256).
 const SPINS: u32 = 4000;
@@ -95,7 +101,7 @@ impl Slot {
             state: Mutex::new(State { outcome: None, sleepers: 0, wakers: Vec::new(), listeners: Vec::new() }),
             filled: Condvar::new(),
             notify,
-            running: std::sync::atomic::AtomicBool::new(false),
+            stage: std::sync::atomic::AtomicU8::new(QUEUED),
             on_fill: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
         })
@@ -125,14 +131,20 @@ impl Slot {
         self.run_callback();
     }
 
-    /// Marks the chunk as running (its worker took it) or not.
+    /// Marks the chunk as running (the oldest its worker holds) or, with `false`, as queued
+    /// in the pool again (its worker is gone).
     pub(crate) fn set_running(&self, running: bool) {
-        self.running.store(running, std::sync::atomic::Ordering::Relaxed);
+        self.stage.store(if running { RUNNING } else { QUEUED }, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Marks the chunk as sent to a worker, behind the one it runs.
+    pub(crate) fn set_sent(&self) {
+        self.stage.store(SENT, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether a worker runs the chunk now.
     pub(crate) fn is_running(&self) -> bool {
-        !self.is_filled() && self.running.load(std::sync::atomic::Ordering::Relaxed)
+        !self.is_filled() && self.stage.load(std::sync::atomic::Ordering::Relaxed) == RUNNING
     }
 
     /// Whether the chunk was cancelled.
@@ -203,7 +215,11 @@ impl Slot {
     /// interrupt of this thread's CPU, more than the look. Not with the worker on this CPU,
     /// where looking would only keep it from running.
     pub(crate) fn look_briefly(&self, control: &Control) {
-        if !crate::sys::futex::worth_spinning(crate::sys::proc::current_cpu(), control.worker_cpu()) {
+        // Only for a chunk a worker holds: one still queued behind thousands (the first poll
+        // of each of many futures joined together) is not looked for.
+        if self.stage.load(std::sync::atomic::Ordering::Relaxed) == QUEUED
+            || !crate::sys::futex::worth_spinning(crate::sys::proc::current_cpu(), control.worker_cpu())
+        {
             return;
         }
         for round in 0..POLL_LOOKS {
