@@ -862,9 +862,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
 /// `.await` gives the task's result, on any executor: the thread that files the result (the
 /// pool's manager thread, or one waiting on the pool) wakes the awaiting task. A poll that
-/// finds no result yet looks for it for some microseconds first (taking reports off the
-/// pool's queue itself), unless the worker last ran on the polling thread's CPU: results of
-/// tiny tasks then come without a wake-up, which costs more than the look.
+/// finds no result yet, of a task a worker already holds, looks for it for some microseconds
+/// first (taking reports off the pool's queue itself), unless the worker last ran on the
+/// polling thread's CPU: results of tiny tasks then come without a wake-up, which costs
+/// more than the look.
 ///
 /// ```
 /// fn square(x: u64) -> u64 { x * x }
