@@ -174,6 +174,31 @@ start_methods! {
         assert_eq!(p.apply(square, (5,)).unwrap(), 25);
     }
 
+    /// Tasks submitted while the pool's manager is still replacing the worker of a running
+    /// task just cancelled, and then a cancel of one of them: the cancel finds it (queued,
+    /// or held by a worker behind a task that runs) and it never runs; the others do. The
+    /// workers first ran tiny tasks, so they are quick and hold several chunks at once.
+    fn cancel_a_task_submitted_while_a_worker_is_replaced(m) {
+        let p = pool(m, 2);
+        let warm: Vec<_> = (0..20u64).map(|i| p.submit(square, (i,)).unwrap()).collect();
+        for (i, r) in warm.iter().enumerate() {
+            assert_eq!(r.get_timeout(LONG).unwrap(), (i * i) as u64);
+        }
+        let slow = p.submit(nap, (60_000,)).unwrap();
+        assert!(common::eventually_within(Duration::from_secs(5), || slow.running()), "never ran");
+        assert!(slow.cancel());
+        let t = Instant::now();
+        let busy: Vec<_> = (0..2).map(|_| p.submit(nap, (300,)).unwrap()).collect();
+        let short = p.submit(nap, (1,)).unwrap();
+        assert!(short.cancel(), "the short task ran: {:?}", short.get_timeout(LONG));
+        assert!(t.elapsed() < Duration::from_millis(250), "the cancel waited for a busy task: {:?}", t.elapsed());
+        assert!(matches!(short.get(), Err(Error::Cancelled)));
+        for r in busy {
+            assert_eq!(r.get_timeout(LONG).unwrap(), 300);
+        }
+        assert_eq!(p.worker_pids().len(), 2);
+    }
+
     /// A result's callback may use the pool: submit, and wait for what it submitted (it runs
     /// after the thread that filed the result let go of the pool's state).
     fn a_callback_uses_the_pool(m) {

@@ -513,12 +513,15 @@ impl Manager {
     /// Reads the commands; whether the manager is to end (terminated).
     fn read_commands(&mut self) -> bool {
         // Cleared before the commands are read: a command sent after this reading finds it
-        // clear, and wakes us again. The chunks handed in before a command (a cancel of one
-        // of them) are taken in first.
+        // clear, and wakes us again.
         self.woken.store(false, Ordering::SeqCst);
-        self.take_incoming();
         loop {
-            match self.commands.try_recv() {
+            let command = self.commands.try_recv();
+            // The chunks handed in before the command was sent (a cancel of one of them) are
+            // taken in before it is carried out, also those handed in while the command before
+            // it was (a cancel that replaces a worker takes a while).
+            self.take_incoming();
+            match command {
                 Ok(Command::Cancel(slot)) => self.cancel(&slot),
                 Ok(Command::CancelQueued) => self.cancel_queued(),
                 Ok(Command::Close) => self.closing = true,
@@ -592,7 +595,9 @@ impl Manager {
         while !self.pending.is_empty() {
             let mut sent_any = false;
             for w in &mut self.workers {
-                let limit = if w.quick { limit.max(w.process.in_flight(QUICK_IN_FLIGHT)) } else { limit };
+                // The first pass gives one to each idle worker, quick or not: a chunk never
+                // waits behind another's while a worker is free.
+                let limit = if w.quick && limit > 1 { limit.max(w.process.in_flight(QUICK_IN_FLIGHT)) } else { limit };
                 if w.held.len() >= limit || (max_tasks > 0 && w.sent >= max_tasks) {
                     continue;
                 }
