@@ -80,16 +80,23 @@ pub(crate) fn add_ticket(ticket: Ticket) {
 /// other, or a pipe opened twice) stay two, because what they share is not all there is to
 /// them (a pipe's `O_NONBLOCK` belongs to each open file, not to the pipe).
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    encode_with(value, true)
+    encode_with(value, true, Vec::with_capacity(32))
 }
 
 /// [`encode`] for a message on a connection that carries descriptors: the same, except what
 /// only a child is given (a manager proxy's authentication key).
 pub(crate) fn encode_message<T: Serialize + ?Sized>(value: &T) -> Result<Encoded> {
-    encode_with(value, false)
+    // Room for a few numbers at first: a task's arguments often fit, without regrowing.
+    encode_with(value, false, Vec::with_capacity(32))
 }
 
-fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool) -> Result<Encoded> {
+/// [`encode_message`] into `buffer` (cleared first), given back as the bytes: a caller that
+/// encodes many small values keeps one buffer instead of allocating one for each.
+pub(crate) fn encode_message_in<T: Serialize + ?Sized>(value: &T, buffer: Vec<u8>) -> Result<Encoded> {
+    encode_with(value, false, buffer)
+}
+
+fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool, mut bytes: Vec<u8>) -> Result<Encoded> {
     /// Puts back the table of an encoding under way (a `Serialize` that sends a message of
     /// its own), also if serializing panics.
     struct Restore(Option<Outgoing>);
@@ -101,8 +108,7 @@ fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool) -> Result<Encod
     }
     let outer = OUTGOING.with(|o| o.borrow_mut().replace(Outgoing { to_child, ..Outgoing::default() }));
     let restore = Restore(outer);
-    // Room for a few numbers at first: a task's arguments often fit, without regrowing.
-    let mut bytes = Vec::with_capacity(32);
+    bytes.clear();
     let bytes = postcard::serialize_with_flavor(value, crate::queues::codec::Append(&mut bytes)).map(|()| bytes);
     let table = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
     drop(restore);

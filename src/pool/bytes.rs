@@ -24,6 +24,12 @@ impl Bytes {
         }
     }
 
+    /// The bytes of `buffer`: copied inline if few, and the buffer kept for the next use;
+    /// otherwise the buffer itself, moved out (left empty).
+    pub(crate) fn take_from(buffer: &mut Vec<u8>) -> Bytes {
+        Bytes::inline(buffer).unwrap_or_else(|| Bytes::Heap(std::mem::take(buffer)))
+    }
+
     fn inline(bytes: &[u8]) -> Option<Bytes> {
         let mut buf = [0; INLINE];
         buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
@@ -58,7 +64,11 @@ mod tests {
     fn few_bytes_are_inline_and_many_are_not() {
         for n in [0, 1, INLINE, INLINE + 1, 1000] {
             let v: Vec<u8> = (0..n).map(|i| i as u8).collect();
-            for b in [Bytes::from(v.clone()), Bytes::copy_of(&v)] {
+            let mut buffer = v.clone();
+            let taken = Bytes::take_from(&mut buffer);
+            // Kept (as it was) when copied inline; moved out (left empty) otherwise.
+            assert_eq!(buffer.len(), if n > INLINE { 0 } else { n });
+            for b in [Bytes::from(v.clone()), Bytes::copy_of(&v), taken] {
                 assert_eq!(&*b, &v[..]);
                 assert_eq!(matches!(b, Bytes::Inline(..)), n <= INLINE);
             }

@@ -54,6 +54,7 @@ pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
 
 use crate::queues::Queue;
 use crate::{Error, Result, StartMethod, get_context, get_start_method};
+use bytes::Bytes;
 use manager::{Command, Config, Control, Job, Manager};
 use result::Slot;
 use serde::Serialize;
@@ -378,6 +379,11 @@ const MAX_HANDLES_PER_CHUNK: usize = 253;
 /// Chunks of a call handed to the workers before the rest are encoded; then twice as many
 /// each time, up to `HAND_OVER_MAX`.
 const HAND_OVER_FIRST: usize = 32;
+
+thread_local! {
+    /// The buffer this thread encodes chunks into (see [`Pool::job`]).
+    static CHUNK_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
 const HAND_OVER_MAX: usize = 4096;
 
 fn default_chunksize(n: usize, processes: usize) -> usize {
@@ -524,7 +530,12 @@ impl Pool {
         let task = self.next_task.fetch_add(1, Ordering::Relaxed);
         // Handles in the arguments (a Lock, a Queue, a pipe end) travel as descriptors
         // beside the chunk, as in a child's arguments.
-        let encoded = crate::reduction::encode_message(items)?;
+        // Encoded into this thread's buffer, which a chunk of a few bytes (copied inline)
+        // leaves for the next: no allocation per chunk.
+        let buffer = CHUNK_BUFFER.take();
+        let mut encoded = crate::reduction::encode_message_in(items, buffer)?;
+        let chunk = Bytes::take_from(&mut encoded.bytes);
+        CHUNK_BUFFER.set(std::mem::take(&mut encoded.bytes));
         if self.remote && (!encoded.fds.is_empty() || !encoded.tickets.is_empty()) {
             return Err(Error::InvalidArgument(
                 "handles (locks, queues, shared values) cannot be arguments of an MPI pool's tasks: \
@@ -543,7 +554,7 @@ impl Pool {
             // SAFETY: the descriptors belong to handles in `items`, borrowed for this call.
             fds.push(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?);
         }
-        Ok(Job::new(task, runner, closure.cloned(), encoded.bytes.into(), slot, timeout, fds, encoded.tickets))
+        Ok(Job::new(task, runner, closure.cloned(), chunk, slot, timeout, fds, encoded.tickets))
     }
 
     /// Runs `f(args)` in a worker and waits for its value (`apply(f, args)`).

@@ -45,16 +45,15 @@ impl Failure {
 pub(crate) type Outcome = std::result::Result<super::bytes::Bytes, Failure>;
 
 /// A chunk's outcome, filled once by the pool's manager.
+///
+/// Lean, as a map makes one per chunk (20,000 for a map of chunk size 1): what only some
+/// slots have (a waker, a listener, a callback, an `imap_unordered` sender) is boxed apart.
 pub(crate) struct Slot {
     state: Mutex<State>,
     filled: Condvar,
-    /// Told the slot's index when it is filled (for `imap_unordered`).
-    notify: Option<(Sender<usize>, usize)>,
     /// Where the chunk is: [`QUEUED`], [`SENT`] or [`RUNNING`] (as far as the manager can
     /// tell: the oldest a worker holds runs).
     stage: std::sync::atomic::AtomicU8,
-    /// Called once, after the slot is filled (a result's callback).
-    on_fill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Set once filled: what a waiter spins on before it sleeps.
     done: std::sync::atomic::AtomicBool,
 }
@@ -78,12 +77,28 @@ struct State {
     outcome: Option<Outcome>,
     /// Waiters asleep on `filled`: the manager wakes them only if there are any, as a
     /// wake-up is a system call even with nobody to wake.
-    sleepers: usize,
-    /// Tasks awaiting the slot (`Future::poll`), woken when it is filled.
+    sleepers: u32,
+    /// Who else is told when the slot is filled, if anyone.
+    told: Option<Box<Told>>,
+}
+
+/// Who is told when a slot is filled, besides its sleepers.
+#[derive(Default)]
+struct Told {
+    /// Told the slot's index (for `imap_unordered`).
+    sender: Option<(Sender<usize>, usize)>,
+    /// Tasks awaiting the slot (`Future::poll`).
     wakers: Vec<Waker>,
-    /// Told their index when the slot is filled (`as_completed`, `wait`); gone once their
-    /// caller stopped listening.
+    /// Told their index (`as_completed`, `wait`); gone once their caller stopped listening.
     listeners: Vec<(std::sync::Weak<Notify>, usize)>,
+    /// Called once, after the slot is filled (a result's callback).
+    callback: Option<Callback>,
+}
+
+impl State {
+    fn told(&mut self) -> &mut Told {
+        self.told.get_or_insert_with(Box::default)
+    }
 }
 
 /// Whether a waiter spins before it sleeps.
@@ -96,20 +111,23 @@ pub(crate) enum Spin {
 }
 
 impl Slot {
-    pub(crate) fn new(notify: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
+    pub(crate) fn new(sender: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
+        let told = sender.map(|sender| Box::new(Told { sender: Some(sender), ..Told::default() }));
         Arc::new(Slot {
-            state: Mutex::new(State { outcome: None, sleepers: 0, wakers: Vec::new(), listeners: Vec::new() }),
+            state: Mutex::new(State { outcome: None, sleepers: 0, told }),
             filled: Condvar::new(),
-            notify,
             stage: std::sync::atomic::AtomicU8::new(QUEUED),
-            on_fill: Mutex::new(None),
             done: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn fill(&self, outcome: Outcome) {
-        {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let callback = {
+            let mut state = self.lock();
             if state.outcome.is_some() {
                 return;
             }
@@ -118,17 +136,21 @@ impl Slot {
             if state.sleepers > 0 {
                 self.filled.notify_all();
             }
-            if let Some((tx, index)) = &self.notify {
+            let Some(told) = state.told.as_mut() else { return };
+            if let Some((tx, index)) = &told.sender {
                 let _ = tx.send(*index);
             }
-            for (listener, index) in state.listeners.drain(..) {
+            for (listener, index) in told.listeners.drain(..) {
                 if let Some(listener) = listener.upgrade() {
                     listener.push(index);
                 }
             }
-            state.wakers.drain(..).for_each(Waker::wake);
+            told.wakers.drain(..).for_each(Waker::wake);
+            told.callback.take()
+        };
+        if let Some(callback) = callback {
+            run_callback(callback);
         }
-        self.run_callback();
     }
 
     /// Marks the chunk as running (the oldest its worker holds) or, with `false`, as queued
@@ -149,18 +171,18 @@ impl Slot {
 
     /// Whether the chunk was cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.is_filled()
-            && matches!(self.state.lock().unwrap_or_else(|e| e.into_inner()).outcome, Some(Err(Failure::Cancelled)))
+        self.is_filled() && matches!(self.lock().outcome, Some(Err(Failure::Cancelled)))
     }
 
     /// The outcome if filled; otherwise `waker` is woken when it is (`Future::poll`).
     pub(crate) fn poll(&self, waker: &Waker) -> Option<Outcome> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         match &state.outcome {
             Some(outcome) => Some(outcome.clone()),
             None => {
-                if !state.wakers.iter().any(|w| w.will_wake(waker)) {
-                    state.wakers.push(waker.clone());
+                let wakers = &mut state.told().wakers;
+                if !wakers.iter().any(|w| w.will_wake(waker)) {
+                    wakers.push(waker.clone());
                 }
                 None
             }
@@ -169,39 +191,25 @@ impl Slot {
 
     /// Tells `listener` `index` when the slot is filled, or now if it is.
     pub(crate) fn listen(&self, listener: &Arc<Notify>, index: usize) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         if state.outcome.is_some() {
             drop(state);
             listener.push(index);
         } else {
-            state.listeners.retain(|(l, _)| l.strong_count() > 0);
-            state.listeners.push((Arc::downgrade(listener), index));
+            let listeners = &mut state.told().listeners;
+            listeners.retain(|(l, _)| l.strong_count() > 0);
+            listeners.push((Arc::downgrade(listener), index));
         }
     }
 
     /// Sets the callback: it runs when the slot is filled, or now if it already is.
-    fn set_callback(&self, callback: Box<dyn FnOnce() + Send>) {
-        *self.on_fill.lock().unwrap_or_else(|e| e.into_inner()) = Some(callback);
-        if self.is_filled() {
-            self.run_callback();
-        }
-    }
-
-    /// Runs the callback once (it is taken out first), or, while this thread holds the
-    /// pool's state (see [`deferring`]), as soon as it lets go: a callback may use the pool.
-    fn run_callback(&self) {
-        let callback = self.on_fill.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(callback) = callback {
-            let later = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
-                Some(queue) => {
-                    queue.push(callback);
-                    None
-                }
-                None => Some(callback),
-            });
-            if let Some(callback) = later {
-                run_guarded(callback);
-            }
+    fn set_callback(&self, callback: Callback) {
+        let mut state = self.lock();
+        if state.outcome.is_some() {
+            drop(state);
+            run_callback(callback);
+        } else {
+            state.told().callback = Some(callback);
         }
     }
 
@@ -296,7 +304,7 @@ impl Slot {
         // The manager thread itself waiting (a result's callback that waits on the pool) has
         // nobody to file for it: it files as it waits, in short sleeps.
         let filing = help.filter(|_| MANAGER_THREAD.with(std::cell::Cell::get));
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         loop {
             if let Some(outcome) = state.outcome.as_ref() {
                 return Some(f(outcome));
@@ -311,7 +319,7 @@ impl Slot {
             if let Some(control) = filing {
                 drop(state);
                 control.help();
-                state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                state = self.lock();
                 if state.outcome.is_some() {
                     continue;
                 }
@@ -359,6 +367,21 @@ pub(crate) fn deferring<R>(f: impl FnOnce() -> R) -> R {
 /// or a caller's, which must go on.
 fn run_guarded(callback: Callback) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+}
+
+/// Runs a filled slot's callback now, or, while this thread holds the pool's state (see
+/// [`deferring`]), as soon as it lets go: a callback may use the pool.
+fn run_callback(callback: Callback) {
+    let later = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
+        Some(queue) => {
+            queue.push(callback);
+            None
+        }
+        None => Some(callback),
+    });
+    if let Some(callback) = later {
+        run_guarded(callback);
+    }
 }
 
 /// Where slots being listened to (`as_completed`, `wait`) say that they are filled: the
