@@ -72,17 +72,15 @@ impl<T> Clone for Handle<T> {
 
 impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
     fn new(maxsize: usize) -> Result<Handle<T>> {
-        Handle::with_waits(maxsize, false)
-    }
-
-    /// A new queue whose waits yield from the start (a pool's: see `ring::patiently`).
-    fn with_waits(maxsize: usize, eager_yield: bool) -> Result<Handle<T>> {
         if maxsize as u64 > ring::MAX_ITEMS {
             return Err(Error::InvalidArgument(format!("maxsize {maxsize} is above {}", ring::MAX_ITEMS)));
         }
-        let mut ring = Ring::new(maxsize as u64, codec::type_tag::<T>())?;
-        ring.set_eager_yield(eager_yield);
-        Ok(Handle::from_ring(ring))
+        Ok(Handle::from_ring(Ring::new(maxsize as u64, codec::type_tag::<T>())?))
+    }
+
+    /// A new unbounded queue for a pool (see `Ring::for_pool`).
+    fn for_pool() -> Result<Handle<T>> {
+        Ok(Handle::from_ring(Ring::for_pool(codec::type_tag::<T>())?))
     }
 
     fn from_ring(ring: Ring) -> Handle<T> {
@@ -274,9 +272,10 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
         Ok(Queue { handle: Handle::new(maxsize)? })
     }
 
-    /// An unbounded queue whose waits give the CPU away early: a pool's.
+    /// A pool's report queue: unbounded, a small warm part, waits that give the CPU away
+    /// early (see `Ring::for_pool`).
     pub(crate) fn for_pool() -> Result<Queue<T>> {
-        Ok(Queue { handle: Handle::with_waits(0, true)? })
+        Ok(Queue { handle: Handle::for_pool()? })
     }
 
     /// Puts `item` at the end, waiting for room if the queue is bounded and full

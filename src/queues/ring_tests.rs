@@ -408,3 +408,26 @@ fn an_unbounded_ring_says_when_it_is_full() {
     assert!(!ring.is_full(), "a get made room, yet the ring says it is full");
     assert!(ring.put(&[], Deadline::after(Some(Duration::ZERO))).is_ok());
 }
+
+#[test]
+fn a_pool_ring_cycles_through_its_small_warm_part_and_carries_larger_records() {
+    let ring = Ring::for_pool(7).unwrap();
+    assert!(ring.eager_yield());
+    let mut out = Vec::new();
+    // Small records, many laps of the 64 KiB warm part: each comes back whole, in order.
+    for seq in 0..20_000u64 {
+        ring.put(&record(1, seq, 40), forever()).unwrap();
+        ring.get(&mut out, forever()).unwrap();
+        assert_eq!(check(&out), (1, seq));
+    }
+    // A chunk of large results: four times the warm part, between small ones.
+    let big = 4 * super::ring::POOL_SOFT_LEN as usize;
+    for (seq, len) in [(0, 40), (1, big), (2, 40)] {
+        ring.put(&record(2, seq, len), forever()).unwrap();
+    }
+    for (seq, len) in [(0, 40), (1, big), (2, 40)] {
+        ring.get(&mut out, forever()).unwrap();
+        assert_eq!((check(&out), out.len()), ((2, seq), len));
+    }
+    assert!(ring.is_empty());
+}

@@ -52,9 +52,10 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
         Ok(SimpleQueue { handle: Handle::new(0)? })
     }
 
-    /// A queue whose waits give the CPU away early: a pool worker's.
+    /// A pool worker's orders queue: a small warm part, waits that give the CPU away early
+    /// (see `Ring::for_pool`).
     pub(crate) fn for_pool() -> Result<SimpleQueue<T>> {
-        Ok(SimpleQueue { handle: Handle::with_waits(0, true)? })
+        Ok(SimpleQueue { handle: Handle::for_pool()? })
     }
 
     /// Puts `item` at the end (`put(obj)`); waits for room only while 4 GiB of encoded items
