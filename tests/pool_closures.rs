@@ -158,3 +158,33 @@ fn closures_with_maxtasks_and_terminate() {
         assert!(pool.worker_pids().is_empty());
     });
 }
+
+/// Every task runs once while the chunks a worker was sent are taken back and shared out
+/// again: in each of 20 maps of chunk size 1, one task in 25 sleeps, so a worker is idle
+/// while the other holds chunks, again and again; each run counts itself in a shared array.
+#[test]
+fn each_task_runs_once_while_chunks_are_shared_out_again() {
+    common::isolated("each_task_runs_once_while_chunks_are_shared_out_again", || {
+        const MAPS: usize = 20;
+        const ITEMS: usize = 150;
+        let runs = Array::<u32>::new(MAPS * ITEMS).unwrap();
+        let counter = runs.clone();
+        let pool = fork_pool(2);
+        let count_and_square = move |x: u64| {
+            if x.is_multiple_of(25) {
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            counter.lock().unwrap()[x as usize] += 1;
+            x * x
+        };
+        for map in 0..MAPS as u64 {
+            let items = map * ITEMS as u64..(map + 1) * ITEMS as u64;
+            let squares = pool.map_chunked(count_and_square.clone(), items.clone(), 1).unwrap();
+            assert_eq!(squares, items.map(|x| x * x).collect::<Vec<_>>());
+        }
+        let counts = runs.to_vec();
+        let wrong: Vec<(usize, u32)> = counts.into_iter().enumerate().filter(|&(_, c)| c != 1).collect();
+        assert!(wrong.is_empty(), "tasks not run exactly once (task, runs): {wrong:?}");
+        close_join(&pool);
+    })
+}

@@ -1,8 +1,8 @@
 //! A worker's board: a few words in shared memory that its manager reads and writes without
 //! a message. The worker notes there the chunk it begins; the manager notes the chunks the
-//! worker is to pass over, cancelled after the worker took them (several come in one order)
-//! but before it began them. Together the two notes say, without a race, whether a
-//! cancelled chunk will run: see [`Board::ask`] and [`Board::withdraw`].
+//! worker is to pass over, cancelled or to be sent to another worker after the worker took
+//! them (several come in one order) but before it began them. Together the two notes say,
+//! without a race, whether such a chunk will run: see [`Board::ask`] and [`Board::withdraw`].
 
 use crate::heap::{Shared, SharedState};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,9 @@ const SKIPS: usize = 8;
 
 #[repr(C)]
 struct State {
-    /// The task the worker began last (0: none yet).
+    /// The place, in the stream of chunks sent to the worker, of the one it began last (0:
+    /// none yet). A place, not a task number: a chunk taken back from a worker may be sent
+    /// to it again, behind the first copy it passes over.
     begun: AtomicU64,
     /// Tasks to pass over (0: a free place).
     skip: [AtomicU64; SKIPS],
@@ -32,20 +34,21 @@ impl Board {
         Ok(Board(Shared::new(0)?))
     }
 
-    /// In the worker, before it runs `task`: notes it as begun, and says whether to run it
-    /// (false: the manager cancelled it, and it is passed over).
-    pub(crate) fn begin(&self, task: u64) -> bool {
+    /// In the worker, before it runs `task`, sent to it at place `seq` of its stream: notes
+    /// the place as begun, and says whether to run the task (false: the manager asked it to
+    /// be passed over, cancelled or sent to another worker).
+    pub(crate) fn begin(&self, task: u64, seq: u64) -> bool {
         let state = self.0.state();
         // Noted before the requests are read, and the manager asks before it reads this
         // note (all `SeqCst`): at least one side sees the other's write.
-        state.begun.store(task, SeqCst);
+        state.begun.store(seq, SeqCst);
         !state.skip.iter().any(|s| s.load(SeqCst) == task && s.compare_exchange(task, 0, SeqCst, SeqCst).is_ok())
     }
 
     /// In the manager: asks the worker to pass over `task`, which it took and has not
-    /// reported. Returns where the request is, and the task the worker had begun last when
-    /// it was made (read after asking: the worker begins any later chunk after this reading,
-    /// and then sees the request); `None` if there is no room to ask.
+    /// reported. Returns where the request is, and the place of the chunk the worker had
+    /// begun last when it was made (read after asking: the worker begins any later chunk
+    /// after this reading, and then sees the request); `None` if there is no room to ask.
     pub(crate) fn ask(&self, task: u64) -> Option<(usize, u64)> {
         let state = self.0.state();
         let place = state.skip.iter().position(|p| p.compare_exchange(0, task, SeqCst, SeqCst).is_ok())?;

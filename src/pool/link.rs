@@ -75,14 +75,14 @@ impl Link {
         }
     }
 
-    /// How many chunks a quick worker holds at once: `local` for a local process; more for a
-    /// rank, whose chunks and reports travel in batches, a trip of tens of microseconds or
-    /// more apart.
+    /// How many chunks a quick worker holds at once: `local` for a local process; for a rank,
+    /// whose chunks and reports travel in batches, a trip of tens of microseconds or more
+    /// apart, and whose chunks cannot be taken back once sent, its own number.
     pub(crate) fn in_flight(&self, local: usize) -> usize {
         match self {
             Link::Local(_) => local,
             #[cfg(feature = "mpi")]
-            Link::Rank(_) => local.max(super::mpi::QUICK_IN_FLIGHT),
+            Link::Rank(_) => super::mpi::QUICK_IN_FLIGHT,
         }
     }
 
@@ -141,10 +141,15 @@ impl Orders {
         }
     }
 
-    /// Takes back an order not taken yet; a rank's are on their way, never taken back.
-    pub(crate) fn get_timeout(&self, timeout: Duration) -> crate::Result<Vec<u8>> {
+    /// Takes back an order not taken yet, if one is there (waiting at most `lock_wait` for
+    /// a worker that holds the queue); a rank's are on their way, never taken back.
+    pub(crate) fn take_back(&self, lock_wait: Duration) -> crate::Result<Vec<u8>> {
         match self {
-            Orders::Local(q) => q.get_timeout(timeout),
+            Orders::Local(q) => {
+                let mut order = Vec::new();
+                q.get_present_into(&mut order, lock_wait)?;
+                Ok(order)
+            }
             #[cfg(feature = "mpi")]
             Orders::Rank(_) => Err(crate::Error::Empty),
         }

@@ -25,11 +25,14 @@ use std::time::{Duration, Instant};
 const IN_FLIGHT: usize = 2;
 /// Chunks a worker whose chunks take under `QUICK` holds at once: tiny tasks (a chunk size
 /// of 1) would otherwise leave it waiting for the manager between two. A slow chunk puts it
-/// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free.
-const QUICK_IN_FLIGHT: usize = 32;
+/// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free; what it still
+/// holds then, beyond the order it took, is shared out again once another worker is idle
+/// (see [`Manager::rebalance`]).
+const QUICK_IN_FLIGHT: usize = 128;
 /// Chunks sent to a quick worker in one order, at most (of one function, in the order they
-/// came).
-const BATCH: usize = 16;
+/// came). An order the worker took is its to run: of the chunks it holds, all but these
+/// few can be taken back.
+const BATCH: usize = 8;
 const QUICK: Duration = Duration::from_micros(50);
 /// How long taking an order back waits for a worker that holds its queue's lock.
 const TAKE_BACK_WAIT: Duration = Duration::from_millis(1);
@@ -42,6 +45,9 @@ const KEEP_INBOX: usize = 1 << 20;
 /// its way (handed in, queued, batched, held): what most chunks lack is boxed apart.
 pub(crate) struct Job {
     pub(crate) task: u64,
+    /// Its place in the stream of chunks sent to the worker that holds it (from 1), which
+    /// the worker notes on its board as it begins it: set as it is sent.
+    seq: u64,
     /// The runner's offset in the binary.
     pub(crate) runner: i64,
     pub(crate) chunk: Bytes,
@@ -78,7 +84,7 @@ impl Job {
     ) -> Job {
         let plain = closure.is_none() && timeout.is_none() && fds.is_empty() && tickets.is_empty();
         let extra = (!plain).then(|| Box::new(Extra { closure, timeout, fds, tickets }));
-        Job { task, runner, chunk, slot, extra }
+        Job { task, seq: 0, runner, chunk, slot, extra }
     }
 
     /// The number of closures a worker must have been forked after to run this: 0 for a
@@ -590,6 +596,62 @@ impl Manager {
         self.retire_outdated();
         self.dispatch_up_to(1);
         self.dispatch_up_to(IN_FLIGHT);
+        if self.rebalance() {
+            self.dispatch_up_to(1);
+            self.dispatch_up_to(IN_FLIGHT);
+        }
+    }
+
+    /// When a worker is idle and nothing is pending, takes back the chunks another worker
+    /// holds but has not taken from its queue yet, to be shared out again; whether it did.
+    /// Those it took (several come in one order, `BATCH` at most) and has not begun come
+    /// back too, asked to be passed over on its board.
+    /// A quick worker is sent many chunks at once: when they turn out slow, or at the end of a
+    /// map, they would otherwise wait behind each other while the idle worker had nothing
+    /// to do (CPython's pool has the same wait, for chunks its workers took from the shared
+    /// queue: none can be taken back there).
+    fn rebalance(&mut self) -> bool {
+        if !self.pending.is_empty() {
+            return false;
+        }
+        let max_tasks = self.config.max_tasks;
+        let idle = |w: &Worker| w.held.is_empty() && (max_tasks == 0 || w.sent < max_tasks);
+        // The fullest worker whose queue can be taken from, if an idle one can run its chunks.
+        let Some(busy) = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.held.len() > 1 && w.orders.batches())
+            .max_by_key(|(_, w)| w.held.len())
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let needs = self.workers[busy].held.iter().map(Job::needs).max().unwrap_or(0);
+        if !self.workers.iter().any(|w| idle(w) && w.knows >= needs) {
+            return false;
+        }
+        // Not waiting for a worker that holds its queue: it is taking an order, and the next
+        // dispatch looks again.
+        let w = &mut self.workers[busy];
+        let (mut back, emptied) = take_back(w, Duration::ZERO);
+        if emptied {
+            // Of those it took (several come in one order), all but the first (which it runs,
+            // or ran) are asked to be passed over: those it has not begun come back too.
+            for at in (1..w.held.len()).rev() {
+                if pass_over(w, at)
+                    && let Some(job) = w.held.remove(at)
+                {
+                    back.insert(0, job);
+                }
+            }
+        }
+        let any = !back.is_empty();
+        for job in back.into_iter().rev() {
+            job.slot.set_running(false);
+            self.pending.push_front(job);
+        }
+        any
     }
 
     fn dispatch_up_to(&mut self, limit: usize) {
@@ -639,6 +701,9 @@ impl Manager {
                     {
                         batch.extend(self.pending.pop_front());
                     }
+                }
+                for (k, job) in (1..).zip(batch.iter_mut()) {
+                    job.seq = w.sent + k;
                 }
                 if send_orders(w, &batch).is_err() {
                     // The worker's queue refused it (closed): keep the chunks for another.
@@ -788,17 +853,17 @@ impl Manager {
             let _ = w.process.join();
             let exitcode = w.process.exitcode().unwrap_or(-libc::SIGKILL);
             // Orders still in its queue were never taken (it died idle, or before it came to
-            // them): those chunks go to other workers whole. The ones it took and did not
-            // report on (one: it takes the next only after reporting) died with it.
-            let untaken = drain_orders(&w, Duration::ZERO).len();
+            // them): those chunks go to other workers whole, after the ones it took.
+            let (untaken, _) = take_back(&mut w, Duration::ZERO);
             // Of the chunks it took, one ran: it reports each before it starts the next,
             // and its reports are filed. The others it took (several in one order) never
             // started.
-            let mut taken = w.held.len().saturating_sub(untaken).min(1);
+            let mut taken = w.held.len().min(1);
             if overran || over_memory {
                 // The chunk that overran was running, whatever the queue says.
                 taken = 1;
             }
+            w.held.extend(untaken);
             let failed = taken.min(w.held.len());
             let requeued = w.held.len() - failed;
             // Logged before the chunks fail, so that whoever sees the failure finds the record.
@@ -870,35 +935,26 @@ impl Manager {
         let Some(i) = self.workers.iter().position(|w| w.held.iter().any(|j| Arc::ptr_eq(&j.slot, slot))) else {
             return;
         };
-        // What the worker has not taken comes back here, to go out again: to it, or (if it
-        // is to be replaced) to whoever is free.
-        let w = &mut self.workers[i];
-        let untaken = take_back(w);
-        let first_untaken = w.held.len() - untaken.len();
-        let at = w.held.iter().position(|j| Arc::ptr_eq(&j.slot, slot)).expect("found above");
-        if at >= first_untaken {
-            for (k, order) in untaken.into_iter().enumerate() {
-                if first_untaken + k != at {
-                    let _ = w.orders.put(order);
-                }
-            }
-            if let Some(job) = w.held.remove(at) {
+        // What the worker has not taken comes back here, to go out again (to it, or to whoever
+        // is free), unless it is the chunk cancelled.
+        let (back, _) = take_back(&mut self.workers[i], TAKE_BACK_WAIT);
+        let was_back = back.iter().any(|j| Arc::ptr_eq(&j.slot, slot));
+        for job in back.into_iter().rev() {
+            if Arc::ptr_eq(&job.slot, slot) {
                 job.slot.fill(Err(Failure::Cancelled));
+            } else {
+                job.slot.set_running(false);
+                self.pending.push_front(job);
             }
+        }
+        if was_back {
             return;
         }
         // Taken: begun, or (several come in one order) waiting behind the one the worker
-        // runs. The board tells which, without a race: a request the worker sees before it
-        // begins the task makes it pass over it.
-        let task = w.held[at].task;
-        let passed_over = w.board.ask(task).is_some_and(|(place, begun)| {
-            let begun_at = w.held.iter().position(|j| j.task == begun);
-            begun_at.is_none_or(|b| b < at) || !w.board.withdraw(place, task)
-        });
-        if passed_over {
-            for order in untaken {
-                let _ = w.orders.put(order);
-            }
+        // runs. The board tells which, without a race.
+        let w = &mut self.workers[i];
+        let Some(at) = w.held.iter().position(|j| Arc::ptr_eq(&j.slot, slot)) else { return };
+        if pass_over(w, at) {
             if let Some(job) = w.held.remove(at) {
                 job.slot.fill(Err(Failure::Cancelled));
             }
@@ -907,20 +963,13 @@ impl Manager {
         // It began: it runs, or has just finished (its report on its way, behind those of the
         // chunks before it, which it reported before it began this one).
         self.file_all();
-        let w = &mut self.workers[i];
         if slot.is_filled() {
-            for order in untaken {
-                let _ = w.orders.put(order);
-            }
             return;
         }
-        let first_untaken = w.held.len() - untaken.len();
-        // It runs: its worker goes, and a new one takes its place.
-        for job in w.held.drain(first_untaken..).rev() {
-            job.slot.set_running(false);
-            self.pending.push_front(job);
-        }
+        // It runs: its worker goes, and a new one takes its place (the chunks it took behind
+        // this one go to other workers).
         slot.fill(Err(Failure::Cancelled));
+        let w = &mut self.workers[i];
         let _ = w.process.kill();
         let _ = w.process.join();
         self.check_workers();
@@ -932,9 +981,7 @@ impl Manager {
             job.slot.fill(Err(Failure::Cancelled));
         }
         for w in &mut self.workers {
-            let untaken = take_back(w).len();
-            let first_untaken = w.held.len() - untaken;
-            for job in w.held.drain(first_untaken..) {
+            for job in take_back(w, TAKE_BACK_WAIT).0 {
                 job.slot.fill(Err(Failure::Cancelled));
             }
         }
@@ -992,6 +1039,15 @@ impl Manager {
     }
 }
 
+/// Asks a worker to pass over the chunk at `at` among those it holds, which it took from its
+/// queue (several come in one order); whether it will. The board tells, without a race: a
+/// request the worker sees before it begins the chunk makes it pass over it; one it did not
+/// see is withdrawn.
+fn pass_over(w: &Worker, at: usize) -> bool {
+    let (task, seq) = (w.held[at].task, w.held[at].seq);
+    w.board.ask(task).is_some_and(|(place, begun)| begun < seq || !w.board.withdraw(place, task))
+}
+
 /// Sends `batch` (chunks of one call, or one chunk) to a worker: one order, and the chunk's
 /// handles on the worker's handle socket first if it has any.
 fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
@@ -1003,9 +1059,9 @@ fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
             let fds: Vec<_> = job.fds().iter().map(|f| f.as_fd()).collect();
             crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
         }
-        Order::Run { task: job.task, runner: job.runner, closure, chunk: &job.chunk, handles }
+        Order::Run { task: job.task, seq: job.seq, runner: job.runner, closure, chunk: &job.chunk, handles }
     } else {
-        let tasks = batch.iter().map(|job| Piece(job.task, &job.chunk)).collect();
+        let tasks = batch.iter().map(|job| Piece(job.task, job.seq, &job.chunk)).collect();
         Order::Many { runner: first.runner, closure, tasks }
     };
     crate::queues::codec::with_scratch(|scratch| {
@@ -1015,35 +1071,38 @@ fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
     })
 }
 
-/// The chunks in the orders in a worker's queue, taken out, each as an order of its own
-/// (`Order::Run`); what could not be read counts as one chunk (it was an order), and comes
-/// out empty.
-fn drain_orders(w: &Worker, wait: Duration) -> Vec<Vec<u8>> {
-    let mut untaken = Vec::new();
-    fn run(task: u64, runner: i64, closure: u64, chunk: &[u8], handles: bool) -> Vec<u8> {
-        postcard::to_allocvec(&Order::Run { task, runner, closure, chunk, handles }).unwrap_or_default()
-    }
-    while let Ok(bytes) = w.orders.get_timeout(wait) {
-        match crate::reduction::from_bytes_exact::<Order>(&bytes) {
-            Ok(Order::Many { runner, closure, tasks }) => {
-                untaken.extend(tasks.into_iter().map(|Piece(task, chunk)| run(task, runner, closure, chunk, false)))
-            }
-            Ok(Order::Run { task, runner, closure, chunk, handles }) => {
-                untaken.push(run(task, runner, closure, chunk, handles))
-            }
-            Ok(Order::Stop) => {}
-            Err(_) => untaken.push(Vec::new()),
+/// The task numbers of the chunks in the orders in a worker's queue, taken out, waiting at
+/// most `lock_wait` for a worker that holds the queue; and whether the queue was found empty
+/// (false: the worker held it past the wait, and orders may be left). What cannot be read as
+/// an order is dropped (the worker could have written it: the queue is shared memory).
+fn drain_orders(w: &Worker, lock_wait: Duration) -> (Vec<u64>, bool) {
+    let mut tasks = Vec::new();
+    loop {
+        match w.orders.take_back(lock_wait) {
+            Ok(bytes) => match crate::reduction::from_bytes_exact::<Order>(&bytes) {
+                Ok(Order::Many { tasks: pieces, .. }) => tasks.extend(pieces.iter().map(|Piece(task, ..)| *task)),
+                Ok(Order::Run { task, .. }) => tasks.push(task),
+                Ok(Order::Stop) | Err(_) => {}
+            },
+            Err(crate::Error::Empty) => return (tasks, true),
+            Err(_) => return (tasks, false),
         }
     }
-    untaken
 }
 
-/// Takes back the orders a worker has not taken from its queue yet (the last of the chunks it
-/// holds, in order), one order a chunk.
-fn take_back(w: &mut Worker) -> Vec<Vec<u8>> {
-    // Not `ZERO`: the worker may hold the queue's lock for the moment it takes an order,
-    // and what is behind that order must not be taken for gone.
-    let mut untaken = drain_orders(w, TAKE_BACK_WAIT);
-    untaken.truncate(w.held.len());
-    untaken
+/// Takes back the orders a worker has not taken from its queue yet: their chunks leave the
+/// list it holds, and are returned in the order they were sent; with whether the queue was
+/// found empty (then every chunk it still holds, it took). Told by task number, not by
+/// place: the worker may take the next order meanwhile (when `lock_wait` is not zero, it
+/// may hold the queue for the moment it takes one, and what is behind that order must not
+/// be taken for gone).
+fn take_back(w: &mut Worker, lock_wait: Duration) -> (Vec<Job>, bool) {
+    let (mut tasks, emptied) = drain_orders(w, lock_wait);
+    if tasks.is_empty() {
+        return (Vec::new(), emptied);
+    }
+    tasks.sort_unstable();
+    let (back, kept): (Vec<Job>, Vec<Job>) = w.held.drain(..).partition(|job| tasks.binary_search(&job.task).is_ok());
+    w.held.extend(kept);
+    (back, emptied)
 }

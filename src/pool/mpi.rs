@@ -65,7 +65,7 @@ const BATCH_BYTES: usize = 64 << 10;
 /// to hundreds of microseconds on shared cores, on top of the task.
 pub(crate) const QUICK_TRIP: Duration = Duration::from_micros(500);
 
-/// Chunks a quick rank holds at once (a local worker: 16): enough to keep it busy through
+/// Chunks a quick rank holds at once (a local worker: 128, which can be taken back): enough to keep it busy through
 /// the trip of its reports and its next orders.
 pub(crate) const QUICK_IN_FLIGHT: usize = 64;
 
@@ -612,7 +612,7 @@ fn serve(world: &SimpleCommunicator, rank: i32) {
         if let Some(order) = queue.pop_front() {
             ran += 1;
             let started = Instant::now();
-            if let Ok(Order::Run { task, runner, closure, chunk, handles }) =
+            if let Ok(Order::Run { task, runner, closure, chunk, handles, .. }) =
                 crate::reduction::from_bytes_exact::<Order>(&order)
             {
                 let results = if closure != 0 || handles {

@@ -39,6 +39,8 @@ pub(crate) enum Order<'a> {
     /// message that names the task.
     Run {
         task: u64,
+        /// Its place in the stream of chunks sent to this worker (see [`Board::begin`]).
+        seq: u64,
         runner: i64,
         closure: u64,
         #[serde(serialize_with = "crate::reduction::bytes::serialize")]
@@ -59,9 +61,11 @@ pub(crate) enum Order<'a> {
     },
 }
 
-/// One chunk of an [`Order::Many`]: its task number and its encoded arguments.
+/// One chunk of an [`Order::Many`]: its task number, its place in the stream of chunks sent
+/// to this worker, and its encoded arguments.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Piece<'a>(
+    pub(crate) u64,
     pub(crate) u64,
     #[serde(serialize_with = "crate::reduction::bytes::serialize")] pub(crate) &'a [u8],
 );
@@ -146,15 +150,15 @@ fn run_orders(channels: &Channels) -> crate::Result<()> {
         let mut order = std::mem::take(&mut buffers.order);
         orders.get_into(&mut order)?;
         match crate::reduction::from_bytes_exact::<Order>(&order)? {
-            Order::Run { task, runner, closure, chunk, handles: with_handles } => {
+            Order::Run { task, seq, runner, closure, chunk, handles: with_handles } => {
                 let fds = if with_handles { receive_handles(handles, task)? } else { Vec::new() };
                 done += 1;
-                run_reported(channels, &mut buffers, task, runner, closure, chunk, fds)?;
+                run_reported(channels, &mut buffers, (task, seq), runner, closure, chunk, fds)?;
             }
             Order::Many { runner, closure, tasks } => {
-                for Piece(task, chunk) in tasks {
+                for Piece(task, seq, chunk) in tasks {
                     done += 1;
-                    run_reported(channels, &mut buffers, task, runner, closure, chunk, Vec::new())?;
+                    run_reported(channels, &mut buffers, (task, seq), runner, closure, chunk, Vec::new())?;
                 }
             }
             Order::Stop => break,
@@ -171,13 +175,13 @@ fn run_orders(channels: &Channels) -> crate::Result<()> {
 fn run_reported(
     channels: &Channels,
     buffers: &mut Buffers,
-    task: u64,
+    (task, seq): (u64, u64),
     runner: i64,
     closure: u64,
     chunk: &[u8],
     fds: Vec<std::os::fd::OwnedFd>,
 ) -> crate::Result<()> {
-    if !channels.board.begin(task) {
+    if !channels.board.begin(task, seq) {
         return Ok(());
     }
     let Buffers { results, report, .. } = buffers;

@@ -70,6 +70,16 @@ impl<T> Clone for Handle<T> {
     }
 }
 
+/// A ring's failure to give a record, as the queue reports it.
+fn get_error(e: GetFail) -> Error {
+    match e {
+        GetFail::Empty => Error::Empty,
+        GetFail::Busy => Error::Timeout,
+        GetFail::Corrupt(what) => Error::Codec(format!("queue corrupted: {what}")),
+        GetFail::Map(e) => Error::from(e),
+    }
+}
+
 impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
     fn new(maxsize: usize) -> Result<Handle<T>> {
         if maxsize as u64 > ring::MAX_ITEMS {
@@ -141,11 +151,16 @@ impl<T: Serialize + DeserializeOwned + 'static> Handle<T> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
-        self.ring().get(out, deadline).map_err(|e| match e {
-            GetFail::Empty => Error::Empty,
-            GetFail::Corrupt(what) => Error::Codec(format!("queue corrupted: {what}")),
-            GetFail::Map(e) => Error::from(e),
-        })
+        self.ring().get(out, deadline).map_err(get_error)
+    }
+
+    /// The oldest payload if one is there now, waiting for the get lock until `deadline`
+    /// (see `Ring::get_present`).
+    fn get_present_payload(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<()> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.ring().get_present(out, deadline).map_err(get_error)
     }
 
     fn qsize(&self) -> usize {

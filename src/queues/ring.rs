@@ -297,6 +297,9 @@ pub(crate) enum PutFail {
 pub(crate) enum GetFail {
     /// Nothing came before the deadline.
     Empty,
+    /// Another consumer held the ring past the deadline (`get_present` only: what the ring
+    /// holds is not known).
+    Busy,
     /// What the ring holds is not a record: another process wrote into it.
     Corrupt(&'static str),
     /// The ring's pages could not be mapped here (no address space left).
@@ -650,13 +653,29 @@ impl Ring {
 
     /// Takes the oldest record into `out` (cleared first), waiting until `deadline`.
     pub(crate) fn get(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), GetFail> {
+        self.get_by(out, deadline, deadline).map_err(|e| match e {
+            GetFail::Busy => GetFail::Empty,
+            e => e,
+        })
+    }
+
+    /// Takes the oldest record into `out` if one is there now (`Empty` if none), waiting until
+    /// `deadline` only for the get lock: another consumer holds it for a moment to copy a
+    /// record out, or for as long as it waits on an empty ring (`Busy` at `deadline`).
+    pub(crate) fn get_present(&self, out: &mut Vec<u8>, deadline: Deadline) -> Result<(), GetFail> {
+        self.get_by(out, deadline, Deadline::after(Some(Duration::ZERO)))
+    }
+
+    /// Takes the oldest record, waiting for the get lock until `locked_by` and then for a
+    /// record until `record_by`.
+    fn get_by(&self, out: &mut Vec<u8>, locked_by: Deadline, record_by: Deadline) -> Result<(), GetFail> {
         let state = self.state();
-        match state.get.lock.lock(deadline) {
-            Acquired::No => return Err(GetFail::Empty),
+        match state.get.lock.lock(locked_by) {
+            Acquired::No => return Err(GetFail::Busy),
             Acquired::OwnerDied => state.data.reset(),
             Acquired::Yes => {}
         }
-        let result = self.take(out, deadline);
+        let result = self.take(out, record_by);
         if result.is_ok() && state.extent.end.load(Ordering::Relaxed) > self.keep_end && self.is_empty() {
             self.trim();
         }

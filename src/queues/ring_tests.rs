@@ -219,7 +219,7 @@ fn garbage_in_the_ring_is_an_error_not_a_panic() {
         for _ in 0..16 {
             match ring.get(&mut out, Deadline::after(Some(Duration::ZERO))) {
                 Ok(()) => {}
-                Err(GetFail::Empty) | Err(GetFail::Corrupt(_)) | Err(GetFail::Map(_)) => break,
+                Err(GetFail::Empty) | Err(GetFail::Busy) | Err(GetFail::Corrupt(_)) | Err(GetFail::Map(_)) => break,
             }
         }
     }
@@ -430,4 +430,32 @@ fn a_pool_ring_cycles_through_its_small_warm_part_and_carries_larger_records() {
         assert_eq!((check(&out), out.len()), ((2, seq), len));
     }
     assert!(ring.is_empty());
+}
+
+#[test]
+fn get_present_tells_an_empty_ring_from_a_busy_one() {
+    let ring = small_ring(0);
+    let mut out = Vec::new();
+    let zero = || Deadline::after(Some(Duration::ZERO));
+    assert!(matches!(ring.get_present(&mut out, zero()), Err(GetFail::Empty)));
+    ring.put(&record(1, 1, 16), forever()).unwrap();
+    ring.get_present(&mut out, zero()).unwrap();
+    assert_eq!(check(&out), (1, 1));
+    // Another consumer waits on the empty ring, holding its get lock: a record put now is
+    // there, but not to be had without the lock.
+    let waiter = {
+        let ring = ring.clone();
+        std::thread::spawn(move || {
+            let mut out = Vec::new();
+            ring.get(&mut out, forever()).map(|()| check(&out))
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    let got = ring.get_present(&mut out, Deadline::after(Some(Duration::from_millis(200))));
+    let took = start.elapsed();
+    assert!(matches!(got, Err(GetFail::Busy)), "{got:?}");
+    assert!(took >= Duration::from_millis(190) && took < Duration::from_secs(1), "{took:?}");
+    ring.put(&record(2, 1, 16), forever()).unwrap();
+    assert_eq!(waiter.join().unwrap().ok(), Some((2, 1)));
 }

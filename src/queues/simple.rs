@@ -147,6 +147,13 @@ impl SimpleQueue<Vec<u8>> {
     pub(crate) fn get_into(&self, out: &mut Vec<u8>) -> Result<()> {
         self.handle.get_payload(out, Deadline::NEVER)
     }
+
+    /// Takes the oldest message into `out` if one is there now (`Err(Empty)` if not), waiting
+    /// at most `lock_wait` for a consumer that holds the queue (a worker taking an order, or
+    /// waiting for one on an empty queue): `Err(Timeout)` if it held it longer.
+    pub(crate) fn get_present_into(&self, out: &mut Vec<u8>, lock_wait: Duration) -> Result<()> {
+        self.handle.get_present_payload(out, Deadline::after(Some(lock_wait)))
+    }
 }
 
 impl<T> fmt::Debug for SimpleQueue<T> {
