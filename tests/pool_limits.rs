@@ -39,7 +39,9 @@ fn note_exit() {
     let parent = multiprocess::parent_process().unwrap().pid();
     let path = notes_path(parent, multiprocess::get_start_method());
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
-    writeln!(f, "{}", std::process::id()).unwrap();
+    // One write of the whole line: two workers leaving at once must not interleave their
+    // digits and newlines (`writeln!` on a file writes its pieces one at a time).
+    f.write_all(format!("{}\n", std::process::id()).as_bytes()).unwrap();
 }
 
 fn pid() -> u32 {
