@@ -616,6 +616,10 @@ impl Manager {
         }
         let max_tasks = self.config.max_tasks;
         let idle = |w: &Worker| w.held.is_empty() && (max_tasks == 0 || w.sent < max_tasks);
+        // Looked at on every dispatch (every submit): the cheap test first.
+        if !self.workers.iter().any(idle) {
+            return false;
+        }
         // The fullest worker whose queue can be taken from, if an idle one can run its chunks.
         let Some(busy) = self
             .workers
