@@ -242,9 +242,14 @@ impl RawMutex {
         if !pidfd::process_with_tag_gone(holder as i32, tag) {
             return Acquired::No;
         }
-        // The tag read must still be the holder's: had the lock changed hands meanwhile (and
-        // come back to the same word), the verdict was about another holder.
-        if self.word.load(Ordering::Acquire) != held || self.tag.load(Ordering::Acquire) != tag {
+        // The dead holder's tag goes before the word is taken: between our taking the word
+        // and writing our own tag, a reader must find 0 beside our pid (unknown: it asks
+        // whether our pid lives, and it does), not the dead holder's tag, by which we would
+        // look dead and be taken from while we hold it. The tag read must still be there: had
+        // the lock changed hands meanwhile, the verdict was about another holder.
+        if self.tag.compare_exchange(tag, 0, Ordering::AcqRel, Ordering::Relaxed).is_err()
+            || self.word.load(Ordering::Acquire) != held
+        {
             return Acquired::No;
         }
         // Only one taker can move the word from the dead pid to its own.
