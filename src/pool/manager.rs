@@ -28,7 +28,7 @@ const IN_FLIGHT: usize = 2;
 /// back to `IN_FLIGHT`, so long tasks still go to whichever worker is free; what it still
 /// holds then, beyond the order it took, is shared out again once another worker is idle
 /// (see [`Manager::rebalance`]).
-const QUICK_IN_FLIGHT: usize = 128;
+const QUICK_IN_FLIGHT: usize = 256;
 /// Chunks sent to a quick worker in one order, at most (of one function, in the order they
 /// came). An order the worker took is its to run: of the chunks it holds, all but these
 /// few can be taken back.
