@@ -640,15 +640,17 @@ impl Manager {
         let w = &mut self.workers[busy];
         let (mut back, emptied) = take_back(w, Duration::ZERO);
         if emptied {
-            // Of those it took (several come in one order), all but the first (which it runs,
-            // or ran) are asked to be passed over: those it has not begun come back too.
+            // Of those it took (one order: the last it holds), the ones it has not begun are
+            // asked to be passed over, from the last back to the first it began (it begins
+            // them in order; the chunks before that one it began or ran), never its first.
+            let mut passed = Vec::new();
             for at in (1..w.held.len()).rev() {
-                if pass_over(w, at)
-                    && let Some(job) = w.held.remove(at)
-                {
-                    back.insert(0, job);
+                if !pass_over(w, at) {
+                    break;
                 }
+                passed.extend(w.held.remove(at));
             }
+            back.splice(0..0, passed.into_iter().rev());
         }
         let any = !back.is_empty();
         for job in back.into_iter().rev() {
