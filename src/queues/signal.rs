@@ -7,7 +7,9 @@
 //! system call for nobody. So each process also keeps its own count in a slot of a small
 //! table, under its pid and tag (see `pidfd::own_tag`). A waker whose wake-up found nobody
 //! while the count said someone (a wasted system call) looks at the slots whose count is not
-//! zero and takes the counts of dead processes off the total. A process that finds no free
+//! zero and takes the counts of dead processes off the total: at the first such wake-up, and
+//! then at one in 64, since a live sleeper caught between counting itself and its futex wait
+//! wastes wake-ups too, often, and the look costs system calls per process. A process that finds no free
 //! slot takes over a dead process's slot, or sleeps untracked (counted in the total only, as
 //! before: only its death in its sleep would then leave the count high).
 //!
@@ -21,6 +23,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 /// Slots of processes' own counts.
 const SLOTS: usize = 16;
+
+/// Of the wake-ups that find nobody asleep, one in this many looks for dead sleepers.
+const CLEAR_EVERY: u32 = 64;
 
 /// A slot's owner while another process clears it.
 const CLEARING: u64 = u64::MAX;
@@ -40,6 +45,9 @@ pub(crate) struct Signal {
     word: AtomicU32,
     /// Everyone who may be asleep: the slots' counts plus the untracked sleepers.
     sleepers: AtomicU32,
+    /// Wake-ups that found nobody asleep while `sleepers` said someone may be (see
+    /// [`Signal::notify`]).
+    wasted: AtomicU32,
     slots: [Slot; SLOTS],
 }
 
@@ -63,7 +71,12 @@ impl Signal {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::Relaxed) != 0 {
             self.word.fetch_add(1, Ordering::SeqCst);
-            if futex::wake(&self.word, n) == 0 {
+            // Nobody woken: usually a sleeper between counting itself and its futex wait (or
+            // leaving, having found what it waits for), rarely a dead one. The look at the
+            // slots costs a few system calls per process counted in them, so it is made at
+            // the first such wake-up and then at one in `CLEAR_EVERY`: a dead sleeper's count
+            // costs that many futex calls at most, the common race almost nothing.
+            if futex::wake(&self.word, n) == 0 && self.wasted.fetch_add(1, Ordering::Relaxed) % CLEAR_EVERY == 0 {
                 self.clear_dead();
             }
         }
