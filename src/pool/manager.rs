@@ -568,6 +568,10 @@ pub(crate) fn run(shared: Arc<Mutex<Manager>>, reports: Queue<Vec<u8>>) {
             }
             if check_due {
                 m.check_workers();
+                // Its filing may have made room (at the end of a quick worker's chunks, all
+                // of it): sent now, not at the next check (which left a map's chunks pending
+                // beside two idle workers for a whole `CHECK`).
+                m.dispatch();
                 checked = Instant::now();
             }
             if m.closing && m.pending.is_empty() && m.workers.iter().all(|w| w.held.is_empty()) {
