@@ -76,7 +76,9 @@ impl Signal {
             // slots costs a few system calls per process counted in them, so it is made at
             // the first such wake-up and then at one in `CLEAR_EVERY`: a dead sleeper's count
             // costs that many futex calls at most, the common race almost nothing.
-            if futex::wake(&self.word, n) == 0 && self.wasted.fetch_add(1, Ordering::Relaxed).is_multiple_of(CLEAR_EVERY) {
+            if futex::wake(&self.word, n) == 0
+                && self.wasted.fetch_add(1, Ordering::Relaxed).is_multiple_of(CLEAR_EVERY)
+            {
                 self.clear_dead();
             }
         }
