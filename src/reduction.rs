@@ -96,7 +96,37 @@ pub(crate) fn encode_message_in<T: Serialize + ?Sized>(value: &T, buffer: Vec<u8
     encode_with(value, false, buffer)
 }
 
-fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool, mut bytes: Vec<u8>) -> Result<Encoded> {
+/// [`encode_message_in`] for many values at once, one after the other in `buffer`: `ends`
+/// (cleared first) gets where each one's bytes end. One table of handles for them all: a
+/// caller that needs each value's own handles encodes the values one by one instead when
+/// there are any. For many small values (a map's chunks), one encoding's setup instead of
+/// one for each.
+pub(crate) fn encode_each_in<'a, T: Serialize + ?Sized + 'a>(
+    values: impl IntoIterator<Item = &'a T>,
+    buffer: Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> Result<Encoded> {
+    ends.clear();
+    encode_into(false, buffer, |bytes| {
+        for value in values {
+            postcard::serialize_with_flavor(value, crate::queues::codec::Append(bytes))?;
+            ends.push(bytes.len());
+        }
+        Ok(())
+    })
+}
+
+fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool, bytes: Vec<u8>) -> Result<Encoded> {
+    encode_into(to_child, bytes, |bytes| postcard::serialize_with_flavor(value, crate::queues::codec::Append(bytes)))
+}
+
+/// Runs `write` (which appends encoded values to the bytes it is given) with a table for
+/// the handles it meets.
+fn encode_into(
+    to_child: bool,
+    mut bytes: Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> postcard::Result<()>,
+) -> Result<Encoded> {
     /// Puts back the table of an encoding under way (a `Serialize` that sends a message of
     /// its own), also if serializing panics.
     struct Restore(Option<Outgoing>);
@@ -109,7 +139,7 @@ fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool, mut bytes: Vec<
     let outer = OUTGOING.with(|o| o.borrow_mut().replace(Outgoing { to_child, ..Outgoing::default() }));
     let restore = Restore(outer);
     bytes.clear();
-    let bytes = postcard::serialize_with_flavor(value, crate::queues::codec::Append(&mut bytes)).map(|()| bytes);
+    let bytes = write(&mut bytes).map(|()| bytes);
     let table = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
     drop(restore);
     Ok(Encoded { bytes: bytes?, fds: table.fds, tickets: table.tickets })
@@ -344,6 +374,31 @@ mod tests {
         // An index nothing came for: an error.
         let lone = encode(&Out(vec![SendFd(a.as_fd())])).unwrap();
         assert!(decode::<In>(&lone.bytes, Vec::new()).is_err());
+    }
+
+    #[test]
+    fn values_encoded_together_end_where_each_alone_would() {
+        let values: Vec<Vec<u64>> = vec![vec![], vec![1], vec![300, 2], vec![u64::MAX; 3]];
+        let mut ends = vec![99];
+        let together = encode_each_in(&values, vec![7, 7], &mut ends).unwrap();
+        let alone: Vec<Vec<u8>> = values.iter().map(|v| postcard::to_allocvec(v).unwrap()).collect();
+        assert_eq!(together.bytes, alone.concat(), "the buffer was not cleared first, or a value differs");
+        let mut end = 0;
+        let expected: Vec<usize> = alone
+            .iter()
+            .map(|a| {
+                end += a.len();
+                end
+            })
+            .collect();
+        assert_eq!(ends, expected);
+        assert!(together.fds.is_empty() && together.tickets.is_empty());
+        // The handles of them all land in the one table.
+        let (a, b) = crate::sys::fd::pipe().unwrap();
+        let outs = [Out(vec![SendFd(a.as_fd())]), Out(vec![]), Out(vec![SendFd(b.as_fd()), SendFd(a.as_fd())])];
+        let with_handles = encode_each_in(&outs, Vec::new(), &mut ends).unwrap();
+        assert_eq!(with_handles.fds, vec![a.as_raw_fd(), b.as_raw_fd()]);
+        assert_eq!(ends.len(), 3);
     }
 
     #[test]

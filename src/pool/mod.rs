@@ -375,17 +375,24 @@ impl fmt::Debug for PoolBuilder {
 /// The most descriptors one chunk's arguments may hold: what one `SCM_RIGHTS` message takes.
 const MAX_HANDLES_PER_CHUNK: usize = 253;
 
-/// CPython's default chunk size for `map`: `ceil(n / (4 × workers))`.
 /// Chunks of a call handed to the workers before the rest are encoded; then twice as many
 /// each time, up to `HAND_OVER_MAX`.
 const HAND_OVER_FIRST: usize = 32;
+const HAND_OVER_MAX: usize = 4096;
+
+/// Chunks of up to this many items are encoded together (see [`Pool::jobs`]); larger ones,
+/// whose bytes would be copied out of the common buffer, each into a buffer of its own.
+const ENCODE_TOGETHER_UP_TO: usize = 8;
+
+/// The chunk buffer is not kept past this size (after a call of large chunks).
+const KEEP_CHUNK_BUFFER: usize = 1 << 20;
 
 thread_local! {
     /// The buffer this thread encodes chunks into (see [`Pool::job`]).
     static CHUNK_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
-const HAND_OVER_MAX: usize = 4096;
 
+/// CPython's default chunk size for `map`: `ceil(n / (4 × workers))`.
 fn default_chunksize(n: usize, processes: usize) -> usize {
     n.div_ceil(4 * processes).max(1)
 }
@@ -483,25 +490,86 @@ impl Pool {
         timeout: Option<Duration>,
     ) -> Result<Vec<Arc<Slot>>> {
         self.check_running()?;
-        let chunks = items.len().div_ceil(chunksize.max(1));
-        let mut slots = Vec::with_capacity(chunks);
-        let mut jobs = Vec::with_capacity(chunks.min(HAND_OVER_MAX));
-        let mut hand_over_at = HAND_OVER_FIRST;
-        for (i, chunk) in items.chunks(chunksize.max(1)).enumerate() {
-            let slot = Slot::new(notify.map(|tx| (tx.clone(), first_index + i)));
-            jobs.push(self.job(func, chunk, slot.clone(), timeout)?);
-            slots.push(slot);
-            if jobs.len() >= hand_over_at {
-                // The first chunks go to the workers while the rest are being encoded, so
-                // that they do not wait for the whole list (a chunk that then cannot be
-                // encoded fails the call, as in CPython, where the chunks before it run).
-                self.control.submit(std::mem::take(&mut jobs));
-                hand_over_at = (hand_over_at * 2).min(HAND_OVER_MAX);
-            }
+        let chunksize = chunksize.max(1);
+        let mut slots = Vec::with_capacity(items.len().div_ceil(chunksize));
+        let mut group = HAND_OVER_FIRST;
+        let mut rest = items;
+        while !rest.is_empty() {
+            // The first chunks go to the workers while the rest are being encoded, so that
+            // they do not wait for the whole list (a chunk that then cannot be encoded fails
+            // the call, as in CPython, where the chunks before it run). Straight to the
+            // workers with room, from this thread (handed to the manager thread instead, to
+            // send while this one makes the next, they went 4 to 7% slower).
+            let (now, after) = rest.split_at((group * chunksize).min(rest.len()));
+            let jobs = self.jobs(func, now, chunksize, &mut slots, notify.map(|tx| (tx, first_index)), timeout)?;
+            self.control.submit(jobs);
+            rest = after;
+            group = (group * 2).min(HAND_OVER_MAX);
         }
-        // Straight to the workers with room, from this thread.
-        self.control.submit(jobs);
         Ok(slots)
+    }
+
+    /// The chunks of `items` (`chunksize` each), their slots appended to `slots` (told to
+    /// `notify`'s sender under their index in the call, counted from its number).
+    ///
+    /// Small chunks are encoded one after the other into one buffer, with one table for the
+    /// handles of them all: the setup of an encoding costs as much as a chunk of a number or
+    /// two. If handles turn up, each chunk is encoded again on its own, to carry its own.
+    fn jobs<A: Serialize>(
+        &self,
+        func: &Func,
+        items: &[A],
+        chunksize: usize,
+        slots: &mut Vec<Arc<Slot>>,
+        notify: Option<(&Sender<usize>, usize)>,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Job>> {
+        let next_slot = |slots: &mut Vec<Arc<Slot>>| {
+            let slot = Slot::new(notify.map(|(tx, first)| (tx.clone(), first + slots.len())));
+            slots.push(slot.clone());
+            slot
+        };
+        let together = if chunksize <= ENCODE_TOGETHER_UP_TO {
+            let mut ends = Vec::with_capacity(items.len().div_ceil(chunksize));
+            let mut encoded =
+                crate::reduction::encode_each_in(items.chunks(chunksize), CHUNK_BUFFER.take(), &mut ends)?;
+            let bytes = std::mem::take(&mut encoded.bytes);
+            let plain = encoded.fds.is_empty() && encoded.tickets.is_empty();
+            // The holds on shared objects, if any, are given back as `encoded` goes: each
+            // chunk takes its own below.
+            drop(encoded);
+            let jobs = plain.then(|| {
+                let (runner, closure) = func.runner_and_closure();
+                let first = self.next_task.fetch_add(ends.len() as u64, Ordering::Relaxed);
+                let starts = std::iter::once(0).chain(ends.iter().copied());
+                (first..)
+                    .zip(starts.zip(&ends))
+                    .map(|(task, (start, &end))| {
+                        let chunk = Bytes::copy_of(&bytes[start..end]);
+                        Job::new(
+                            task,
+                            runner,
+                            closure.cloned(),
+                            chunk,
+                            next_slot(slots),
+                            timeout,
+                            Vec::new(),
+                            Vec::new(),
+                        )
+                    })
+                    .collect::<Vec<Job>>()
+            });
+            if bytes.capacity() <= KEEP_CHUNK_BUFFER {
+                CHUNK_BUFFER.set(bytes);
+            }
+            jobs
+        } else {
+            None
+        };
+        match together {
+            Some(jobs) => Ok(jobs),
+            None => items.chunks(chunksize).map(|chunk| self.job(func, chunk, next_slot(slots), timeout)).collect(),
+        }
     }
 
     /// Submits one task, a chunk of its own (`apply_async`, `submit`): as `submit_chunks`
@@ -523,10 +591,7 @@ impl Pool {
 
     /// A chunk of `func` over `items`, its results to go to `slot`.
     fn job<A: Serialize>(&self, func: &Func, items: &[A], slot: Arc<Slot>, timeout: Option<Duration>) -> Result<Job> {
-        let (runner, closure) = match func {
-            Func::Plain(runner) => (task::offset_of(*runner as usize), None),
-            Func::Closure(c) => (task::offset_of(c.runner as usize), Some(c)),
-        };
+        let (runner, closure) = func.runner_and_closure();
         let task = self.next_task.fetch_add(1, Ordering::Relaxed);
         // Handles in the arguments (a Lock, a Queue, a pipe end) travel as descriptors
         // beside the chunk, as in a child's arguments.

@@ -101,6 +101,16 @@ pub(crate) enum Func {
     Closure(Closure),
 }
 
+impl Func {
+    /// The runner's offset in the binary, and the closure it runs, if it is one.
+    pub(crate) fn runner_and_closure(&self) -> (i64, Option<&Closure>) {
+        match self {
+            Func::Plain(runner) => (offset_of(*runner as usize), None),
+            Func::Closure(c) => (offset_of(c.runner as usize), Some(c)),
+        }
+    }
+}
+
 /// A capturing closure, kept alive in the parent while chunks of it are queued or running.
 #[derive(Clone)]
 pub(crate) struct Closure {
