@@ -171,6 +171,11 @@ impl Control {
         // The list written, then the lock read; `release` does the opposite, with the same
         // fences between: if this try finds the lock held, its holder finds the list full.
         std::sync::atomic::fence(Ordering::SeqCst);
+        // No room for them: taken in by the dispatch after the next report is filed (every
+        // filing dispatches when it has filed any; until then the workers are busy).
+        if self.incoming.is_full() {
+            return;
+        }
         deferring(|| {
             if let Some(mut m) = try_lock(&self.manager) {
                 m.dispatch();
@@ -224,6 +229,11 @@ struct IncomingList {
     jobs: Mutex<Vec<Job>>,
     /// How many there are: written under the lock, read without it.
     len: std::sync::atomic::AtomicUsize,
+    /// The last dispatch left chunks pending, every worker that could take them being full,
+    /// and no report has been filed since: a submit then leaves its chunks here for the
+    /// dispatch that the next report brings (they would wait behind the pending ones anyway)
+    /// instead of taking the state to find no room.
+    full: AtomicBool,
 }
 
 impl IncomingList {
@@ -235,6 +245,17 @@ impl IncomingList {
 
     fn is_empty(&self) -> bool {
         self.len.load(Ordering::SeqCst) == 0
+    }
+
+    fn is_full(&self) -> bool {
+        self.full.load(Ordering::SeqCst)
+    }
+
+    fn set_full(&self, full: bool) {
+        // Written only when it changes: submitters read the line.
+        if self.full.load(Ordering::Relaxed) != full {
+            self.full.store(full, Ordering::SeqCst);
+        }
     }
 
     /// The list, to be drained: counted empty once the guard is dropped.
@@ -516,6 +537,9 @@ impl Manager {
         if inbox.capacity() <= KEEP_INBOX {
             self.inbox = inbox;
         }
+        if now.is_some() {
+            self.incoming.set_full(false);
+        }
         now.is_some()
     }
 
@@ -604,6 +628,7 @@ impl Manager {
             self.dispatch_up_to(1);
             self.dispatch_up_to(IN_FLIGHT);
         }
+        self.incoming.set_full(!self.pending.is_empty());
     }
 
     /// When a worker is idle and nothing is pending, takes back the chunks another worker
@@ -1000,6 +1025,8 @@ impl Manager {
     /// Closed and done: each worker gets a stop order and is joined.
     fn finish(&mut self) {
         self.ended = true;
+        // Chunks handed in from now on are taken in (and fail) by the submit itself.
+        self.incoming.set_full(false);
         for w in &self.workers {
             if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
                 let _ = w.orders.put(bytes);
@@ -1025,6 +1052,8 @@ impl Manager {
     /// Kills every worker; what is not done fails.
     fn terminate(&mut self) {
         self.ended = true;
+        // Chunks handed in from now on are taken in (and fail) by the submit itself.
+        self.incoming.set_full(false);
         self.kill_all();
         for job in self.pending.drain(..) {
             job.slot.fill(Err(Failure::Terminated));
