@@ -1189,6 +1189,12 @@ impl Process {
 
     /// Sends SIGINT (`interrupt()`, Python 3.14); exit code `-2` unless the child handles it.
     ///
+    /// A child whose parent ignores SIGINT ignores it too (the disposition is inherited, also
+    /// through the fork server, as in CPython): under `nohup`, or started from a `&` job of a
+    /// shell script without job control, `interrupt()` then does nothing, and the child runs
+    /// on to its end (exit code 0). [`terminate`](Process::terminate) or
+    /// [`kill`](Process::kill) stop it there.
+    ///
     /// ```
     /// fn nap() { std::thread::sleep(std::time::Duration::from_secs(10)) }
     /// let mut p = multiprocess::Process::new(nap, ());
