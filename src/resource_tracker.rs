@@ -71,10 +71,16 @@ pub(crate) const ROLE: &str = "tracker";
 
 const REGISTER: u8 = b'R';
 const UNREGISTER: u8 = b'U';
+/// Several unregisters in one message (see [`unregister`]): after the sender, each entry as
+/// its device, inode, name length (one byte) and name.
+const UNREGISTER_MANY: u8 = b'M';
 /// A segment name's longest form: a file name in `/dev/shm`.
 pub(crate) const NAME_MAX: usize = 255;
 const HEADER: usize = 25;
-const MAX_MESSAGE: usize = HEADER + NAME_MAX;
+/// Where the entries of an `UNREGISTER_MANY` begin.
+const MANY_HEADER: usize = 9;
+/// The longest `UNREGISTER_MANY`.
+const MAX_MANY: usize = MANY_HEADER + UNSENT_MAX * (17 + NAME_MAX);
 /// How long a tracker may take to start (an exec of this binary on a loaded machine).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the tracker looks at senders it could not open a pidfd for (out of descriptors).
@@ -105,9 +111,52 @@ impl Entry {
         msg
     }
 
+    /// An `UNREGISTER_MANY` of `entries` (at most [`UNSENT_MAX`], names of at most
+    /// [`NAME_MAX`] bytes, as every registered entry's).
+    fn encode_many(entries: &[Entry], sender: Sender) -> Vec<u8> {
+        let mut msg = Vec::with_capacity(MANY_HEADER + entries.iter().map(|e| 17 + e.name.len()).sum::<usize>());
+        msg.push(UNREGISTER_MANY);
+        msg.extend_from_slice(&sender.0.to_le_bytes());
+        msg.extend_from_slice(&sender.1.to_le_bytes());
+        for entry in entries {
+            msg.extend_from_slice(&entry.dev.to_le_bytes());
+            msg.extend_from_slice(&entry.ino.to_le_bytes());
+            msg.push(entry.name.len() as u8);
+            msg.extend_from_slice(&entry.name);
+        }
+        msg
+    }
+
+    /// The sender and entries of an `UNREGISTER_MANY`; `None` if it is not one, or is
+    /// malformed anywhere (a sender's bytes are not trusted).
+    fn decode_many(msg: &[u8]) -> Option<(Sender, Vec<Entry>)> {
+        let (head, mut rest) = msg.split_at_checked(MANY_HEADER)?;
+        if head[0] != UNREGISTER_MANY {
+            return None;
+        }
+        let pid = i32::from_le_bytes(head[1..5].try_into().ok()?);
+        let tag = u32::from_le_bytes(head[5..9].try_into().ok()?);
+        if pid <= 0 {
+            return None;
+        }
+        let mut entries = Vec::new();
+        while !rest.is_empty() {
+            let (fixed, after) = rest.split_at_checked(17)?;
+            let dev = u64::from_le_bytes(fixed[0..8].try_into().ok()?);
+            let ino = u64::from_le_bytes(fixed[8..16].try_into().ok()?);
+            let (name, after) = after.split_at_checked(usize::from(fixed[16]))?;
+            if !valid_name(name) {
+                return None;
+            }
+            entries.push(Entry { name: name.to_vec(), dev, ino });
+            rest = after;
+        }
+        Some(((pid, tag), entries))
+    }
+
     fn decode(msg: &[u8]) -> Option<(u8, Sender, Entry)> {
         let (head, name) = msg.split_at_checked(HEADER)?;
-        if name.is_empty() || name.len() > NAME_MAX || name.contains(&0) || name.contains(&b'/') {
+        if !valid_name(name) {
             return None;
         }
         let op = head[0];
@@ -123,6 +172,11 @@ impl Entry {
         let ino = u64::from_le_bytes(head[17..25].try_into().ok()?);
         Some((op, (pid, tag), Entry { name: name.to_vec(), dev, ino }))
     }
+}
+
+/// Whether `name` can be a segment's name in `/dev/shm` (without its leading `/`).
+fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name.len() <= NAME_MAX && !name.contains(&0) && !name.contains(&b'/')
 }
 
 /// This process, as it names itself to the tracker.
@@ -148,18 +202,30 @@ pub(crate) fn register(name: &str, id: (u64, u64)) -> Result<()> {
     Ok(())
 }
 
-/// Tells the tracker that `name` (the file `id`) was unlinked: nothing is left to clean up.
-/// Does nothing unless this process registered it.
+/// Notes that `name` (the file `id`) was unlinked: nothing is left to clean up. Does nothing
+/// unless this process registered it.
+///
+/// The tracker is told later, of `UNSENT_MAX` at once: a message wakes it, and the
+/// wake-up (the tracker's work on the CPU the unlinking process runs on, often) cost more
+/// than the unlink itself. Nothing depends on its being told sooner: a tracker that cleans up
+/// after this process meanwhile unlinks a name only while it still names the file
+/// registered (see `unlink_if_same`), and this one's name is gone, or names another file.
 pub(crate) fn unregister(name: &str, id: (u64, u64)) {
     let entry = Entry { name: name.as_bytes().to_vec(), dev: id.0, ino: id.1 };
     let mut client = CLIENT.lock();
     client.adopt();
-    if client.registered.remove(&entry) {
-        // A tracker that died forgot everything anyway: a new one, told what is left, is
-        // only worth starting if something is.
-        let restart = !client.registered.is_empty();
-        let _ = client.deliver(&entry.encode(UNREGISTER, me()), restart);
+    if !client.registered.remove(&entry) {
+        return;
     }
+    client.unsent.push(entry);
+    if client.unsent.len() < UNSENT_MAX {
+        return;
+    }
+    let unsent = std::mem::take(&mut client.unsent);
+    // A tracker that died forgot everything anyway: a new one, told what is left, is only
+    // worth starting if something is (and is not told of these).
+    let restart = !client.registered.is_empty();
+    let _ = client.deliver(&Entry::encode_many(&unsent, me()), restart);
 }
 
 /// Makes sure this process has a live tracker before it starts a child, which will share it
@@ -223,11 +289,16 @@ struct Client {
     tracker: Option<Pidfd>,
     /// The segments this process registered.
     registered: BTreeSet<Entry>,
+    /// Segments unlinked since the tracker was last told (see [`unregister`]).
+    unsent: Vec<Entry>,
 }
 
 const fn fresh_client() -> Client {
-    Client { owner: 0, socket: None, tracker_pid: 0, tracker: None, registered: BTreeSet::new() }
+    Client { owner: 0, socket: None, tracker_pid: 0, tracker: None, registered: BTreeSet::new(), unsent: Vec::new() }
 }
+
+/// Unlinked segments a process tells its tracker about at once (see [`unregister`]).
+const UNSENT_MAX: usize = 64;
 
 static CLIENT: ForkSafeLock<Client> = ForkSafeLock::new(fresh_client());
 
@@ -240,6 +311,7 @@ impl Client {
         if self.owner != me {
             // Forgotten, not freed: freeing would write to pages shared with the parent.
             std::mem::forget(std::mem::take(&mut self.registered));
+            std::mem::forget(std::mem::take(&mut self.unsent));
             self.tracker = None;
             self.owner = me;
         }
@@ -282,6 +354,8 @@ impl Client {
             let _ = old.try_reap();
         }
         let (socket, pid, pidfd) = start(wait)?;
+        // The new tracker never knew the segments unlinked since the old one was last told.
+        self.unsent.clear();
         let me = me();
         for entry in &self.registered {
             fd::send_all(socket.as_fd(), &[&entry.encode(REGISTER, me)])?;
@@ -518,7 +592,7 @@ pub(crate) fn serve(channel: OwnedFd) -> ! {
         proc::exit_now(0);
     }
     let mut registry = Registry::default();
-    let mut buf = [0u8; MAX_MESSAGE + 1];
+    let mut buf = vec![0u8; MAX_MANY + 1];
     loop {
         let watched = registry.watched();
         let ready = {
@@ -549,6 +623,8 @@ pub(crate) fn serve(channel: OwnedFd) -> ! {
                         // Not ours to understand: the sender is broken, not us.
                         if let Some((op, sender, entry)) = Entry::decode(&buf[..n]) {
                             registry.apply(op, sender, entry);
+                        } else if let Some((sender, entries)) = Entry::decode_many(&buf[..n]) {
+                            entries.into_iter().for_each(|entry| registry.apply(UNREGISTER, sender, entry));
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -582,5 +658,44 @@ fn unlink_if_same(entry: &Entry) {
     let Ok(fd) = shm::shm_open(&path, false) else { return };
     if shm::file_id(fd.as_fd()).is_ok_and(|id| id == (entry.dev, entry.ino)) {
         let _ = shm::shm_unlink(&path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, ino: u64) -> Entry {
+        Entry { name: name.as_bytes().to_vec(), dev: 7, ino }
+    }
+
+    #[test]
+    fn unregisters_sent_together_arrive_whole_and_bad_bytes_are_refused() {
+        let entries: Vec<Entry> =
+            (0..UNSENT_MAX as u64).map(|i| entry(&format!("psm_{i}{}", "x".repeat(i as usize % 50 * 5)), i)).collect();
+        let longest = entry(&"n".repeat(NAME_MAX), u64::MAX);
+        let mut all = entries.clone();
+        all[3] = longest;
+        let msg = Entry::encode_many(&all, (42, 9));
+        assert!(msg.len() <= MAX_MANY);
+        assert!(Entry::decode_many(&msg) == Some(((42, 9), all.clone())), "the entries did not come back as sent");
+        // Not a single-entry message either.
+        assert!(Entry::decode(&msg).is_none());
+        // Cut anywhere inside an entry, a wrong kind, a bad pid, a name with a slash: refused.
+        for cut in [MANY_HEADER + 1, MANY_HEADER + 17, msg.len() - 1] {
+            assert!(Entry::decode_many(&msg[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut wrong = msg.clone();
+        wrong[0] = UNREGISTER;
+        assert!(Entry::decode_many(&wrong).is_none());
+        let mut pid0 = msg.clone();
+        pid0[1..5].copy_from_slice(&0i32.to_le_bytes());
+        assert!(Entry::decode_many(&pid0).is_none());
+        let slash = Entry::encode_many(&[entry("a/b", 1)], (42, 9));
+        assert!(Entry::decode_many(&slash).is_none());
+        let empty_name = Entry::encode_many(&[entry("", 1)], (42, 9));
+        assert!(Entry::decode_many(&empty_name).is_none());
+        // None at all: a valid, empty message.
+        assert_eq!(Entry::decode_many(&Entry::encode_many(&[], (42, 9))), Some(((42, 9), Vec::new())));
     }
 }
