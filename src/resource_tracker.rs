@@ -41,6 +41,11 @@
 //! | 17..25 | its inode number (u64, little-endian) |
 //! | 25.. | its name without the leading `/` (1 to 255 bytes) |
 //!
+//! Unlinked segments are told 64 at a time (a message wakes the tracker, which cost more than
+//! the unlink itself), in one `b'M'` message: the same first 9 bytes, then for each segment
+//! its device and inode numbers (u64, little-endian), its name's length (one byte) and its
+//! name. Until then the tracker still holds them, which is harmless: see below.
+//!
 //! A message is untrusted bytes: one that does not parse, or names no possible process, is
 //! dropped. A segment is known by (name, device, inode) and at the end unlinked only if its
 //! name still names that very file: a segment that someone else unlinked and made again under
