@@ -151,8 +151,10 @@ pub(crate) struct Stream {
     spin: Spin,
 }
 
-/// When a read spins: while spins pay. A spin that finds nothing costs a credit, one that
-/// finds a message earns them all back; without credit a stream tries again every
+/// When a read spins: while spins pay. A spin that finds nothing costs a credit, and so does
+/// one that finds a message only after its yield ran another task (a peer on our CPU: the
+/// looks and yields cost more system calls than a read that sleeps, and no less time); one
+/// that finds a message earns them all back. Without credit a stream tries again every
 /// [`RETRY_EVERY`] reads, so that a peer that was slow at first (both sides asleep, say) does
 /// not switch spinning off for good. The spin yields between looks, so a peer on our own CPU
 /// is not held up by it.
@@ -494,7 +496,7 @@ impl Reader<'_> {
         let (fd, exact, unix) = (self.fd, self.exact, self.unix);
         let buf = &mut *self.buf;
         if buf.buffered().is_empty() && self.spin.now() {
-            self.spin.paid(spin_for_message(fd));
+            self.spin.paid(spin_for_message(fd) == Spun::Found);
         }
         while buf.buffered().len() < 4 {
             let want = 4 - buf.buffered().len();
@@ -577,21 +579,42 @@ fn recv_exact(
     if unix { fd::recv_exact_with_fds(fd, dst, &mut |f| fds.push_back(f)) } else { fd::recv_exact_uninit(fd, dst) }
 }
 
+/// What a spin before a read found.
+#[derive(Debug, PartialEq, Eq)]
+enum Spun {
+    /// A message, without the CPU changing hands: a reply from another CPU, which a read
+    /// that slept would have waited for a wake-up to take.
+    Found,
+    /// A message, but only after a yield that ran another task (it took [`SWITCHED`] or
+    /// more): the peer shares our CPU, and a read that slept would have cost no more than the
+    /// looks and the yield did.
+    FoundAfterSwitch,
+    /// Nothing within [`SPIN`].
+    Nothing,
+}
+
+/// A yield that takes this long ran another task: one that returns at once (nobody else
+/// waits for our CPU) takes a system call's time.
+const SWITCHED: std::time::Duration = std::time::Duration::from_micros(2);
+
 /// Polls `fd` for [`SPIN`] at most, before a read that would sleep: a reply from another CPU
-/// then costs no wake-up. Whether something came.
+/// then costs no wake-up. What it found.
 #[cold]
-fn spin_for_message(fd: BorrowedFd<'_>) -> bool {
+fn spin_for_message(fd: BorrowedFd<'_>) -> Spun {
     let start = std::time::Instant::now();
+    let mut switched = false;
     loop {
         if fd::readable_now(fd) {
-            return true;
+            return if switched { Spun::FoundAfterSwitch } else { Spun::Found };
         }
-        if start.elapsed() >= SPIN {
-            return false;
+        let now = std::time::Instant::now();
+        if now.duration_since(start) >= SPIN {
+            return Spun::Nothing;
         }
         // Gives the CPU away between looks: a peer that shares our CPU then runs (and
         // answers) at once, which spinning would only delay; one on another CPU is not held
         // up, and the yield returns at once if nothing else is waiting to run here.
         std::thread::yield_now();
+        switched = now.elapsed() >= SWITCHED;
     }
 }
