@@ -29,7 +29,9 @@ thread_local! {
 #[derive(Default)]
 struct Outgoing {
     fds: Vec<RawFd>,
-    index: HashMap<RawFd, u32>,
+    /// Made at the first descriptor: most values hold none, and a map's hasher seeds itself
+    /// from a thread-local on every creation.
+    index: Option<HashMap<RawFd, u32>>,
     tickets: Vec<Ticket>,
     /// Whether this is a child's arguments (not a connection's message).
     to_child: bool,
@@ -251,7 +253,7 @@ pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::resu
     let index = OUTGOING.with(|o| {
         o.borrow_mut().as_mut().map(|table| {
             let next = table.fds.len() as u32;
-            *table.index.entry(fd.as_raw_fd()).or_insert_with(|| {
+            *table.index.get_or_insert_with(HashMap::new).entry(fd.as_raw_fd()).or_insert_with(|| {
                 table.fds.push(fd.as_raw_fd());
                 next
             })
