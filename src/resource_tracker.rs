@@ -107,9 +107,7 @@ type Sender = (i32, u32);
 impl Entry {
     fn encode(&self, op: u8, sender: Sender) -> Vec<u8> {
         let mut msg = Vec::with_capacity(HEADER + self.name.len());
-        msg.push(op);
-        msg.extend_from_slice(&sender.0.to_le_bytes());
-        msg.extend_from_slice(&sender.1.to_le_bytes());
+        push_head(&mut msg, op, sender);
         msg.extend_from_slice(&self.dev.to_le_bytes());
         msg.extend_from_slice(&self.ino.to_le_bytes());
         msg.extend_from_slice(&self.name);
@@ -120,9 +118,7 @@ impl Entry {
     /// [`NAME_MAX`] bytes, as every registered entry's).
     fn encode_many(entries: &[Entry], sender: Sender) -> Vec<u8> {
         let mut msg = Vec::with_capacity(MANY_HEADER + entries.iter().map(|e| 17 + e.name.len()).sum::<usize>());
-        msg.push(UNREGISTER_MANY);
-        msg.extend_from_slice(&sender.0.to_le_bytes());
-        msg.extend_from_slice(&sender.1.to_le_bytes());
+        push_head(&mut msg, UNREGISTER_MANY, sender);
         for entry in entries {
             msg.extend_from_slice(&entry.dev.to_le_bytes());
             msg.extend_from_slice(&entry.ino.to_le_bytes());
@@ -139,11 +135,7 @@ impl Entry {
         if head[0] != UNREGISTER_MANY {
             return None;
         }
-        let pid = i32::from_le_bytes(head[1..5].try_into().ok()?);
-        let tag = u32::from_le_bytes(head[5..9].try_into().ok()?);
-        if pid <= 0 {
-            return None;
-        }
+        let sender = read_sender(head)?;
         let mut entries = Vec::new();
         while !rest.is_empty() {
             let (fixed, after) = rest.split_at_checked(17)?;
@@ -156,7 +148,7 @@ impl Entry {
             entries.push(Entry { name: name.to_vec(), dev, ino });
             rest = after;
         }
-        Some(((pid, tag), entries))
+        Some((sender, entries))
     }
 
     fn decode(msg: &[u8]) -> Option<(u8, Sender, Entry)> {
@@ -168,15 +160,25 @@ impl Entry {
         if op != REGISTER && op != UNREGISTER {
             return None;
         }
-        let pid = i32::from_le_bytes(head[1..5].try_into().ok()?);
-        let tag = u32::from_le_bytes(head[5..9].try_into().ok()?);
-        if pid <= 0 {
-            return None;
-        }
+        let sender = read_sender(head)?;
         let dev = u64::from_le_bytes(head[9..17].try_into().ok()?);
         let ino = u64::from_le_bytes(head[17..25].try_into().ok()?);
-        Some((op, (pid, tag), Entry { name: name.to_vec(), dev, ino }))
+        Some((op, sender, Entry { name: name.to_vec(), dev, ino }))
     }
+}
+
+/// Starts a message: its kind, then the sender's pid and tag (bytes 0 to 9 of every kind).
+fn push_head(msg: &mut Vec<u8>, op: u8, sender: Sender) {
+    msg.push(op);
+    msg.extend_from_slice(&sender.0.to_le_bytes());
+    msg.extend_from_slice(&sender.1.to_le_bytes());
+}
+
+/// The sender a message's first 9 bytes name; `None` for no possible process.
+fn read_sender(head: &[u8]) -> Option<Sender> {
+    let pid = i32::from_le_bytes(head.get(1..5)?.try_into().ok()?);
+    let tag = u32::from_le_bytes(head.get(5..9)?.try_into().ok()?);
+    (pid > 0).then_some((pid, tag))
 }
 
 /// Whether `name` can be a segment's name in `/dev/shm` (without its leading `/`).

@@ -857,8 +857,6 @@ impl Manager {
                 .is_some_and(|pid| crate::sys::proc::resident_bytes(pid as i32).is_ok_and(|rss| rss > limit))
     }
 
-    /// Replaces workers that died or overran the task timeout, failing only the chunk each
-    /// was running; the chunks waiting behind it go to other workers.
     /// The periodic check: the workers (see [`check_workers`](Manager::check_workers)), then
     /// what its filing made room for is sent. At the end of a quick worker's chunks that room
     /// is all it holds: left to the next check, a map's chunks waited a whole `CHECK` beside
@@ -868,6 +866,8 @@ impl Manager {
         self.dispatch();
     }
 
+    /// Replaces workers that died or overran the task timeout, failing only the chunk each
+    /// was running; the chunks waiting behind it go to other workers.
     fn check_workers(&mut self) {
         // Which workers ended, first; then the results they put before they ended (a put is
         // complete when it returns, so all of them are in the queue by now). In the other

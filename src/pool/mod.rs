@@ -511,10 +511,6 @@ impl Pool {
 
     /// The chunks of `items` (`chunksize` each), their slots appended to `slots` (told to
     /// `notify`'s sender under their index in the call, counted from its number).
-    ///
-    /// Small chunks are encoded one after the other into one buffer, with one table for the
-    /// handles of them all: the setup of an encoding costs as much as a chunk of a number or
-    /// two. If handles turn up, each chunk is encoded again on its own, to carry its own.
     fn jobs<A: Serialize>(
         &self,
         func: &Func,
@@ -524,52 +520,54 @@ impl Pool {
         notify: Option<(&Sender<usize>, usize)>,
         timeout: Option<Duration>,
     ) -> Result<Vec<Job>> {
-        let next_slot = |slots: &mut Vec<Arc<Slot>>| {
+        let mut next_slot = || {
             let slot = Slot::new(notify.map(|(tx, first)| (tx.clone(), first + slots.len())));
             slots.push(slot.clone());
             slot
         };
-        let together = if chunksize <= ENCODE_TOGETHER_UP_TO {
-            let mut ends = Vec::with_capacity(items.len().div_ceil(chunksize));
-            let mut encoded =
-                crate::reduction::encode_each_in(items.chunks(chunksize), CHUNK_BUFFER.take(), &mut ends)?;
-            let bytes = std::mem::take(&mut encoded.bytes);
-            let plain = encoded.fds.is_empty() && encoded.tickets.is_empty();
-            // The holds on shared objects, if any, are given back as `encoded` goes: each
-            // chunk takes its own below.
-            drop(encoded);
-            let jobs = plain.then(|| {
-                let (runner, closure) = func.runner_and_closure();
-                let first = self.next_task.fetch_add(ends.len() as u64, Ordering::Relaxed);
-                let starts = std::iter::once(0).chain(ends.iter().copied());
-                (first..)
-                    .zip(starts.zip(&ends))
-                    .map(|(task, (start, &end))| {
-                        let chunk = Bytes::copy_of(&bytes[start..end]);
-                        Job::new(
-                            task,
-                            runner,
-                            closure.cloned(),
-                            chunk,
-                            next_slot(slots),
-                            timeout,
-                            Vec::new(),
-                            Vec::new(),
-                        )
-                    })
-                    .collect::<Vec<Job>>()
-            });
-            if bytes.capacity() <= KEEP_CHUNK_BUFFER {
-                CHUNK_BUFFER.set(bytes);
-            }
-            jobs
-        } else {
-            None
-        };
-        match together {
-            Some(jobs) => Ok(jobs),
-            None => items.chunks(chunksize).map(|chunk| self.job(func, chunk, next_slot(slots), timeout)).collect(),
+        if chunksize <= ENCODE_TOGETHER_UP_TO
+            && let Some(jobs) = self.jobs_encoded_together(func, items, chunksize, timeout, &mut next_slot)?
+        {
+            return Ok(jobs);
         }
+        items.chunks(chunksize).map(|chunk| self.job(func, chunk, next_slot(), timeout)).collect()
+    }
+
+    /// [`jobs`](Pool::jobs) of small chunks, encoded one after the other into one buffer,
+    /// with one table for the handles of them all: the setup of an encoding costs as much as
+    /// a chunk of a number or two. `None` if handles turn up: then each chunk is encoded on
+    /// its own, to carry its own.
+    fn jobs_encoded_together<A: Serialize>(
+        &self,
+        func: &Func,
+        items: &[A],
+        chunksize: usize,
+        timeout: Option<Duration>,
+        next_slot: &mut impl FnMut() -> Arc<Slot>,
+    ) -> Result<Option<Vec<Job>>> {
+        let mut ends = Vec::with_capacity(items.len().div_ceil(chunksize));
+        let mut encoded = crate::reduction::encode_each_in(items.chunks(chunksize), CHUNK_BUFFER.take(), &mut ends)?;
+        let bytes = std::mem::take(&mut encoded.bytes);
+        let plain = encoded.fds.is_empty() && encoded.tickets.is_empty();
+        // The holds on shared objects, if any, are given back as `encoded` goes: each chunk
+        // takes its own when encoded alone.
+        drop(encoded);
+        let jobs = plain.then(|| {
+            let (runner, closure) = func.runner_and_closure();
+            let first = self.next_task.fetch_add(ends.len() as u64, Ordering::Relaxed);
+            let starts = std::iter::once(0).chain(ends.iter().copied());
+            (first..)
+                .zip(starts.zip(&ends))
+                .map(|(task, (start, &end))| {
+                    let chunk = Bytes::copy_of(&bytes[start..end]);
+                    Job::new(task, runner, closure.cloned(), chunk, next_slot(), timeout, Vec::new(), Vec::new())
+                })
+                .collect()
+        });
+        if bytes.capacity() <= KEEP_CHUNK_BUFFER {
+            CHUNK_BUFFER.set(bytes);
+        }
+        Ok(jobs)
     }
 
     /// Submits one task, a chunk of its own (`apply_async`, `submit`): as `submit_chunks`

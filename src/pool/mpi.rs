@@ -65,8 +65,8 @@ const BATCH_BYTES: usize = 64 << 10;
 /// to hundreds of microseconds on shared cores, on top of the task.
 pub(crate) const QUICK_TRIP: Duration = Duration::from_micros(500);
 
-/// Chunks a quick rank holds at once (a local worker: 256, which can be taken back): enough to keep it busy through
-/// the trip of its reports and its next orders.
+/// Chunks a quick rank holds at once (a local worker holds more, which can be taken back):
+/// enough to keep it busy through the trip of its reports and its next orders.
 pub(crate) const QUICK_IN_FLIGHT: usize = 64;
 
 /// The environment variables that MPI launchers give their ranks (Open MPI, PMIx under

@@ -9,9 +9,9 @@
 //! while the count said someone (a wasted system call) looks at the slots whose count is not
 //! zero and takes the counts of dead processes off the total: at the first such wake-up, and
 //! then at one in 64, since a live sleeper caught between counting itself and its futex wait
-//! wastes wake-ups too, often, and the look costs system calls per process. A process that finds no free
-//! slot takes over a dead process's slot, or sleeps untracked (counted in the total only, as
-//! before: only its death in its sleep would then leave the count high).
+//! wastes wake-ups too, often, and the look costs system calls per process. A process that
+//! finds no free slot takes over a dead process's slot, or sleeps untracked (counted in the
+//! total only, as before: only its death in its sleep would then leave the count high).
 //!
 //! The total never counts fewer than the live sleepers, which is what makes a wake-up
 //! impossible to lose: a sleeper adds itself to the total before its slot, and takes itself
