@@ -40,6 +40,11 @@ const TAKE_BACK_WAIT: Duration = Duration::from_millis(1);
 const CHECK: Duration = Duration::from_millis(10);
 /// The report buffer is not kept past this size (after a chunk of huge results).
 const KEEP_INBOX: usize = 1 << 20;
+/// A dispatch takes in the chunks handed in only while fewer than this many are queued:
+/// more than the workers can be sent at once. Beyond it the list is left to the callers, who
+/// keep adding to it, rather than its lock bouncing between their CPU and the manager's at
+/// every report filed (a loop of submits faster than the workers run them).
+const TAKE_IN_BELOW: usize = 4096;
 
 /// A chunk to run, and where its results go. Small, as it is moved from list to list on
 /// its way (handed in, queued, batched, held): what most chunks lack is boxed apart.
@@ -232,9 +237,16 @@ struct IncomingList {
     /// The last dispatch left chunks pending, every worker that could take them being full,
     /// and no report has been filed since: a submit then leaves its chunks here for the
     /// dispatch that the next report brings (they would wait behind the pending ones anyway)
-    /// instead of taking the state to find no room.
-    full: AtomicBool,
+    /// instead of taking the state to find no room. On a line of its own: read by every
+    /// submit and by the manager, written seldom, it would otherwise be invalidated by each
+    /// submit's lock.
+    full: OwnLine<AtomicBool>,
 }
+
+/// A value alone on its cache line (and the one the CPU fetches with it).
+#[derive(Default)]
+#[repr(align(128))]
+struct OwnLine<T>(T);
 
 impl IncomingList {
     fn push(&self, jobs: impl IntoIterator<Item = Job>) {
@@ -248,13 +260,13 @@ impl IncomingList {
     }
 
     fn is_full(&self) -> bool {
-        self.full.load(Ordering::SeqCst)
+        self.full.0.load(Ordering::SeqCst)
     }
 
     fn set_full(&self, full: bool) {
         // Written only when it changes: submitters read the line.
-        if self.full.load(Ordering::Relaxed) != full {
-            self.full.store(full, Ordering::SeqCst);
+        if self.full.0.load(Ordering::Relaxed) != full {
+            self.full.0.store(full, Ordering::SeqCst);
         }
     }
 
@@ -311,7 +323,9 @@ fn release<'a>(shared: &'a Mutex<Manager>, mut guard: MutexGuard<'a, Manager>) {
     loop {
         drop(guard);
         std::sync::atomic::fence(Ordering::SeqCst);
-        if incoming.is_empty() {
+        // Full: no room for them until a report is filed, and the dispatch after that
+        // takes them in (as a submit that finds it full leaves them).
+        if incoming.is_empty() || incoming.is_full() {
             return;
         }
         let Some(next) = try_lock(shared) else { return };
@@ -509,7 +523,20 @@ impl Manager {
             // Dropped (if the manager has ended): their slots fail, so nobody waits on them.
             return;
         }
-        self.pending.extend(incoming.drain(..));
+        // Many chunks handed in behind a few queued: the few go in front of the many, which
+        // are not copied (a loop of submits hands in tens of thousands; a copy would be
+        // another buffer of them to write, its pages new to the process the first time).
+        let spare = incoming.capacity() - incoming.len();
+        if incoming.len() > self.pending.len() && spare >= self.pending.len() {
+            let mut jobs = VecDeque::from(std::mem::take(&mut *incoming));
+            // Into the list's spare room, which a deque wraps round to: no new buffer.
+            while let Some(job) = self.pending.pop_back() {
+                jobs.push_front(job);
+            }
+            *incoming = Vec::from(std::mem::replace(&mut self.pending, jobs));
+        } else {
+            self.pending.extend(incoming.drain(..));
+        }
     }
 
     /// Files the reports there are now, and sends what they made room for.
@@ -519,7 +546,8 @@ impl Manager {
         if let Some(w) = self.workers.first() {
             w.process.poll();
         }
-        if self.file_all() || !self.incoming.is_empty() {
+        // Nothing filed and the list full: still no room for what is handed in.
+        if self.file_all() || (!self.incoming.is_empty() && !self.incoming.is_full()) {
             self.dispatch();
         }
     }
@@ -616,7 +644,9 @@ impl Manager {
     /// task never waits behind another while a worker is free), then more, one at a time
     /// round the workers, up to `IN_FLIGHT` each.
     fn dispatch(&mut self) {
-        self.take_incoming();
+        if self.pending.len() < TAKE_IN_BELOW {
+            self.take_incoming();
+        }
         self.retire_outdated();
         self.dispatch_up_to(1);
         self.dispatch_up_to(IN_FLIGHT);
@@ -1191,5 +1221,51 @@ mod tests {
         );
         drop(m);
         assert_eq!(result.get().unwrap(), (0..100).map(square).collect::<Vec<_>>());
+    }
+
+    /// Submits faster than the workers: beyond `TAKE_IN_BELOW` queued, what is handed in
+    /// stays on the list; taken in later, it queues behind what was there, in the order
+    /// it came (moved in front of the list's chunks or copied behind the queue's).
+    #[test]
+    fn chunks_handed_in_behind_a_long_queue_wait_on_the_list_and_keep_their_order() {
+        for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+            handed_in_behind_a_long_queue(method);
+        }
+    }
+
+    fn handed_in_behind_a_long_queue(method: StartMethod) {
+        let pool = crate::Pool::builder().processes(1).start_method(method).build().unwrap();
+        let shared = Arc::clone(&pool.control.manager);
+        let tasks = |m: &Manager| m.pending.iter().map(|j| j.task).collect::<Vec<_>>();
+        let ascending = |t: &[u64]| t.windows(2).all(|w| w[0] < w[1]);
+        // Held here: every submit leaves its chunk on the list.
+        let mut m = lock(&shared);
+        let first: Vec<_> = (0..TAKE_IN_BELOW as u64 + 100).map(|i| pool.submit(square, (i,)).unwrap()).collect();
+        m.dispatch();
+        assert!(m.incoming.is_empty() && m.pending.len() >= TAKE_IN_BELOW, "pending {}", m.pending.len());
+        let second: Vec<_> = (0..50u64).map(|i| pool.submit(square, (i,)).unwrap()).collect();
+        m.dispatch();
+        assert_eq!(m.incoming.len.load(Ordering::SeqCst), 50, "taken in behind a long queue");
+        // The queue runs short (all but `keep` dropped here: their tasks fail); the list comes
+        // in behind them, in order: moved in front of the list (10 kept), copied behind the
+        // queue (100 kept, more than the list holds).
+        for keep in [10, 100] {
+            drop(m.pending.drain(keep..).collect::<Vec<_>>());
+            let third: Vec<_> = (0..45u64).map(|i| pool.submit(square, (i,)).unwrap()).collect();
+            let on_list = m.incoming.len.load(Ordering::SeqCst);
+            m.dispatch();
+            assert!(m.incoming.is_empty(), "taken in once the queue ran short");
+            let t = tasks(&m);
+            assert!(ascending(&t), "{method}, kept {keep}: out of order: {t:?}");
+            assert_eq!(t.len(), keep + on_list);
+            assert_eq!(t.last().copied(), Some(pool.next_task.load(Ordering::Relaxed) - 1));
+            drop(third);
+        }
+        drop(m);
+        // What was neither dropped nor cut off runs: the first few, and the 50 handed in later.
+        for (i, r) in first.iter().enumerate().take(8) {
+            assert_eq!(r.get().unwrap(), square(i as u64));
+        }
+        drop(second);
     }
 }
