@@ -192,22 +192,6 @@ pub(crate) fn from_bytes_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Resul
     Ok(value)
 }
 
-/// Serializes a byte slice as one run of bytes:
-/// `#[serde(serialize_with = "crate::reduction::bytes::serialize")]`.
-///
-/// serde writes a `[u8]` as a sequence, one element at a time (about 1.5 GB/s with
-/// postcard); as bytes, postcard copies it whole, at memory speed. The wire form is the same
-/// (postcard writes a sequence of `u8` as its length and then the bytes), so the other end
-/// reads it as a `Vec<u8>` or, without a copy, as a borrowed `&[u8]` (serde's own impl
-/// asks for bytes).
-pub(crate) mod bytes {
-    use serde::Serializer;
-
-    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(bytes)
-    }
-}
-
 /// As [`from_bytes_exact`], for a value a seed decodes (into something of the caller's);
 /// bytes left over are an error only if `complete` says the value was read to its end.
 pub(crate) fn seed_from_bytes<'de, S: serde::de::DeserializeSeed<'de>>(
@@ -303,25 +287,6 @@ impl<'de> Deserialize<'de> for RecvFd {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
-
-    #[derive(Serialize, Deserialize, PartialEq, Debug)]
-    struct Frame(u8, #[serde(serialize_with = "super::bytes::serialize")] Vec<u8>);
-
-    #[derive(Deserialize)]
-    struct Borrowed<'a>(u8, &'a [u8]);
-
-    #[test]
-    fn bytes_travel_as_a_sequence_of_u8_does() {
-        let payload: Vec<u8> = (0..=255).collect();
-        let as_bytes = postcard::to_allocvec(&Frame(1, payload.clone())).unwrap();
-        let as_seq = postcard::to_allocvec(&(1u8, payload.clone())).unwrap();
-        assert_eq!(as_bytes, as_seq);
-        assert_eq!(from_bytes_exact::<Frame>(&as_seq).unwrap(), Frame(1, payload.clone()));
-        let borrowed = from_bytes_exact::<Borrowed>(&as_bytes).unwrap();
-        assert_eq!((borrowed.0, borrowed.1), (1, &payload[..]));
-        // A length past the end is an error, not a read beyond the message.
-        assert!(from_bytes_exact::<Frame>(&[1, 200, 1, 5]).is_err());
-    }
 
     #[test]
     fn a_seed_may_stop_early_but_a_complete_value_may_not_leave_bytes() {

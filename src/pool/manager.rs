@@ -8,7 +8,8 @@ use super::bytes::Bytes;
 use super::link::{Link, Orders};
 use super::result::{Failure, Slot, deferring};
 use super::task::{self, Closure};
-use super::worker::{Channels, Order, Piece, Report, Settings};
+use super::wire::{Order, Piece, Report};
+use super::worker::{Channels, Settings};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use crate::util::LOG_TARGET;
@@ -219,7 +220,7 @@ impl Control {
     /// Wakes the manager if it waits for results: it has commands to read.
     pub(crate) fn wake(&self) {
         if !self.woken.swap(true, Ordering::SeqCst) {
-            let _ = super::worker::send(&self.reports, &super::worker::Report::Wake);
+            let _ = super::worker::send(&self.reports, &Report::Wake);
         }
     }
 }
@@ -810,9 +811,7 @@ impl Manager {
                 continue;
             }
             let w = self.workers.swap_remove(i);
-            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
-                let _ = w.orders.put(bytes);
-            }
+            let _ = w.orders.put(Order::stop());
             self.retired.push(w.process);
             // A failed start leaves one worker fewer; the next check tries again.
             let _ = self.spawn();
@@ -823,7 +822,7 @@ impl Manager {
     /// Files one report.
     /// `now`: about when it came (read once for a batch of reports).
     fn file(&mut self, bytes: &[u8], now: Instant) {
-        match crate::reduction::from_bytes_exact::<Report>(bytes) {
+        match Report::decode(bytes) {
             Ok(Report::Done { worker, task, results }) => {
                 let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
                 // Usually the oldest it holds; a later one if the reports were taken by two
@@ -844,8 +843,8 @@ impl Manager {
             Ok(Report::InitFailed { message, .. }) => {
                 if self.init_failed.is_none() {
                     log::warn!(target: LOG_TARGET, "pool: the initializer failed: {message}; every task fails with it");
-                    self.init_failed = Some(message.clone());
-                    let failure = Failure::InitFailed(message);
+                    self.init_failed = Some(message.to_string());
+                    let failure = Failure::InitFailed(message.to_string());
                     for job in self.pending.drain(..) {
                         job.slot.fill(Err(failure.clone()));
                     }
@@ -1063,9 +1062,7 @@ impl Manager {
         // Chunks handed in from now on are taken in (and fail) by the submit itself.
         self.incoming.set_full(false);
         for w in &self.workers {
-            if let Ok(bytes) = postcard::to_allocvec(&Order::Stop) {
-                let _ = w.orders.put(bytes);
-            }
+            let _ = w.orders.put(Order::stop());
         }
         for w in &mut self.workers {
             if w.process.join_timeout(Duration::from_secs(5)).is_err() || w.process.is_alive() {
@@ -1127,20 +1124,20 @@ fn pass_over(w: &Worker, at: usize) -> bool {
 fn send_orders(w: &Worker, batch: &[Job]) -> crate::Result<()> {
     let first = &batch[0];
     let closure = first.closure().map_or(0, |c| c.address as u64);
-    let order = if let [job] = batch {
-        let handles = !job.fds().is_empty();
-        if handles {
-            let fds: Vec<_> = job.fds().iter().map(|f| f.as_fd()).collect();
-            crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
-        }
-        Order::Run { task: job.task, seq: job.seq, runner: job.runner, closure, chunk: &job.chunk, handles }
-    } else {
-        let tasks = batch.iter().map(|job| Piece(job.task, job.seq, &job.chunk)).collect();
-        Order::Many { runner: first.runner, closure, tasks }
-    };
     crate::queues::codec::with_scratch(|scratch| {
         scratch.clear();
-        postcard::serialize_with_flavor(&order, crate::queues::codec::Append(scratch))?;
+        if let [job] = batch {
+            let handles = !job.fds().is_empty();
+            if handles {
+                let fds: Vec<_> = job.fds().iter().map(|f| f.as_fd()).collect();
+                crate::sys::fd::send_with_fds(w.handles.as_fd(), &job.task.to_le_bytes(), &fds)?;
+            }
+            Order::put_run(scratch, job.task, job.seq, job.runner, closure, &job.chunk, handles);
+        } else {
+            // Their places follow each other (see `dispatch_up_to`).
+            let pieces = batch.iter().map(|job| (job.task, &job.chunk[..]));
+            Order::put_many(scratch, first.runner, closure, first.seq, pieces);
+        }
         w.orders.put_slice(scratch)
     })
 }
@@ -1153,8 +1150,8 @@ fn drain_orders(w: &Worker, lock_wait: Duration) -> (Vec<u64>, bool) {
     let mut tasks = Vec::new();
     loop {
         match w.orders.take_back(lock_wait) {
-            Ok(bytes) => match crate::reduction::from_bytes_exact::<Order>(&bytes) {
-                Ok(Order::Many { tasks: pieces, .. }) => tasks.extend(pieces.iter().map(|Piece(task, ..)| *task)),
+            Ok(bytes) => match Order::decode(&bytes) {
+                Ok(Order::Many { pieces, .. }) => tasks.extend(pieces.map(|Piece(task, ..)| task)),
                 Ok(Order::Run { task, .. }) => tasks.push(task),
                 Ok(Order::Stop) | Err(_) => {}
             },

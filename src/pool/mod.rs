@@ -45,6 +45,7 @@ mod progress;
 mod result;
 mod task;
 mod wait;
+mod wire;
 mod worker;
 
 pub use imap::{Imap, ImapUnordered};

@@ -23,7 +23,7 @@ use super::Pool;
 use super::link::{Link, Orders};
 use super::manager::{Config, Manager};
 use super::task::{self, Runner};
-use super::worker::{Order, Report};
+use super::wire::{Order, Report};
 use crate::queues::{PutError, Queue};
 use crate::{Error, Result, StartMethod};
 use mpi::request::{Request, StaticScope};
@@ -612,9 +612,7 @@ fn serve(world: &SimpleCommunicator, rank: i32) {
         if let Some(order) = queue.pop_front() {
             ran += 1;
             let started = Instant::now();
-            if let Ok(Order::Run { task, runner, closure, chunk, handles, .. }) =
-                crate::reduction::from_bytes_exact::<Order>(&order)
-            {
+            if let Ok(Order::Run { task, runner, closure, chunk, handles, .. }) = Order::decode(&order) {
                 let results = if closure != 0 || handles {
                     // Refused on rank 0 before they are sent; never here.
                     let failed: Vec<std::result::Result<(), String>> =
@@ -628,14 +626,13 @@ fn serve(world: &SimpleCommunicator, rank: i32) {
                     run(chunk, &mut results);
                     results
                 };
-                let report = Report::Done { worker: rank as u64, task, results: &results };
-                if let Ok(report) = postcard::to_allocvec(&report) {
-                    if batch.is_empty() {
-                        batch.push(REPORTS);
-                        batch_since = started;
-                    }
-                    frame(&mut batch, &report);
+                let mut report = Vec::new();
+                Report::Done { worker: rank as u64, task, results: &results }.put(&mut report);
+                if batch.is_empty() {
+                    batch.push(REPORTS);
+                    batch_since = started;
                 }
+                frame(&mut batch, &report);
                 let quick = started.elapsed() < QUICK_TASK;
                 if queue.is_empty() || !quick || batch.len() > BATCH_BYTES || batch_since.elapsed() > BATCH_AGE {
                     flush(&mut batch, &mut sends);

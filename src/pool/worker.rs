@@ -3,6 +3,7 @@
 
 use super::board::Board;
 use super::task::{self, ClosureRunner, Runner, Task};
+use super::wire::{Order, Piece, Report};
 use crate::connection::Connection;
 use crate::queues::{Queue, SimpleQueue};
 use serde::{Deserialize, Serialize};
@@ -29,72 +30,12 @@ pub(crate) struct Channels {
     pub(crate) settings: Settings,
 }
 
-/// What the pool sends a worker, borrowing the chunks from the message it was decoded from
-/// (or is encoded into).
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Order<'a> {
-    /// Run a chunk: the runner's offset in the binary, the address of the closure it runs
-    /// (0 for a stateless function), and the encoded `Vec<Args>`. With `handles`, the
-    /// descriptors of the handles in its arguments come on the worker's handle socket, in one
-    /// message that names the task.
-    Run {
-        task: u64,
-        /// Its place in the stream of chunks sent to this worker (see [`Board::begin`]).
-        seq: u64,
-        runner: i64,
-        closure: u64,
-        #[serde(serialize_with = "crate::reduction::bytes::serialize")]
-        chunk: &'a [u8],
-        handles: bool,
-    },
-    /// Finish: exit once the orders before this one are done.
-    Stop,
-    /// Run several chunks of one function, one after the other, each reported before the
-    /// next begins, as if each had come in a `Run` of its own (without handles): one message
-    /// for many tiny chunks. A chunk the pool cancelled meanwhile is passed over (see
-    /// [`Board`]).
-    Many {
-        runner: i64,
-        closure: u64,
-        #[serde(borrow)]
-        tasks: Vec<Piece<'a>>,
-    },
-}
-
-/// One chunk of an [`Order::Many`]: its task number, its place in the stream of chunks sent
-/// to this worker, and its encoded arguments.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Piece<'a>(
-    pub(crate) u64,
-    pub(crate) u64,
-    #[serde(serialize_with = "crate::reduction::bytes::serialize")] pub(crate) &'a [u8],
-);
-
-/// What a worker (or the pool itself, to wake its manager) puts on the result queue,
-/// borrowing the results as [`Order`] its chunks.
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Report<'a> {
-    /// A chunk is done: the encoded `Vec<Result<Output, String>>`.
-    Done {
-        worker: u64,
-        task: u64,
-        #[serde(serialize_with = "crate::reduction::bytes::serialize")]
-        results: &'a [u8],
-    },
-    /// The initializer panicked: the worker exits without running anything.
-    InitFailed { worker: u64, message: String },
-    /// Nothing: the pool has news for its manager (a new task, a close).
-    Wake,
-}
-
 /// A worker's buffers, kept from task to task: none is allocated per task.
 #[derive(Default)]
 struct Buffers {
     /// The order being run, as it came.
     order: Vec<u8>,
-    /// A chunk's encoded results.
-    results: Vec<u8>,
-    /// The report being sent.
+    /// The report being sent: its head, then the chunk's results, encoded right after it.
     report: Vec<u8>,
 }
 
@@ -116,10 +57,8 @@ where
     // with no bytes and no invariants, re-made here out of nothing.
     let f = std::mem::ManuallyDrop::new(unsafe { std::mem::zeroed::<F>() });
     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.call(args))).is_err() {
-        send(
-            &channels.reports,
-            &Report::InitFailed { worker: channels.settings.id, message: task::take_panic_message() },
-        )?;
+        let message = task::take_panic_message();
+        send(&channels.reports, &Report::InitFailed { worker: channels.settings.id, message: &message })?;
         return Ok(());
     }
     serve(&channels)
@@ -149,14 +88,14 @@ fn run_orders(channels: &Channels) -> crate::Result<()> {
     while max_tasks == 0 || done < max_tasks {
         let mut order = std::mem::take(&mut buffers.order);
         orders.get_into(&mut order)?;
-        match crate::reduction::from_bytes_exact::<Order>(&order)? {
+        match Order::decode(&order)? {
             Order::Run { task, seq, runner, closure, chunk, handles: with_handles } => {
                 let fds = if with_handles { receive_handles(handles, task)? } else { Vec::new() };
                 done += 1;
                 run_reported(channels, &mut buffers, (task, seq), runner, closure, chunk, fds)?;
             }
-            Order::Many { runner, closure, tasks } => {
-                for Piece(task, seq, chunk) in tasks {
+            Order::Many { runner, closure, pieces } => {
+                for Piece(task, seq, chunk) in pieces {
                     done += 1;
                     run_reported(channels, &mut buffers, (task, seq), runner, closure, chunk, Vec::new())?;
                 }
@@ -184,18 +123,14 @@ fn run_reported(
     if !channels.board.begin(task, seq) {
         return Ok(());
     }
-    let Buffers { results, report, .. } = buffers;
-    results.clear();
-    crate::reduction::with_received(fds, || run_one(runner, closure, chunk, results));
+    let report = &mut buffers.report;
     report.clear();
-    let done = Report::Done { worker: channels.settings.id, task, results };
-    postcard::serialize_with_flavor(&done, crate::queues::codec::Append(report))?;
+    Report::put_done_head(report, channels.settings.id, task);
+    crate::reduction::with_received(fds, || run_one(runner, closure, chunk, report));
     channels.reports.put_slice(report)?;
-    // A chunk of huge results leaves huge buffers: not kept for the tiny ones after it.
-    for buffer in [results, report] {
-        if buffer.capacity() > KEEP_BUFFER {
-            *buffer = Vec::new();
-        }
+    // A chunk of huge results leaves a huge buffer: not kept for the tiny ones after it.
+    if report.capacity() > KEEP_BUFFER {
+        *report = Vec::new();
     }
     Ok(())
 }
@@ -244,5 +179,7 @@ fn receive_handles(handles: &Connection, task: u64) -> crate::Result<Vec<std::os
 
 /// Encodes and puts a report.
 pub(crate) fn send(reports: &Queue<Vec<u8>>, report: &Report<'_>) -> crate::Result<()> {
-    reports.put_slice(&postcard::to_allocvec(report)?)
+    let mut bytes = Vec::new();
+    report.put(&mut bytes);
+    reports.put_slice(&bytes)
 }
