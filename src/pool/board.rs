@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 /// Chunks the manager may ask one worker to pass over at once; past that, a cancel of a
-/// chunk the worker holds treats it as running (its worker is replaced).
-const SKIPS: usize = 8;
+/// chunk the worker holds treats it as running (its worker is replaced). As many as one
+/// order brings (the manager's `BATCH`).
+pub(crate) const SKIPS: usize = 16;
 
 #[repr(C)]
 struct State {

@@ -31,9 +31,12 @@ const IN_FLIGHT: usize = 2;
 /// (see [`Manager::rebalance`]).
 const QUICK_IN_FLIGHT: usize = 256;
 /// Chunks sent to a quick worker in one order, at most (of one function, in the order they
-/// came). An order the worker took is its to run: of the chunks it holds, all but these
-/// few can be taken back.
-const BATCH: usize = 8;
+/// came). An order the worker took cannot be taken back from its queue: its chunks that
+/// have not begun are asked to be passed over on its board instead, which holds as many
+/// requests. 16 rather than 8: the order's cost shared by twice the chunks gave chunk-size-1
+/// maps and loops of submits some 3 to 8% more tasks a second.
+const BATCH: usize = 16;
+const _: () = assert!(BATCH <= super::board::SKIPS);
 const QUICK: Duration = Duration::from_micros(50);
 /// How long taking an order back waits for a worker that holds its queue's lock.
 const TAKE_BACK_WAIT: Duration = Duration::from_millis(1);
