@@ -51,9 +51,9 @@ impl<'a> Iterator for Pieces<'a> {
 
     fn next(&mut self) -> Option<Piece<'a>> {
         let mut r = Reader(self.bytes);
-        let task = r.varint().ok()?;
-        let len = r.len().ok()?;
-        let chunk = r.take(len).ok()?;
+        let task = r.varint()?;
+        let len = r.len()?;
+        let chunk = r.take(len)?;
         self.bytes = r.0;
         let seq = self.first_seq;
         self.first_seq = seq.wrapping_add(1);
@@ -126,18 +126,21 @@ impl<'a> Order<'a> {
 
     /// Reads an order; an error for bytes that are not one, whole.
     pub(crate) fn decode(bytes: &'a [u8]) -> Result<Order<'a>> {
-        let mut r = Reader(bytes);
+        Order::read(Reader(bytes)).ok_or_else(|| bad("an order"))
+    }
+
+    fn read(mut r: Reader<'a>) -> Option<Order<'a>> {
         match r.byte()? {
             RUN => {
                 let (task, seq, runner, closure) = (r.varint()?, r.varint()?, unzigzag(r.varint()?), r.varint()?);
                 let handles = match r.byte()? {
                     0 => false,
                     1 => true,
-                    _ => return Err(bad("a Run order's handles flag")),
+                    _ => return None,
                 };
-                Ok(Order::Run { task, seq, runner, closure, chunk: r.0, handles })
+                Some(Order::Run { task, seq, runner, closure, chunk: r.0, handles })
             }
-            STOP if r.0.is_empty() => Ok(Order::Stop),
+            STOP if r.0.is_empty() => Some(Order::Stop),
             MANY => {
                 let (runner, closure, first_seq) = (unzigzag(r.varint()?), r.varint()?, r.varint()?);
                 let pieces = Pieces { first_seq, bytes: r.0 };
@@ -147,9 +150,9 @@ impl<'a> Order<'a> {
                     let len = r.len()?;
                     r.take(len)?;
                 }
-                Ok(Order::Many { runner, closure, pieces })
+                Some(Order::Many { runner, closure, pieces })
             }
-            _ => Err(bad("an order")),
+            _ => None,
         }
     }
 }
@@ -180,16 +183,15 @@ impl<'a> Report<'a> {
 
     /// Reads a report; an error for bytes that are not one, whole.
     pub(crate) fn decode(bytes: &'a [u8]) -> Result<Report<'a>> {
-        let mut r = Reader(bytes);
+        Report::read(Reader(bytes)).ok_or_else(|| bad("a report"))
+    }
+
+    fn read(mut r: Reader<'a>) -> Option<Report<'a>> {
         match r.byte()? {
-            DONE => Ok(Report::Done { worker: r.varint()?, task: r.varint()?, results: r.0 }),
-            INIT_FAILED => {
-                let worker = r.varint()?;
-                let message = std::str::from_utf8(r.0).map_err(|_| bad("an initializer's failure message"))?;
-                Ok(Report::InitFailed { worker, message })
-            }
-            WAKE if r.0.is_empty() => Ok(Report::Wake),
-            _ => Err(bad("a report")),
+            DONE => Some(Report::Done { worker: r.varint()?, task: r.varint()?, results: r.0 }),
+            INIT_FAILED => Some(Report::InitFailed { worker: r.varint()?, message: std::str::from_utf8(r.0).ok()? }),
+            WAKE if r.0.is_empty() => Some(Report::Wake),
+            _ => None,
         }
     }
 }
@@ -215,45 +217,48 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
-/// Reads a message from the front.
+/// Reads a message from the front; `None` where it does not hold what is read.
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Result<u8> {
-        let (&b, rest) = self.0.split_first().ok_or_else(|| bad("a whole message (it ends early)"))?;
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
         self.0 = rest;
-        Ok(b)
+        Some(b)
     }
 
     /// A varint of at most 10 bytes whose value fits in 64 bits.
-    fn varint(&mut self) -> Result<u64> {
+    #[inline]
+    fn varint(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
             if shift == 63 && b > 1 {
-                return Err(bad("a number (it overflows 64 bits)"));
+                return None;
             }
             v |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
-                return Ok(v);
+                return Some(v);
             }
         }
-        Err(bad("a number (longer than 10 bytes)"))
+        None
     }
 
     /// A length, as a varint no longer than what is left.
-    fn len(&mut self) -> Result<usize> {
-        let len = self.varint()?;
-        usize::try_from(len).ok().filter(|&n| n <= self.0.len()).ok_or_else(|| bad("a length within the message"))
+    #[inline]
+    fn len(&mut self) -> Option<usize> {
+        usize::try_from(self.varint()?).ok().filter(|&n| n <= self.0.len())
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    #[inline]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if n > self.0.len() {
-            return Err(bad("a whole message (it ends early)"));
+            return None;
         }
         let (taken, rest) = self.0.split_at(n);
         self.0 = rest;
-        Ok(taken)
+        Some(taken)
     }
 }
 
