@@ -19,15 +19,18 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 thread_local! {
-    /// Descriptors collected while encoding a child's arguments; `None` outside `encode`.
-    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
+    /// Descriptors collected while encoding a child's arguments; not `active` outside
+    /// `encode`. Kept from one encoding to the next rather than made for each and moved in
+    /// and out of the cell: a pool's submit encodes one small value each.
+    static OUTGOING: RefCell<Outgoing> = const { RefCell::new(Outgoing::IDLE) };
     /// Descriptors received with a child's arguments; `None` outside `decode`.
     static INCOMING: RefCell<Option<Vec<Incoming>>> = const { RefCell::new(None) };
 }
 
 /// The descriptors of the handles encoded so far, each once, and the index of each.
-#[derive(Default)]
 struct Outgoing {
+    /// An encoding is under way on this thread.
+    active: bool,
     fds: Vec<RawFd>,
     /// Made at the first descriptor: most values hold none, and a map's hasher seeds itself
     /// from a thread-local on every creation.
@@ -35,6 +38,11 @@ struct Outgoing {
     tickets: Vec<Ticket>,
     /// Whether this is a child's arguments (not a connection's message).
     to_child: bool,
+}
+
+impl Outgoing {
+    const IDLE: Outgoing =
+        Outgoing { active: false, fds: Vec::new(), index: None, tickets: Vec::new(), to_child: false };
 }
 
 /// A received descriptor. The table keeps it and each handle that names it gets a duplicate:
@@ -69,7 +77,8 @@ impl Encoded {
 /// Adds a hold on a shared object to the arguments being encoded (see [`Encoded::tickets`]).
 pub(crate) fn add_ticket(ticket: Ticket) {
     OUTGOING.with(|o| {
-        if let Some(table) = o.borrow_mut().as_mut() {
+        let mut table = o.borrow_mut();
+        if table.active {
             table.tickets.push(ticket);
         }
     });
@@ -129,22 +138,44 @@ fn encode_into(
     mut bytes: Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> postcard::Result<()>,
 ) -> Result<Encoded> {
-    /// Puts back the table of an encoding under way (a `Serialize` that sends a message of
-    /// its own), also if serializing panics.
-    struct Restore(Option<Outgoing>);
-    impl Drop for Restore {
+    /// Ends the encoding: puts back the table of the one it was made inside (a `Serialize`
+    /// that sends a message of its own), or leaves none under way; also if serializing panics
+    /// (the holds collected are then given back).
+    struct End(Option<Outgoing>);
+    impl Drop for End {
         fn drop(&mut self) {
-            let outer = self.0.take();
-            OUTGOING.with(|o| *o.borrow_mut() = outer);
+            OUTGOING.with(|o| {
+                let mut table = o.borrow_mut();
+                match self.0.take() {
+                    Some(outer) => *table = outer,
+                    None => {
+                        table.active = false;
+                        table.fds.clear();
+                        table.index = None;
+                        table.tickets.clear();
+                    }
+                }
+            });
         }
     }
-    let outer = OUTGOING.with(|o| o.borrow_mut().replace(Outgoing { to_child, ..Outgoing::default() }));
-    let restore = Restore(outer);
+    let end = End(OUTGOING.with(|o| {
+        let mut table = o.borrow_mut();
+        if table.active {
+            Some(std::mem::replace(&mut *table, Outgoing { active: true, to_child, ..Outgoing::IDLE }))
+        } else {
+            table.active = true;
+            table.to_child = to_child;
+            None
+        }
+    }));
     bytes.clear();
     let bytes = write(&mut bytes).map(|()| bytes);
-    let table = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
-    drop(restore);
-    Ok(Encoded { bytes: bytes?, fds: table.fds, tickets: table.tickets })
+    let (fds, tickets) = OUTGOING.with(|o| {
+        let mut table = o.borrow_mut();
+        (std::mem::take(&mut table.fds), std::mem::take(&mut table.tickets))
+    });
+    drop(end);
+    Ok(Encoded { bytes: bytes?, fds, tickets })
 }
 
 /// Decodes `bytes` whose handles arrived as `fds`. The first handle that names a descriptor
@@ -217,13 +248,16 @@ pub(crate) fn seed_from_bytes<'de, S: serde::de::DeserializeSeed<'de>>(
 /// item and a TCP connection's message carry bytes only, so a handle there either travels by
 /// name (shared memory) or is refused.
 pub(crate) fn can_send_fds() -> bool {
-    OUTGOING.with(|o| o.borrow().is_some())
+    OUTGOING.with(|o| o.borrow().active)
 }
 
 /// Whether what is being encoded now is a child's arguments: a child is given what only a
 /// process of the family may know (CPython pickles a proxy's authkey only for a child).
 pub(crate) fn to_child() -> bool {
-    OUTGOING.with(|o| o.borrow().as_ref().is_some_and(|t| t.to_child))
+    OUTGOING.with(|o| {
+        let table = o.borrow();
+        table.active && table.to_child
+    })
 }
 
 /// Why a handle cannot be serialized here.
@@ -235,7 +269,9 @@ const NO_FDS_HERE: &str = "a handle (a connection, queue, lock, value, shared ob
 /// Serializes a descriptor as its index in the outgoing table (for `serialize_with`).
 pub(crate) fn serialize_fd<S: Serializer>(fd: BorrowedFd<'_>, s: S) -> std::result::Result<S::Ok, S::Error> {
     let index = OUTGOING.with(|o| {
-        o.borrow_mut().as_mut().map(|table| {
+        let mut table = o.borrow_mut();
+        let table = &mut *table;
+        table.active.then(|| {
             let next = table.fds.len() as u32;
             *table.index.get_or_insert_with(HashMap::new).entry(fd.as_raw_fd()).or_insert_with(|| {
                 table.fds.push(fd.as_raw_fd());
