@@ -256,7 +256,10 @@ impl IncomingList {
     fn push(&self, jobs: impl IntoIterator<Item = Job>) {
         let mut list = lock(&self.jobs);
         list.extend(jobs);
-        self.len.store(list.len(), Ordering::SeqCst);
+        // Relaxed: the fence after the submit (`Control::submit`) orders it before the look
+        // at the manager's lock, as the one in `release` orders that lock before the look at
+        // this count. A SeqCst store would be a third full barrier per submit.
+        self.len.store(list.len(), Ordering::Relaxed);
     }
 
     fn is_empty(&self) -> bool {
