@@ -592,6 +592,8 @@ fn serve(world: &SimpleCommunicator, rank: i32) {
     };
     // Orders run since the last look for messages.
     let mut ran = 0;
+    // One report's bytes, kept from task to task.
+    let mut report = Vec::new();
     loop {
         let mut stop = false;
         // A look that finds nothing gives the CPU away (Open MPI yields when idle on shared
@@ -626,7 +628,7 @@ fn serve(world: &SimpleCommunicator, rank: i32) {
                     run(chunk, &mut results);
                     results
                 };
-                let mut report = Vec::new();
+                report.clear();
                 Report::Done { worker: rank as u64, task, results: &results }.put(&mut report);
                 if batch.is_empty() {
                     batch.push(REPORTS);
