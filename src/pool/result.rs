@@ -504,32 +504,27 @@ impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for AppendValues<'_, R> {
     }
 }
 
-/// A call's slots: one (`apply_async`, `submit`: no list to make) or several (a map).
+/// The one slot of an `apply_async` or `submit`, seen as a list of one: no list to make,
+/// and a result of two pointers (a loop of submits keeps a vector of them).
 #[derive(Clone)]
-enum Slots {
-    One(Arc<Slot>),
-    Many(Vec<Arc<Slot>>),
-}
+struct One(Arc<Slot>);
 
-impl std::ops::Deref for Slots {
+impl std::ops::Deref for One {
     type Target = [Arc<Slot>];
     fn deref(&self) -> &[Arc<Slot>] {
-        match self {
-            Slots::One(slot) => std::slice::from_ref(slot),
-            Slots::Many(slots) => slots,
-        }
+        std::slice::from_ref(&self.0)
     }
 }
 
-/// The slots a background call waits on.
+/// The slots a background call waits on: [`One`], or a map's list.
 #[derive(Clone)]
-struct Pending {
-    slots: Slots,
+struct Pending<S = Vec<Arc<Slot>>> {
+    slots: S,
     /// The pool, to file results while waiting for them.
     control: Arc<Control>,
 }
 
-impl Pending {
+impl<S: std::ops::Deref<Target = [Arc<Slot>]>> Pending<S> {
     fn ready(&self) -> bool {
         self.slots.iter().all(|s| s.is_filled())
     }
@@ -602,13 +597,16 @@ fn deadline(timeout: Duration) -> Option<Instant> {
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub struct AsyncResult<R> {
-    pending: Pending,
+    pending: Pending<One>,
     _result: PhantomData<fn() -> R>,
 }
 
+// Two pointers: a loop of submits keeps a vector of them.
+const _: () = assert!(std::mem::size_of::<AsyncResult<u64>>() == 2 * std::mem::size_of::<usize>());
+
 impl<R> AsyncResult<R> {
     pub(crate) fn slot(&self) -> &Arc<Slot> {
-        &self.pending.slots[0]
+        &self.pending.slots.0
     }
 }
 
@@ -637,7 +635,7 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(slot: Arc<Slot>, control: Arc<Control>) -> AsyncResult<R> {
-        AsyncResult { pending: Pending { slots: Slots::One(slot), control }, _result: PhantomData }
+        AsyncResult { pending: Pending { slots: One(slot), control }, _result: PhantomData }
     }
 
     /// Cancels the task (`Future.cancel()`): a task still queued is taken out and never runs;
@@ -949,7 +947,7 @@ impl<R: DeserializeOwned> Future for MapResult<R> {
 
 impl<R: DeserializeOwned> MapResult<R> {
     pub(crate) fn new(slots: Vec<Arc<Slot>>, control: Arc<Control>) -> MapResult<R> {
-        MapResult { pending: Pending { slots: Slots::Many(slots), control }, _result: PhantomData }
+        MapResult { pending: Pending { slots, control }, _result: PhantomData }
     }
 
     /// The whole list, in order, or the first task's error (`get()`).
@@ -1011,7 +1009,7 @@ impl<R: DeserializeOwned> MapResult<R> {
                 if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
                     return;
                 }
-                let result = Pending { slots: Slots::Many(all), control }.collect::<R>(Some(Instant::now()));
+                let result = Pending { slots: all, control }.collect::<R>(Some(Instant::now()));
                 if let Some(callback) = callback.lock().unwrap_or_else(|e| e.into_inner()).take() {
                     callback(result);
                 }
