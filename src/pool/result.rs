@@ -6,8 +6,9 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -49,13 +50,17 @@ pub(crate) type Outcome = std::result::Result<super::bytes::Bytes, Failure>;
 /// Lean, as a map makes one per chunk (20,000 for a map of chunk size 1): what only some
 /// slots have (a waker, a listener, a callback, an `imap_unordered` sender) is boxed apart.
 pub(crate) struct Slot {
+    /// Set once; read without a lock (an awaited result that is there already, the usual
+    /// case, costs one load), and what a waiter spins on before it sleeps.
+    outcome: OnceLock<Outcome>,
+    /// Somebody sleeps on `filled` or is to be told (see [`State`]): only then does the filler
+    /// take the lock, after it set the outcome. Set under the lock, never cleared.
+    watched: AtomicBool,
     state: Mutex<State>,
     filled: Condvar,
     /// Where the chunk is: [`QUEUED`], [`SENT`] or [`RUNNING`] (as far as the manager can
     /// tell: the oldest a worker holds runs).
     stage: std::sync::atomic::AtomicU8,
-    /// Set once filled: what a waiter spins on before it sleeps.
-    done: std::sync::atomic::AtomicBool,
 }
 
 /// Where a chunk is ([`Slot::stage`]): queued in the pool, sent to a worker behind the chunk
@@ -72,9 +77,8 @@ const POLL_LOOKS: u32 = 512;
 /// waiter sleeps.
 const ONE_CPU_YIELDS: u32 = 64;
 
-/// What the slot's lock guards.
+/// What the slot's lock guards: who waits for the outcome, and how.
 struct State {
-    outcome: Option<Outcome>,
     /// Waiters asleep on `filled`: the manager wakes them only if there are any, as a
     /// wake-up is a system call even with nobody to wake.
     sleepers: u32,
@@ -114,10 +118,11 @@ impl Slot {
     pub(crate) fn new(sender: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
         let told = sender.map(|sender| Box::new(Told { sender: Some(sender), ..Told::default() }));
         Arc::new(Slot {
-            state: Mutex::new(State { outcome: None, sleepers: 0, told }),
+            outcome: OnceLock::new(),
+            watched: AtomicBool::new(told.is_some()),
+            state: Mutex::new(State { sleepers: 0, told }),
             filled: Condvar::new(),
             stage: std::sync::atomic::AtomicU8::new(QUEUED),
-            done: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -125,14 +130,32 @@ impl Slot {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock, taken to wait or to be told: the outcome must be looked at after this, under
+    /// it (see [`fill`](Slot::fill)).
+    fn lock_to_watch(&self) -> std::sync::MutexGuard<'_, State> {
+        let state = self.lock();
+        if !self.watched.load(Ordering::Relaxed) {
+            self.watched.store(true, Ordering::Relaxed);
+        }
+        // The mark written, then the outcome read; `fill` does the opposite, with the same
+        // fence between: if the look that follows finds no outcome, the filler finds the mark
+        // and takes the lock, so it sees what this holder leaves there.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        state
+    }
+
     pub(crate) fn fill(&self, outcome: Outcome) {
+        if self.outcome.set(outcome).is_err() {
+            return;
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        // Nobody waits or is to be told (a map's chunks, an awaited result that came first):
+        // no lock to take.
+        if !self.watched.load(Ordering::Relaxed) {
+            return;
+        }
         let callback = {
             let mut state = self.lock();
-            if state.outcome.is_some() {
-                return;
-            }
-            state.outcome = Some(outcome);
-            self.done.store(true, std::sync::atomic::Ordering::Release);
             if state.sleepers > 0 {
                 self.filled.notify_all();
             }
@@ -156,28 +179,31 @@ impl Slot {
     /// Marks the chunk as running (the oldest its worker holds) or, with `false`, as queued
     /// in the pool again (its worker is gone).
     pub(crate) fn set_running(&self, running: bool) {
-        self.stage.store(if running { RUNNING } else { QUEUED }, std::sync::atomic::Ordering::Relaxed);
+        self.stage.store(if running { RUNNING } else { QUEUED }, Ordering::Relaxed);
     }
 
     /// Marks the chunk as sent to a worker, behind the one it runs.
     pub(crate) fn set_sent(&self) {
-        self.stage.store(SENT, std::sync::atomic::Ordering::Relaxed);
+        self.stage.store(SENT, Ordering::Relaxed);
     }
 
     /// Whether a worker runs the chunk now.
     pub(crate) fn is_running(&self) -> bool {
-        !self.is_filled() && self.stage.load(std::sync::atomic::Ordering::Relaxed) == RUNNING
+        !self.is_filled() && self.stage.load(Ordering::Relaxed) == RUNNING
     }
 
     /// Whether the chunk was cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.is_filled() && matches!(self.lock().outcome, Some(Err(Failure::Cancelled)))
+        matches!(self.outcome.get(), Some(Err(Failure::Cancelled)))
     }
 
     /// The outcome if filled; otherwise `waker` is woken when it is (`Future::poll`).
     pub(crate) fn poll(&self, waker: &Waker) -> Option<Outcome> {
-        let mut state = self.lock();
-        match &state.outcome {
+        if let Some(outcome) = self.outcome.get() {
+            return Some(outcome.clone());
+        }
+        let mut state = self.lock_to_watch();
+        match self.outcome.get() {
             Some(outcome) => Some(outcome.clone()),
             None => {
                 let wakers = &mut state.told().wakers;
@@ -191,8 +217,8 @@ impl Slot {
 
     /// Tells `listener` `index` when the slot is filled, or now if it is.
     pub(crate) fn listen(&self, listener: &Arc<Notify>, index: usize) {
-        let mut state = self.lock();
-        if state.outcome.is_some() {
+        let mut state = self.lock_to_watch();
+        if self.is_filled() {
             drop(state);
             listener.push(index);
         } else {
@@ -204,8 +230,8 @@ impl Slot {
 
     /// Sets the callback: it runs when the slot is filled, or now if it already is.
     fn set_callback(&self, callback: Callback) {
-        let mut state = self.lock();
-        if state.outcome.is_some() {
+        let mut state = self.lock_to_watch();
+        if self.is_filled() {
             drop(state);
             run_callback(callback);
         } else {
@@ -214,7 +240,7 @@ impl Slot {
     }
 
     pub(crate) fn is_filled(&self) -> bool {
-        self.done.load(std::sync::atomic::Ordering::Acquire)
+        self.outcome.get().is_some()
     }
 
     /// Looks for the outcome for a few microseconds, filing the reports that come meanwhile
@@ -225,7 +251,7 @@ impl Slot {
     pub(crate) fn look_briefly(&self, control: &Control) {
         // Only for a chunk a worker holds: one still queued behind thousands (the first poll
         // of each of many futures joined together) is not looked for.
-        if self.stage.load(std::sync::atomic::Ordering::Relaxed) == QUEUED
+        if self.stage.load(Ordering::Relaxed) == QUEUED
             || !crate::sys::futex::worth_spinning(crate::sys::proc::current_cpu(), control.worker_cpu())
         {
             return;
@@ -266,15 +292,15 @@ impl Slot {
         };
         // Filled already (the usual case for an awaited result, or a map's later chunks):
         // straight to the outcome, without the clock or the CPU number.
-        let spin = if self.is_filled() { Spin::No } else { spin };
+        if let Some(outcome) = self.outcome.get() {
+            return Some(f(outcome));
+        }
         if spin == Spin::Yes && shares_cpu() {
             // The worker last reported from our CPU: it (and whoever files its report) runs
             // only when we let it, so we give the CPU away instead of spinning, and file the
             // report ourselves when it comes; a sleep would cost a wake-up on top.
             for _ in 0..ONE_CPU_YIELDS {
-                if self.done.load(std::sync::atomic::Ordering::Acquire)
-                    || deadline.is_some_and(|at| at <= Instant::now())
-                {
+                if self.is_filled() || deadline.is_some_and(|at| at <= Instant::now()) {
                     break;
                 }
                 std::thread::yield_now();
@@ -284,7 +310,7 @@ impl Slot {
             }
         } else if spin == Spin::Yes && deadline.is_none_or(|at| at > Instant::now()) {
             for round in 0..SPINS {
-                if self.done.load(std::sync::atomic::Ordering::Acquire) {
+                if self.is_filled() {
                     break;
                 }
                 // Takes the result off the result queue ourselves if it is there, rather than
@@ -304,9 +330,9 @@ impl Slot {
         // The manager thread itself waiting (a result's callback that waits on the pool) has
         // nobody to file for it: it files as it waits, in short sleeps.
         let filing = help.filter(|_| MANAGER_THREAD.with(std::cell::Cell::get));
-        let mut state = self.lock();
+        let mut state = self.lock_to_watch();
         loop {
-            if let Some(outcome) = state.outcome.as_ref() {
+            if let Some(outcome) = self.outcome.get() {
                 return Some(f(outcome));
             }
             let mut left = match deadline {
@@ -320,7 +346,7 @@ impl Slot {
                 drop(state);
                 control.help();
                 state = self.lock();
-                if state.outcome.is_some() {
+                if self.is_filled() {
                     continue;
                 }
                 left = Some(left.map_or(FILING_SLICE, |l| l.min(FILING_SLICE)));
@@ -1006,7 +1032,7 @@ impl<R: DeserializeOwned> MapResult<R> {
             let (remaining, callback, all) = (remaining.clone(), callback.clone(), slots.clone());
             let control = control.clone();
             slot.set_callback(Box::new(move || {
-                if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) != 1 {
+                if remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
                     return;
                 }
                 let result = Pending { slots: all, control }.collect::<R>(Some(Instant::now()));
@@ -1118,5 +1144,48 @@ mod tests {
         assert!(matches!(got.as_slice(), [Ok((1, 2))]));
         let got = decode::<u32>(Ok(bytes.into()));
         assert!(matches!(got.as_slice(), [Err(Error::Codec(m))] if m.contains("left over")), "{got:?}");
+    }
+
+    /// A filler on another thread racing a sleeper, a waker and a listener: each sees the
+    /// outcome itself or is told (the filler takes the lock only when one is marked there).
+    #[test]
+    fn a_fill_racing_a_waiter_is_never_missed() {
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let give_up = || Some(Instant::now() + Duration::from_secs(2));
+        for round in 0..3_000u32 {
+            let slot = Slot::new(None);
+            let go = Arc::new(AtomicBool::new(false));
+            let filler = {
+                let (slot, go) = (slot.clone(), go.clone());
+                std::thread::spawn(move || {
+                    while !go.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    // From before the poll to after the sleeper sleeps, round by round.
+                    (0..round % 300 * 4).for_each(|_| std::hint::spin_loop());
+                    slot.fill(Err(Failure::Cancelled));
+                })
+            };
+            let flag = Arc::new(Flag(AtomicBool::new(false)));
+            go.store(true, Ordering::Release);
+            let polled = slot.poll(&Waker::from(flag.clone()));
+            let listener = Arc::new(Notify::default());
+            slot.listen(&listener, round as usize);
+            // The sleeper: with no spin, it goes to sleep at once if not filled.
+            let asleep = Instant::now();
+            assert!(slot.wait(give_up(), Spin::No, None).is_some());
+            // Woken by the fill, not by its deadline (where it would find the outcome too).
+            assert!(asleep.elapsed() < Duration::from_secs(1), "round {round}: the sleeper missed the fill");
+            filler.join().unwrap();
+            assert!(polled.is_some() || flag.0.load(Ordering::SeqCst), "round {round}: the waker missed the fill");
+            let told = listener.pop(Some(Instant::now()));
+            assert_eq!(told, Some(round as usize), "round {round}: the listener missed the fill");
+            assert!(slot.is_cancelled());
+        }
     }
 }
