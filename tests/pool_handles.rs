@@ -28,6 +28,13 @@ fn send_on(conn: Connection, x: u64) -> u64 {
     x
 }
 
+/// Adds the numbers to `total`.
+fn add_all(total: Value<u64>, numbers: Vec<u64>) -> u64 {
+    let sum: u64 = numbers.iter().sum();
+    total.set(total.get() + sum);
+    sum
+}
+
 fn count(locks: Vec<Lock>) -> usize {
     locks.len()
 }
@@ -44,6 +51,22 @@ start_methods! {
         // Again, after the first ones' holds went: the same objects still work.
         assert_eq!(p.apply(add_under_lock, (lock.clone(), total.clone(), 10)).unwrap(), 10);
         assert_eq!(total.get(), 410);
+    }
+
+    /// Arguments too long to be kept inline beside a shared Value: encoded a second time the
+    /// long way, the holds taken by the first try given back, the Value still shared.
+    fn a_value_beside_long_arguments(m) {
+        let p = pool(m, 1);
+        let total = Value::new(0u64).unwrap();
+        let numbers: Vec<u64> = (1..=64).map(|x| x << 20).collect();
+        let want: u64 = numbers.iter().sum();
+        for round in 1..=3 {
+            assert_eq!(p.submit(add_all, (total.clone(), numbers.clone())).unwrap().get().unwrap(), want);
+            assert_eq!(total.get(), want * round, "the worker did not share the parent's Value");
+        }
+        // A short one beside it, kept inline.
+        assert_eq!(p.apply(add_all, (total.clone(), vec![1])).unwrap(), 1);
+        assert_eq!(total.get(), want * 3 + 1);
     }
 
     fn a_queue_in_task_arguments(m) {
