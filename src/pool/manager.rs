@@ -155,6 +155,8 @@ pub(crate) struct Control {
     /// need not put another `Wake` (a thousand submits in a row wake it once, not a
     /// thousand times).
     woken: Arc<AtomicBool>,
+    /// Emptied result slots, for the next tasks.
+    pub(crate) spares: super::spares::Spares,
 }
 
 impl Control {
@@ -165,7 +167,7 @@ impl Control {
         manager: Arc<Mutex<Manager>>,
     ) -> Control {
         let incoming = manager.lock().unwrap_or_else(|e| e.into_inner()).incoming.clone();
-        Control { commands: Mutex::new(commands), reports, woken, manager, incoming }
+        Control { commands: Mutex::new(commands), reports, woken, manager, incoming, spares: Default::default() }
     }
 
     /// Hands chunks to the manager's state, which sends them to workers with room now.

@@ -43,6 +43,7 @@ mod mpi;
 #[cfg(feature = "progress")]
 mod progress;
 mod result;
+mod spares;
 mod task;
 mod wait;
 mod wire;
@@ -522,7 +523,7 @@ impl Pool {
         timeout: Option<Duration>,
     ) -> Result<Vec<Job>> {
         let mut next_slot = || {
-            let slot = Slot::new(notify.map(|(tx, first)| (tx.clone(), first + slots.len())));
+            let slot = self.control.spares.take(notify.map(|(tx, first)| (tx.clone(), first + slots.len())));
             slots.push(slot.clone());
             slot
         };
@@ -575,7 +576,7 @@ impl Pool {
     /// with one item, without the lists.
     fn submit_one<A: Serialize>(&self, func: &Func, args: &A, timeout: Option<Duration>) -> Result<Arc<Slot>> {
         self.check_running()?;
-        let slot = Slot::new(None);
+        let slot = self.control.spares.take(None);
         let job = self.job(func, std::slice::from_ref(args), slot.clone(), timeout)?;
         self.control.submit(std::iter::once(job));
         Ok(slot)

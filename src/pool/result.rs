@@ -115,15 +115,17 @@ pub(crate) enum Spin {
 }
 
 impl Slot {
-    pub(crate) fn new(sender: Option<(Sender<usize>, usize)>) -> Arc<Slot> {
+    /// An empty slot, telling `sender` its index when filled, if any (made through a pool's
+    /// [`Spares`](super::spares::Spares)).
+    pub(crate) fn empty(sender: Option<(Sender<usize>, usize)>) -> Slot {
         let told = sender.map(|sender| Box::new(Told { sender: Some(sender), ..Told::default() }));
-        Arc::new(Slot {
+        Slot {
             outcome: OnceLock::new(),
             watched: AtomicBool::new(told.is_some()),
             state: Mutex::new(State { sleepers: 0, told }),
             filled: Condvar::new(),
             stage: std::sync::atomic::AtomicU8::new(QUEUED),
-        })
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -532,8 +534,15 @@ impl<'de, R: DeserializeOwned> serde::de::Visitor<'de> for AppendValues<'_, R> {
 
 /// The one slot of an `apply_async` or `submit`, seen as a list of one: no list to make,
 /// and a result of two pointers (a loop of submits keeps a vector of them).
-#[derive(Clone)]
-struct One(Arc<Slot>);
+/// Its slot is given back to the pool's spares when the result is dropped (see
+/// [`AsyncResult`]'s `Drop`), the only place it is taken out.
+struct One(std::mem::ManuallyDrop<Arc<Slot>>);
+
+impl Clone for One {
+    fn clone(&self) -> One {
+        One(std::mem::ManuallyDrop::new(Arc::clone(&self.0)))
+    }
+}
 
 impl std::ops::Deref for One {
     type Target = [Arc<Slot>];
@@ -643,6 +652,15 @@ impl<R> Clone for AsyncResult<R> {
     }
 }
 
+/// Its slot goes back to the pool's spares, for a later task, if nobody else holds it.
+impl<R> Drop for AsyncResult<R> {
+    fn drop(&mut self) {
+        // SAFETY: taken out once, here, as the result goes; nothing reads it after this.
+        let slot = unsafe { std::mem::ManuallyDrop::take(&mut self.pending.slots.0) };
+        self.pending.control.spares.give_back(slot);
+    }
+}
+
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let slot = &self.pending.slots[0];
@@ -661,7 +679,10 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(slot: Arc<Slot>, control: Arc<Control>) -> AsyncResult<R> {
-        AsyncResult { pending: Pending { slots: One(slot), control }, _result: PhantomData }
+        AsyncResult {
+            pending: Pending { slots: One(std::mem::ManuallyDrop::new(slot)), control },
+            _result: PhantomData,
+        }
     }
 
     /// Cancels the task (`Future.cancel()`): a task still queued is taken out and never runs;
@@ -954,6 +975,14 @@ pub struct MapResult<R> {
     _result: PhantomData<fn() -> R>,
 }
 
+/// Its slots go back to the pool's spares, for later tasks, if nobody else holds them.
+impl<R> Drop for MapResult<R> {
+    fn drop(&mut self) {
+        let slots = std::mem::take(&mut self.pending.slots);
+        self.pending.control.spares.give_back_all(slots);
+    }
+}
+
 /// `.await` gives the whole list, or the first error, on any executor.
 ///
 /// ```
@@ -1158,7 +1187,7 @@ mod tests {
         }
         let give_up = || Some(Instant::now() + Duration::from_secs(2));
         for round in 0..3_000u32 {
-            let slot = Slot::new(None);
+            let slot = Arc::new(Slot::empty(None));
             let go = Arc::new(AtomicBool::new(false));
             let filler = {
                 let (slot, go) = (slot.clone(), go.clone());
