@@ -131,28 +131,6 @@ fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool, bytes: Vec<u8>)
     encode_into(to_child, bytes, |bytes| postcard::serialize_with_flavor(value, crate::queues::codec::Append(bytes)))
 }
 
-/// [`encode_message`] of a value of a few bytes (a pool task's number or two) straight into
-/// `buf`, with no vector to fill and copy out of: its length, with the handles' descriptors
-/// and holds, or `None` if it does not fit (then it is to be encoded the long way; the holds
-/// this try took are given back).
-pub(crate) fn encode_message_small<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Result<Option<Small>> {
-    let (written, fds, tickets) = with_table(false, || {
-        postcard::serialize_with_flavor(value, postcard::ser_flavors::Slice::new(buf)).map(|b| b.len())
-    });
-    match written {
-        Ok(len) => Ok(Some(Small { len, fds, tickets })),
-        Err(postcard::Error::SerializeBufferFull) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// What [`encode_message_small`] wrote: `len` bytes, and the handles' descriptors and holds.
-pub(crate) struct Small {
-    pub(crate) len: usize,
-    pub(crate) fds: Vec<RawFd>,
-    pub(crate) tickets: Vec<Ticket>,
-}
-
 /// Runs `write` (which appends encoded values to the bytes it is given) with a table for
 /// the handles it meets.
 fn encode_into(
@@ -160,18 +138,6 @@ fn encode_into(
     mut bytes: Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> postcard::Result<()>,
 ) -> Result<Encoded> {
-    bytes.clear();
-    let (written, fds, tickets) = with_table(to_child, || write(&mut bytes));
-    written?;
-    Ok(Encoded { bytes, fds, tickets })
-}
-
-/// Runs `write` with a table for the handles it meets: what it returned, and the table's
-/// descriptors and holds.
-fn with_table<W>(
-    to_child: bool,
-    write: impl FnOnce() -> postcard::Result<W>,
-) -> (postcard::Result<W>, Vec<RawFd>, Vec<Ticket>) {
     /// Ends the encoding: puts back the table of the one it was made inside (a `Serialize`
     /// that sends a message of its own), or leaves none under way; also if serializing panics
     /// (the holds collected are then given back).
@@ -202,13 +168,14 @@ fn with_table<W>(
             None
         }
     }));
-    let written = write();
+    bytes.clear();
+    let bytes = write(&mut bytes).map(|()| bytes);
     let (fds, tickets) = OUTGOING.with(|o| {
         let mut table = o.borrow_mut();
         (std::mem::take(&mut table.fds), std::mem::take(&mut table.tickets))
     });
     drop(end);
-    (written, fds, tickets)
+    Ok(Encoded { bytes: bytes?, fds, tickets })
 }
 
 /// Decodes `bytes` whose handles arrived as `fds`. The first handle that names a descriptor

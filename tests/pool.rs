@@ -228,10 +228,53 @@ fn values_and_raises(steps: &[Step]) -> (Vec<i64>, usize) {
 const IMAP_FAILURES: [(i64, i64, usize, i64); 5] =
     [(1, -1, 1, 0), (1, -1, 1, 0), (10, 3, 1, 3), (20, 7, 2, 6), (20, 7, 4, 4)];
 
+/// Arguments that count how often they are serialized: a value whose serializing has an
+/// effect (a manager proxy pins its object on the server for the trip) must be serialized once
+/// per task, short or long.
+struct Counted(Vec<u64>);
+
+static SERIALIZED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Serialize for Counted {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SERIALIZED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Counted, D::Error> {
+        Vec::deserialize(d).map(Counted)
+    }
+}
+
+fn sum_counted(c: Counted) -> u64 {
+    c.0.iter().sum()
+}
+
 // ---------------------------------------------------------------------------------------------
 // POOL-01 to POOL-06: apply, map, starmap, map_async (CPython's `_TestPool`, on a `Pool(4)`).
 
 start_methods! {
+    /// Each task's arguments are serialized once, whatever their length (a second try would
+    /// repeat a proxy's pin on its server, and leak it).
+    fn arguments_are_serialized_once(m) {
+        let p = pool(m, 1);
+        for len in [1u64, 2, 64, 1000] {
+            let before = SERIALIZED.load(std::sync::atomic::Ordering::SeqCst);
+            let numbers: Vec<u64> = (1..=len).map(|x| x << 40).collect();
+            let want: u64 = numbers.iter().sum();
+            assert_eq!(p.submit(sum_counted, (Counted(numbers.clone()),)).unwrap().get().unwrap(), want);
+            assert_eq!(p.apply(sum_counted, (Counted(numbers),)).unwrap(), want);
+            let after = SERIALIZED.load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(after - before, 2, "{len} numbers: two tasks, serialized {} times", after - before);
+        }
+        let items: Vec<(Counted,)> = (0..5).map(|x| (Counted(vec![x; 40]),)).collect();
+        let before = SERIALIZED.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(p.starmap(sum_counted, items).unwrap(), (0..5).map(|x| x * 40).collect::<Vec<_>>());
+        assert_eq!(SERIALIZED.load(std::sync::atomic::Ordering::SeqCst) - before, 5);
+    }
+
     /// POOL-01: `apply(sqr, (5,))` is 25; `apply(sqr, (), {'x': 3})` is 9 (Rust has no
     /// keyword arguments: the tuple `(3,)`).
     fn pool_01_apply(m) {

@@ -6,7 +6,7 @@
 use std::ops::Deref;
 
 /// Bytes up to this many are kept inline.
-pub(crate) const INLINE: usize = 30;
+const INLINE: usize = 30;
 
 /// Bytes, inline when few.
 #[derive(Clone)]
@@ -28,12 +28,6 @@ impl Bytes {
     /// otherwise the buffer itself, moved out (left empty).
     pub(crate) fn take_from(buffer: &mut Vec<u8>) -> Bytes {
         Bytes::inline(buffer).unwrap_or_else(|| Bytes::Heap(std::mem::take(buffer)))
-    }
-
-    /// The first `len` bytes of `buf` (at most [`INLINE`]), kept inline as they are.
-    pub(crate) fn inline_array(len: usize, buf: [u8; INLINE]) -> Bytes {
-        debug_assert!(len <= INLINE);
-        Bytes::Inline(len.min(INLINE) as u8, buf)
     }
 
     fn inline(bytes: &[u8]) -> Option<Bytes> {

@@ -595,37 +595,31 @@ impl Pool {
         let task = self.next_task.fetch_add(1, Ordering::Relaxed);
         // Handles in the arguments (a Lock, a Queue, a pipe end) travel as descriptors
         // beside the chunk, as in a child's arguments.
-        // A few bytes (a number or two) are written where the chunk keeps them; more go
-        // into this thread's buffer, and from there into a vector of their own.
-        let mut inline = [0; bytes::INLINE];
-        let (chunk, handles, tickets) = match crate::reduction::encode_message_small(items, &mut inline)? {
-            Some(small) => (Bytes::inline_array(small.len, inline), small.fds, small.tickets),
-            None => {
-                let mut encoded = crate::reduction::encode_message_in(items, CHUNK_BUFFER.take())?;
-                let chunk = Bytes::take_from(&mut encoded.bytes);
-                CHUNK_BUFFER.set(std::mem::take(&mut encoded.bytes));
-                (chunk, encoded.fds, encoded.tickets)
-            }
-        };
-        if self.remote && (!handles.is_empty() || !tickets.is_empty()) {
+        // Encoded into this thread's buffer, which a chunk of a few bytes (copied inline)
+        // leaves for the next: no allocation per chunk.
+        let buffer = CHUNK_BUFFER.take();
+        let mut encoded = crate::reduction::encode_message_in(items, buffer)?;
+        let chunk = Bytes::take_from(&mut encoded.bytes);
+        CHUNK_BUFFER.set(std::mem::take(&mut encoded.bytes));
+        if self.remote && (!encoded.fds.is_empty() || !encoded.tickets.is_empty()) {
             return Err(Error::InvalidArgument(
                 "handles (locks, queues, shared values) cannot be arguments of an MPI pool's tasks: \
                  the other ranks may be on other hosts"
                     .into(),
             ));
         }
-        if handles.len() > MAX_HANDLES_PER_CHUNK {
+        if encoded.fds.len() > MAX_HANDLES_PER_CHUNK {
             return Err(Error::InvalidArgument(format!(
                 "a chunk's arguments hold {} descriptors; at most {MAX_HANDLES_PER_CHUNK} travel with one task",
-                handles.len()
+                encoded.fds.len()
             )));
         }
         let mut fds = Vec::new();
-        for &fd in &handles {
+        for &fd in &encoded.fds {
             // SAFETY: the descriptors belong to handles in `items`, borrowed for this call.
             fds.push(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?);
         }
-        Ok(Job::new(task, runner, closure.cloned(), chunk, slot, timeout, fds, tickets))
+        Ok(Job::new(task, runner, closure.cloned(), chunk, slot, timeout, fds, encoded.tickets))
     }
 
     /// Runs `f(args)` in a worker and waits for its value (`apply(f, args)`).

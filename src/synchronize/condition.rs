@@ -610,7 +610,7 @@ impl Condition {
     }
 
     /// Acquires the lock and returns a guard that releases it (Python's `with cond:`). If the
-    /// previous holder died, the guard comes inside [`OwnerDied`](crate::OwnerDied), as from
+    /// previous holder died, the guard comes inside [`OwnerDied`], as from
     /// [`Lock::lock`]; `?` releases the lock and gives [`Error::OwnerDied`].
     ///
     /// ```
