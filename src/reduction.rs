@@ -107,24 +107,47 @@ pub(crate) fn encode_message_in<T: Serialize + ?Sized>(value: &T, buffer: Vec<u8
     encode_with(value, false, buffer)
 }
 
-/// [`encode_message_in`] for many values at once, one after the other in `buffer`: `ends`
-/// (cleared first) gets where each one's bytes end. One table of handles for them all: a
-/// caller that needs each value's own handles encodes the values one by one instead when
-/// there are any. For many small values (a map's chunks), one encoding's setup instead of
-/// one for each.
+/// [`encode_message_in`] for many values at once, one after the other in `buffer` (given
+/// back as the bytes): `ends` (cleared first) gets where each one's bytes end, and `handles`
+/// (cleared first) the values that hold handles, each with their descriptors and holds,
+/// indexed from 0 in each value as if it had been encoded alone. For many small values (a
+/// map's chunks), one encoding's setup instead of one for each; and each value is serialized
+/// once (serializing some values has an effect: a manager proxy pins its object on the
+/// server).
 pub(crate) fn encode_each_in<'a, T: Serialize + ?Sized + 'a>(
     values: impl IntoIterator<Item = &'a T>,
     buffer: Vec<u8>,
     ends: &mut Vec<usize>,
-) -> Result<Encoded> {
+    handles: &mut Vec<Handles>,
+) -> Result<Vec<u8>> {
     ends.clear();
-    encode_into(false, buffer, |bytes| {
+    handles.clear();
+    let encoded = encode_into(false, buffer, |bytes| {
         for value in values {
             postcard::serialize_with_flavor(value, crate::queues::codec::Append(bytes))?;
+            // This value's table taken out, if it holds anything: the next one's indexes
+            // start again at 0.
+            OUTGOING.with(|o| {
+                let mut table = o.borrow_mut();
+                if !table.fds.is_empty() || !table.tickets.is_empty() {
+                    table.index = None;
+                    let (fds, tickets) = (std::mem::take(&mut table.fds), std::mem::take(&mut table.tickets));
+                    handles.push(Handles { value: ends.len(), fds, tickets });
+                }
+            });
             ends.push(bytes.len());
         }
         Ok(())
-    })
+    })?;
+    Ok(encoded.bytes)
+}
+
+/// The handles of one value of an [`encode_each_in`] (its place among them): their
+/// descriptors and holds.
+pub(crate) struct Handles {
+    pub(crate) value: usize,
+    pub(crate) fds: Vec<RawFd>,
+    pub(crate) tickets: Vec<Ticket>,
 }
 
 fn encode_with<T: Serialize + ?Sized>(value: &T, to_child: bool, bytes: Vec<u8>) -> Result<Encoded> {
@@ -382,10 +405,10 @@ mod tests {
     #[test]
     fn values_encoded_together_end_where_each_alone_would() {
         let values: Vec<Vec<u64>> = vec![vec![], vec![1], vec![300, 2], vec![u64::MAX; 3]];
-        let mut ends = vec![99];
-        let together = encode_each_in(&values, vec![7, 7], &mut ends).unwrap();
+        let (mut ends, mut handles) = (vec![99], Vec::new());
+        let together = encode_each_in(&values, vec![7, 7], &mut ends, &mut handles).unwrap();
         let alone: Vec<Vec<u8>> = values.iter().map(|v| postcard::to_allocvec(v).unwrap()).collect();
-        assert_eq!(together.bytes, alone.concat(), "the buffer was not cleared first, or a value differs");
+        assert_eq!(together, alone.concat(), "the buffer was not cleared first, or a value differs");
         let mut end = 0;
         let expected: Vec<usize> = alone
             .iter()
@@ -395,13 +418,22 @@ mod tests {
             })
             .collect();
         assert_eq!(ends, expected);
-        assert!(together.fds.is_empty() && together.tickets.is_empty());
-        // The handles of them all land in the one table.
+        assert!(handles.is_empty());
+        // Each value has the table it would have alone: its own descriptors, from index 0,
+        // and the same bytes.
         let (a, b) = crate::sys::fd::pipe().unwrap();
         let outs = [Out(vec![SendFd(a.as_fd())]), Out(vec![]), Out(vec![SendFd(b.as_fd()), SendFd(a.as_fd())])];
-        let with_handles = encode_each_in(&outs, Vec::new(), &mut ends).unwrap();
-        assert_eq!(with_handles.fds, vec![a.as_raw_fd(), b.as_raw_fd()]);
-        assert_eq!(ends.len(), 3);
+        let bytes = encode_each_in(&outs, Vec::new(), &mut ends, &mut handles).unwrap();
+        let fds: Vec<(usize, Vec<RawFd>)> = handles.iter().map(|h| (h.value, h.fds.clone())).collect();
+        assert_eq!(fds, vec![(0, vec![a.as_raw_fd()]), (2, vec![b.as_raw_fd(), a.as_raw_fd()])]);
+        let mut start = 0;
+        for (i, (out, &end)) in outs.iter().zip(&ends).enumerate() {
+            let alone = encode(out).unwrap();
+            assert_eq!(&bytes[start..end], &alone.bytes[..]);
+            let own = handles.iter().find(|h| h.value == i).map_or(Vec::new(), |h| h.fds.clone());
+            assert_eq!(own, alone.fds);
+            start = end;
+        }
     }
 
     #[test]

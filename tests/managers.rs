@@ -797,6 +797,31 @@ fn proxies_in_pool_tasks() {
     }
 }
 
+/// Proxies beside handles in a map's arguments (a Lock travels as a descriptor): each chunk's
+/// arguments are serialized once, so each proxy pins its object once, and the objects go when
+/// the proxies do.
+#[test]
+fn proxies_beside_handles_in_pool_maps() {
+    fn write_locked(lock: Lock, d: DictProxy<u32, u32>, x: u32) -> u32 {
+        let _held = lock.lock().unwrap();
+        d.insert(x, x + 1).unwrap();
+        x
+    }
+    for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        let mgr = start(m);
+        let d = mgr.dict::<u32, u32>().unwrap();
+        let lock = Lock::new().unwrap();
+        let pool = Pool::builder().processes(2).start_method(m).build().unwrap();
+        let args: Vec<(Lock, DictProxy<u32, u32>, u32)> = (0..12).map(|x| (lock.clone(), d.clone(), x)).collect();
+        assert_eq!(pool.starmap(write_locked, args).unwrap(), (0..12).collect::<Vec<_>>());
+        assert_eq!(d.len().unwrap(), 12, "{m:?}");
+        pool.close();
+        pool.join().unwrap();
+        drop(d);
+        objects_reach(&mgr, 0);
+    }
+}
+
 /// Every proxy is `Clone + Send + Sync` and a serde value (checked by the compiler).
 #[test]
 fn proxies_are_clone_send_sync_and_serde() {

@@ -527,18 +527,15 @@ impl Pool {
             slots.push(slot.clone());
             slot
         };
-        if chunksize <= ENCODE_TOGETHER_UP_TO
-            && let Some(jobs) = self.jobs_encoded_together(func, items, chunksize, timeout, &mut next_slot)?
-        {
-            return Ok(jobs);
+        if chunksize <= ENCODE_TOGETHER_UP_TO {
+            return self.jobs_encoded_together(func, items, chunksize, timeout, &mut next_slot);
         }
         items.chunks(chunksize).map(|chunk| self.job(func, chunk, next_slot(), timeout)).collect()
     }
 
-    /// [`jobs`](Pool::jobs) of small chunks, encoded one after the other into one buffer,
-    /// with one table for the handles of them all: the setup of an encoding costs as much as
-    /// a chunk of a number or two. `None` if handles turn up: then each chunk is encoded on
-    /// its own, to carry its own.
+    /// [`jobs`](Pool::jobs) of small chunks, encoded one after the other into one buffer
+    /// (each with the table of handles it would have alone): the setup of an encoding costs
+    /// as much as a chunk of a number or two.
     fn jobs_encoded_together<A: Serialize>(
         &self,
         func: &Func,
@@ -546,30 +543,39 @@ impl Pool {
         chunksize: usize,
         timeout: Option<Duration>,
         next_slot: &mut impl FnMut() -> Arc<Slot>,
-    ) -> Result<Option<Vec<Job>>> {
+    ) -> Result<Vec<Job>> {
         let mut ends = Vec::with_capacity(items.len().div_ceil(chunksize));
-        let mut encoded = crate::reduction::encode_each_in(items.chunks(chunksize), CHUNK_BUFFER.take(), &mut ends)?;
-        let bytes = std::mem::take(&mut encoded.bytes);
-        let plain = encoded.fds.is_empty() && encoded.tickets.is_empty();
-        // The holds on shared objects, if any, are given back as `encoded` goes: each chunk
-        // takes its own when encoded alone.
-        drop(encoded);
-        let jobs = plain.then(|| {
-            let (runner, closure) = func.runner_and_closure();
-            let first = self.next_task.fetch_add(ends.len() as u64, Ordering::Relaxed);
-            let starts = std::iter::once(0).chain(ends.iter().copied());
-            (first..)
-                .zip(starts.zip(&ends))
-                .map(|(task, (start, &end))| {
-                    let chunk = Bytes::copy_of(&bytes[start..end]);
-                    Job::new(task, runner, closure.cloned(), chunk, next_slot(), timeout, Vec::new(), Vec::new())
-                })
-                .collect()
-        });
+        let mut handles = Vec::new();
+        let bytes =
+            crate::reduction::encode_each_in(items.chunks(chunksize), CHUNK_BUFFER.take(), &mut ends, &mut handles)?;
+        let (runner, closure) = func.runner_and_closure();
+        let first = self.next_task.fetch_add(ends.len() as u64, Ordering::Relaxed);
+        let mut handles = handles.into_iter().peekable();
+        // Made to size (a `Result` collected has no size to go by, and a list of jobs grown
+        // by doubling was copied over and over).
+        let mut jobs = Vec::with_capacity(ends.len());
+        let mut failed = None;
+        let mut start = 0;
+        for (i, (task, &end)) in (first..).zip(&ends).enumerate() {
+            let args = Bytes::copy_of(&bytes[std::mem::replace(&mut start, end)..end]);
+            let job = match handles.next_if(|h| h.value == i) {
+                Some(h) => self.chunk_job(task, runner, closure, args, &h.fds, h.tickets, next_slot(), timeout),
+                None => {
+                    Ok(Job::new(task, runner, closure.cloned(), args, next_slot(), timeout, Vec::new(), Vec::new()))
+                }
+            };
+            match job {
+                Ok(job) => jobs.push(job),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         if bytes.capacity() <= KEEP_CHUNK_BUFFER {
             CHUNK_BUFFER.set(bytes);
         }
-        Ok(jobs)
+        failed.map_or(Ok(jobs), Err)
     }
 
     /// Submits one task, a chunk of its own (`apply_async`, `submit`): as `submit_chunks`
@@ -601,25 +607,44 @@ impl Pool {
         let mut encoded = crate::reduction::encode_message_in(items, buffer)?;
         let chunk = Bytes::take_from(&mut encoded.bytes);
         CHUNK_BUFFER.set(std::mem::take(&mut encoded.bytes));
-        if self.remote && (!encoded.fds.is_empty() || !encoded.tickets.is_empty()) {
+        self.chunk_job(task, runner, closure, chunk, &encoded.fds, encoded.tickets, slot, timeout)
+    }
+
+    /// The job of an encoded chunk: `fds` are the descriptors of the handles in its
+    /// arguments (copied here, as the arguments are borrowed), `tickets` the holds on the
+    /// shared objects in them.
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_job(
+        &self,
+        task: u64,
+        runner: i64,
+        closure: Option<&task::Closure>,
+        chunk: Bytes,
+        fds: &[std::os::fd::RawFd],
+        tickets: Vec<crate::heap::Ticket>,
+        slot: Arc<Slot>,
+        timeout: Option<Duration>,
+    ) -> Result<Job> {
+        if self.remote && (!fds.is_empty() || !tickets.is_empty()) {
             return Err(Error::InvalidArgument(
                 "handles (locks, queues, shared values) cannot be arguments of an MPI pool's tasks: \
                  the other ranks may be on other hosts"
                     .into(),
             ));
         }
-        if encoded.fds.len() > MAX_HANDLES_PER_CHUNK {
+        if fds.len() > MAX_HANDLES_PER_CHUNK {
             return Err(Error::InvalidArgument(format!(
                 "a chunk's arguments hold {} descriptors; at most {MAX_HANDLES_PER_CHUNK} travel with one task",
-                encoded.fds.len()
+                fds.len()
             )));
         }
-        let mut fds = Vec::new();
-        for &fd in &encoded.fds {
-            // SAFETY: the descriptors belong to handles in `items`, borrowed for this call.
-            fds.push(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?);
+        let mut owned = Vec::new();
+        for &fd in fds {
+            // SAFETY: the descriptors belong to handles in the chunk's arguments, borrowed by
+            // the caller for this call.
+            owned.push(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?);
         }
-        Ok(Job::new(task, runner, closure.cloned(), chunk, slot, timeout, fds, encoded.tickets))
+        Ok(Job::new(task, runner, closure.cloned(), chunk, slot, timeout, owned, tickets))
     }
 
     /// Runs `f(args)` in a worker and waits for its value (`apply(f, args)`).
