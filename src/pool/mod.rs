@@ -560,6 +560,8 @@ impl Pool {
             let args = Bytes::copy_of(&bytes[std::mem::replace(&mut start, end)..end]);
             let job = match handles.next_if(|h| h.value == i) {
                 Some(h) => self.chunk_job(task, runner, closure, args, &h.fds, h.tickets, next_slot(), timeout),
+                // Most chunks: straight to their job (through `chunk_job` with no handles, a
+                // chunk-size-1 map ran 3 to 6% slower).
                 None => {
                     Ok(Job::new(task, runner, closure.cloned(), args, next_slot(), timeout, Vec::new(), Vec::new()))
                 }
